@@ -1,0 +1,142 @@
+//! Merges the file descriptors of every loaded file into one `DescriptorPool`.
+//!
+//! The same file may arrive from several sets (every set compiled with its imports carries
+//! `google/protobuf/timestamp.proto`): identical copies are kept once. Two different files of one
+//! name, or one symbol defined in two files, is an error naming both origins — silently keeping
+//! either would route calls by whichever file happened to load first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use prost_reflect::DescriptorPool;
+use prost_types::{DescriptorProto, FileDescriptorProto};
+
+use super::CatalogError;
+use super::load::{Sourced, well_known};
+
+pub(super) fn merge(files: Vec<Sourced>) -> Result<DescriptorPool, CatalogError> {
+    let mut by_name: BTreeMap<String, Sourced> = BTreeMap::new();
+    for file in files {
+        let name = file.proto.name().to_owned();
+        match by_name.get(&name) {
+            None => {
+                by_name.insert(name, file);
+            }
+            Some(kept) if same_definitions(&kept.proto, &file.proto) => {}
+            Some(kept) => {
+                return Err(CatalogError::Conflict(format!(
+                    "{name} is defined differently in {} and in {}",
+                    kept.origin.display(),
+                    file.origin.display()
+                )));
+            }
+        }
+    }
+    add_missing_well_known(&mut by_name);
+
+    let mut symbols: HashMap<String, &Sourced> = HashMap::new();
+    for file in by_name.values() {
+        for symbol in file_symbols(&file.proto) {
+            if let Some(other) = symbols.insert(symbol.clone(), file) {
+                return Err(CatalogError::Conflict(format!(
+                    "{symbol} is defined twice: in {} ({}) and in {} ({})",
+                    other.proto.name(),
+                    other.origin.display(),
+                    file.proto.name(),
+                    file.origin.display()
+                )));
+            }
+        }
+    }
+
+    let mut pool = DescriptorPool::new();
+    let origins: HashMap<String, PathBuf> = by_name
+        .values()
+        .map(|f| (f.proto.name().to_owned(), f.origin.clone()))
+        .collect();
+    pool.add_file_descriptor_protos(by_name.into_values().map(|f| f.proto))
+        .map_err(|e| {
+            let origin = e
+                .file()
+                .and_then(|name| origins.get(name))
+                .map(|p| format!("{}: ", p.display()))
+                .unwrap_or_default();
+            CatalogError::Conflict(format!("{origin}{e}"))
+        })?;
+    Ok(pool)
+}
+
+/// Two copies of a file define the same things when they match without their comments and
+/// source positions. protobuf's own files are taken as given: compilers differ in the options
+/// they record for them, never in what they define.
+fn same_definitions(a: &FileDescriptorProto, b: &FileDescriptorProto) -> bool {
+    if a.package() == "google.protobuf" {
+        return true;
+    }
+    let strip = |f: &FileDescriptorProto| FileDescriptorProto {
+        source_code_info: None,
+        ..f.clone()
+    };
+    strip(a) == strip(b)
+}
+
+/// Sets compiled without `--include_imports` lack protobuf's well-known files; supply them.
+fn add_missing_well_known(files: &mut BTreeMap<String, Sourced>) {
+    let missing: Vec<(String, PathBuf)> = files
+        .values()
+        .flat_map(|f| {
+            f.proto
+                .dependency
+                .iter()
+                .map(move |d| (d.clone(), f.origin.clone()))
+        })
+        .filter(|(d, _)| d.starts_with("google/protobuf/") && !files.contains_key(d))
+        .collect();
+    for (name, origin) in missing {
+        for proto in well_known(&name).unwrap_or_default() {
+            files.entry(proto.name().to_owned()).or_insert(Sourced {
+                origin: origin.clone(),
+                proto,
+            });
+        }
+    }
+}
+
+/// The fully-qualified names a file defines.
+fn file_symbols(file: &FileDescriptorProto) -> Vec<String> {
+    let package = file.package();
+    let qualify = |name: &str| {
+        if package.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{package}.{name}")
+        }
+    };
+    let mut out = Vec::new();
+    for message in &file.message_type {
+        message_symbols(&qualify(message.name()), message, &mut out);
+    }
+    out.extend(file.enum_type.iter().map(|e| qualify(e.name())));
+    out.extend(file.service.iter().map(|s| qualify(s.name())));
+    out.extend(file.extension.iter().map(|x| qualify(x.name())));
+    out
+}
+
+fn message_symbols(name: &str, message: &DescriptorProto, out: &mut Vec<String>) {
+    out.push(name.to_owned());
+    for nested in &message.nested_type {
+        message_symbols(&format!("{name}.{}", nested.name()), nested, out);
+    }
+    out.extend(
+        message
+            .enum_type
+            .iter()
+            .map(|e| format!("{name}.{}", e.name())),
+    );
+    out.extend(
+        message
+            .extension
+            .iter()
+            .map(|x| format!("{name}.{}", x.name())),
+    );
+}

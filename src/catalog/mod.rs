@@ -1,0 +1,171 @@
+//! The catalog: one immutable snapshot of everything learned from the descriptors — the merged
+//! `DescriptorPool`, every service and method, and which config rule routes each service.
+//!
+//! A reload builds a new `Catalog` off to the side; the gateway swaps it in atomically, and calls
+//! in flight finish on the one they started with. This module does no I/O on the request path and
+//! knows nothing about protocols or backends' connections.
+
+mod load;
+mod merge;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prost::Message;
+use prost_reflect::{DescriptorPool, MethodDescriptor, ServiceDescriptor};
+
+use crate::config::{Config, ServiceRule};
+
+pub use load::{compile_set, is_descriptor_file, proto_sources};
+
+/// Why a catalog could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CatalogError {
+    pub(crate) fn file(path: &Path, message: impl fmt::Display) -> Self {
+        Self::File {
+            path: path.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A method the gateway can route, with everything a call needs to know about it.
+#[derive(Debug)]
+pub struct MethodRoute {
+    /// `/package.Service/Method`, the HTTP/2 path of the gRPC call.
+    pub path: Box<str>,
+    pub descriptor: MethodDescriptor,
+    /// The config rule whose backends serve this method's service; None when no rule matches.
+    pub rule: Option<Arc<ServiceRule>>,
+}
+
+/// A service and the rule that routes it.
+#[derive(Debug, Clone)]
+pub struct ServiceEntry {
+    pub descriptor: ServiceDescriptor,
+    pub rule: Option<Arc<ServiceRule>>,
+}
+
+/// What a gRPC path resolves to.
+pub enum Lookup<'a> {
+    Method(&'a Arc<MethodRoute>),
+    UnknownMethod {
+        service: &'a str,
+        method: &'a str,
+    },
+    UnknownService {
+        service: &'a str,
+    },
+    /// Not of the form `/service/method` at all.
+    Malformed,
+}
+
+/// One snapshot of the loaded descriptors.
+pub struct Catalog {
+    pool: DescriptorPool,
+    services: Vec<ServiceEntry>,
+    methods: HashMap<Box<str>, Arc<MethodRoute>>,
+    /// The files it was built from.
+    pub sources: Vec<PathBuf>,
+}
+
+impl fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Catalog")
+            .field("services", &self.services.len())
+            .field("methods", &self.methods.len())
+            .finish()
+    }
+}
+
+impl Catalog {
+    /// Loads every descriptor the config names and builds a snapshot.
+    pub fn load(config: &Config) -> Result<Self, CatalogError> {
+        let files = load::load(&config.descriptors, &config.proto_include)?;
+        let mut sources: Vec<PathBuf> = files.iter().map(|f| f.origin.clone()).collect();
+        sources.dedup();
+        let pool = merge::merge(files)?;
+        Ok(Self::from_pool(pool, config, sources))
+    }
+
+    /// Builds a snapshot from an already merged pool.
+    pub fn from_pool(pool: DescriptorPool, config: &Config, sources: Vec<PathBuf>) -> Self {
+        let mut services: Vec<ServiceEntry> = pool
+            .services()
+            .map(|descriptor| {
+                let rule = config.rule_for(descriptor.full_name()).cloned();
+                ServiceEntry { descriptor, rule }
+            })
+            .collect();
+        services.sort_by(|a, b| a.descriptor.full_name().cmp(b.descriptor.full_name()));
+        let methods = services
+            .iter()
+            .flat_map(|service| {
+                service.descriptor.methods().map(|descriptor| {
+                    let path: Box<str> =
+                        format!("/{}/{}", service.descriptor.full_name(), descriptor.name()).into();
+                    let route = MethodRoute {
+                        path: path.clone(),
+                        descriptor,
+                        rule: service.rule.clone(),
+                    };
+                    (path, Arc::new(route))
+                })
+            })
+            .collect();
+        Catalog {
+            pool,
+            services,
+            methods,
+            sources,
+        }
+    }
+
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    /// Every service, sorted by full name.
+    pub fn services(&self) -> &[ServiceEntry] {
+        &self.services
+    }
+
+    /// Resolves a gRPC request path.
+    pub fn lookup<'a>(&'a self, path: &'a str) -> Lookup<'a> {
+        if let Some(route) = self.methods.get(path) {
+            return Lookup::Method(route);
+        }
+        let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+            return Lookup::Malformed;
+        };
+        if self.pool.get_service_by_name(service).is_some() {
+            Lookup::UnknownMethod { service, method }
+        } else {
+            Lookup::UnknownService { service }
+        }
+    }
+
+    /// The merged descriptors as one encoded `FileDescriptorSet` (for reflection).
+    pub fn file_descriptor_set(&self) -> prost_types::FileDescriptorSet {
+        prost_types::FileDescriptorSet {
+            file: self.pool.file_descriptor_protos().cloned().collect(),
+        }
+    }
+
+    /// The encoded form of [`Self::file_descriptor_set`].
+    pub fn encoded_file_descriptor_set(&self) -> Vec<u8> {
+        self.file_descriptor_set().encode_to_vec()
+    }
+}

@@ -1,0 +1,365 @@
+//! The YAML configuration file: parsed into serde structs (the reference users read, one `///` per
+//! field) and converted once into typed [`Config`] settings.
+//!
+//! Relative paths in the file are taken relative to the file's own folder, so a config can be
+//! started from anywhere. This module reads files (TLS roots) but opens no sockets.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The configuration file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address the one listener binds: gRPC, and later REST, WebSocket and SOAP, all on one port.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Descriptor files or folders: `*.binpb *.pb *.protoset *.desc` (FileDescriptorSet) and
+    /// `*.proto` sources. Folders are searched recursively and watched for changes.
+    #[serde(default = "default_descriptors")]
+    pub descriptors: Vec<PathBuf>,
+    /// Import paths used when `.proto` sources are given.
+    #[serde(default)]
+    pub proto_include: Vec<PathBuf>,
+    /// Watch the descriptor paths and reload the catalog when a file changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Which backends serve which services. The most specific `match` wins: an exact service name
+    /// before a pattern, a longer pattern before a shorter one.
+    #[serde(default)]
+    pub services: Vec<ServiceFile>,
+}
+
+/// One `services:` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    /// A full service name (`shop.products.v1.ProductService`) or a package pattern ending in `*`
+    /// (`shop.*`, or `*` for every service).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Backend addresses: `http://host:port` for cleartext HTTP/2 (h2c), `https://host:port` for
+    /// TLS. Calls are spread round-robin over the backends that are up.
+    pub backends: Vec<String>,
+    /// How long to wait for a TCP (and TLS) connection to a backend, e.g. `500ms`, `2s`.
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    /// Deadline applied to calls whose client sets none, e.g. `30s`. None by default.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// TLS settings for `https://` backends.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+}
+
+/// TLS settings for backends.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM file of CA certificates to trust instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify the backend's certificate against, when it differs from the address' host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+fn default_descriptors() -> Vec<PathBuf> {
+    vec![PathBuf::from("descriptors/")]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Typed, validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub descriptors: Vec<PathBuf>,
+    pub proto_include: Vec<PathBuf>,
+    pub watch: bool,
+    pub services: Vec<Arc<ServiceRule>>,
+}
+
+/// Which backends serve the services a pattern matches.
+#[derive(Debug)]
+pub struct ServiceRule {
+    /// Position in the config's `services:` list; the upstream keeps one pool per rule.
+    pub index: usize,
+    pub pattern: ServicePattern,
+    pub backends: Vec<Backend>,
+    pub connect_timeout: Duration,
+    pub default_timeout: Option<Duration>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls_server_name: Option<String>,
+}
+
+/// A `match:` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServicePattern {
+    /// A full service name.
+    Exact(String),
+    /// Every service whose full name starts with this (the pattern without its `*`).
+    Prefix(String),
+}
+
+impl ServicePattern {
+    fn parse(s: &str) -> Result<Self, String> {
+        let valid = |part: &str| {
+            part.split('.')
+                .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        };
+        match s.strip_suffix('*') {
+            Some("") => Ok(Self::Prefix(String::new())),
+            Some(prefix) if prefix.ends_with('.') && valid(&prefix[..prefix.len() - 1]) => {
+                Ok(Self::Prefix(prefix.to_owned()))
+            }
+            None if valid(s) => Ok(Self::Exact(s.to_owned())),
+            _ => Err(format!(
+                "expected a full service name (pkg.Service) or a package pattern (pkg.*), got {s:?}"
+            )),
+        }
+    }
+
+    /// How specific a match is, or None when `service` does not match: exact names win over
+    /// patterns, longer patterns over shorter ones.
+    pub fn specificity(&self, service: &str) -> Option<usize> {
+        match self {
+            Self::Exact(name) => (name == service).then_some(usize::MAX),
+            Self::Prefix(prefix) => service.starts_with(prefix.as_str()).then_some(prefix.len()),
+        }
+    }
+}
+
+impl std::fmt::Display for ServicePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(name) => f.write_str(name),
+            Self::Prefix(prefix) => write!(f, "{prefix}*"),
+        }
+    }
+}
+
+/// One backend address.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// As written in the config, for messages.
+    pub uri: http::Uri,
+    pub tls: bool,
+    /// `host:port`, what the TCP connection dials.
+    pub authority: String,
+    pub host: String,
+}
+
+/// A configuration error: the file, the key path and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    file: String,
+    message: String,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|message| ConfigError {
+            file: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses YAML text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+        let file: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner();
+            if at == "." {
+                inner.to_string()
+            } else {
+                format!("at `{at}`: {inner}")
+            }
+        })?;
+        Self::from_file(file, base)
+    }
+
+    fn from_file(file: FileConfig, base: &Path) -> Result<Self, String> {
+        let listen = file
+            .listen
+            .parse()
+            .map_err(|_| format!("at `listen`: expected host:port, got {:?}", file.listen))?;
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let services = file
+            .services
+            .into_iter()
+            .enumerate()
+            .map(|(index, s)| ServiceRule::from_file(index, s, base).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Config {
+            listen,
+            descriptors: file.descriptors.into_iter().map(resolve).collect(),
+            proto_include: file.proto_include.into_iter().map(resolve).collect(),
+            watch: file.watch,
+            services,
+        })
+    }
+
+    /// The rule that routes `service`, if any.
+    pub fn rule_for(&self, service: &str) -> Option<&Arc<ServiceRule>> {
+        self.services
+            .iter()
+            .filter_map(|rule| Some((rule.pattern.specificity(service)?, rule)))
+            .max_by_key(|(specificity, rule)| (*specificity, std::cmp::Reverse(rule.index)))
+            .map(|(_, rule)| rule)
+    }
+}
+
+impl ServiceRule {
+    fn from_file(index: usize, file: ServiceFile, base: &Path) -> Result<Self, String> {
+        let at = |key: &str| format!("at `services[{index}].{key}`");
+        let pattern =
+            ServicePattern::parse(&file.pattern).map_err(|e| format!("{}: {e}", at("match")))?;
+        if file.backends.is_empty() {
+            return Err(format!(
+                "{}: expected at least one backend address",
+                at("backends")
+            ));
+        }
+        let backends = file
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                Backend::parse(b).map_err(|e| format!("{}: {e}", at(&format!("backends[{i}]"))))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let duration = |key: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|v| {
+                    humantime::parse_duration(v).map_err(|e| {
+                        format!(
+                            "{}: expected a duration like 500ms or 2s, got {v:?} ({e})",
+                            at(key)
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let connect_timeout =
+            duration("connect_timeout", &file.connect_timeout)?.unwrap_or(Duration::from_secs(2));
+        let default_timeout = duration("timeout", &file.timeout)?;
+        let tls_file = file.tls.unwrap_or_default();
+        let tls = if backends.iter().any(|b| b.tls) {
+            let ca = tls_file
+                .ca_file
+                .map(|p| if p.is_absolute() { p } else { base.join(p) });
+            Some(Arc::new(
+                crate::upstream::tls::client_config(ca.as_deref())
+                    .map_err(|e| format!("{}: {e}", at("tls.ca_file")))?,
+            ))
+        } else {
+            None
+        };
+        Ok(ServiceRule {
+            index,
+            pattern,
+            backends,
+            connect_timeout,
+            default_timeout,
+            tls,
+            tls_server_name: tls_file.server_name,
+        })
+    }
+}
+
+impl Backend {
+    fn parse(s: &str) -> Result<Self, String> {
+        let uri: http::Uri = s.parse().map_err(|e| {
+            format!("expected http://host:port or https://host:port, got {s:?} ({e})")
+        })?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(format!(
+                    "expected an http:// (h2c) or https:// (TLS) address, got {s:?}"
+                ));
+            }
+        };
+        if !matches!(uri.path(), "" | "/") {
+            return Err(format!("a backend address has no path, got {s:?}"));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("no host in {s:?}"))?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let bare_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(Backend {
+            authority: format!("{host}:{port}"),
+            host: bare_host,
+            tls,
+            uri,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_specific_rule_wins() {
+        let config = Config::parse(
+            "services:\n  - match: '*'\n    backends: [http://a:1]\n  - match: shop.*\n    backends: [http://b:1]\n  - match: shop.users.v1.UserService\n    backends: [http://c:1]\n",
+            Path::new("."),
+        )
+        .expect("valid config");
+        let host = |s: &str| config.rule_for(s).map(|r| r.backends[0].host.clone());
+        assert_eq!(host("shop.users.v1.UserService").as_deref(), Some("c"));
+        assert_eq!(host("shop.orders.v1.OrderService").as_deref(), Some("b"));
+        assert_eq!(host("other.Thing").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::parse(
+            "services:\n  - match: shop.*\n    backends: [ftp://x:1]\n",
+            Path::new("."),
+        )
+        .expect_err("ftp is no backend scheme");
+        assert!(err.contains("services[0].backends[0]"), "{err}");
+        let err = Config::parse(
+            "services:\n  - match: shop.*\n    backend: [http://x:1]\n",
+            Path::new("."),
+        )
+        .expect_err("unknown field");
+        assert!(err.contains("backend"), "{err}");
+        let err = Config::parse("listen: nowhere\n", Path::new(".")).expect_err("bad listen");
+        assert!(err.contains("listen"), "{err}");
+        let err = Config::parse(
+            "services:\n  - match: 'shop*'\n    backends: [http://x:1]\n",
+            Path::new("."),
+        )
+        .expect_err("bad pattern");
+        assert!(err.contains("services[0].match"), "{err}");
+    }
+}

@@ -1,0 +1,274 @@
+//! The native gRPC frontend: passthrough to backends, plus reflection and health answered by the
+//! gateway itself.
+//!
+//! Requests are classified by path ([`Target`]); calls to loaded methods become a
+//! [`Call`] whose body is the client's frames as they are — no decode, no re-encode. Metadata,
+//! compression flags (`grpc-encoding`) and trailers pass both ways; `grpc-timeout` becomes the
+//! call's deadline.
+//!
+//! # Limitations
+//! - gRPC-Web and Connect are not handled here (a later frontend).
+//! - Reflection lists every loaded service, whether or not a backend serves it.
+
+mod body;
+pub mod services;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tonic::{Code, Status};
+use tower::ServiceExt;
+
+use super::ResponseBody;
+use crate::call::{Call, Protocol};
+use crate::catalog::{Catalog, Lookup, MethodRoute};
+use crate::error::{GatewayError, Origin};
+use crate::observe::access_log;
+use crate::stack::Stack;
+use body::ReplyBody;
+pub use services::{Tables, TonicService};
+
+/// True for gRPC requests (`application/grpc`, `application/grpc+proto`, ...), not gRPC-Web.
+pub fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct == "application/grpc"
+                || ct.starts_with("application/grpc+")
+                || ct.starts_with("application/grpc;")
+        })
+}
+
+/// The gRPC frontend: the stack calls go through, and the gateway's own health service.
+#[derive(Clone)]
+pub struct GrpcFrontend {
+    pub stack: Stack,
+    pub health: TonicService,
+}
+
+/// What a gRPC request is for.
+enum Target {
+    /// Server reflection, answered from the snapshot's descriptors.
+    Reflection(TonicService),
+    /// grpc.health.v1.Health, answered by the gateway.
+    Health,
+    /// A loaded method: through the policy stack to a backend.
+    Method(Arc<MethodRoute>),
+    /// Refused before any backend is involved (gRPC: unknown service or method is UNIMPLEMENTED).
+    Refused(GatewayError),
+}
+
+impl GrpcFrontend {
+    pub async fn serve(
+        &self,
+        request: Request<Incoming>,
+        catalog: &Catalog,
+        tables: &Tables,
+        peer: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
+        let started = Instant::now();
+        match classify(request.uri().path(), catalog, tables) {
+            // gRPC server reflection protocol (v1 and v1alpha share the one descriptor snapshot).
+            Target::Reflection(service) => tonic_response(service.oneshot(request).await),
+            // gRPC health checking protocol.
+            Target::Health => tonic_response(self.health.clone().oneshot(request).await),
+            // gRPC over HTTP/2: the call is forwarded frame by frame.
+            Target::Method(method) => self.forward(request, method, peer, started).await,
+            // gRPC over HTTP/2: errors before a response are a Trailers-Only response.
+            Target::Refused(error) => {
+                access_log::record(
+                    Protocol::Grpc,
+                    request.uri().path(),
+                    peer,
+                    error.code,
+                    &error.message,
+                    started,
+                );
+                trailers_only(error.to_status())
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        method: Arc<MethodRoute>,
+        peer: Option<SocketAddr>,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let (parts, body) = request.into_parts();
+        let deadline = match parse_timeout(&parts.headers) {
+            Ok(timeout) => timeout.map(|t| started + t),
+            Err(error) => {
+                access_log::record(
+                    Protocol::Grpc,
+                    &method.path,
+                    peer,
+                    error.code,
+                    &error.message,
+                    started,
+                );
+                return trailers_only(error.to_status());
+            }
+        };
+        let body = body
+            .map_err(|e| {
+                GatewayError::new(
+                    Code::Cancelled,
+                    Origin::Client,
+                    format!("the client's request stream broke off: {e}"),
+                )
+            })
+            .boxed_unsync();
+        let call = Call {
+            method,
+            protocol: Protocol::Grpc,
+            metadata: metadata(parts.headers),
+            deadline,
+            peer,
+            body,
+        };
+        match self.stack.clone().oneshot(call).await {
+            Ok(reply) => {
+                let mut response = Response::new(ReplyBody::new(reply.body).boxed_unsync());
+                *response.headers_mut() = reply.metadata;
+                response
+                    .headers_mut()
+                    .entry(CONTENT_TYPE)
+                    .or_insert(HeaderValue::from_static("application/grpc"));
+                response
+            }
+            Err(error) => trailers_only(error.to_status()),
+        }
+    }
+}
+
+fn classify(path: &str, catalog: &Catalog, tables: &Tables) -> Target {
+    let service = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .map(|(s, _)| s);
+    match service {
+        Some(services::REFLECTION_V1) => return Target::Reflection(tables.reflection_v1.clone()),
+        Some(services::REFLECTION_V1ALPHA) => {
+            return Target::Reflection(tables.reflection_v1alpha.clone());
+        }
+        Some(services::HEALTH) => return Target::Health,
+        _ => {}
+    }
+    let refuse = |message: String| {
+        Target::Refused(GatewayError::new(
+            Code::Unimplemented,
+            Origin::Client,
+            message,
+        ))
+    };
+    match catalog.lookup(path) {
+        Lookup::Method(route) => Target::Method(route.clone()),
+        Lookup::UnknownMethod { service, method } => {
+            refuse(format!("unknown method {method} for service {service}"))
+        }
+        Lookup::UnknownService { service } => refuse(format!("unknown service {service}")),
+        Lookup::Malformed => refuse(format!(
+            "malformed gRPC path {path:?}: expected /package.Service/Method"
+        )),
+    }
+}
+
+/// The client's headers that are call metadata: everything but connection-level and framing
+/// headers, which each hop sets for itself.
+fn metadata(mut headers: HeaderMap) -> HeaderMap {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "host",
+        "content-length",
+        "grpc-timeout",
+    ] {
+        headers.remove(name);
+    }
+    headers
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit, H M S m u n (gRPC over HTTP/2).
+fn parse_timeout(headers: &HeaderMap) -> Result<Option<Duration>, GatewayError> {
+    let Some(value) = headers.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let bad = || {
+        GatewayError::new(
+            Code::InvalidArgument,
+            Origin::Client,
+            format!("malformed grpc-timeout {value:?}"),
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.len() < 2 || text.len() > 9 {
+        return Err(bad());
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return Err(bad()),
+    };
+    Ok(Some(duration))
+}
+
+/// A Trailers-Only response: the status in the headers, no body.
+pub fn trailers_only(status: Status) -> Response<ResponseBody> {
+    status.into_http()
+}
+
+fn tonic_response(
+    result: Result<Response<tonic::body::Body>, std::convert::Infallible>,
+) -> Response<ResponseBody> {
+    match result {
+        Ok(response) => response.map(|b| b.map_err(Into::into).boxed_unsync()),
+        Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let parse = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", HeaderValue::from_static(v));
+            parse_timeout(&h)
+        };
+        assert_eq!(
+            parse("100m").ok().flatten(),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(parse("2S").ok().flatten(), Some(Duration::from_secs(2)));
+        assert_eq!(parse("1H").ok().flatten(), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse("99999999n").ok().flatten(),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        assert!(parse("123456789m").is_err(), "more than 8 digits");
+        assert!(parse("10x").is_err());
+        assert!(parse("m").is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! The gateway assembled: config, the current catalog snapshot with what each frontend derives
+//! from it, the frontends, the policy stack and the upstream.
+//!
+//! Snapshots are swapped atomically (`arc-swap`): a request loads the current one once and keeps
+//! it to the end, so a reload never disturbs calls in flight. A reload that fails keeps the old
+//! snapshot serving and reports why.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::util::BoxCloneSyncService;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::Config;
+use crate::frontends::grpc::{self, GrpcFrontend};
+use crate::stack;
+use crate::upstream::Upstream;
+
+/// One catalog and everything derived from it, read by requests as a unit.
+pub struct Snapshot {
+    pub catalog: Arc<Catalog>,
+    pub grpc: grpc::Tables,
+}
+
+impl Snapshot {
+    fn build(catalog: Catalog) -> Result<Self, CatalogError> {
+        let grpc = grpc::Tables::new(&catalog).map_err(CatalogError::Other)?;
+        Ok(Snapshot {
+            catalog: Arc::new(catalog),
+            grpc,
+        })
+    }
+}
+
+/// The outcome of the latest reloads, for whoever wants to follow them (tests, an admin API).
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// Catalogs built so far; the first one is 1.
+    pub generation: u64,
+    /// Failed reloads so far.
+    pub failures: u64,
+    /// Why the latest reload failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// A running gateway's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    snapshot: ArcSwap<Snapshot>,
+    grpc: GrpcFrontend,
+    health: HealthReporter,
+    reloads: watch::Sender<ReloadStatus>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Gateway {
+    /// Loads the catalog the config names. Must be called inside a tokio runtime.
+    pub fn new(config: Config) -> Result<Self, CatalogError> {
+        let snapshot = Snapshot::build(Catalog::load(&config)?)?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let grpc = GrpcFrontend {
+            stack: stack::build(Upstream::new(&config)),
+            health: BoxCloneSyncService::new(health_service),
+        };
+        let (reloads, _) = watch::channel(ReloadStatus {
+            generation: 1,
+            ..Default::default()
+        });
+        let gateway = Gateway {
+            shared: Arc::new(Shared {
+                config,
+                snapshot: ArcSwap::from_pointee(snapshot),
+                grpc,
+                health,
+                reloads,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        };
+        gateway.report_health();
+        Ok(gateway)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The current snapshot; hold it for the whole request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    pub fn grpc(&self) -> &GrpcFrontend {
+        &self.shared.grpc
+    }
+
+    /// Follows reloads.
+    pub fn reloads(&self) -> watch::Receiver<ReloadStatus> {
+        self.shared.reloads.subscribe()
+    }
+
+    /// Rebuilds the catalog from disk and swaps it in; on failure the old one keeps serving.
+    pub fn reload(&self) -> Result<(), CatalogError> {
+        let result = Catalog::load(&self.shared.config).and_then(Snapshot::build);
+        match result {
+            Ok(snapshot) => {
+                let services = snapshot.catalog.services().len();
+                self.shared.snapshot.store(Arc::new(snapshot));
+                self.shared.reloads.send_modify(|s| {
+                    s.generation += 1;
+                    s.last_error = None;
+                });
+                tracing::info!(services, "descriptors reloaded");
+                self.report_health();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "descriptor reload failed; the previous catalog keeps serving");
+                self.shared.reloads.send_modify(|s| {
+                    s.failures += 1;
+                    s.last_error = Some(e.to_string());
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts watching the descriptor paths, reloading on change, if the config asks for it.
+    pub fn watch(&self) -> Result<Option<crate::catalog::watch::Watcher>, CatalogError> {
+        if !self.shared.config.watch {
+            return Ok(None);
+        }
+        let paths: Vec<PathBuf> = self.shared.config.descriptors.clone();
+        let gateway = self.clone();
+        let _guard = self.shared.runtime.enter();
+        crate::catalog::watch::watch(&paths, move || {
+            let _ = gateway.reload();
+        })
+        .map(Some)
+    }
+
+    /// Health: the gateway itself serves; a service serves when a backend rule routes it.
+    fn report_health(&self) {
+        let health = self.shared.health.clone();
+        let statuses: Vec<(String, ServingStatus)> = self
+            .snapshot()
+            .catalog
+            .services()
+            .iter()
+            .map(|s| {
+                let status = if s.rule.is_some() {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                (s.descriptor.full_name().to_owned(), status)
+            })
+            .collect();
+        self.shared.runtime.spawn(async move {
+            health.set_service_status("", ServingStatus::Serving).await;
+            for (name, status) in statuses {
+                health.set_service_status(name, status).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,194 @@
+//! The `dragoman` command line: serve a config, run the demo, check a config, compile protos.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use dragoman::catalog::Catalog;
+use dragoman::config::Config;
+use dragoman::gateway::Gateway;
+
+/// A gRPC-first API gateway that learns services from protobuf descriptors at run time.
+#[derive(Parser)]
+#[command(name = "dragoman", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a YAML config file.
+    Serve {
+        /// The config file.
+        #[arg(long, short, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Run the demo shop (users, products, orders, payments) behind the gateway, in one process.
+    Demo {
+        /// Address the gateway listens on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Descriptor folder to load; the embedded demo set is used when it does not exist.
+        #[arg(long, default_value = "descriptors")]
+        descriptors: PathBuf,
+    },
+    /// Validate a config and its descriptors; print every service, its methods and its backends.
+    Check {
+        /// The config file.
+        #[arg(long, short, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Compile .proto files into a descriptor set (with imports and comments), no protoc needed.
+    Compile {
+        /// .proto files, or folders searched for them.
+        #[arg(required = true)]
+        protos: Vec<PathBuf>,
+        /// Import paths (the folders the files' import statements are relative to).
+        #[arg(long = "include", short = 'I', default_value = ".")]
+        include: Vec<PathBuf>,
+        /// Where to write the set.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    dragoman::observe::init_tracing();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            runtime()?.block_on(serve(config, None))
+        }
+        Command::Demo {
+            listen,
+            descriptors,
+        } => runtime()?.block_on(demo(listen, descriptors)),
+        Command::Check { config } => check(&config),
+        Command::Compile {
+            protos,
+            include,
+            out,
+        } => {
+            let files = dragoman::catalog::proto_sources(&protos)?;
+            let set = dragoman::catalog::compile_set(&files, &include)?;
+            std::fs::write(&out, set).with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote {} ({} files compiled)", out.display(), files.len());
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let gateway = Gateway::new(config)?;
+    let _watcher = gateway.watch()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let snapshot = gateway.snapshot();
+    tracing::info!(address = %listener.local_addr()?, services = snapshot.catalog.services().len(), "dragoman listening");
+    drop(snapshot);
+    dragoman::server::serve(listener, gateway, shutdown_signal()).await?;
+    drop(backends);
+    Ok(())
+}
+
+async fn demo(listen: String, descriptors: PathBuf) -> anyhow::Result<()> {
+    let backends = dragoman::demo::Backends::start().await?;
+    let descriptors = if descriptors.exists() {
+        descriptors
+    } else {
+        let dir = std::env::temp_dir().join(format!("dragoman-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("shop.binpb"), dragoman::demo::DESCRIPTOR_SET)?;
+        tracing::info!(folder = %dir.display(), "no descriptors/ folder here: using the embedded demo set");
+        dir
+    };
+    let yaml = format!(
+        "listen: {listen}\ndescriptors: [{}]\n{}",
+        serde_json::to_string(&descriptors.display().to_string())?,
+        backends.services_yaml()
+    );
+    let config = Config::parse(&yaml, std::path::Path::new(".")).map_err(anyhow::Error::msg)?;
+    for (name, address) in dragoman::demo::SERVICES.iter().zip(backends.addresses) {
+        tracing::info!(service = name, backend = %address, "demo backend");
+    }
+    serve(config, Some(backends)).await
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let catalog = Catalog::load(&config)?;
+    println!("{}: ok, listening on {}", path.display(), config.listen);
+    for source in &catalog.sources {
+        println!("loaded {}", source.display());
+    }
+    let mut unrouted = 0;
+    for service in catalog.services() {
+        let backends = match &service.rule {
+            Some(rule) => rule
+                .backends
+                .iter()
+                .map(|b| b.uri.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => {
+                unrouted += 1;
+                "(no backend: calls answer UNAVAILABLE)".to_owned()
+            }
+        };
+        println!("\n{}  ->  {backends}", service.descriptor.full_name());
+        for method in service.descriptor.methods() {
+            let kind = match (method.is_client_streaming(), method.is_server_streaming()) {
+                (false, false) => "unary",
+                (false, true) => "server streaming",
+                (true, false) => "client streaming",
+                (true, true) => "bidirectional",
+            };
+            println!("  {:<24} {kind}", method.name());
+        }
+    }
+    for rule in &config.services {
+        if !catalog
+            .services()
+            .iter()
+            .any(|s| s.rule.as_ref().is_some_and(|r| r.index == rule.index))
+        {
+            bail!(
+                "services[{}]: match {} matches no loaded service",
+                rule.index,
+                rule.pattern
+            );
+        }
+    }
+    if unrouted > 0 {
+        println!("\n{unrouted} service(s) have no backend");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,179 @@
+//! `AccessLog<S>`: one `tracing` line per call — protocol, method, peer, gRPC status, duration —
+//! written when the call really ends: at the reply's trailers, at a refusal, or when the client
+//! drops the reply before the end (logged as CANCELLED). Target `dragoman::access`, so
+//! `RUST_LOG=dragoman::access=off` silences it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::call::{Body, Call, Protocol, Reply};
+use crate::error::GatewayError;
+
+/// Logs one finished call.
+pub fn record(
+    protocol: Protocol,
+    method: &str,
+    peer: Option<std::net::SocketAddr>,
+    code: Code,
+    message: &str,
+    started: Instant,
+) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let peer = peer.map(tracing::field::display);
+    if code == Code::Ok {
+        tracing::info!(target: "dragoman::access", protocol = protocol.as_str(), method, peer, status = ?code, duration_ms, "call");
+    } else {
+        tracing::info!(target: "dragoman::access", protocol = protocol.as_str(), method, peer, status = ?code, message, duration_ms, "call");
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccessLogLayer;
+
+impl<S> tower::Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Call> for AccessLog<S>
+where
+    S: tower::Service<Call, Response = Reply, Error = GatewayError>,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let entry = Entry {
+            protocol: call.protocol,
+            method: call.method.clone(),
+            peer: call.peer,
+            started: Instant::now(),
+        };
+        let reply = self.inner.call(call);
+        Box::pin(async move {
+            match reply.await {
+                Ok(reply) => {
+                    let body = LoggedBody {
+                        inner: reply.body,
+                        entry: Some(entry),
+                        status: None,
+                    };
+                    Ok(Reply {
+                        metadata: reply.metadata,
+                        body: body.boxed_unsync(),
+                    })
+                }
+                Err(e) => {
+                    entry.finish(e.code, &e.message);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+struct Entry {
+    protocol: Protocol,
+    method: std::sync::Arc<crate::catalog::MethodRoute>,
+    peer: Option<std::net::SocketAddr>,
+    started: Instant,
+}
+
+impl Entry {
+    fn finish(self, code: Code, message: &str) {
+        record(
+            self.protocol,
+            &self.method.path,
+            self.peer,
+            code,
+            message,
+            self.started,
+        );
+    }
+}
+
+/// Watches the reply go by and logs when it ends or is dropped.
+struct LoggedBody {
+    inner: Body,
+    entry: Option<Entry>,
+    status: Option<(Code, String)>,
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = GatewayError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = trailers
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
+                        .map_or(Code::Unknown, Code::from_i32);
+                    let message = trailers
+                        .get("grpc-message")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let message = percent_encoding::percent_decode_str(message)
+                        .decode_utf8_lossy()
+                        .into_owned();
+                    self.status = Some((code, message));
+                }
+            }
+            Poll::Ready(Some(Err(e))) => self.status = Some((e.code, e.message.clone())),
+            Poll::Ready(None) if self.status.is_none() => {
+                self.status = Some((
+                    Code::Unknown,
+                    "the backend ended the call without a status".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            let (code, message) = self
+                .status
+                .take()
+                .unwrap_or((Code::Cancelled, "the client went away".to_owned()));
+            entry.finish(code, &message);
+        }
+    }
+}

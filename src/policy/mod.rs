@@ -1,0 +1,4 @@
+//! The policy layers: each a `Layer` + `Service` pair over [`crate::call::Call`], ordered in one
+//! place, [`crate::stack`]. They see calls, never a frontend's protocol.
+
+pub mod deadline;

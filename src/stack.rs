@@ -1,0 +1,25 @@
+//! The one place that orders the policy stack, top to bottom. Every frontend calls the same
+//! stack, so a rule written once holds for every protocol.
+
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+
+use crate::call::{Call, Reply};
+use crate::error::GatewayError;
+use crate::observe::access_log::AccessLogLayer;
+use crate::policy::deadline::DeadlineLayer;
+use crate::upstream::Upstream;
+
+/// The policy stack every call goes through.
+pub type Stack = BoxCloneSyncService<Call, Reply, GatewayError>;
+
+pub fn build(upstream: Upstream) -> Stack {
+    let stack = ServiceBuilder::new()
+        // Outermost: sees every call and its final status, refusals by the layers below included.
+        .layer(AccessLogLayer)
+        // Fixes the deadline (client's or the service's default) before anything waits on it,
+        // and bounds everything below it, streaming included.
+        .layer(DeadlineLayer)
+        .service(upstream);
+    BoxCloneSyncService::new(stack)
+}

@@ -1,0 +1,207 @@
+//! The upstream side: sends a [`Call`] to a backend of its service over HTTP/2 and hands back the
+//! [`Reply`] as it streams in. Frames go out as they came in — no decode, no re-encode — with the
+//! call's metadata, the remaining deadline as `grpc-timeout`, and the compression flags untouched.
+//!
+//! It knows nothing about JSON, XML or WebSocket, nor about which frontend a call came from.
+//! Dropping the reply (the client went away) drops the HTTP/2 stream, which resets it at the
+//! backend: cancellation needs no extra signalling.
+
+mod connection;
+mod pool;
+pub mod tls;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue, TE};
+use http::{HeaderMap, Method, Request, Uri};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::call::{Body, Call, Reply};
+use crate::config::Config;
+use crate::error::{GatewayError, Origin};
+use pool::Pool;
+
+/// One pool per config rule, in the config's order.
+#[derive(Clone)]
+pub struct Upstream {
+    pools: Arc<[Pool]>,
+}
+
+impl Upstream {
+    pub fn new(config: &Config) -> Self {
+        Upstream {
+            pools: config.services.iter().map(Pool::new).collect(),
+        }
+    }
+
+    async fn send(self, call: Call) -> Result<Reply, GatewayError> {
+        let service = call
+            .method
+            .descriptor
+            .parent_service()
+            .full_name()
+            .to_owned();
+        let rule = call.method.rule.as_ref().ok_or_else(|| {
+            GatewayError::new(
+                Code::Unavailable,
+                Origin::Gateway,
+                format!("no backend is configured for {service}"),
+            )
+        })?;
+        let (mut sender, endpoint) = self.pools[rule.index].sender().await.map_err(|e| {
+            GatewayError::unreachable(format!(
+                "{service} is unavailable: no backend could be reached ({e})"
+            ))
+        })?;
+
+        let uri = Uri::builder()
+            .scheme(if endpoint.backend.tls {
+                "https"
+            } else {
+                "http"
+            })
+            .authority(endpoint.backend.authority.as_str())
+            .path_and_query(&*call.method.path)
+            .build()
+            .map_err(|e| {
+                GatewayError::new(
+                    Code::Internal,
+                    Origin::Gateway,
+                    format!("bad backend URI: {e}"),
+                )
+            })?;
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .body(call.body)
+            .map_err(|e| {
+                GatewayError::new(
+                    Code::Internal,
+                    Origin::Gateway,
+                    format!("bad backend request: {e}"),
+                )
+            })?;
+        let headers = request.headers_mut();
+        *headers = call.metadata;
+        headers
+            .entry(CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        if let Some(deadline) = call.deadline {
+            headers.insert("grpc-timeout", grpc_timeout(deadline)?);
+        }
+
+        let response = sender.send_request(request).await.map_err(|e| {
+            GatewayError::new(
+                Code::Unavailable,
+                Origin::Upstream,
+                format!("{service}: backend {} failed: {e}", endpoint.backend.uri),
+            )
+        })?;
+        reply(response, &service)
+    }
+}
+
+impl tower::Service<Call> for Upstream {
+    type Response = Reply;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        Box::pin(self.clone().send(call))
+    }
+}
+
+/// The remaining time as a `grpc-timeout` value (gRPC over HTTP/2: at most 8 digits and a unit).
+fn grpc_timeout(deadline: Instant) -> Result<HeaderValue, GatewayError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(GatewayError::deadline_exceeded());
+    }
+    let micros = left.as_micros();
+    let value = if micros < 100_000_000 {
+        format!("{micros}u")
+    } else {
+        format!("{}m", (left.as_millis()).min(99_999_999))
+    };
+    HeaderValue::from_str(&value).map_err(|_| GatewayError::deadline_exceeded())
+}
+
+/// Turns the backend's HTTP response into a [`Reply`] whose status always travels in trailers,
+/// whether the backend sent a Trailers-Only response or not.
+fn reply(
+    response: http::Response<hyper::body::Incoming>,
+    service: &str,
+) -> Result<Reply, GatewayError> {
+    let (parts, body) = response.into_parts();
+    if parts.status != http::StatusCode::OK {
+        // gRPC over HTTP/2: a non-200 status maps to a code by the HTTP-to-gRPC table.
+        let code = match parts.status.as_u16() {
+            400 => Code::Internal,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::Unimplemented,
+            429 | 502 | 503 | 504 => Code::Unavailable,
+            _ => Code::Unknown,
+        };
+        return Err(GatewayError::new(
+            code,
+            Origin::Upstream,
+            format!("{service}: backend answered HTTP {}", parts.status),
+        ));
+    }
+    let mut metadata = parts.headers;
+    let service = service.to_owned();
+    let body = body.map_err(move |e| stream_error(&service, e));
+    let body: Body = if metadata.contains_key("grpc-status") {
+        let trailers = take_status(&mut metadata);
+        http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .with_trailers(std::future::ready(Some(Ok(trailers))))
+            .boxed_unsync()
+    } else {
+        body.boxed_unsync()
+    };
+    Ok(Reply { metadata, body })
+}
+
+fn take_status(headers: &mut HeaderMap) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        if let Some(value) = headers.remove(name) {
+            trailers.insert(name, value);
+        }
+    }
+    trailers
+}
+
+/// A backend stream that broke off: a reset by the backend keeps its code, anything else is a
+/// lost backend.
+fn stream_error(service: &str, e: hyper::Error) -> GatewayError {
+    use std::error::Error as _;
+    let reason = e
+        .source()
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason);
+    let code = match reason {
+        Some(h2::Reason::CANCEL) => Code::Cancelled,
+        Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
+        _ => Code::Unavailable,
+    };
+    GatewayError::new(
+        code,
+        Origin::Upstream,
+        format!("{service}: the backend stream broke off: {e}"),
+    )
+}
