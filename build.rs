@@ -16,14 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compiler.open_file(source)?;
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("shop.binpb"),
-        compiler.encode_file_descriptor_set(),
-    )?;
+    std::fs::write(out_dir.join("shop.binpb"), compiler.encode_file_descriptor_set())?;
 
-    tonic_prost_build::configure()
-        .build_transport(false)
-        .compile_fds(compiler.file_descriptor_set())?;
+    tonic_prost_build::configure().build_transport(false).compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }
 

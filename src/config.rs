@@ -115,8 +115,7 @@ pub enum ServicePattern {
 impl ServicePattern {
     fn parse(s: &str) -> Result<Self, String> {
         let valid = |part: &str| {
-            part.split('.')
-                .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            part.split('.').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         };
         match s.strip_suffix('*') {
             Some("") => Ok(Self::Prefix(String::new())),
@@ -124,9 +123,7 @@ impl ServicePattern {
                 Ok(Self::Prefix(prefix.to_owned()))
             }
             None if valid(s) => Ok(Self::Exact(s.to_owned())),
-            _ => Err(format!(
-                "expected a full service name (pkg.Service) or a package pattern (pkg.*), got {s:?}"
-            )),
+            _ => Err(format!("expected a full service name (pkg.Service) or a package pattern (pkg.*), got {s:?}")),
         }
     }
 
@@ -171,15 +168,10 @@ pub struct ConfigError {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { file: path.display().to_string(), message: format!("cannot read: {e}") })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base).map_err(|message| ConfigError {
-            file: path.display().to_string(),
-            message,
-        })
+        Self::parse(&text, base).map_err(|message| ConfigError { file: path.display().to_string(), message })
     }
 
     /// Parses YAML text; relative paths are resolved against `base`.
@@ -188,20 +180,14 @@ impl Config {
         let file: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let at = e.path().to_string();
             let inner = e.into_inner();
-            if at == "." {
-                inner.to_string()
-            } else {
-                format!("at `{at}`: {inner}")
-            }
+            if at == "." { inner.to_string() } else { format!("at `{at}`: {inner}") }
         })?;
         Self::from_file(file, base)
     }
 
     fn from_file(file: FileConfig, base: &Path) -> Result<Self, String> {
-        let listen = file
-            .listen
-            .parse()
-            .map_err(|_| format!("at `listen`: expected host:port, got {:?}", file.listen))?;
+        let listen =
+            file.listen.parse().map_err(|_| format!("at `listen`: expected host:port, got {:?}", file.listen))?;
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let services = file
             .services
@@ -231,43 +217,30 @@ impl Config {
 impl ServiceRule {
     fn from_file(index: usize, file: ServiceFile, base: &Path) -> Result<Self, String> {
         let at = |key: &str| format!("at `services[{index}].{key}`");
-        let pattern =
-            ServicePattern::parse(&file.pattern).map_err(|e| format!("{}: {e}", at("match")))?;
+        let pattern = ServicePattern::parse(&file.pattern).map_err(|e| format!("{}: {e}", at("match")))?;
         if file.backends.is_empty() {
-            return Err(format!(
-                "{}: expected at least one backend address",
-                at("backends")
-            ));
+            return Err(format!("{}: expected at least one backend address", at("backends")));
         }
         let backends = file
             .backends
             .iter()
             .enumerate()
-            .map(|(i, b)| {
-                Backend::parse(b).map_err(|e| format!("{}: {e}", at(&format!("backends[{i}]"))))
-            })
+            .map(|(i, b)| Backend::parse(b).map_err(|e| format!("{}: {e}", at(&format!("backends[{i}]")))))
             .collect::<Result<Vec<_>, _>>()?;
         let duration = |key: &str, value: &Option<String>| {
             value
                 .as_deref()
                 .map(|v| {
-                    humantime::parse_duration(v).map_err(|e| {
-                        format!(
-                            "{}: expected a duration like 500ms or 2s, got {v:?} ({e})",
-                            at(key)
-                        )
-                    })
+                    humantime::parse_duration(v)
+                        .map_err(|e| format!("{}: expected a duration like 500ms or 2s, got {v:?} ({e})", at(key)))
                 })
                 .transpose()
         };
-        let connect_timeout =
-            duration("connect_timeout", &file.connect_timeout)?.unwrap_or(Duration::from_secs(2));
+        let connect_timeout = duration("connect_timeout", &file.connect_timeout)?.unwrap_or(Duration::from_secs(2));
         let default_timeout = duration("timeout", &file.timeout)?;
         let tls_file = file.tls.unwrap_or_default();
         let tls = if backends.iter().any(|b| b.tls) {
-            let ca = tls_file
-                .ca_file
-                .map(|p| if p.is_absolute() { p } else { base.join(p) });
+            let ca = tls_file.ca_file.map(|p| if p.is_absolute() { p } else { base.join(p) });
             Some(Arc::new(
                 crate::upstream::tls::client_config(ca.as_deref())
                     .map_err(|e| format!("{}: {e}", at("tls.ca_file")))?,
@@ -289,36 +262,22 @@ impl ServiceRule {
 
 impl Backend {
     fn parse(s: &str) -> Result<Self, String> {
-        let uri: http::Uri = s.parse().map_err(|e| {
-            format!("expected http://host:port or https://host:port, got {s:?} ({e})")
-        })?;
+        let uri: http::Uri =
+            s.parse().map_err(|e| format!("expected http://host:port or https://host:port, got {s:?} ({e})"))?;
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
             _ => {
-                return Err(format!(
-                    "expected an http:// (h2c) or https:// (TLS) address, got {s:?}"
-                ));
+                return Err(format!("expected an http:// (h2c) or https:// (TLS) address, got {s:?}"));
             }
         };
         if !matches!(uri.path(), "" | "/") {
             return Err(format!("a backend address has no path, got {s:?}"));
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| format!("no host in {s:?}"))?
-            .to_owned();
+        let host = uri.host().ok_or_else(|| format!("no host in {s:?}"))?.to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let bare_host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        Ok(Backend {
-            authority: format!("{host}:{port}"),
-            host: bare_host,
-            tls,
-            uri,
-        })
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        Ok(Backend { authority: format!("{host}:{port}"), host: bare_host, tls, uri })
     }
 }
 
@@ -341,25 +300,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = Config::parse(
-            "services:\n  - match: shop.*\n    backends: [ftp://x:1]\n",
-            Path::new("."),
-        )
-        .expect_err("ftp is no backend scheme");
+        let err = Config::parse("services:\n  - match: shop.*\n    backends: [ftp://x:1]\n", Path::new("."))
+            .expect_err("ftp is no backend scheme");
         assert!(err.contains("services[0].backends[0]"), "{err}");
-        let err = Config::parse(
-            "services:\n  - match: shop.*\n    backend: [http://x:1]\n",
-            Path::new("."),
-        )
-        .expect_err("unknown field");
+        let err = Config::parse("services:\n  - match: shop.*\n    backend: [http://x:1]\n", Path::new("."))
+            .expect_err("unknown field");
         assert!(err.contains("backend"), "{err}");
         let err = Config::parse("listen: nowhere\n", Path::new(".")).expect_err("bad listen");
         assert!(err.contains("listen"), "{err}");
-        let err = Config::parse(
-            "services:\n  - match: 'shop*'\n    backends: [http://x:1]\n",
-            Path::new("."),
-        )
-        .expect_err("bad pattern");
+        let err = Config::parse("services:\n  - match: 'shop*'\n    backends: [http://x:1]\n", Path::new("."))
+            .expect_err("bad pattern");
         assert!(err.contains("services[0].match"), "{err}");
     }
 }

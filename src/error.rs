@@ -28,28 +28,16 @@ pub struct GatewayError {
 
 impl GatewayError {
     pub fn new(code: Code, origin: Origin, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            origin,
-            retryable: false,
-        }
+        Self { code, message: message.into(), origin, retryable: false }
     }
 
     /// A backend could not be reached: nothing was sent, so a retry elsewhere is safe.
     pub fn unreachable(message: impl Into<String>) -> Self {
-        Self {
-            retryable: true,
-            ..Self::new(Code::Unavailable, Origin::Upstream, message)
-        }
+        Self { retryable: true, ..Self::new(Code::Unavailable, Origin::Upstream, message) }
     }
 
     pub fn deadline_exceeded() -> Self {
-        Self::new(
-            Code::DeadlineExceeded,
-            Origin::Gateway,
-            "deadline exceeded: the call did not finish in time",
-        )
+        Self::new(Code::DeadlineExceeded, Origin::Gateway, "deadline exceeded: the call did not finish in time")
     }
 
     /// The status a client sees.

@@ -29,10 +29,7 @@ pub struct Snapshot {
 impl Snapshot {
     fn build(catalog: Catalog) -> Result<Self, CatalogError> {
         let grpc = grpc::Tables::new(&catalog).map_err(CatalogError::Other)?;
-        Ok(Snapshot {
-            catalog: Arc::new(catalog),
-            grpc,
-        })
+        Ok(Snapshot { catalog: Arc::new(catalog), grpc })
     }
 }
 
@@ -71,10 +68,7 @@ impl Gateway {
             stack: stack::build(Upstream::new(&config)),
             health: BoxCloneSyncService::new(health_service),
         };
-        let (reloads, _) = watch::channel(ReloadStatus {
-            generation: 1,
-            ..Default::default()
-        });
+        let (reloads, _) = watch::channel(ReloadStatus { generation: 1, ..Default::default() });
         let gateway = Gateway {
             shared: Arc::new(Shared {
                 config,
@@ -156,11 +150,7 @@ impl Gateway {
             .services()
             .iter()
             .map(|s| {
-                let status = if s.rule.is_some() {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
+                let status = if s.rule.is_some() { ServingStatus::Serving } else { ServingStatus::NotServing };
                 (s.descriptor.full_name().to_owned(), status)
             })
             .collect();

@@ -61,16 +61,9 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             runtime()?.block_on(serve(config, None))
         }
-        Command::Demo {
-            listen,
-            descriptors,
-        } => runtime()?.block_on(demo(listen, descriptors)),
+        Command::Demo { listen, descriptors } => runtime()?.block_on(demo(listen, descriptors)),
         Command::Check { config } => check(&config),
-        Command::Compile {
-            protos,
-            include,
-            out,
-        } => {
+        Command::Compile { protos, include, out } => {
             let files = dragoman::catalog::proto_sources(&protos)?;
             let set = dragoman::catalog::compile_set(&files, &include)?;
             std::fs::write(&out, set).with_context(|| format!("cannot write {}", out.display()))?;
@@ -81,18 +74,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> anyhow::Result<()> {
     let listen = config.listen;
     let gateway = Gateway::new(config)?;
     let _watcher = gateway.watch()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let snapshot = gateway.snapshot();
     tracing::info!(address = %listener.local_addr()?, services = snapshot.catalog.services().len(), "dragoman listening");
     drop(snapshot);
@@ -134,12 +123,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let mut unrouted = 0;
     for service in catalog.services() {
         let backends = match &service.rule {
-            Some(rule) => rule
-                .backends
-                .iter()
-                .map(|b| b.uri.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            Some(rule) => rule.backends.iter().map(|b| b.uri.to_string()).collect::<Vec<_>>().join(", "),
             None => {
                 unrouted += 1;
                 "(no backend: calls answer UNAVAILABLE)".to_owned()
@@ -157,16 +141,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     for rule in &config.services {
-        if !catalog
-            .services()
-            .iter()
-            .any(|s| s.rule.as_ref().is_some_and(|r| r.index == rule.index))
-        {
-            bail!(
-                "services[{}]: match {} matches no loaded service",
-                rule.index,
-                rule.pattern
-            );
+        if !catalog.services().iter().any(|s| s.rule.as_ref().is_some_and(|r| r.index == rule.index)) {
+            bail!("services[{}]: match {} matches no loaded service", rule.index, rule.pattern);
         }
     }
     if unrouted > 0 {
@@ -179,11 +155,10 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

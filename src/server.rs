@@ -20,11 +20,7 @@ use crate::gateway::Gateway;
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` resolves, then drains open connections.
-pub async fn serve(
-    listener: TcpListener,
-    gateway: Gateway,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
@@ -54,9 +50,7 @@ pub async fn serve(
             let gateway = gateway.clone();
             async move { Ok::<_, std::convert::Infallible>(route(request, &gateway, peer).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -69,17 +63,10 @@ pub async fn serve(
     Ok(())
 }
 
-async fn route(
-    request: Request<Incoming>,
-    gateway: &Gateway,
-    peer: SocketAddr,
-) -> Response<ResponseBody> {
+async fn route(request: Request<Incoming>, gateway: &Gateway, peer: SocketAddr) -> Response<ResponseBody> {
     let snapshot = gateway.snapshot();
     if grpc::is_grpc(&request) {
-        return gateway
-            .grpc()
-            .serve(request, &snapshot.catalog, &snapshot.grpc, Some(peer))
-            .await;
+        return gateway.grpc().serve(request, &snapshot.catalog, &snapshot.grpc, Some(peer)).await;
     }
     not_found(&request)
 }
@@ -91,16 +78,10 @@ fn not_found<B>(request: &Request<B>) -> Response<ResponseBody> {
         request.method(),
         request.uri().path()
     );
-    let body = serde_json::json!({ "code": tonic::Code::NotFound as i32, "message": message, "details": [] }).to_string();
-    let mut response = Response::new(
-        http_body_util::Full::from(body)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let body =
+        serde_json::json!({ "code": tonic::Code::NotFound as i32, "message": message, "details": [] }).to_string();
+    let mut response = Response::new(http_body_util::Full::from(body).map_err(|never| match never {}).boxed_unsync());
     *response.status_mut() = StatusCode::NOT_FOUND;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
 }

@@ -21,9 +21,7 @@ pub(super) struct Sourced {
 
 /// True when a path names something the catalog loads (used to ignore editor temp files).
 pub fn is_descriptor_file(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e == "proto" || SET_EXTENSIONS.contains(&e))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e == "proto" || SET_EXTENSIONS.contains(&e))
 }
 
 /// Reads every descriptor under `paths`, in a stable order (paths as given, folders sorted).
@@ -39,11 +37,7 @@ pub(super) fn load(paths: &[PathBuf], include: &[PathBuf]) -> Result<Vec<Sourced
         } else {
             return Err(CatalogError::file(root, "no such file or folder"));
         }
-        let proto_root = if root.is_dir() {
-            root.as_path()
-        } else {
-            root.parent().unwrap_or(Path::new("."))
-        };
+        let proto_root = if root.is_dir() { root.as_path() } else { root.parent().unwrap_or(Path::new(".")) };
         for file in files {
             if file.extension().is_some_and(|e| e == "proto") {
                 out.extend(compile_proto(&file, proto_root, include)?);
@@ -59,10 +53,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CatalogError> {
     let entries = std::fs::read_dir(dir).map_err(|e| CatalogError::file(dir, e))?;
     for entry in entries {
         let path = entry.map_err(|e| CatalogError::file(dir, e))?.path();
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
         if hidden {
             continue;
         }
@@ -80,55 +71,29 @@ fn read_set(path: &Path) -> Result<Vec<Sourced>, CatalogError> {
     let set = FileDescriptorSet::decode(bytes.as_slice())
         .map_err(|e| CatalogError::file(path, format!("not a FileDescriptorSet: {e}")))?;
     if set.file.is_empty() {
-        return Err(CatalogError::file(
-            path,
-            "the descriptor set holds no files",
-        ));
+        return Err(CatalogError::file(path, "the descriptor set holds no files"));
     }
-    Ok(set
-        .file
-        .into_iter()
-        .map(|proto| Sourced {
-            origin: path.to_owned(),
-            proto,
-        })
-        .collect())
+    Ok(set.file.into_iter().map(|proto| Sourced { origin: path.to_owned(), proto }).collect())
 }
 
 /// Compiles one `.proto` file (and its imports) with protox. Imports resolve against the folder
 /// it was found in, then `proto_include`, then protobuf's own well-known files.
-fn compile_proto(
-    path: &Path,
-    root: &Path,
-    include: &[PathBuf],
-) -> Result<Vec<Sourced>, CatalogError> {
+fn compile_proto(path: &Path, root: &Path, include: &[PathBuf]) -> Result<Vec<Sourced>, CatalogError> {
     let roots = std::iter::once(root).chain(include.iter().map(PathBuf::as_path));
     let mut compiler = protox::Compiler::new(roots).map_err(|e| CatalogError::file(path, e))?;
     compiler.include_imports(true).include_source_info(true);
-    compiler
-        .open_file(path)
-        .map_err(|e| CatalogError::file(path, e))?;
+    compiler.open_file(path).map_err(|e| CatalogError::file(path, e))?;
     let set = compiler.file_descriptor_set();
-    Ok(set
-        .file
-        .into_iter()
-        .map(|proto| Sourced {
-            origin: path.to_owned(),
-            proto,
-        })
-        .collect())
+    Ok(set.file.into_iter().map(|proto| Sourced { origin: path.to_owned(), proto }).collect())
 }
 
 /// Compiles `.proto` files into one encoded descriptor set with imports and source info, as
 /// `dragoman compile` writes it.
 pub fn compile_set(files: &[PathBuf], include: &[PathBuf]) -> Result<Vec<u8>, CatalogError> {
-    let mut compiler =
-        protox::Compiler::new(include).map_err(|e| CatalogError::Other(e.to_string()))?;
+    let mut compiler = protox::Compiler::new(include).map_err(|e| CatalogError::Other(e.to_string()))?;
     compiler.include_imports(true).include_source_info(true);
     for file in files {
-        compiler
-            .open_file(file)
-            .map_err(|e| CatalogError::file(file, e))?;
+        compiler.open_file(file).map_err(|e| CatalogError::file(file, e))?;
     }
     Ok(compiler.encode_file_descriptor_set())
 }
@@ -153,8 +118,7 @@ pub fn proto_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CatalogError> {
 /// One of protobuf's own well-known files (`google/protobuf/*.proto`) with its imports, for sets
 /// compiled without them.
 pub(super) fn well_known(name: &str) -> Option<Vec<FileDescriptorProto>> {
-    let mut compiler =
-        protox::Compiler::with_file_resolver(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(protox::file::GoogleFileResolver::new());
     compiler.include_imports(true);
     compiler.open_file(name).ok()?;
     Some(compiler.file_descriptor_set().file)

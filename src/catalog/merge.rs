@@ -50,19 +50,13 @@ pub(super) fn merge(files: Vec<Sourced>) -> Result<DescriptorPool, CatalogError>
     }
 
     let mut pool = DescriptorPool::new();
-    let origins: HashMap<String, PathBuf> = by_name
-        .values()
-        .map(|f| (f.proto.name().to_owned(), f.origin.clone()))
-        .collect();
-    pool.add_file_descriptor_protos(by_name.into_values().map(|f| f.proto))
-        .map_err(|e| {
-            let origin = e
-                .file()
-                .and_then(|name| origins.get(name))
-                .map(|p| format!("{}: ", p.display()))
-                .unwrap_or_default();
-            CatalogError::Conflict(format!("{origin}{e}"))
-        })?;
+    let origins: HashMap<String, PathBuf> =
+        by_name.values().map(|f| (f.proto.name().to_owned(), f.origin.clone())).collect();
+    pool.add_file_descriptor_protos(by_name.into_values().map(|f| f.proto)).map_err(|e| {
+        let origin =
+            e.file().and_then(|name| origins.get(name)).map(|p| format!("{}: ", p.display())).unwrap_or_default();
+        CatalogError::Conflict(format!("{origin}{e}"))
+    })?;
     Ok(pool)
 }
 
@@ -73,10 +67,7 @@ fn same_definitions(a: &FileDescriptorProto, b: &FileDescriptorProto) -> bool {
     if a.package() == "google.protobuf" {
         return true;
     }
-    let strip = |f: &FileDescriptorProto| FileDescriptorProto {
-        source_code_info: None,
-        ..f.clone()
-    };
+    let strip = |f: &FileDescriptorProto| FileDescriptorProto { source_code_info: None, ..f.clone() };
     strip(a) == strip(b)
 }
 
@@ -84,20 +75,12 @@ fn same_definitions(a: &FileDescriptorProto, b: &FileDescriptorProto) -> bool {
 fn add_missing_well_known(files: &mut BTreeMap<String, Sourced>) {
     let missing: Vec<(String, PathBuf)> = files
         .values()
-        .flat_map(|f| {
-            f.proto
-                .dependency
-                .iter()
-                .map(move |d| (d.clone(), f.origin.clone()))
-        })
+        .flat_map(|f| f.proto.dependency.iter().map(move |d| (d.clone(), f.origin.clone())))
         .filter(|(d, _)| d.starts_with("google/protobuf/") && !files.contains_key(d))
         .collect();
     for (name, origin) in missing {
         for proto in well_known(&name).unwrap_or_default() {
-            files.entry(proto.name().to_owned()).or_insert(Sourced {
-                origin: origin.clone(),
-                proto,
-            });
+            files.entry(proto.name().to_owned()).or_insert(Sourced { origin: origin.clone(), proto });
         }
     }
 }
@@ -106,11 +89,7 @@ fn add_missing_well_known(files: &mut BTreeMap<String, Sourced>) {
 fn file_symbols(file: &FileDescriptorProto) -> Vec<String> {
     let package = file.package();
     let qualify = |name: &str| {
-        if package.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{package}.{name}")
-        }
+        if package.is_empty() { name.to_owned() } else { format!("{package}.{name}") }
     };
     let mut out = Vec::new();
     for message in &file.message_type {
@@ -127,16 +106,6 @@ fn message_symbols(name: &str, message: &DescriptorProto, out: &mut Vec<String>)
     for nested in &message.nested_type {
         message_symbols(&format!("{name}.{}", nested.name()), nested, out);
     }
-    out.extend(
-        message
-            .enum_type
-            .iter()
-            .map(|e| format!("{name}.{}", e.name())),
-    );
-    out.extend(
-        message
-            .extension
-            .iter()
-            .map(|x| format!("{name}.{}", x.name())),
-    );
+    out.extend(message.enum_type.iter().map(|e| format!("{name}.{}", e.name())));
+    out.extend(message.extension.iter().map(|x| format!("{name}.{}", x.name())));
 }

@@ -34,10 +34,7 @@ pub enum CatalogError {
 
 impl CatalogError {
     pub(crate) fn file(path: &Path, message: impl fmt::Display) -> Self {
-        Self::File {
-            path: path.to_owned(),
-            message: message.to_string(),
-        }
+        Self::File { path: path.to_owned(), message: message.to_string() }
     }
 }
 
@@ -83,10 +80,7 @@ pub struct Catalog {
 
 impl fmt::Debug for Catalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Catalog")
-            .field("services", &self.services.len())
-            .field("methods", &self.methods.len())
-            .finish()
+        f.debug_struct("Catalog").field("services", &self.services.len()).field("methods", &self.methods.len()).finish()
     }
 }
 
@@ -114,23 +108,13 @@ impl Catalog {
             .iter()
             .flat_map(|service| {
                 service.descriptor.methods().map(|descriptor| {
-                    let path: Box<str> =
-                        format!("/{}/{}", service.descriptor.full_name(), descriptor.name()).into();
-                    let route = MethodRoute {
-                        path: path.clone(),
-                        descriptor,
-                        rule: service.rule.clone(),
-                    };
+                    let path: Box<str> = format!("/{}/{}", service.descriptor.full_name(), descriptor.name()).into();
+                    let route = MethodRoute { path: path.clone(), descriptor, rule: service.rule.clone() };
                     (path, Arc::new(route))
                 })
             })
             .collect();
-        Catalog {
-            pool,
-            services,
-            methods,
-            sources,
-        }
+        Catalog { pool, services, methods, sources }
     }
 
     pub fn pool(&self) -> &DescriptorPool {
@@ -159,9 +143,7 @@ impl Catalog {
 
     /// The merged descriptors as one encoded `FileDescriptorSet` (for reflection).
     pub fn file_descriptor_set(&self) -> prost_types::FileDescriptorSet {
-        prost_types::FileDescriptorSet {
-            file: self.pool.file_descriptor_protos().cloned().collect(),
-        }
+        prost_types::FileDescriptorSet { file: self.pool.file_descriptor_protos().cloned().collect() }
     }
 
     /// The encoded form of [`Self::file_descriptor_set`].

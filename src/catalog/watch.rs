@@ -49,16 +49,9 @@ where
         let (target, mode) = if path.is_dir() {
             (path.as_path(), RecursiveMode::Recursive)
         } else {
-            (
-                path.parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new(".")),
-                RecursiveMode::NonRecursive,
-            )
+            (path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")), RecursiveMode::NonRecursive)
         };
-        inner
-            .watch(target, mode)
-            .map_err(|e| CatalogError::file(target, format!("cannot watch: {e}")))?;
+        inner.watch(target, mode).map_err(|e| CatalogError::file(target, format!("cannot watch: {e}")))?;
     }
     let task = tokio::spawn(async move {
         while rx.recv().await.is_some() {
@@ -68,10 +61,7 @@ where
             let _ = tokio::task::spawn_blocking(on_change).await;
         }
     });
-    Ok(Watcher {
-        _inner: inner,
-        task,
-    })
+    Ok(Watcher { _inner: inner, task })
 }
 
 /// A descriptor file anywhere under a watched folder, or one of the watched files.

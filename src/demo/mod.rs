@@ -84,46 +84,34 @@ impl Backends {
     pub async fn start() -> std::io::Result<Self> {
         let shop = Arc::new(Shop::seeded());
         let (stop, stopped) = watch::channel(false);
-        let users = pb::shop::users::v1::user_service_server::UserServiceServer::new(users::Users(
-            shop.clone(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-        let products = pb::shop::products::v1::product_service_server::ProductServiceServer::new(
-            products::Products(shop.clone()),
-        )
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-        let orders = pb::shop::orders::v1::order_service_server::OrderServiceServer::new(
-            orders::Orders(shop.clone()),
-        )
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-        let payments = pb::shop::payments::v1::payment_service_server::PaymentServiceServer::new(
-            payments::Payments(shop.clone()),
-        )
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+        let users = pb::shop::users::v1::user_service_server::UserServiceServer::new(users::Users(shop.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let products =
+            pb::shop::products::v1::product_service_server::ProductServiceServer::new(products::Products(shop.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
+        let orders = pb::shop::orders::v1::order_service_server::OrderServiceServer::new(orders::Orders(shop.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let payments =
+            pb::shop::payments::v1::payment_service_server::PaymentServiceServer::new(payments::Payments(shop.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
         let addresses = [
             spawn(tonic::service::Routes::new(users), stopped.clone()).await?,
             spawn(tonic::service::Routes::new(products), stopped.clone()).await?,
             spawn(tonic::service::Routes::new(orders), stopped.clone()).await?,
             spawn(tonic::service::Routes::new(payments), stopped).await?,
         ];
-        Ok(Backends {
-            shop,
-            addresses,
-            stop,
-        })
+        Ok(Backends { shop, addresses, stop })
     }
 
     /// A config's `services:` section routing each demo service to its backend.
     pub fn services_yaml(&self) -> String {
         let mut out = String::from("services:\n");
         for (name, address) in SERVICES.iter().zip(self.addresses) {
-            out.push_str(&format!(
-                "  - match: {name}\n    backends: [http://{address}]\n"
-            ));
+            out.push_str(&format!("  - match: {name}\n    backends: [http://{address}]\n"));
         }
         out
     }
@@ -135,10 +123,7 @@ impl Drop for Backends {
     }
 }
 
-async fn spawn(
-    routes: tonic::service::Routes,
-    mut stopped: watch::Receiver<bool>,
-) -> std::io::Result<SocketAddr> {
+async fn spawn(routes: tonic::service::Routes, mut stopped: watch::Receiver<bool>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let server = tonic::transport::Server::builder().add_routes(routes);
@@ -146,10 +131,7 @@ async fn spawn(
         let stop = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = server
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
-            .await
-        {
+        if let Err(e) = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop).await {
             tracing::error!(error = %e, "demo backend failed");
         }
     });

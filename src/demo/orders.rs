@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::pb::shop::common::v1::Money;
 use super::pb::shop::orders::v1::order_service_server::OrderService;
 use super::pb::shop::orders::v1::{
-    AddLineItemRequest, Cart, CartAction, CreateOrderRequest, GetOrderRequest, LineItem, Order,
-    OrderEvent, OrderStatus, WatchOrderRequest, cart_action,
+    AddLineItemRequest, Cart, CartAction, CreateOrderRequest, GetOrderRequest, LineItem, Order, OrderEvent,
+    OrderStatus, WatchOrderRequest, cart_action,
 };
 use super::shop::{Shop, add, lock, now, times};
 
@@ -25,28 +25,19 @@ impl Orders {
     /// A line item priced from the catalogue.
     fn priced(&self, item: LineItem) -> Result<LineItem, Status> {
         if item.quantity <= 0 {
-            return Err(Status::invalid_argument(format!(
-                "quantity of {} must be positive",
-                item.product_id
-            )));
+            return Err(Status::invalid_argument(format!("quantity of {} must be positive", item.product_id)));
         }
         let products = lock(&self.0.products);
-        let product = products.get(&item.product_id).ok_or_else(|| {
-            Status::not_found(format!("no product with id {:?}", item.product_id))
-        })?;
-        Ok(LineItem {
-            unit_price: product.price.clone(),
-            ..item
-        })
+        let product = products
+            .get(&item.product_id)
+            .ok_or_else(|| Status::not_found(format!("no product with id {:?}", item.product_id)))?;
+        Ok(LineItem { unit_price: product.price.clone(), ..item })
     }
 }
 
 fn total(items: &[LineItem]) -> Result<Money, Status> {
     items.iter().try_fold(Money::default(), |sum, item| {
-        add(
-            &sum,
-            &times(&item.unit_price.clone().unwrap_or_default(), item.quantity),
-        )
+        add(&sum, &times(&item.unit_price.clone().unwrap_or_default(), item.quantity))
     })
 }
 
@@ -68,10 +59,7 @@ impl Drop for Watching {
 
 #[tonic::async_trait]
 impl OrderService for Orders {
-    async fn create_order(
-        &self,
-        request: Request<CreateOrderRequest>,
-    ) -> Result<Response<Order>, Status> {
+    async fn create_order(&self, request: Request<CreateOrderRequest>) -> Result<Response<Order>, Status> {
         let request = request.into_inner();
         if request.user_id.is_empty() {
             return Err(Status::invalid_argument("user_id is required"));
@@ -79,11 +67,7 @@ impl OrderService for Orders {
         if request.items.is_empty() {
             return Err(Status::invalid_argument("an order needs at least one item"));
         }
-        let items = request
-            .items
-            .into_iter()
-            .map(|i| self.priced(i))
-            .collect::<Result<Vec<_>, _>>()?;
+        let items = request.items.into_iter().map(|i| self.priced(i)).collect::<Result<Vec<_>, _>>()?;
         let order = Order {
             id: self.0.next_id("o"),
             user_id: request.user_id,
@@ -96,10 +80,7 @@ impl OrderService for Orders {
         Ok(Response::new(order))
     }
 
-    async fn get_order(
-        &self,
-        request: Request<GetOrderRequest>,
-    ) -> Result<Response<Order>, Status> {
+    async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
         let id = request.into_inner().id;
         let order = lock(&self.0.orders)
             .get(&id)
@@ -139,20 +120,13 @@ impl OrderService for Orders {
             if let Some(order) = lock(&watching.0.orders).get_mut(&id) {
                 order.status = status;
             }
-            let event = OrderEvent {
-                order_id: id.clone(),
-                status,
-                time: Some(now()),
-            };
+            let event = OrderEvent { order_id: id.clone(), status, time: Some(now()) };
             Some((Ok(event), (watching, id, status, false)))
         });
         Ok(Response::new(Box::pin(events)))
     }
 
-    async fn add_line_items(
-        &self,
-        request: Request<Streaming<AddLineItemRequest>>,
-    ) -> Result<Response<Order>, Status> {
+    async fn add_line_items(&self, request: Request<Streaming<AddLineItemRequest>>) -> Result<Response<Order>, Status> {
         let mut requests = request.into_inner();
         let mut order_id: Option<String> = None;
         let mut added = Vec::new();
@@ -160,26 +134,18 @@ impl OrderService for Orders {
             match &order_id {
                 None => order_id = Some(request.order_id.clone()),
                 Some(id) if *id != request.order_id => {
-                    return Err(Status::invalid_argument(
-                        "all line items of one call must be for the same order",
-                    ));
+                    return Err(Status::invalid_argument("all line items of one call must be for the same order"));
                 }
                 Some(_) => {}
             }
-            let item = request
-                .item
-                .ok_or_else(|| Status::invalid_argument("item is required"))?;
+            let item = request.item.ok_or_else(|| Status::invalid_argument("item is required"))?;
             added.push(self.priced(item)?);
         }
         let id = order_id.ok_or_else(|| Status::invalid_argument("no line items were sent"))?;
         let mut orders = lock(&self.0.orders);
-        let order = orders
-            .get_mut(&id)
-            .ok_or_else(|| Status::not_found(format!("no order with id {id:?}")))?;
+        let order = orders.get_mut(&id).ok_or_else(|| Status::not_found(format!("no order with id {id:?}")))?;
         if order.status != OrderStatus::Placed as i32 {
-            return Err(Status::failed_precondition(format!(
-                "order {id} is no longer open"
-            )));
+            return Err(Status::failed_precondition(format!("order {id} is no longer open")));
         }
         order.items.extend(added);
         order.total = Some(total(&order.items)?);
@@ -215,11 +181,7 @@ fn apply(orders: &Orders, cart: &mut Cart, action: CartAction) -> Result<(), Sta
     match action.action {
         Some(cart_action::Action::Add(item)) => {
             let item = orders.priced(item)?;
-            match cart
-                .items
-                .iter_mut()
-                .find(|i| i.product_id == item.product_id)
-            {
+            match cart.items.iter_mut().find(|i| i.product_id == item.product_id) {
                 Some(existing) => existing.quantity += item.quantity,
                 None => cart.items.push(item),
             }
@@ -227,9 +189,7 @@ fn apply(orders: &Orders, cart: &mut Cart, action: CartAction) -> Result<(), Sta
         Some(cart_action::Action::RemoveProductId(id)) => cart.items.retain(|i| i.product_id != id),
         Some(cart_action::Action::Clear(_)) => cart.items.clear(),
         None => {
-            return Err(Status::invalid_argument(
-                "a cart action needs one of add, remove_product_id, clear",
-            ));
+            return Err(Status::invalid_argument("a cart action needs one of add, remove_product_id, clear"));
         }
     }
     cart.total = Some(total(&cart.items)?);

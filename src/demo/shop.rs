@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use tonic::Status;
@@ -20,7 +20,8 @@ pub struct Shop {
     pub(super) products: Mutex<BTreeMap<String, Product>>,
     pub(super) orders: Mutex<BTreeMap<String, Order>>,
     pub(super) payments: Mutex<BTreeMap<String, Payment>>,
-    next_id: AtomicU64,
+    /// Last id handed out, per prefix.
+    ids: Mutex<BTreeMap<&'static str, u64>>,
     /// Open WatchOrder streams; tests read it to see cancellations reach the backend.
     pub(super) watchers: AtomicUsize,
 }
@@ -36,28 +37,10 @@ impl Shop {
             create_time: Some(now()),
         };
         let seed = [
-            (
-                "The Analytical Engine",
-                "books",
-                24,
-                50,
-                &["history", "computing"][..],
-            ),
-            (
-                "Punched Card Notebook",
-                "stationery",
-                4,
-                500,
-                &["paper"][..],
-            ),
+            ("The Analytical Engine", "books", 24, 50, &["history", "computing"][..]),
+            ("Punched Card Notebook", "stationery", 4, 500, &["paper"][..]),
             ("Brass Gear Set", "hobby", 39, 20, &["metal", "gears"][..]),
-            (
-                "Garden Difference Engine",
-                "garden",
-                129,
-                3,
-                &["outdoor"][..],
-            ),
+            ("Garden Difference Engine", "garden", 129, 3, &["outdoor"][..]),
         ];
         for (name, category, units, stock, tags) in seed {
             let product = Product {
@@ -76,11 +59,11 @@ impl Shop {
     }
 
     /// A fresh id with a prefix: `u-1`, `p-2`, ...
-    pub(super) fn next_id(&self, prefix: &str) -> String {
-        format!(
-            "{prefix}-{}",
-            self.next_id.fetch_add(1, Ordering::Relaxed) + 1
-        )
+    pub(super) fn next_id(&self, prefix: &'static str) -> String {
+        let mut ids = lock(&self.ids);
+        let n = ids.entry(prefix).or_default();
+        *n += 1;
+        format!("{prefix}-{n}")
     }
 
     /// Open WatchOrder streams right now.
@@ -99,20 +82,13 @@ pub(super) fn now() -> prost_types::Timestamp {
 }
 
 pub(super) fn eur(units: i64, nanos: i32) -> Money {
-    Money {
-        currency_code: "EUR".into(),
-        units,
-        nanos,
-    }
+    Money { currency_code: "EUR".into(), units, nanos }
 }
 
 /// `a + b`, both in one currency.
 pub(super) fn add(a: &Money, b: &Money) -> Result<Money, Status> {
     if !a.currency_code.is_empty() && a.currency_code != b.currency_code {
-        return Err(Status::invalid_argument(format!(
-            "cannot add {} to {}",
-            b.currency_code, a.currency_code
-        )));
+        return Err(Status::invalid_argument(format!("cannot add {} to {}", b.currency_code, a.currency_code)));
     }
     let total = to_nanos(a) + to_nanos(b);
     Ok(from_nanos(&b.currency_code, total))
@@ -144,16 +120,6 @@ mod tests {
         let price = eur(24, 990_000_000);
         assert_eq!(times(&price, 3), eur(74, 970_000_000));
         assert_eq!(add(&eur(0, 0), &price).ok(), Some(price.clone()));
-        assert!(
-            add(
-                &price,
-                &Money {
-                    currency_code: "USD".into(),
-                    units: 1,
-                    nanos: 0
-                }
-            )
-            .is_err()
-        );
+        assert!(add(&price, &Money { currency_code: "USD".into(), units: 1, nanos: 0 }).is_err());
     }
 }

@@ -63,25 +63,14 @@ where
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        let entry = Entry {
-            protocol: call.protocol,
-            method: call.method.clone(),
-            peer: call.peer,
-            started: Instant::now(),
-        };
+        let entry =
+            Entry { protocol: call.protocol, method: call.method.clone(), peer: call.peer, started: Instant::now() };
         let reply = self.inner.call(call);
         Box::pin(async move {
             match reply.await {
                 Ok(reply) => {
-                    let body = LoggedBody {
-                        inner: reply.body,
-                        entry: Some(entry),
-                        status: None,
-                    };
-                    Ok(Reply {
-                        metadata: reply.metadata,
-                        body: body.boxed_unsync(),
-                    })
+                    let body = LoggedBody { inner: reply.body, entry: Some(entry), status: None };
+                    Ok(Reply { metadata: reply.metadata, body: body.boxed_unsync() })
                 }
                 Err(e) => {
                     entry.finish(e.code, &e.message);
@@ -101,14 +90,7 @@ struct Entry {
 
 impl Entry {
     fn finish(self, code: Code, message: &str) {
-        record(
-            self.protocol,
-            &self.method.path,
-            self.peer,
-            code,
-            message,
-            self.started,
-        );
+        record(self.protocol, &self.method.path, self.peer, code, message, self.started);
     }
 }
 
@@ -123,10 +105,7 @@ impl http_body::Body for LoggedBody {
     type Data = Bytes;
     type Error = GatewayError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -135,22 +114,14 @@ impl http_body::Body for LoggedBody {
                         .get("grpc-status")
                         .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
                         .map_or(Code::Unknown, Code::from_i32);
-                    let message = trailers
-                        .get("grpc-message")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    let message = percent_encoding::percent_decode_str(message)
-                        .decode_utf8_lossy()
-                        .into_owned();
+                    let message = trailers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    let message = percent_encoding::percent_decode_str(message).decode_utf8_lossy().into_owned();
                     self.status = Some((code, message));
                 }
             }
             Poll::Ready(Some(Err(e))) => self.status = Some((e.code, e.message.clone())),
             Poll::Ready(None) if self.status.is_none() => {
-                self.status = Some((
-                    Code::Unknown,
-                    "the backend ended the call without a status".to_owned(),
-                ));
+                self.status = Some((Code::Unknown, "the backend ended the call without a status".to_owned()));
             }
             _ => {}
         }
@@ -169,10 +140,7 @@ impl http_body::Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {
-            let (code, message) = self
-                .status
-                .take()
-                .unwrap_or((Code::Cancelled, "the client went away".to_owned()));
+            let (code, message) = self.status.take().unwrap_or((Code::Cancelled, "the client went away".to_owned()));
             entry.finish(code, &message);
         }
     }

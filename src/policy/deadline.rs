@@ -55,18 +55,11 @@ where
         };
         let reply = self.inner.call(call);
         Box::pin(async move {
-            let reply = tokio::time::timeout_at(deadline, reply)
-                .await
-                .map_err(|_| GatewayError::deadline_exceeded())??;
-            let body = DeadlineBody {
-                inner: reply.body,
-                sleep: Box::pin(tokio::time::sleep_until(deadline)),
-                expired: false,
-            };
-            Ok(Reply {
-                metadata: reply.metadata,
-                body: body.boxed_unsync(),
-            })
+            let reply =
+                tokio::time::timeout_at(deadline, reply).await.map_err(|_| GatewayError::deadline_exceeded())??;
+            let body =
+                DeadlineBody { inner: reply.body, sleep: Box::pin(tokio::time::sleep_until(deadline)), expired: false };
+            Ok(Reply { metadata: reply.metadata, body: body.boxed_unsync() })
         })
     }
 }
@@ -82,10 +75,7 @@ impl http_body::Body for DeadlineBody {
     type Data = Bytes;
     type Error = GatewayError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
         if self.expired {
             return Poll::Ready(None);
         }

@@ -37,15 +37,8 @@ struct Slot {
 
 impl Endpoint {
     pub(super) fn new(backend: Backend, rule: Arc<ServiceRule>) -> Self {
-        let slots = (0..CONNECTIONS_PER_ENDPOINT)
-            .map(|_| Slot::default())
-            .collect();
-        Endpoint {
-            backend,
-            rule,
-            slots,
-            next: AtomicUsize::new(0),
-        }
+        let slots = (0..CONNECTIONS_PER_ENDPOINT).map(|_| Slot::default()).collect();
+        Endpoint { backend, rule, slots, next: AtomicUsize::new(0) }
     }
 
     /// A handle to send a request on, dialing when no connection is open.
@@ -66,20 +59,13 @@ impl Endpoint {
     async fn dial(&self) -> Result<SendRequest<Body>, String> {
         let timeout = self.rule.connect_timeout;
         let connect = async {
-            let tcp = TcpStream::connect(&self.backend.authority)
-                .await
-                .map_err(|e| e.to_string())?;
+            let tcp = TcpStream::connect(&self.backend.authority).await.map_err(|e| e.to_string())?;
             let _ = tcp.set_nodelay(true);
             match &self.rule.tls {
                 None => handshake(tcp).await,
                 Some(config) => {
-                    let name = self
-                        .rule
-                        .tls_server_name
-                        .clone()
-                        .unwrap_or_else(|| self.backend.host.clone());
-                    let name =
-                        rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+                    let name = self.rule.tls_server_name.clone().unwrap_or_else(|| self.backend.host.clone());
+                    let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
                     let tls = tokio_rustls::TlsConnector::from(config.clone())
                         .connect(name, tcp)
                         .await
@@ -96,10 +82,7 @@ impl Endpoint {
 }
 
 fn usable(live: &ArcSwapOption<SendRequest<Body>>) -> Option<SendRequest<Body>> {
-    live.load()
-        .as_ref()
-        .filter(|s| !s.is_closed())
-        .map(|s| SendRequest::clone(s))
+    live.load().as_ref().filter(|s| !s.is_closed()).map(|s| SendRequest::clone(s))
 }
 
 async fn handshake<I>(io: I) -> Result<SendRequest<Body>, String>

@@ -35,63 +35,32 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(config: &Config) -> Self {
-        Upstream {
-            pools: config.services.iter().map(Pool::new).collect(),
-        }
+        Upstream { pools: config.services.iter().map(Pool::new).collect() }
     }
 
     async fn send(self, call: Call) -> Result<Reply, GatewayError> {
-        let service = call
-            .method
-            .descriptor
-            .parent_service()
-            .full_name()
-            .to_owned();
+        let service = call.method.descriptor.parent_service().full_name().to_owned();
         let rule = call.method.rule.as_ref().ok_or_else(|| {
-            GatewayError::new(
-                Code::Unavailable,
-                Origin::Gateway,
-                format!("no backend is configured for {service}"),
-            )
+            GatewayError::new(Code::Unavailable, Origin::Gateway, format!("no backend is configured for {service}"))
         })?;
         let (mut sender, endpoint) = self.pools[rule.index].sender().await.map_err(|e| {
-            GatewayError::unreachable(format!(
-                "{service} is unavailable: no backend could be reached ({e})"
-            ))
+            GatewayError::unreachable(format!("{service} is unavailable: no backend could be reached ({e})"))
         })?;
 
         let uri = Uri::builder()
-            .scheme(if endpoint.backend.tls {
-                "https"
-            } else {
-                "http"
-            })
+            .scheme(if endpoint.backend.tls { "https" } else { "http" })
             .authority(endpoint.backend.authority.as_str())
             .path_and_query(&*call.method.path)
             .build()
-            .map_err(|e| {
-                GatewayError::new(
-                    Code::Internal,
-                    Origin::Gateway,
-                    format!("bad backend URI: {e}"),
-                )
-            })?;
+            .map_err(|e| GatewayError::new(Code::Internal, Origin::Gateway, format!("bad backend URI: {e}")))?;
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(uri)
             .body(call.body)
-            .map_err(|e| {
-                GatewayError::new(
-                    Code::Internal,
-                    Origin::Gateway,
-                    format!("bad backend request: {e}"),
-                )
-            })?;
+            .map_err(|e| GatewayError::new(Code::Internal, Origin::Gateway, format!("bad backend request: {e}")))?;
         let headers = request.headers_mut();
         *headers = call.metadata;
-        headers
-            .entry(CONTENT_TYPE)
-            .or_insert(HeaderValue::from_static("application/grpc"));
+        headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/grpc"));
         headers.insert(TE, HeaderValue::from_static("trailers"));
         if let Some(deadline) = call.deadline {
             headers.insert("grpc-timeout", grpc_timeout(deadline)?);
@@ -129,20 +98,14 @@ fn grpc_timeout(deadline: Instant) -> Result<HeaderValue, GatewayError> {
         return Err(GatewayError::deadline_exceeded());
     }
     let micros = left.as_micros();
-    let value = if micros < 100_000_000 {
-        format!("{micros}u")
-    } else {
-        format!("{}m", (left.as_millis()).min(99_999_999))
-    };
+    let value =
+        if micros < 100_000_000 { format!("{micros}u") } else { format!("{}m", (left.as_millis()).min(99_999_999)) };
     HeaderValue::from_str(&value).map_err(|_| GatewayError::deadline_exceeded())
 }
 
 /// Turns the backend's HTTP response into a [`Reply`] whose status always travels in trailers,
 /// whether the backend sent a Trailers-Only response or not.
-fn reply(
-    response: http::Response<hyper::body::Incoming>,
-    service: &str,
-) -> Result<Reply, GatewayError> {
+fn reply(response: http::Response<hyper::body::Incoming>, service: &str) -> Result<Reply, GatewayError> {
     let (parts, body) = response.into_parts();
     if parts.status != http::StatusCode::OK {
         // gRPC over HTTP/2: a non-200 status maps to a code by the HTTP-to-gRPC table.
@@ -189,19 +152,12 @@ fn take_status(headers: &mut HeaderMap) -> HeaderMap {
 /// lost backend.
 fn stream_error(service: &str, e: hyper::Error) -> GatewayError {
     use std::error::Error as _;
-    let reason = e
-        .source()
-        .and_then(|s| s.downcast_ref::<h2::Error>())
-        .and_then(h2::Error::reason);
+    let reason = e.source().and_then(|s| s.downcast_ref::<h2::Error>()).and_then(h2::Error::reason);
     let code = match reason {
         Some(h2::Reason::CANCEL) => Code::Cancelled,
         Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
         Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
         _ => Code::Unavailable,
     };
-    GatewayError::new(
-        code,
-        Origin::Upstream,
-        format!("{service}: the backend stream broke off: {e}"),
-    )
+    GatewayError::new(code, Origin::Upstream, format!("{service}: the backend stream broke off: {e}"))
 }

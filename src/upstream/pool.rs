@@ -17,15 +17,8 @@ pub(super) struct Pool {
 
 impl Pool {
     pub(super) fn new(rule: &Arc<ServiceRule>) -> Self {
-        let endpoints = rule
-            .backends
-            .iter()
-            .map(|b| Endpoint::new(b.clone(), rule.clone()))
-            .collect();
-        Pool {
-            endpoints,
-            next: AtomicUsize::new(0),
-        }
+        let endpoints = rule.backends.iter().map(|b| Endpoint::new(b.clone(), rule.clone())).collect();
+        Pool { endpoints, next: AtomicUsize::new(0) }
     }
 
     /// A connection to the next reachable endpoint, or every endpoint's failure.

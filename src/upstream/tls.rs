@@ -21,9 +21,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Str
                 return Err(format!("{}: no certificates found", path.display()));
             }
             for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
             }
         }
         None => {

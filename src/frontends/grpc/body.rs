@@ -27,10 +27,7 @@ pub(super) struct ReplyBody {
 
 impl ReplyBody {
     pub(super) fn new(inner: Body) -> Self {
-        ReplyBody {
-            inner,
-            state: State::Streaming,
-        }
+        ReplyBody { inner, state: State::Streaming }
     }
 }
 
@@ -47,10 +44,7 @@ impl http_body::Body for ReplyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let State::Done = self.state {
             return Poll::Ready(None);
         }

@@ -36,15 +36,9 @@ pub use services::{Tables, TonicService};
 
 /// True for gRPC requests (`application/grpc`, `application/grpc+proto`, ...), not gRPC-Web.
 pub fn is_grpc<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct == "application/grpc"
-                || ct.starts_with("application/grpc+")
-                || ct.starts_with("application/grpc;")
-        })
+    request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        ct == "application/grpc" || ct.starts_with("application/grpc+") || ct.starts_with("application/grpc;")
+    })
 }
 
 /// The gRPC frontend: the stack calls go through, and the gateway's own health service.
@@ -84,14 +78,7 @@ impl GrpcFrontend {
             Target::Method(method) => self.forward(request, method, peer, started).await,
             // gRPC over HTTP/2: errors before a response are a Trailers-Only response.
             Target::Refused(error) => {
-                access_log::record(
-                    Protocol::Grpc,
-                    request.uri().path(),
-                    peer,
-                    error.code,
-                    &error.message,
-                    started,
-                );
+                access_log::record(Protocol::Grpc, request.uri().path(), peer, error.code, &error.message, started);
                 trailers_only(error.to_status())
             }
         }
@@ -108,14 +95,7 @@ impl GrpcFrontend {
         let deadline = match parse_timeout(&parts.headers) {
             Ok(timeout) => timeout.map(|t| started + t),
             Err(error) => {
-                access_log::record(
-                    Protocol::Grpc,
-                    &method.path,
-                    peer,
-                    error.code,
-                    &error.message,
-                    started,
-                );
+                access_log::record(Protocol::Grpc, &method.path, peer, error.code, &error.message, started);
                 return trailers_only(error.to_status());
             }
         };
@@ -128,22 +108,12 @@ impl GrpcFrontend {
                 )
             })
             .boxed_unsync();
-        let call = Call {
-            method,
-            protocol: Protocol::Grpc,
-            metadata: metadata(parts.headers),
-            deadline,
-            peer,
-            body,
-        };
+        let call = Call { method, protocol: Protocol::Grpc, metadata: metadata(parts.headers), deadline, peer, body };
         match self.stack.clone().oneshot(call).await {
             Ok(reply) => {
                 let mut response = Response::new(ReplyBody::new(reply.body).boxed_unsync());
                 *response.headers_mut() = reply.metadata;
-                response
-                    .headers_mut()
-                    .entry(CONTENT_TYPE)
-                    .or_insert(HeaderValue::from_static("application/grpc"));
+                response.headers_mut().entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/grpc"));
                 response
             }
             Err(error) => trailers_only(error.to_status()),
@@ -152,10 +122,7 @@ impl GrpcFrontend {
 }
 
 fn classify(path: &str, catalog: &Catalog, tables: &Tables) -> Target {
-    let service = path
-        .strip_prefix('/')
-        .and_then(|p| p.split_once('/'))
-        .map(|(s, _)| s);
+    let service = path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s);
     match service {
         Some(services::REFLECTION_V1) => return Target::Reflection(tables.reflection_v1.clone()),
         Some(services::REFLECTION_V1ALPHA) => {
@@ -164,22 +131,12 @@ fn classify(path: &str, catalog: &Catalog, tables: &Tables) -> Target {
         Some(services::HEALTH) => return Target::Health,
         _ => {}
     }
-    let refuse = |message: String| {
-        Target::Refused(GatewayError::new(
-            Code::Unimplemented,
-            Origin::Client,
-            message,
-        ))
-    };
+    let refuse = |message: String| Target::Refused(GatewayError::new(Code::Unimplemented, Origin::Client, message));
     match catalog.lookup(path) {
         Lookup::Method(route) => Target::Method(route.clone()),
-        Lookup::UnknownMethod { service, method } => {
-            refuse(format!("unknown method {method} for service {service}"))
-        }
+        Lookup::UnknownMethod { service, method } => refuse(format!("unknown method {method} for service {service}")),
         Lookup::UnknownService { service } => refuse(format!("unknown service {service}")),
-        Lookup::Malformed => refuse(format!(
-            "malformed gRPC path {path:?}: expected /package.Service/Method"
-        )),
+        Lookup::Malformed => refuse(format!("malformed gRPC path {path:?}: expected /package.Service/Method")),
     }
 }
 
@@ -207,13 +164,7 @@ fn parse_timeout(headers: &HeaderMap) -> Result<Option<Duration>, GatewayError> 
     let Some(value) = headers.get("grpc-timeout") else {
         return Ok(None);
     };
-    let bad = || {
-        GatewayError::new(
-            Code::InvalidArgument,
-            Origin::Client,
-            format!("malformed grpc-timeout {value:?}"),
-        )
-    };
+    let bad = || GatewayError::new(Code::InvalidArgument, Origin::Client, format!("malformed grpc-timeout {value:?}"));
     let text = value.to_str().map_err(|_| bad())?;
     if text.len() < 2 || text.len() > 9 {
         return Err(bad());
@@ -237,9 +188,7 @@ pub fn trailers_only(status: Status) -> Response<ResponseBody> {
     status.into_http()
 }
 
-fn tonic_response(
-    result: Result<Response<tonic::body::Body>, std::convert::Infallible>,
-) -> Response<ResponseBody> {
+fn tonic_response(result: Result<Response<tonic::body::Body>, std::convert::Infallible>) -> Response<ResponseBody> {
     match result {
         Ok(response) => response.map(|b| b.map_err(Into::into).boxed_unsync()),
         Err(never) => match never {},
@@ -257,16 +206,10 @@ mod tests {
             h.insert("grpc-timeout", HeaderValue::from_static(v));
             parse_timeout(&h)
         };
-        assert_eq!(
-            parse("100m").ok().flatten(),
-            Some(Duration::from_millis(100))
-        );
+        assert_eq!(parse("100m").ok().flatten(), Some(Duration::from_millis(100)));
         assert_eq!(parse("2S").ok().flatten(), Some(Duration::from_secs(2)));
         assert_eq!(parse("1H").ok().flatten(), Some(Duration::from_secs(3600)));
-        assert_eq!(
-            parse("99999999n").ok().flatten(),
-            Some(Duration::from_nanos(99_999_999))
-        );
+        assert_eq!(parse("99999999n").ok().flatten(), Some(Duration::from_nanos(99_999_999)));
         assert!(parse("123456789m").is_err(), "more than 8 digits");
         assert!(parse("10x").is_err());
         assert!(parse("m").is_err());

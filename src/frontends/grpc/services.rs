@@ -10,8 +10,7 @@ use tower::util::BoxCloneSyncService;
 use crate::catalog::Catalog;
 
 /// A tonic-generated server, boxed.
-pub type TonicService =
-    BoxCloneSyncService<Request<Incoming>, Response<tonic::body::Body>, Infallible>;
+pub type TonicService = BoxCloneSyncService<Request<Incoming>, Response<tonic::body::Body>, Infallible>;
 
 pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
@@ -33,12 +32,8 @@ impl Tables {
                 .register_file_descriptor_set(set.clone())
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let v1 = builder()
-            .build_v1()
-            .map_err(|e| format!("reflection: {e}"))?;
-        let v1alpha = builder()
-            .build_v1alpha()
-            .map_err(|e| format!("reflection: {e}"))?;
+        let v1 = builder().build_v1().map_err(|e| format!("reflection: {e}"))?;
+        let v1alpha = builder().build_v1alpha().map_err(|e| format!("reflection: {e}"))?;
         Ok(Tables {
             reflection_v1: BoxCloneSyncService::new(v1),
             reflection_v1alpha: BoxCloneSyncService::new(v1alpha),

@@ -1,0 +1,230 @@
+//! gRPC passthrough with tonic clients: all four method kinds, large messages, metadata and
+//! trailers both ways, compressed frames, and reflection v1.
+
+mod support;
+
+use std::time::Duration;
+
+use dragoman::demo::pb::shop::common::v1::Money;
+use dragoman::demo::pb::shop::orders::v1::order_service_client::OrderServiceClient;
+use dragoman::demo::pb::shop::orders::v1::{
+    AddLineItemRequest, CartAction, CreateOrderRequest, LineItem, OrderStatus, WatchOrderRequest, cart_action,
+};
+use dragoman::demo::pb::shop::products::v1::product_service_client::ProductServiceClient;
+use dragoman::demo::pb::shop::products::v1::{CreateProductRequest, GetProductRequest, Product};
+use dragoman::demo::pb::shop::users::v1::user_service_client::UserServiceClient;
+use dragoman::demo::pb::shop::users::v1::user_service_server::{UserService, UserServiceServer};
+use dragoman::demo::pb::shop::users::v1::{
+    CreateUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, User,
+};
+use support::{TestGateway, USERS};
+use tokio_stream::StreamExt;
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Request, Response, Status};
+
+fn item(product: &str, quantity: i32) -> LineItem {
+    LineItem { product_id: product.into(), quantity, unit_price: None }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_and_server_streaming() {
+    let gw = TestGateway::start().await;
+    let mut users = UserServiceClient::new(gw.channel().await);
+    let user = users.get_user(GetUserRequest { id: "u-1".into() }).await.expect("GetUser").into_inner();
+    assert_eq!(user.email, "ada@example.com");
+
+    let mut orders = OrderServiceClient::new(gw.channel().await);
+    let order = orders
+        .create_order(CreateOrderRequest { user_id: "u-1".into(), items: vec![item("p-3", 1)] })
+        .await
+        .expect("CreateOrder")
+        .into_inner();
+    let interval = Some(prost_types::Duration { seconds: 0, nanos: 20_000_000 });
+    let mut events = orders
+        .watch_order(WatchOrderRequest { id: order.id.clone(), interval })
+        .await
+        .expect("WatchOrder")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(event) = events.message().await.expect("stream ends cleanly") {
+        seen.push(event.status);
+    }
+    let expected =
+        [OrderStatus::Placed, OrderStatus::Paid, OrderStatus::Shipped, OrderStatus::Delivered].map(|s| s as i32);
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_streaming() {
+    let gw = TestGateway::start().await;
+    let mut orders = OrderServiceClient::new(gw.channel().await);
+    let order = orders
+        .create_order(CreateOrderRequest { user_id: "u-1".into(), items: vec![item("p-1", 1)] })
+        .await
+        .expect("CreateOrder")
+        .into_inner();
+    let batch: Vec<AddLineItemRequest> = (0..50)
+        .map(|i| AddLineItemRequest {
+            order_id: order.id.clone(),
+            item: Some(item(if i % 2 == 0 { "p-2" } else { "p-3" }, 1)),
+        })
+        .collect();
+    let updated = orders.add_line_items(tokio_stream::iter(batch)).await.expect("AddLineItems").into_inner();
+    assert_eq!(updated.items.len(), 51);
+    // 24.99 + 25 x 4.99 + 25 x 39.99 = 1149.49
+    assert_eq!(updated.total, Some(Money { currency_code: "EUR".into(), units: 1149, nanos: 490_000_000 }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidirectional_streams_answer_as_they_go() {
+    let gw = TestGateway::start().await;
+    let mut orders = OrderServiceClient::new(gw.channel().await);
+    let (actions, rx) = tokio::sync::mpsc::channel(4);
+    let mut carts =
+        orders.live_cart(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("LiveCart").into_inner();
+    // Each answer arrives before the next action is sent: nothing waits for the end of the stream.
+    let add = |p: &str, q| CartAction { action: Some(cart_action::Action::Add(item(p, q))) };
+    actions.send(add("p-1", 2)).await.expect("send");
+    let cart = carts.message().await.expect("answer").expect("a cart");
+    assert_eq!((cart.revision, cart.items.len()), (1, 1));
+    actions.send(add("p-2", 1)).await.expect("send");
+    let cart = carts.message().await.expect("answer").expect("a cart");
+    assert_eq!((cart.revision, cart.items.len()), (2, 2));
+    actions.send(CartAction { action: Some(cart_action::Action::RemoveProductId("p-1".into())) }).await.expect("send");
+    let cart = carts.message().await.expect("answer").expect("a cart");
+    assert_eq!(cart.total, Some(Money { currency_code: "EUR".into(), units: 4, nanos: 990_000_000 }));
+    drop(actions);
+    assert!(carts.message().await.expect("clean end").is_none(), "half-close ends the backend's stream too");
+
+    // An error mid-stream reaches the client as the backend's status.
+    let (actions, rx) = tokio::sync::mpsc::channel(1);
+    let mut carts =
+        orders.live_cart(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("LiveCart").into_inner();
+    actions.send(add("p-404", 1)).await.expect("send");
+    let err = carts.message().await.expect_err("unknown product");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("p-404"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_mebibyte_messages_pass_both_ways() {
+    let gw = TestGateway::start().await;
+    let mut products = ProductServiceClient::new(gw.channel().await)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let description: String = "0123456789abcdef".repeat(4 << 16); // 4 MiB
+    let product = Product {
+        name: "Huge Manual".into(),
+        description: description.clone(),
+        price: Some(Money { currency_code: "EUR".into(), units: 1, nanos: 0 }),
+        ..Default::default()
+    };
+    let created =
+        products.create_product(CreateProductRequest { product: Some(product) }).await.expect("4 MiB up").into_inner();
+    let fetched = products.get_product(GetProductRequest { id: created.id }).await.expect("4 MiB down").into_inner();
+    assert_eq!(fetched.description.len(), 4 << 20);
+    assert!(fetched.description == description, "the bytes arrive unchanged");
+}
+
+/// A UserService that shows what reached it: metadata in, metadata and trailers out.
+struct Echo;
+
+#[tonic::async_trait]
+impl UserService for Echo {
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let seen = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let display_name = format!("request-id={} timeout={}", seen("x-request-id"), seen("grpc-timeout"));
+        if request.get_ref().id == "fail" {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            metadata.insert("x-error-detail", "in the trailers".parse().expect("ascii"));
+            return Err(Status::with_details_and_metadata(
+                Code::Aborted,
+                "echo refuses",
+                b"\x01\x02detail".to_vec().into(),
+                metadata,
+            ));
+        }
+        let mut response = Response::new(User { id: request.get_ref().id.clone(), display_name, ..Default::default() });
+        response.metadata_mut().insert("x-served-by", "echo".parse().expect("ascii"));
+        Ok(response)
+    }
+    async fn create_user(&self, _: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+        Err(Status::unimplemented("echo only answers GetUser"))
+    }
+    async fn list_users(&self, _: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        Err(Status::unimplemented("echo only answers GetUser"))
+    }
+}
+
+async fn start_echo() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let service = UserServiceServer::new(Echo)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_trailers_deadlines_and_compression_pass_through() {
+    let echo = start_echo().await;
+    let gw = TestGateway::builder()
+        .sets(vec![("users.binpb", support::demo_set(&[USERS]))])
+        .without_demo_rules()
+        .rules(&format!("  - match: shop.users.v1.UserService\n    backends: [http://{echo}]\n"))
+        .start()
+        .await;
+    let mut users = UserServiceClient::new(gw.channel().await)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+
+    let mut request = Request::new(GetUserRequest { id: "u-7".into() });
+    request.metadata_mut().insert("x-request-id", "abc-123".parse().expect("ascii"));
+    request.set_timeout(Duration::from_secs(30));
+    let response = users.get_user(request).await.expect("echo answers");
+    assert_eq!(response.metadata().get("x-served-by").and_then(|v| v.to_str().ok()), Some("echo"));
+    assert_eq!(
+        response.metadata().get("grpc-encoding").and_then(|v| v.to_str().ok()),
+        Some("gzip"),
+        "compressed frames come back as they are"
+    );
+    let user = response.into_inner();
+    assert!(user.display_name.starts_with("request-id=abc-123 timeout="), "{}", user.display_name);
+    let timeout = user.display_name.rsplit('=').next().unwrap_or_default();
+    assert_ne!(timeout, "-", "the backend gets the remaining deadline as grpc-timeout");
+
+    let err = users.get_user(GetUserRequest { id: "fail".into() }).await.expect_err("echo refuses");
+    assert_eq!(err.code(), Code::Aborted);
+    assert_eq!(err.message(), "echo refuses");
+    assert_eq!(err.details(), b"\x01\x02detail", "grpc-status-details-bin passes through");
+    assert_eq!(err.metadata().get("x-error-detail").and_then(|v| v.to_str().ok()), Some("in the trailers"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1_answers_from_the_catalog() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let gw = TestGateway::start().await;
+    let mut client = ServerReflectionClient::new(gw.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers =
+        client.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection v1").into_inner();
+    let answer = answers.next().await.expect("one answer").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == "shop.payments.v1.PaymentService"), "{names:?}");
+    assert!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{names:?}");
+}

@@ -1,0 +1,204 @@
+//! Shared set-up for the integration tests: the demo backends and a gateway in front of them on
+//! 127.0.0.1:0, a descriptors folder of the test's own (so reload tests can drop files in), and
+//! the real grpcurl. Everything stops on `Drop`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use dragoman::config::Config;
+use dragoman::demo::Backends;
+use dragoman::gateway::Gateway;
+use tokio::sync::oneshot;
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A descriptor set compiled from some of the demo's `.proto` files (relative to `proto/`).
+pub fn demo_set(files: &[&str]) -> Vec<u8> {
+    let proto = root().join("proto");
+    let files: Vec<PathBuf> = files.iter().map(|f| proto.join(f)).collect();
+    dragoman::catalog::compile_set(&files, &[proto]).expect("demo protos compile")
+}
+
+pub const USERS: &str = "shop/users/v1/users.proto";
+pub const PRODUCTS: &str = "shop/products/v1/products.proto";
+pub const ORDERS: &str = "shop/orders/v1/orders.proto";
+pub const PAYMENTS: &str = "shop/payments/v1/payments.proto";
+
+/// A gateway on a loopback port in front of the demo backends.
+pub struct TestGateway {
+    pub address: SocketAddr,
+    pub gateway: Gateway,
+    pub backends: Backends,
+    /// The descriptors folder the gateway loads and watches.
+    pub descriptors: PathBuf,
+    _dir: tempfile::TempDir,
+    _watcher: Option<dragoman::catalog::watch::Watcher>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestGateway {
+    /// The whole demo shop behind the gateway.
+    pub async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    pub fn builder() -> Builder {
+        Builder {
+            sets: vec![("shop.binpb".into(), dragoman::demo::DESCRIPTOR_SET.to_vec())],
+            extra_yaml: String::new(),
+            demo_rules: true,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// A tonic channel to the gateway.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("gateway accepts connections")
+    }
+
+    /// Runs the real grpcurl against the gateway, through reflection only.
+    pub fn grpcurl(&self, args: &[&str]) -> Output {
+        let address = self.address.to_string();
+        let mut command = std::process::Command::new(grpcurl());
+        command.arg("-plaintext");
+        let (flags, rest): (Vec<&str>, Vec<&str>) = split_flags(args);
+        command.args(flags).arg(&address).args(rest);
+        command.output().expect("grpcurl runs")
+    }
+
+    /// Waits until reloads have reached `generation` catalogs or `failures` failures.
+    pub async fn wait_reload(
+        &self,
+        done: impl Fn(&dragoman::gateway::ReloadStatus) -> bool,
+    ) -> dragoman::gateway::ReloadStatus {
+        let mut reloads = self.gateway.reloads();
+        let status = tokio::time::timeout(Duration::from_secs(20), reloads.wait_for(|s| done(s)))
+            .await
+            .expect("the reload happens within 20 s")
+            .expect("gateway alive");
+        status.clone()
+    }
+}
+
+/// grpcurl wants its flags before the address and the rest after.
+fn split_flags<'a>(args: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut flags = Vec::new();
+    let mut rest = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i];
+        if arg.starts_with('-') && rest.is_empty() {
+            flags.push(arg);
+            if matches!(arg, "-d" | "-H" | "-max-time" | "-rpc-header" | "-reflect-header" | "-format") {
+                i += 1;
+                flags.push(args[i]);
+            }
+        } else {
+            rest.push(arg);
+        }
+        i += 1;
+    }
+    (flags, rest)
+}
+
+pub struct Builder {
+    sets: Vec<(String, Vec<u8>)>,
+    extra_yaml: String,
+    demo_rules: bool,
+}
+
+impl Builder {
+    /// Load these descriptor sets instead of the whole demo set.
+    pub fn sets(mut self, sets: Vec<(&str, Vec<u8>)>) -> Self {
+        self.sets = sets.into_iter().map(|(n, b)| (n.to_owned(), b)).collect();
+        self
+    }
+
+    /// Config lines appended after the demo's `services:` rules (more `  - match:` entries).
+    pub fn rules(mut self, yaml: &str) -> Self {
+        self.extra_yaml.push_str(yaml);
+        self
+    }
+
+    /// Leave the demo services without backends.
+    pub fn without_demo_rules(mut self) -> Self {
+        self.demo_rules = false;
+        self
+    }
+
+    pub async fn start(self) -> TestGateway {
+        let backends = Backends::start().await.expect("demo backends start");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let descriptors = dir.path().join("descriptors");
+        std::fs::create_dir(&descriptors).expect("descriptors dir");
+        for (name, bytes) in &self.sets {
+            std::fs::write(descriptors.join(name), bytes).expect("write set");
+        }
+        let services = match (self.demo_rules, self.extra_yaml.is_empty()) {
+            (true, _) => backends.services_yaml(),
+            (false, false) => "services:\n".to_owned(),
+            (false, true) => "services: []\n".to_owned(),
+        };
+        let yaml =
+            format!("listen: 127.0.0.1:0\ndescriptors: [{}]\n{services}{}", descriptors.display(), self.extra_yaml);
+        let config = Config::parse(&yaml, Path::new(".")).expect("test config is valid");
+        let gateway = Gateway::new(config).expect("catalog loads");
+        let watcher = gateway.watch().expect("watch starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = gateway.clone();
+        tokio::spawn(async move {
+            let _ = dragoman::server::serve(listener, serving, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        TestGateway { address, gateway, backends, descriptors, _dir: dir, _watcher: watcher, stop: Some(stop) }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The grpcurl the test command installs (scripts/install-test-tools.sh), or $GRPCURL.
+pub fn grpcurl() -> PathBuf {
+    if let Some(path) = std::env::var_os("GRPCURL") {
+        return PathBuf::from(path);
+    }
+    let path = root().join("target/tools/grpcurl");
+    assert!(path.exists(), "grpcurl missing: run scripts/install-test-tools.sh (the test command does)");
+    path
+}
+
+/// A loopback port nothing listens on.
+pub fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
