@@ -109,3 +109,58 @@ fn message_symbols(name: &str, message: &DescriptorProto, out: &mut Vec<String>)
     out.extend(message.enum_type.iter().map(|e| format!("{name}.{}", e.name())));
     out.extend(message.extension.iter().map(|x| format!("{name}.{}", x.name())));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::DescriptorProto;
+
+    fn file(name: &str, messages: &[&str]) -> FileDescriptorProto {
+        FileDescriptorProto {
+            name: Some(name.into()),
+            package: Some("demo".into()),
+            syntax: Some("proto3".into()),
+            message_type: messages
+                .iter()
+                .map(|m| DescriptorProto { name: Some((*m).into()), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn sourced(origin: &str, proto: FileDescriptorProto) -> Sourced {
+        Sourced { origin: origin.into(), proto }
+    }
+
+    #[test]
+    fn identical_copies_merge_once() {
+        let pool =
+            merge(vec![sourced("a.binpb", file("x.proto", &["A"])), sourced("b.binpb", file("x.proto", &["A"]))])
+                .expect("same file twice is fine");
+        assert!(pool.get_message_by_name("demo.A").is_some());
+    }
+
+    #[test]
+    fn one_name_two_contents_names_both_origins() {
+        let err = merge(vec![sourced("a.binpb", file("x.proto", &["A"])), sourced("b.binpb", file("x.proto", &["B"]))])
+            .expect_err("different contents");
+        let message = err.to_string();
+        assert!(message.contains("x.proto") && message.contains("a.binpb") && message.contains("b.binpb"), "{message}");
+    }
+
+    #[test]
+    fn one_symbol_two_files_names_both() {
+        let err = merge(vec![sourced("a.binpb", file("x.proto", &["A"])), sourced("b.binpb", file("y.proto", &["A"]))])
+            .expect_err("symbol twice");
+        let message = err.to_string();
+        assert!(message.contains("demo.A") && message.contains("a.binpb") && message.contains("b.binpb"), "{message}");
+    }
+
+    #[test]
+    fn missing_well_known_imports_are_supplied() {
+        let mut f = file("x.proto", &[]);
+        f.dependency.push("google/protobuf/timestamp.proto".into());
+        let pool = merge(vec![sourced("a.binpb", f)]).expect("timestamp.proto comes from protox");
+        assert!(pool.get_message_by_name("google.protobuf.Timestamp").is_some());
+    }
+}

@@ -64,7 +64,11 @@ where
     Ok(Watcher { _inner: inner, task })
 }
 
-/// A descriptor file anywhere under a watched folder, or one of the watched files.
+/// A descriptor file or a folder (which may bring files of its own: inotify cannot report files
+/// written into a folder before its watch is set up) under a watched folder, or a watched file.
+/// Editor swap files and other non-descriptor files are ignored.
 fn relevant(path: &Path, files: &[PathBuf]) -> bool {
-    is_descriptor_file(path) || files.iter().any(|f| f == path)
+    let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+    let folder = path.extension().is_none();
+    !hidden && (is_descriptor_file(path) || folder || files.iter().any(|f| f == path))
 }

@@ -71,6 +71,28 @@ struct DeadlineBody {
     expired: bool,
 }
 
+impl DeadlineBody {
+    /// A backend that gives up at the deadline may call it CANCELLED (tonic servers do); past
+    /// the deadline, the call's outcome is DEADLINE_EXCEEDED whoever noticed first.
+    fn past_deadline(&self, frame: Frame<Bytes>) -> Frame<Bytes> {
+        let cancelled = frame.trailers_ref().and_then(|t| t.get("grpc-status")).is_some_and(|s| s.as_bytes() == b"1");
+        if cancelled && Instant::now() >= self.sleep.deadline() {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from(tonic::Code::DeadlineExceeded as i32));
+            let message = percent_encoding::utf8_percent_encode(
+                &GatewayError::deadline_exceeded().message,
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .to_string();
+            if let Ok(message) = http::HeaderValue::from_str(&message) {
+                trailers.insert("grpc-message", message);
+            }
+            return Frame::trailers(trailers);
+        }
+        frame
+    }
+}
+
 impl http_body::Body for DeadlineBody {
     type Data = Bytes;
     type Error = GatewayError;
@@ -80,7 +102,7 @@ impl http_body::Body for DeadlineBody {
             return Poll::Ready(None);
         }
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame);
+            return Poll::Ready(frame.map(|frame| frame.map(|f| self.past_deadline(f))));
         }
         match self.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {

@@ -53,6 +53,7 @@ impl TestGateway {
             sets: vec![("shop.binpb".into(), dragoman::demo::DESCRIPTOR_SET.to_vec())],
             extra_yaml: String::new(),
             demo_rules: true,
+            backends: Vec::new(),
         }
     }
 
@@ -118,6 +119,8 @@ pub struct Builder {
     sets: Vec<(String, Vec<u8>)>,
     extra_yaml: String,
     demo_rules: bool,
+    /// Demo services routed somewhere else than their demo backend.
+    backends: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -130,6 +133,12 @@ impl Builder {
     /// Config lines appended after the demo's `services:` rules (more `  - match:` entries).
     pub fn rules(mut self, yaml: &str) -> Self {
         self.extra_yaml.push_str(yaml);
+        self
+    }
+
+    /// Route one demo service to `address` instead of its demo backend.
+    pub fn backend(mut self, service: &str, address: &str) -> Self {
+        self.backends.push((service.to_owned(), address.to_owned()));
         self
     }
 
@@ -148,7 +157,15 @@ impl Builder {
             std::fs::write(descriptors.join(name), bytes).expect("write set");
         }
         let services = match (self.demo_rules, self.extra_yaml.is_empty()) {
-            (true, _) => backends.services_yaml(),
+            (true, _) => {
+                let mut yaml = String::from("services:\n");
+                for (name, address) in dragoman::demo::SERVICES.iter().zip(backends.addresses) {
+                    let address =
+                        self.backends.iter().find(|(s, _)| s == name).map_or(address.to_string(), |(_, a)| a.clone());
+                    yaml.push_str(&format!("  - match: {name}\n    backends: [http://{address}]\n"));
+                }
+                yaml
+            }
             (false, false) => "services:\n".to_owned(),
             (false, true) => "services: []\n".to_owned(),
         };

@@ -1,0 +1,175 @@
+//! What goes wrong, and how the gateway says so: cancellation, deadlines, dead backends, unknown
+//! services and methods. After each, the gateway keeps serving.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use dragoman::demo::pb::shop::common::v1::Money;
+use dragoman::demo::pb::shop::orders::v1::order_service_client::OrderServiceClient;
+use dragoman::demo::pb::shop::orders::v1::{CreateOrderRequest, LineItem, WatchOrderRequest};
+use dragoman::demo::pb::shop::payments::v1::ChargeRequest;
+use dragoman::demo::pb::shop::payments::v1::payment_service_client::PaymentServiceClient;
+use dragoman::demo::pb::shop::users::v1::GetUserRequest;
+use dragoman::demo::pb::shop::users::v1::user_service_client::UserServiceClient;
+use support::{TestGateway, dead_port};
+use tonic::{Code, Request};
+
+async fn place_order(gw: &TestGateway) -> String {
+    let mut orders = OrderServiceClient::new(gw.channel().await);
+    let items = vec![LineItem { product_id: "p-1".into(), quantity: 1, unit_price: None }];
+    orders.create_order(CreateOrderRequest { user_id: "u-1".into(), items }).await.expect("CreateOrder").into_inner().id
+}
+
+fn slow_charge(order_id: &str) -> ChargeRequest {
+    ChargeRequest {
+        order_id: order_id.into(),
+        amount: Some(Money { currency_code: "EUR".into(), units: 5, nanos: 0 }),
+        card_token: "tok_slow".into(),
+    }
+}
+
+/// Polls until `done` holds, for at most `limit`.
+async fn eventually(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cancellation_reaches_the_backend() {
+    let gw = TestGateway::start().await;
+    let id = place_order(&gw).await;
+    let mut orders = OrderServiceClient::new(gw.channel().await);
+    let interval = Some(prost_types::Duration { seconds: 10, nanos: 0 });
+    let mut events = orders.watch_order(WatchOrderRequest { id, interval }).await.expect("WatchOrder").into_inner();
+    events.message().await.expect("first event").expect("an event");
+    assert_eq!(gw.backends.shop.open_watches(), 1, "the backend is streaming");
+    drop(events); // RST_STREAM from the client
+    assert!(
+        eventually(Duration::from_secs(5), || gw.backends.shop.open_watches() == 0).await,
+        "the backend's stream was cancelled, not left running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_drop_cancels_the_backend_call() {
+    let gw = TestGateway::start().await;
+    let id = place_order(&gw).await;
+    let channel = gw.channel().await;
+    let mut orders = OrderServiceClient::new(channel);
+    let interval = Some(prost_types::Duration { seconds: 10, nanos: 0 });
+    let mut events = orders.watch_order(WatchOrderRequest { id, interval }).await.expect("WatchOrder").into_inner();
+    events.message().await.expect("first event").expect("an event");
+    drop(events);
+    drop(orders); // the last handle: the connection closes
+    assert!(eventually(Duration::from_secs(5), || gw.backends.shop.open_watches() == 0).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_end_calls_on_time() {
+    let gw = TestGateway::start().await;
+    let id = place_order(&gw).await;
+
+    // Unary: the processor takes 3 s, the client allows 300 ms.
+    let mut payments = PaymentServiceClient::new(gw.channel().await);
+    // The deadline goes in as the header alone: tonic's own client-side timer would race ours.
+    let mut request = Request::new(slow_charge(&id));
+    request.metadata_mut().insert("grpc-timeout", "300m".parse().expect("ascii"));
+    let started = Instant::now();
+    let err = payments.charge(request).await.expect_err("too slow");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at the deadline, not when the backend finished");
+
+    // Server streaming: the first event comes, then the deadline ends the stream.
+    let mut orders = OrderServiceClient::new(gw.channel().await);
+    let interval = Some(prost_types::Duration { seconds: 5, nanos: 0 });
+    let mut request = Request::new(WatchOrderRequest { id: id.clone(), interval });
+    request.metadata_mut().insert("grpc-timeout", "400m".parse().expect("ascii"));
+    let mut events = orders.watch_order(request).await.expect("stream starts").into_inner();
+    events.message().await.expect("first event").expect("an event");
+    let err = events.message().await.expect_err("deadline mid-stream");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(eventually(Duration::from_secs(5), || gw.backends.shop.open_watches() == 0).await);
+
+    // A malformed grpc-timeout is the client's error.
+    let mut request = Request::new(GetUserRequest { id: "u-1".into() });
+    request.metadata_mut().insert("grpc-timeout", "soon".parse().expect("ascii"));
+    let err = UserServiceClient::new(gw.channel().await).get_user(request).await.expect_err("bad timeout");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("grpc-timeout"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_timeout_applies_when_the_client_sets_none() {
+    let gw = TestGateway::start().await;
+    // The demo rules have no timeout; a second gateway routes payments with one.
+    let payments_backend = gw.backends.addresses[3];
+    let timed = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!("  - match: shop.payments.v1.PaymentService\n    backends: [http://{payments_backend}]\n    timeout: 200ms\n"))
+        .start()
+        .await;
+    let id = place_order(&gw).await;
+    let started = Instant::now();
+    let err = PaymentServiceClient::new(timed.channel().await).charge(slow_charge(&id)).await.expect_err("timeout");
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_backend_is_unavailable_promptly_and_others_keep_serving() {
+    let port = dead_port();
+    let gw =
+        TestGateway::builder().backend("shop.payments.v1.PaymentService", &format!("127.0.0.1:{port}")).start().await;
+    let started = Instant::now();
+    let err =
+        PaymentServiceClient::new(gw.channel().await).charge(slow_charge("o-1")).await.expect_err("nothing listens");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("shop.payments.v1.PaymentService"), "names the service: {}", err.message());
+    assert!(started.elapsed() < Duration::from_secs(1), "refused connections fail at once");
+
+    let user = UserServiceClient::new(gw.channel().await).get_user(GetUserRequest { id: "u-1".into() }).await;
+    assert!(user.is_ok(), "the other services keep answering: {user:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_services_and_methods_are_unimplemented() {
+    let gw = TestGateway::start().await;
+    let mut grpc = tonic::client::Grpc::new(gw.channel().await);
+    let mut call = async |path: &'static str| {
+        grpc.ready().await.expect("ready");
+        let codec = tonic_prost::ProstCodec::<GetUserRequest, GetUserRequest>::default();
+        grpc.unary(Request::new(GetUserRequest::default()), http::uri::PathAndQuery::from_static(path), codec).await
+    };
+    let err = call("/shop.users.v1.UserService/Delete").await.expect_err("no such method");
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(
+        err.message().contains("Delete") && err.message().contains("shop.users.v1.UserService"),
+        "{}",
+        err.message()
+    );
+
+    let err = call("/shop.spare.v1.PartsService/Get").await.expect_err("no such service");
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("shop.spare.v1.PartsService"), "{}", err.message());
+
+    let ok = UserServiceClient::new(gw.channel().await).get_user(GetUserRequest { id: "u-1".into() }).await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loaded_service_without_backend_is_unavailable() {
+    let gw = TestGateway::builder().without_demo_rules().start().await;
+    let err = UserServiceClient::new(gw.channel().await)
+        .get_user(GetUserRequest { id: "u-1".into() })
+        .await
+        .expect_err("no backend configured");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("no backend is configured for shop.users.v1.UserService"), "{}", err.message());
+}

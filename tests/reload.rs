@@ -1,0 +1,109 @@
+//! Descriptors dropped in while the gateway runs: new services appear in reflection and routing
+//! without a restart, calls in flight keep going, and a broken file changes nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use dragoman::demo::pb::shop::orders::v1::order_service_client::OrderServiceClient;
+use dragoman::demo::pb::shop::orders::v1::{CreateOrderRequest, LineItem, WatchOrderRequest};
+use dragoman::demo::pb::shop::payments::v1::GetPaymentRequest;
+use dragoman::demo::pb::shop::payments::v1::payment_service_client::PaymentServiceClient;
+use dragoman::demo::pb::shop::users::v1::GetUserRequest;
+use dragoman::demo::pb::shop::users::v1::user_service_client::UserServiceClient;
+use support::{ORDERS, PAYMENTS, PRODUCTS, TestGateway, USERS, stdout};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_descriptors_are_served_while_a_stream_keeps_going() {
+    let gw =
+        TestGateway::builder().sets(vec![("shop.binpb", support::demo_set(&[USERS, PRODUCTS, ORDERS]))]).start().await;
+    assert!(!stdout(&gw.grpcurl(&["list"])).contains("shop.payments.v1.PaymentService"));
+    let before =
+        PaymentServiceClient::new(gw.channel().await).get_payment(GetPaymentRequest { id: "pay-1".into() }).await;
+    assert_eq!(before.expect_err("not loaded yet").code(), Code::Unimplemented);
+
+    // A stream opened on the old catalog.
+    let mut orders = OrderServiceClient::new(gw.channel().await);
+    let items = vec![LineItem { product_id: "p-1".into(), quantity: 1, unit_price: None }];
+    let order =
+        orders.create_order(CreateOrderRequest { user_id: "u-1".into(), items }).await.expect("order").into_inner();
+    let interval = Some(prost_types::Duration { seconds: 0, nanos: 300_000_000 });
+    let mut events =
+        orders.watch_order(WatchOrderRequest { id: order.id, interval }).await.expect("watch").into_inner();
+    events.message().await.expect("first event").expect("event");
+
+    // Drop a compiled set in, as an operator would.
+    let generation = gw.gateway.reloads().borrow().generation;
+    std::fs::write(gw.descriptors.join("payments.binpb"), support::demo_set(&[PAYMENTS])).expect("drop file");
+    let status = gw.wait_reload(|s| s.generation > generation).await;
+    assert!(status.last_error.is_none(), "{status:?}");
+
+    assert!(stdout(&gw.grpcurl(&["list"])).contains("shop.payments.v1.PaymentService"), "reflection shows it");
+    let after =
+        PaymentServiceClient::new(gw.channel().await).get_payment(GetPaymentRequest { id: "pay-404".into() }).await;
+    let err = after.expect_err("routed to the payments backend now");
+    assert_eq!(err.code(), Code::NotFound, "the backend answered: {err:?}");
+
+    // The stream opened before the reload runs to its end.
+    let mut rest = 0;
+    while let Some(_event) =
+        tokio::time::timeout(Duration::from_secs(5), events.message()).await.expect("no stall").expect("no error")
+    {
+        rest += 1;
+    }
+    assert_eq!(rest, 3, "paid, shipped, delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proto_sources_dropped_in_are_compiled() {
+    let gw = TestGateway::builder().sets(vec![("users.binpb", support::demo_set(&[USERS]))]).start().await;
+    let generation = gw.gateway.reloads().borrow().generation;
+    let source = "syntax = \"proto3\";\npackage shop.inventory.v1;\n// Stock levels.\nservice StockService {\n  rpc Count(CountRequest) returns (CountReply);\n}\nmessage CountRequest { string sku = 1; }\nmessage CountReply { int64 units = 1; }\n";
+    std::fs::write(gw.descriptors.join("inventory.proto"), source).expect("drop proto");
+    gw.wait_reload(|s| s.generation > generation).await;
+    let described = stdout(&gw.grpcurl(&["describe", "shop.inventory.v1.StockService"]));
+    assert!(
+        described.contains("rpc Count ( .shop.inventory.v1.CountRequest ) returns ( .shop.inventory.v1.CountReply )"),
+        "{described}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_keeps_the_old_catalog_serving() {
+    let gw = TestGateway::start().await;
+    let failures = gw.gateway.reloads().borrow().failures;
+    std::fs::write(gw.descriptors.join("broken.binpb"), b"this is not a descriptor set").expect("drop file");
+    let status = gw.wait_reload(|s| s.failures > failures).await;
+    let error = status.last_error.expect("the failure is reported");
+    assert!(error.contains("broken.binpb"), "names the file: {error}");
+
+    let user = UserServiceClient::new(gw.channel().await).get_user(GetUserRequest { id: "u-1".into() }).await;
+    assert!(user.is_ok(), "old services keep answering: {user:?}");
+    assert!(stdout(&gw.grpcurl(&["list"])).contains("shop.orders.v1.OrderService"));
+
+    // Removing the file recovers.
+    let generation = gw.gateway.reloads().borrow().generation;
+    std::fs::remove_file(gw.descriptors.join("broken.binpb")).expect("remove");
+    let status = gw.wait_reload(|s| s.generation > generation).await;
+    assert!(status.last_error.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_file_is_rejected_naming_both_files() {
+    let gw = TestGateway::start().await;
+    let failures = gw.gateway.reloads().borrow().failures;
+    // Same file name as the demo's users.proto, different contents.
+    let other = "syntax = \"proto3\";\npackage shop.users.v1;\nmessage User { string id = 1; }\n";
+    let dir = gw.descriptors.join("other");
+    std::fs::create_dir_all(dir.join("shop/users/v1")).expect("dir");
+    std::fs::write(dir.join("shop/users/v1/users.proto"), other).expect("drop proto");
+    let status = gw.wait_reload(|s| s.failures > failures).await;
+    let error = status.last_error.expect("reported");
+    assert!(
+        error.contains("shop/users/v1/users.proto") && error.contains("shop.binpb") && error.contains("other"),
+        "{error}"
+    );
+    let user = UserServiceClient::new(gw.channel().await).get_user(GetUserRequest { id: "u-1".into() }).await;
+    assert!(user.is_ok(), "{user:?}");
+}
