@@ -149,12 +149,16 @@ impl std::fmt::Display for ServicePattern {
 /// One backend address.
 #[derive(Debug, Clone)]
 pub struct Backend {
-    /// As written in the config, for messages.
-    pub uri: http::Uri,
     pub tls: bool,
     /// `host:port`, what the TCP connection dials.
     pub authority: String,
     pub host: String,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", if self.tls { "https" } else { "http" }, self.authority)
+    }
 }
 
 /// A configuration error: the file, the key path and what was expected.
@@ -277,7 +281,7 @@ impl Backend {
         let host = uri.host().ok_or_else(|| format!("no host in {s:?}"))?.to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        Ok(Backend { authority: format!("{host}:{port}"), host: bare_host, tls, uri })
+        Ok(Backend { authority: format!("{host}:{port}"), host: bare_host, tls })
     }
 }
 

@@ -123,7 +123,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let mut unrouted = 0;
     for service in catalog.services() {
         let backends = match &service.rule {
-            Some(rule) => rule.backends.iter().map(|b| b.uri.to_string()).collect::<Vec<_>>().join(", "),
+            Some(rule) => rule.backends.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", "),
             None => {
                 unrouted += 1;
                 "(no backend: calls answer UNAVAILABLE)".to_owned()

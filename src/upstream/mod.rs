@@ -70,7 +70,7 @@ impl Upstream {
             GatewayError::new(
                 Code::Unavailable,
                 Origin::Upstream,
-                format!("{service}: backend {} failed: {e}", endpoint.backend.uri),
+                format!("{service}: backend {} failed: {e}", endpoint.backend),
             )
         })?;
         reply(response, &service)

@@ -30,8 +30,8 @@ impl Pool {
             match endpoint.sender().await {
                 Ok(sender) => return Ok((sender, endpoint)),
                 Err(e) => {
-                    tracing::warn!(backend = %endpoint.backend.uri, error = %e, "backend unreachable");
-                    failures.push(format!("{}: {e}", endpoint.backend.uri));
+                    tracing::warn!(backend = %endpoint.backend, error = %e, "backend unreachable");
+                    failures.push(format!("{}: {e}", endpoint.backend));
                 }
             }
         }

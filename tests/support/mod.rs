@@ -219,3 +219,55 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// What a raw HTTP/2 gRPC call got back.
+pub struct RawReply {
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl RawReply {
+    /// `grpc-status`, from the trailers or a Trailers-Only response's headers.
+    pub fn status(&self) -> Option<i32> {
+        let from = |h: &http::HeaderMap| h.get("grpc-status").and_then(|v| v.to_str().ok()?.parse().ok());
+        self.trailers.as_ref().and_then(from).or_else(|| from(&self.headers))
+    }
+}
+
+/// A unary gRPC call with a bare HTTP/2 client and no timers of its own (tonic's client enforces
+/// `grpc-timeout` itself, which would race the gateway's deadline).
+pub async fn raw_unary(
+    address: SocketAddr,
+    path: &str,
+    message: &impl prost::Message,
+    headers: &[(&str, &str)],
+) -> RawReply {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    let payload = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(&payload);
+    let mut request = http::Request::post(format!("http://{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+        .expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    let response = sender.send_request(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.expect("body");
+    let trailers = collected.trailers().cloned();
+    RawReply { headers: parts.headers, body: collected.to_bytes(), trailers }
+}
