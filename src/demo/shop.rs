@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use tonic::Status;
 
 use super::pb::shop::common::v1::Money;
-use super::pb::shop::orders::v1::Order;
+use super::pb::shop::orders::v1::{LineItem, Order, OrderStatus};
 use super::pb::shop::payments::v1::Payment;
 use super::pb::shop::products::v1::Product;
 use super::pb::shop::users::v1::User;
@@ -27,7 +27,8 @@ pub struct Shop {
 }
 
 impl Shop {
-    /// A shop with a customer, a few products and one order, so the demo has something to show.
+    /// A shop with a customer (`u-1`), four products (`p-1`..`p-4`) and an open order (`o-1`), so the
+    /// demo has something to show.
     pub fn seeded() -> Self {
         let shop = Shop::default();
         let user = User {
@@ -54,6 +55,15 @@ impl Shop {
             };
             lock(&shop.products).insert(product.id.clone(), product);
         }
+        let order = Order {
+            id: shop.next_id("o"),
+            user_id: user.id.clone(),
+            items: vec![LineItem { product_id: "p-1".into(), quantity: 1, unit_price: Some(eur(24, 990_000_000)) }],
+            status: OrderStatus::Placed as i32,
+            total: Some(eur(24, 990_000_000)),
+            create_time: Some(now()),
+        };
+        lock(&shop.orders).insert(order.id.clone(), order);
         lock(&shop.users).insert(user.id.clone(), user);
         shop
     }
