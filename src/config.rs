@@ -18,6 +18,9 @@ pub struct FileConfig {
     /// Address the one listener binds: gRPC, and later REST, WebSocket and SOAP, all on one port.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Server threads, each owning its connections end to end; 0 means one per core.
+    #[serde(default)]
+    pub workers: usize,
     /// Descriptor files or folders: `*.binpb *.pb *.protoset *.desc` (FileDescriptorSet) and
     /// `*.proto` sources. Folders are searched recursively and watched for changes.
     #[serde(default = "default_descriptors")]
@@ -84,6 +87,7 @@ fn default_true() -> bool {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub workers: usize,
     pub descriptors: Vec<PathBuf>,
     pub proto_include: Vec<PathBuf>,
     pub watch: bool,
@@ -201,6 +205,7 @@ impl Config {
             .collect::<Result<_, _>>()?;
         Ok(Config {
             listen,
+            workers: file.workers,
             descriptors: file.descriptors.into_iter().map(resolve).collect(),
             proto_include: file.proto_include.into_iter().map(resolve).collect(),
             watch: file.watch,

@@ -16,7 +16,7 @@ use tower::util::BoxCloneSyncService;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
-use crate::frontends::grpc::{self, GrpcFrontend};
+use crate::frontends::grpc::{self, GrpcFrontend, TonicService};
 use crate::stack;
 use crate::upstream::Upstream;
 
@@ -31,6 +31,11 @@ impl Snapshot {
         let grpc = grpc::Tables::new(&catalog).map_err(CatalogError::Other)?;
         Ok(Snapshot { catalog: Arc::new(catalog), grpc })
     }
+}
+
+/// One server worker's frontends (see [`Gateway::worker`]).
+pub struct Worker {
+    pub grpc: GrpcFrontend,
 }
 
 /// The outcome of the latest reloads, for whoever wants to follow them (tests, an admin API).
@@ -53,8 +58,8 @@ pub struct Gateway {
 struct Shared {
     config: Config,
     snapshot: ArcSwap<Snapshot>,
-    grpc: GrpcFrontend,
     health: HealthReporter,
+    health_service: TonicService,
     reloads: watch::Sender<ReloadStatus>,
     runtime: tokio::runtime::Handle,
 }
@@ -64,17 +69,13 @@ impl Gateway {
     pub fn new(config: Config) -> Result<Self, CatalogError> {
         let snapshot = Snapshot::build(Catalog::load(&config)?)?;
         let (health, health_service) = tonic_health::server::health_reporter();
-        let grpc = GrpcFrontend {
-            stack: stack::build(Upstream::new(&config)),
-            health: BoxCloneSyncService::new(health_service),
-        };
         let (reloads, _) = watch::channel(ReloadStatus { generation: 1, ..Default::default() });
         let gateway = Gateway {
             shared: Arc::new(Shared {
                 config,
                 snapshot: ArcSwap::from_pointee(snapshot),
-                grpc,
                 health,
+                health_service: BoxCloneSyncService::new(health_service),
                 reloads,
                 runtime: tokio::runtime::Handle::current(),
             }),
@@ -92,8 +93,11 @@ impl Gateway {
         self.shared.snapshot.load_full()
     }
 
-    pub fn grpc(&self) -> &GrpcFrontend {
-        &self.shared.grpc
+    /// What one server worker needs of its own: frontends over a policy stack whose upstream
+    /// connections belong to that worker's runtime, so a call never crosses threads.
+    pub fn worker(&self) -> Worker {
+        let stack = stack::build(Upstream::new(&self.shared.config));
+        Worker { grpc: GrpcFrontend { stack, health: self.shared.health_service.clone() } }
     }
 
     /// Follows reloads.

@@ -81,11 +81,11 @@ async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> an
     let listen = config.listen;
     let gateway = Gateway::new(config)?;
     let _watcher = gateway.watch()?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let snapshot = gateway.snapshot();
-    tracing::info!(address = %listener.local_addr()?, services = snapshot.catalog.services().len(), "dragoman listening");
-    drop(snapshot);
-    dragoman::server::serve(listener, gateway, shutdown_signal()).await?;
+    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let services = gateway.snapshot().catalog.services().len();
+    tracing::info!(address = %listener.local_addr()?, services, "dragoman listening");
+    let workers = gateway.config().workers;
+    dragoman::server::serve(listener, gateway, workers, shutdown_signal()).await?;
     drop(backends);
     Ok(())
 }

@@ -1,5 +1,11 @@
 //! The one listener. Each connection speaks HTTP/1.1 or HTTP/2 (h2c by prior knowledge); each
 //! request goes to the frontend its protocol calls for (DESIGN.md, "One port, many protocols").
+//!
+//! Thread per core: each worker thread runs a single-threaded runtime that accepts from the shared
+//! listening socket and owns everything its connections touch — the client's HTTP/2 connection,
+//! the policy stack and the backend connections. A call is served start to end on one thread: no
+//! cross-thread wake-ups, no contended locks inside h2 (the profile showed both on a shared
+//! multi-threaded runtime; bench/README.md).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,17 +16,57 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::frontends::ResponseBody;
 use crate::frontends::grpc;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Worker};
 
 /// How long open connections get to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves until `shutdown` resolves, then drains open connections.
-pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+/// Serves on `listener` with `workers` threads (0: one per core) until `shutdown` resolves, then
+/// drains open connections.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    gateway: Gateway,
+    workers: usize,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let workers = if workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { workers };
+    listener.set_nonblocking(true)?;
+    let (stop, stopping) = watch::channel(false);
+    let mut threads = Vec::with_capacity(workers);
+    for n in 0..workers {
+        let listener = listener.try_clone()?;
+        let gateway = gateway.clone();
+        let stopping = stopping.clone();
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name(format!("dragoman-worker-{n}")).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(run_worker(listener, gateway, stopping)),
+                Err(e) => tracing::error!(error = %e, "cannot start a worker runtime"),
+            }
+            let _ = done.send(());
+        })?;
+        threads.push((thread, finished));
+    }
+    shutdown.await;
+    let _ = stop.send(true);
+    for (thread, finished) in threads {
+        let _ = finished.await;
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+async fn run_worker(listener: std::net::TcpListener, gateway: Gateway, mut stopping: watch::Receiver<bool>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => return tracing::error!(error = %e, "worker cannot use the listener"),
+    };
+    let worker = std::sync::Arc::new(gateway.worker());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
@@ -30,7 +76,6 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
         .max_frame_size(64 << 10)
         .max_concurrent_streams(1000);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -42,13 +87,15 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            _ = stopping.wait_for(|s| *s) => break,
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
+        let worker = worker.clone();
         let service = hyper::service::service_fn(move |request| {
             let gateway = gateway.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(request, &gateway, peer).await) }
+            let worker = worker.clone();
+            async move { Ok::<_, std::convert::Infallible>(route(request, &gateway, &worker, peer).await) }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
@@ -58,19 +105,21 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
             }
         });
     }
-    tracing::info!("shutting down: draining open connections");
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
-    Ok(())
 }
 
-async fn route(request: Request<Incoming>, gateway: &Gateway, peer: SocketAddr) -> Response<ResponseBody> {
+async fn route(
+    request: Request<Incoming>,
+    gateway: &Gateway,
+    worker: &Worker,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
     let snapshot = gateway.snapshot();
     if grpc::is_grpc(&request) {
-        return gateway.grpc().serve(request, &snapshot.catalog, &snapshot.grpc, Some(peer)).await;
+        return worker.grpc.serve(request, &snapshot.catalog, &snapshot.grpc, Some(peer)).await;
     }
     not_found(&request)
 }
-
 /// Until the REST frontend lands, anything but gRPC is answered with a JSON 404.
 fn not_found<B>(request: &Request<B>) -> Response<ResponseBody> {
     let message = format!(

@@ -1,12 +1,11 @@
-//! One backend endpoint: a few HTTP/2 connections (h2c or TLS), opened on first use and again
-//! after they close. Calls spread over the connections so one connection task is not the
-//! bottleneck on a multi-core gateway.
+//! One backend endpoint: an HTTP/2 connection (h2c or TLS), opened on first use and again after
+//! it closes. Each server worker has its own (see `server.rs`), so HTTP/2 multiplexes that
+//! worker's calls over it without crossing threads.
 //!
-//! The request path takes no lock: a live connection is read through an `ArcSwapOption`; only
+//! The request path takes no lock: the live connection is read through an `ArcSwapOption`; only
 //! (re)connecting takes an async mutex, so one caller dials while the others wait for it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -18,41 +17,30 @@ use tokio::net::TcpStream;
 use crate::call::Body;
 use crate::config::{Backend, ServiceRule};
 
-/// Connections kept per endpoint.
-const CONNECTIONS_PER_ENDPOINT: usize = 2;
-
-/// A backend address and its connections.
+/// A backend address and its connection.
 pub(super) struct Endpoint {
     pub backend: Backend,
     rule: Arc<ServiceRule>,
-    slots: Box<[Slot]>,
-    next: AtomicUsize,
-}
-
-#[derive(Default)]
-struct Slot {
     live: ArcSwapOption<SendRequest<Body>>,
     dialing: tokio::sync::Mutex<()>,
 }
 
 impl Endpoint {
     pub(super) fn new(backend: Backend, rule: Arc<ServiceRule>) -> Self {
-        let slots = (0..CONNECTIONS_PER_ENDPOINT).map(|_| Slot::default()).collect();
-        Endpoint { backend, rule, slots, next: AtomicUsize::new(0) }
+        Endpoint { backend, rule, live: ArcSwapOption::empty(), dialing: tokio::sync::Mutex::new(()) }
     }
 
     /// A handle to send a request on, dialing when no connection is open.
     pub(super) async fn sender(&self) -> Result<SendRequest<Body>, String> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        if let Some(sender) = usable(&slot.live) {
+        if let Some(sender) = usable(&self.live) {
             return Ok(sender);
         }
-        let _dialing = slot.dialing.lock().await;
-        if let Some(sender) = usable(&slot.live) {
+        let _dialing = self.dialing.lock().await;
+        if let Some(sender) = usable(&self.live) {
             return Ok(sender);
         }
         let sender = self.dial().await?;
-        slot.live.store(Some(Arc::new(sender.clone())));
+        self.live.store(Some(Arc::new(sender.clone())));
         Ok(sender)
     }
 

@@ -174,12 +174,12 @@ impl Builder {
         let config = Config::parse(&yaml, Path::new(".")).expect("test config is valid");
         let gateway = Gateway::new(config).expect("catalog loads");
         let watcher = gateway.watch().expect("watch starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = gateway.clone();
         tokio::spawn(async move {
-            let _ = dragoman::server::serve(listener, serving, async {
+            let _ = dragoman::server::serve(listener, serving, 2, async {
                 let _ = stopped.await;
             })
             .await;
