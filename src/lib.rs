@@ -16,4 +16,5 @@ pub mod observe;
 pub mod policy;
 pub mod server;
 pub mod stack;
+pub mod transcode;
 pub mod upstream;

@@ -1,0 +1,9 @@
+//! Protocol translation that needs no I/O, shared by the transcoding frontends: gRPC framing,
+//! `google.api.http` path templates, and the JSON mapping of messages and query parameters.
+//! Plain functions and state machines: no tokio, no tower, no sockets.
+
+pub mod framing;
+pub mod http_rule;
+pub mod json;
+pub mod query;
+pub mod template;

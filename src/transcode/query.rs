@@ -1,0 +1,173 @@
+//! Setting message fields from strings: path variables and query parameters
+//! (google/api/http.proto: "fields not bound by the path or the body become URL query
+//! parameters"). Nested fields by dotted path (`a.b.c=`), repeated fields by repetition
+//! (`ids=1&ids=2`), enums by name or number, 64-bit integers exactly, bytes as base64, and the
+//! well-known types whose JSON form is a string or a number (Timestamp, Duration, FieldMask, the
+//! wrappers).
+
+use base64::Engine;
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value};
+
+/// Why a value could not be bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
+    #[error("invalid value {value:?} for field {field}: {reason}")]
+    BadValue { field: String, value: String, reason: String },
+}
+
+/// How strings are read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindOptions {
+    /// Enum names match regardless of case (Envoy's `case_insensitive_enum_parsing`).
+    pub case_insensitive_enums: bool,
+}
+
+const WRAPPERS: &[&str] = &[
+    "google.protobuf.DoubleValue",
+    "google.protobuf.FloatValue",
+    "google.protobuf.Int64Value",
+    "google.protobuf.UInt64Value",
+    "google.protobuf.Int32Value",
+    "google.protobuf.UInt32Value",
+    "google.protobuf.BoolValue",
+    "google.protobuf.StringValue",
+    "google.protobuf.BytesValue",
+];
+
+const STRING_FORM: &[&str] = &["google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"];
+
+/// Messages whose JSON form is a single string or number, so a string can set them.
+pub fn is_scalar_like(message: &MessageDescriptor) -> bool {
+    let name = message.full_name();
+    WRAPPERS.contains(&name) || STRING_FORM.contains(&name)
+}
+
+/// A field by its proto name or its JSON name.
+pub fn field_named(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
+    message.get_field_by_name(name).or_else(|| message.get_field_by_json_name(name))
+}
+
+/// Sets the field at `path` (names, proto or JSON) to `value`; a repeated field gets `value`
+/// appended.
+pub fn set_path(message: &mut DynamicMessage, path: &[&str], value: &str, options: BindOptions) -> Result<(), BindError> {
+    let (last, parents) = path.split_last().ok_or_else(|| BindError::UnknownField(String::new()))?;
+    let mut current = message;
+    let mut walked = String::new();
+    for name in parents {
+        let field = field_named(&current.descriptor(), name).ok_or_else(|| BindError::UnknownField(joined(&walked, name)))?;
+        walked = joined(&walked, field.name());
+        let Kind::Message(_) = field.kind() else {
+            return Err(BindError::UnknownField(joined(&walked, "…")));
+        };
+        if field.is_list() || field.is_map() {
+            return Err(bad(&walked, value, "a repeated message field cannot be set from a string"));
+        }
+        current = match current.get_field_mut(&field) {
+            Value::Message(m) => m,
+            _ => return Err(BindError::UnknownField(walked)),
+        };
+    }
+    let field = field_named(&current.descriptor(), last).ok_or_else(|| BindError::UnknownField(joined(&walked, last)))?;
+    let name = joined(&walked, field.name());
+    if field.is_map() {
+        return Err(bad(&name, value, "map fields cannot be set from a string"));
+    }
+    let parsed = parse(&field.kind(), value, options).map_err(|reason| bad(&name, value, &reason))?;
+    if field.is_list() {
+        if let Value::List(list) = current.get_field_mut(&field) {
+            list.push(parsed);
+        }
+    } else {
+        current.set_field(&field, parsed);
+    }
+    Ok(())
+}
+
+fn joined(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") }
+}
+
+fn bad(field: &str, value: &str, reason: &str) -> BindError {
+    BindError::BadValue { field: field.to_owned(), value: value.to_owned(), reason: reason.to_owned() }
+}
+
+/// One value of a field's kind from its string form.
+fn parse(kind: &Kind, s: &str, options: BindOptions) -> Result<Value, String> {
+    let number = |e: std::num::ParseIntError| e.to_string();
+    Ok(match kind {
+        Kind::String => Value::String(s.to_owned()),
+        Kind::Bool => match s {
+            "true" | "1" => Value::Bool(true),
+            "false" | "0" => Value::Bool(false),
+            _ => return Err("expected true or false".into()),
+        },
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(s.parse().map_err(number)?),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(s.parse().map_err(number)?),
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(s.parse().map_err(number)?),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(s.parse().map_err(number)?),
+        Kind::Double => Value::F64(parse_float(s)?),
+        Kind::Float => Value::F32(parse_float(s)? as f32),
+        Kind::Bytes => Value::Bytes(decode_base64(s)?.into()),
+        Kind::Enum(e) => {
+            let by_name = if options.case_insensitive_enums {
+                e.values().find(|v| v.name().eq_ignore_ascii_case(s))
+            } else {
+                e.get_value_by_name(s)
+            };
+            match (by_name, s.parse::<i32>()) {
+                (Some(v), _) => Value::EnumNumber(v.number()),
+                (None, Ok(n)) => Value::EnumNumber(n),
+                (None, Err(_)) => return Err(format!("not a value of {}", e.full_name())),
+            }
+        }
+        Kind::Message(m) if WRAPPERS.contains(&m.full_name()) => {
+            let inner = m.get_field_by_name("value").ok_or("malformed wrapper type")?;
+            let mut wrapper = DynamicMessage::new(m.clone());
+            wrapper.set_field(&inner, parse(&inner.kind(), s, options)?);
+            Value::Message(wrapper)
+        }
+        Kind::Message(m) if STRING_FORM.contains(&m.full_name()) => {
+            let json = serde_json::Value::String(s.to_owned());
+            Value::Message(DynamicMessage::deserialize(m.clone(), json).map_err(|e| e.to_string())?)
+        }
+        Kind::Message(m) => return Err(format!("{} cannot be set from a string", m.full_name())),
+    })
+}
+
+fn parse_float(s: &str) -> Result<f64, String> {
+    match s {
+        "NaN" => Ok(f64::NAN),
+        "Infinity" => Ok(f64::INFINITY),
+        "-Infinity" => Ok(f64::NEG_INFINITY),
+        _ => s.parse().map_err(|e: std::num::ParseFloatError| e.to_string()),
+    }
+}
+
+/// Standard or URL-safe base64, padded or not (the proto3 JSON mapping accepts either).
+fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let trimmed = s.trim_end_matches('=');
+    STANDARD_NO_PAD.decode(trimmed).or_else(|_| URL_SAFE_NO_PAD.decode(trimmed)).map_err(|e| format!("not base64: {e}"))
+}
+
+/// Splits a query string into decoded pairs. `+` means a space unless `unescape_plus` is off
+/// (Envoy's `query_param_unescape_plus`, off by default: `+` stays `+`).
+pub fn pairs(query: &str, unescape_plus: bool) -> Result<Vec<(String, String)>, String> {
+    let decode = |s: &str| {
+        let s = if unescape_plus { s.replace('+', " ") } else { s.to_owned() };
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| format!("query parameter {s:?} is not UTF-8"))
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
