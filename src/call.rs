@@ -23,12 +23,14 @@ pub type Body = UnsyncBoxBody<Bytes, GatewayError>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Grpc,
+    Rest,
 }
 
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Grpc => "grpc",
+            Protocol::Rest => "rest",
         }
     }
 }

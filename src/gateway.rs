@@ -17,6 +17,7 @@ use tower::util::BoxCloneSyncService;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::frontends::grpc::{self, GrpcFrontend, TonicService};
+use crate::frontends::rest::{self, RestFrontend};
 use crate::stack;
 use crate::upstream::Upstream;
 
@@ -24,18 +25,21 @@ use crate::upstream::Upstream;
 pub struct Snapshot {
     pub catalog: Arc<Catalog>,
     pub grpc: grpc::Tables,
+    pub rest: rest::Tables,
 }
 
 impl Snapshot {
     fn build(catalog: Catalog) -> Result<Self, CatalogError> {
         let grpc = grpc::Tables::new(&catalog).map_err(CatalogError::Other)?;
-        Ok(Snapshot { catalog: Arc::new(catalog), grpc })
+        let rest = rest::Tables::new(&catalog).map_err(CatalogError::Other)?;
+        Ok(Snapshot { catalog: Arc::new(catalog), grpc, rest })
     }
 }
 
 /// One server worker's frontends (see [`Gateway::worker`]).
 pub struct Worker {
     pub grpc: GrpcFrontend,
+    pub rest: RestFrontend,
 }
 
 /// The outcome of the latest reloads, for whoever wants to follow them (tests, an admin API).
@@ -97,7 +101,10 @@ impl Gateway {
     /// connections belong to that worker's runtime, so a call never crosses threads.
     pub fn worker(&self) -> Worker {
         let stack = stack::build(Upstream::new(&self.shared.config));
-        Worker { grpc: GrpcFrontend { stack, health: self.shared.health_service.clone() } }
+        Worker {
+            grpc: GrpcFrontend { stack: stack.clone(), health: self.shared.health_service.clone() },
+            rest: RestFrontend { stack, options: self.shared.config.rest.clone() },
+        }
     }
 
     /// Follows reloads.

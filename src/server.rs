@@ -11,8 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -115,22 +114,9 @@ async fn route(
     peer: SocketAddr,
 ) -> Response<ResponseBody> {
     let snapshot = gateway.snapshot();
+    // gRPC over HTTP/2 is told apart by its content type; everything else is REST.
     if grpc::is_grpc(&request) {
         return worker.grpc.serve(request, &snapshot.catalog, &snapshot.grpc, Some(peer)).await;
     }
-    not_found(&request)
-}
-/// Until the REST frontend lands, anything but gRPC is answered with a JSON 404.
-fn not_found<B>(request: &Request<B>) -> Response<ResponseBody> {
-    let message = format!(
-        "no route for {} {}: this gateway serves gRPC (content-type: application/grpc)",
-        request.method(),
-        request.uri().path()
-    );
-    let body =
-        serde_json::json!({ "code": tonic::Code::NotFound as i32, "message": message, "details": [] }).to_string();
-    let mut response = Response::new(http_body_util::Full::from(body).map_err(|never| match never {}).boxed_unsync());
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    response
+    worker.rest.serve(request, &snapshot.rest, Some(peer)).await
 }

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use prost::Message;
-use prost_types::{FileDescriptorProto, FileDescriptorSet};
+use prost_types::FileDescriptorProto;
 
 use super::CatalogError;
 
@@ -16,7 +17,31 @@ const SET_EXTENSIONS: &[&str] = &["binpb", "pb", "protoset", "desc"];
 #[derive(Debug, Clone)]
 pub(super) struct Sourced {
     pub origin: PathBuf,
+    /// Decoded, for names, dependencies and symbols. prost drops unknown fields, and with them
+    /// custom options such as `google.api.http`...
     pub proto: FileDescriptorProto,
+    /// ...so the pool is built from the encoded bytes, which keep them.
+    pub raw: Bytes,
+}
+
+/// A `FileDescriptorSet` with each file left encoded.
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct RawSet {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    pub file: Vec<Bytes>,
+}
+
+/// Splits an encoded set into its files, each decoded and kept encoded.
+fn split_set(bytes: &[u8], origin: &Path) -> Result<Vec<Sourced>, CatalogError> {
+    let set = RawSet::decode(bytes).map_err(|e| CatalogError::file(origin, format!("not a FileDescriptorSet: {e}")))?;
+    set.file
+        .into_iter()
+        .map(|raw| {
+            let proto = FileDescriptorProto::decode(raw.clone())
+                .map_err(|e| CatalogError::file(origin, format!("not a FileDescriptorSet: {e}")))?;
+            Ok(Sourced { origin: origin.to_owned(), proto, raw })
+        })
+        .collect()
 }
 
 /// True when a path names something the catalog loads (used to ignore editor temp files).
@@ -68,12 +93,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CatalogError> {
 
 fn read_set(path: &Path) -> Result<Vec<Sourced>, CatalogError> {
     let bytes = std::fs::read(path).map_err(|e| CatalogError::file(path, e))?;
-    let set = FileDescriptorSet::decode(bytes.as_slice())
-        .map_err(|e| CatalogError::file(path, format!("not a FileDescriptorSet: {e}")))?;
-    if set.file.is_empty() {
+    let files = split_set(&bytes, path)?;
+    if files.is_empty() {
         return Err(CatalogError::file(path, "the descriptor set holds no files"));
     }
-    Ok(set.file.into_iter().map(|proto| Sourced { origin: path.to_owned(), proto }).collect())
+    Ok(files)
 }
 
 /// Compiles one `.proto` file (and its imports) with protox. Imports resolve against the folder
@@ -83,8 +107,7 @@ fn compile_proto(path: &Path, root: &Path, include: &[PathBuf]) -> Result<Vec<So
     let mut compiler = protox::Compiler::new(roots).map_err(|e| CatalogError::file(path, e))?;
     compiler.include_imports(true).include_source_info(true);
     compiler.open_file(path).map_err(|e| CatalogError::file(path, e))?;
-    let set = compiler.file_descriptor_set();
-    Ok(set.file.into_iter().map(|proto| Sourced { origin: path.to_owned(), proto }).collect())
+    split_set(&compiler.encode_file_descriptor_set(), path)
 }
 
 /// Compiles `.proto` files into one encoded descriptor set with imports and source info, as
@@ -117,9 +140,9 @@ pub fn proto_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CatalogError> {
 
 /// One of protobuf's own well-known files (`google/protobuf/*.proto`) with its imports, for sets
 /// compiled without them.
-pub(super) fn well_known(name: &str) -> Option<Vec<FileDescriptorProto>> {
+pub(super) fn well_known(name: &str, origin: &Path) -> Option<Vec<Sourced>> {
     let mut compiler = protox::Compiler::with_file_resolver(protox::file::GoogleFileResolver::new());
     compiler.include_imports(true);
     compiler.open_file(name).ok()?;
-    Some(compiler.file_descriptor_set().file)
+    split_set(&compiler.encode_file_descriptor_set(), origin).ok()
 }

@@ -12,7 +12,8 @@ use prost_reflect::DescriptorPool;
 use prost_types::{DescriptorProto, FileDescriptorProto};
 
 use super::CatalogError;
-use super::load::{Sourced, well_known};
+use super::load::{RawSet, Sourced, well_known};
+use prost::Message;
 
 pub(super) fn merge(files: Vec<Sourced>) -> Result<DescriptorPool, CatalogError> {
     let mut by_name: BTreeMap<String, Sourced> = BTreeMap::new();
@@ -52,7 +53,8 @@ pub(super) fn merge(files: Vec<Sourced>) -> Result<DescriptorPool, CatalogError>
     let mut pool = DescriptorPool::new();
     let origins: HashMap<String, PathBuf> =
         by_name.values().map(|f| (f.proto.name().to_owned(), f.origin.clone())).collect();
-    pool.add_file_descriptor_protos(by_name.into_values().map(|f| f.proto)).map_err(|e| {
+    let set = RawSet { file: by_name.into_values().map(|f| f.raw).collect() };
+    pool.decode_file_descriptor_set(set.encode_to_vec().as_slice()).map_err(|e| {
         let origin =
             e.file().and_then(|name| origins.get(name)).map(|p| format!("{}: ", p.display())).unwrap_or_default();
         CatalogError::Conflict(format!("{origin}{e}"))
@@ -79,8 +81,8 @@ fn add_missing_well_known(files: &mut BTreeMap<String, Sourced>) {
         .filter(|(d, _)| d.starts_with("google/protobuf/") && !files.contains_key(d))
         .collect();
     for (name, origin) in missing {
-        for proto in well_known(&name).unwrap_or_default() {
-            files.entry(proto.name().to_owned()).or_insert(Sourced { origin: origin.clone(), proto });
+        for file in well_known(&name, &origin).unwrap_or_default() {
+            files.entry(file.proto.name().to_owned()).or_insert(file);
         }
     }
 }
@@ -129,7 +131,7 @@ mod tests {
     }
 
     fn sourced(origin: &str, proto: FileDescriptorProto) -> Sourced {
-        Sourced { origin: origin.into(), proto }
+        Sourced { origin: origin.into(), raw: proto.encode_to_vec().into(), proto }
     }
 
     #[test]

@@ -14,7 +14,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use prost::Message;
 use prost_reflect::{DescriptorPool, MethodDescriptor, ServiceDescriptor};
 
 use crate::config::{Config, ServiceRule};
@@ -141,13 +140,8 @@ impl Catalog {
         }
     }
 
-    /// The merged descriptors as one encoded `FileDescriptorSet` (for reflection).
-    pub fn file_descriptor_set(&self) -> prost_types::FileDescriptorSet {
-        prost_types::FileDescriptorSet { file: self.pool.file_descriptor_protos().cloned().collect() }
-    }
-
-    /// The encoded form of [`Self::file_descriptor_set`].
+    /// The merged descriptors as one encoded `FileDescriptorSet`, custom options included.
     pub fn encoded_file_descriptor_set(&self) -> Vec<u8> {
-        self.file_descriptor_set().encode_to_vec()
+        self.pool.encode_to_vec()
     }
 }

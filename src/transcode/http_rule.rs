@@ -101,7 +101,8 @@ fn push_binding(rule: &HttpRule, method: &MethodDescriptor, out: &mut Vec<Bindin
         (_, _, _, Some(p), ..) => (http::Method::DELETE, p.as_str()),
         (_, _, _, _, Some(p), _) => (http::Method::PATCH, p.as_str()),
         (.., Some(custom)) => {
-            let verb = http::Method::from_bytes(custom.kind.as_bytes()).map_err(|_| format!("bad custom verb {:?}", custom.kind))?;
+            let verb = http::Method::from_bytes(custom.kind.as_bytes())
+                .map_err(|_| format!("bad custom verb {:?}", custom.kind))?;
             (verb, custom.path.as_str())
         }
         _ => return Err("no pattern (get, put, post, delete, patch or custom)".into()),
@@ -109,7 +110,8 @@ fn push_binding(rule: &HttpRule, method: &MethodDescriptor, out: &mut Vec<Bindin
     let template = Template::parse(path).map_err(|e: TemplateError| e.to_string())?;
     let input = method.input();
     for variable in &template.variables {
-        check_field_path(&input, &variable.field_path).map_err(|e| format!("path variable {{{}}}: {e}", variable.field()))?;
+        check_field_path(&input, &variable.field_path)
+            .map_err(|e| format!("path variable {{{}}}: {e}", variable.field()))?;
     }
     let body = match rule.body.as_str() {
         "" => BodyTarget::None,
@@ -134,7 +136,8 @@ fn push_binding(rule: &HttpRule, method: &MethodDescriptor, out: &mut Vec<Bindin
 fn check_field_path(message: &prost_reflect::MessageDescriptor, path: &[String]) -> Result<(), String> {
     let mut current = message.clone();
     for (i, name) in path.iter().enumerate() {
-        let field = current.get_field_by_name(name).ok_or_else(|| format!("no field {name:?} in {}", current.full_name()))?;
+        let field =
+            current.get_field_by_name(name).ok_or_else(|| format!("no field {name:?} in {}", current.full_name()))?;
         if field.is_list() || field.is_map() {
             return Err(format!("{name} is repeated"));
         }
@@ -148,4 +151,20 @@ fn check_field_path(message: &prost_reflect::MessageDescriptor, path: &[String])
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_annotations_are_read() {
+        let pool = prost_reflect::DescriptorPool::decode(crate::demo::DESCRIPTOR_SET).expect("demo set");
+        let service = pool.get_service_by_name("shop.orders.v1.OrderService").expect("service");
+        let watch = service.methods().find(|m| m.name() == "WatchOrder").expect("method");
+        let found = bindings(&watch).expect("valid rule");
+        assert_eq!(found.len(), 1, "{:?}", watch.options());
+        assert_eq!(found[0].method, http::Method::GET);
+        assert_eq!(found[0].template.to_string(), "/v1/orders/{id}:watch");
+    }
 }

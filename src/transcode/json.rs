@@ -3,7 +3,9 @@
 //! the JSON and the proto field names accepted on input. JSON is read straight into the message
 //! and written straight from it — no intermediate `serde_json::Value` tree.
 
-use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, MessageDescriptor, ReflectMessage, SerializeOptions};
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FieldDescriptor, MessageDescriptor, ReflectMessage, SerializeOptions,
+};
 
 /// How responses are printed (Envoy's `print_options`, same names and meanings).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -43,7 +45,12 @@ pub fn decode(descriptor: MessageDescriptor, json: &[u8], ignore_unknown: bool) 
 
 /// [`decode`], with error columns on the first line shifted left by `shift` bytes (for a body
 /// that was wrapped before decoding).
-fn decode_shifted(descriptor: MessageDescriptor, json: &[u8], ignore_unknown: bool, shift: usize) -> Result<DynamicMessage, JsonError> {
+fn decode_shifted(
+    descriptor: MessageDescriptor,
+    json: &[u8],
+    ignore_unknown: bool,
+    shift: usize,
+) -> Result<DynamicMessage, JsonError> {
     let options = DeserializeOptions::new().deny_unknown_fields(!ignore_unknown);
     let mut deserializer = serde_json::Deserializer::from_slice(json);
     let mut track = serde_path_to_error::Track::new();
@@ -55,7 +62,7 @@ fn decode_shifted(descriptor: MessageDescriptor, json: &[u8], ignore_unknown: bo
     result.map_err(|e| {
         let path = track.path().to_string();
         let column = if e.line() == 1 { e.column().saturating_sub(shift) } else { e.column() };
-        let at = if path == "." || path.is_empty() { String::new() } else { format!(" at field {path}") };
+        let at = if matches!(path.as_str(), "." | "" | "?") { String::new() } else { format!(" at field {path}") };
         let what = match e.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "malformed JSON",
             _ => "invalid JSON",
@@ -75,7 +82,12 @@ fn strip_position(message: &str) -> String {
 
 /// Reads a JSON body into one field of `message` (`body: "field"`): the body is the field's JSON
 /// value, of whatever type.
-pub fn decode_into_field(message: &mut DynamicMessage, field: &FieldDescriptor, json: &[u8], ignore_unknown: bool) -> Result<(), JsonError> {
+pub fn decode_into_field(
+    message: &mut DynamicMessage,
+    field: &FieldDescriptor,
+    json: &[u8],
+    ignore_unknown: bool,
+) -> Result<(), JsonError> {
     // Wrap as {"<name>": <body>} and read the whole message: prost-reflect has no per-field entry
     // point, and the wrapper costs a copy of the body, not a tree.
     let prefix = format!("{{{}:", serde_json::to_string(field.json_name()).unwrap_or_default());
@@ -158,7 +170,10 @@ mod tests {
         let field = request.get_field_by_name("product").expect("field");
         let mut message = DynamicMessage::new(request);
         decode_into_field(&mut message, &field, br#"{"name": "Gear", "price": {"units": "3"}}"#, false).expect("ok");
-        assert_eq!(encode_field(&message, &field, &PrintOptions::default()), br#"{"name":"Gear","price":{"units":"3"}}"#);
+        assert_eq!(
+            encode_field(&message, &field, &PrintOptions::default()),
+            br#"{"name":"Gear","price":{"units":"3"}}"#
+        );
         let err = decode_into_field(&mut message, &field, br#"{"name": 1}"#, false).expect_err("wrong type");
         assert!(err.message.contains("product.name"), "{}", err.message);
     }

@@ -51,12 +51,18 @@ pub fn field_named(message: &MessageDescriptor, name: &str) -> Option<FieldDescr
 
 /// Sets the field at `path` (names, proto or JSON) to `value`; a repeated field gets `value`
 /// appended.
-pub fn set_path(message: &mut DynamicMessage, path: &[&str], value: &str, options: BindOptions) -> Result<(), BindError> {
+pub fn set_path(
+    message: &mut DynamicMessage,
+    path: &[&str],
+    value: &str,
+    options: BindOptions,
+) -> Result<(), BindError> {
     let (last, parents) = path.split_last().ok_or_else(|| BindError::UnknownField(String::new()))?;
     let mut current = message;
     let mut walked = String::new();
     for name in parents {
-        let field = field_named(&current.descriptor(), name).ok_or_else(|| BindError::UnknownField(joined(&walked, name)))?;
+        let field =
+            field_named(&current.descriptor(), name).ok_or_else(|| BindError::UnknownField(joined(&walked, name)))?;
         walked = joined(&walked, field.name());
         let Kind::Message(_) = field.kind() else {
             return Err(BindError::UnknownField(joined(&walked, "…")));
@@ -69,7 +75,8 @@ pub fn set_path(message: &mut DynamicMessage, path: &[&str], value: &str, option
             _ => return Err(BindError::UnknownField(walked)),
         };
     }
-    let field = field_named(&current.descriptor(), last).ok_or_else(|| BindError::UnknownField(joined(&walked, last)))?;
+    let field =
+        field_named(&current.descriptor(), last).ok_or_else(|| BindError::UnknownField(joined(&walked, last)))?;
     let name = joined(&walked, field.name());
     if field.is_map() {
         return Err(bad(&name, value, "map fields cannot be set from a string"));

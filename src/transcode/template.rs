@@ -246,7 +246,8 @@ fn literal_or_wildcard(s: &str) -> Result<Segment, String> {
 
 fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Percent-decodes a bound value; a multi-segment value keeps `%2F` encoded. None when the
@@ -306,7 +307,10 @@ mod tests {
             bind("/v1/{book.name=shelves/*/books/*}", "/v1/shelves/1/books/2"),
             pairs(&[("book.name", "shelves/1/books/2")])
         );
-        assert_eq!(bind("/v1/{name=projects/*/locations/*}/foo", "/v1/projects/p/locations/l/foo"), pairs(&[("name", "projects/p/locations/l")]));
+        assert_eq!(
+            bind("/v1/{name=projects/*/locations/*}/foo", "/v1/projects/p/locations/l/foo"),
+            pairs(&[("name", "projects/p/locations/l")])
+        );
     }
 
     #[test]
@@ -330,14 +334,22 @@ mod tests {
 
     #[test]
     fn bad_templates_are_rejected() {
-        for bad in ["v1/x", "/v1/{a", "/v1/a}", "/v1/{a={b}}", "/v1/**/x", "/v1//x", "/v1/{a.}", "/v1/{a}/{a}", "/v1/x:"] {
+        for bad in
+            ["v1/x", "/v1/{a", "/v1/a}", "/v1/{a={b}}", "/v1/**/x", "/v1//x", "/v1/{a.}", "/v1/{a}/{a}", "/v1/x:"]
+        {
             assert!(Template::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
 
     #[test]
     fn display_round_trips() {
-        for t in ["/v1/{name=shelves/*/books/*}", "/v1/users/{id}", "/v1/orders/{id}:watch", "/v1/{name=files/**}", "/v1/*/x"] {
+        for t in [
+            "/v1/{name=shelves/*/books/*}",
+            "/v1/users/{id}",
+            "/v1/orders/{id}:watch",
+            "/v1/{name=files/**}",
+            "/v1/*/x",
+        ] {
             assert_eq!(Template::parse(t).expect("valid").to_string(), t);
         }
     }

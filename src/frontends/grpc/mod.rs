@@ -15,7 +15,6 @@ pub mod services;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Request, Response};
@@ -92,7 +91,7 @@ impl GrpcFrontend {
         started: Instant,
     ) -> Response<ResponseBody> {
         let (parts, body) = request.into_parts();
-        let deadline = match parse_timeout(&parts.headers) {
+        let deadline = match super::grpc_timeout(&parts.headers) {
             Ok(timeout) => timeout.map(|t| started + t),
             Err(error) => {
                 access_log::record(Protocol::Grpc, &method.path, peer, error.code, &error.message, started);
@@ -159,30 +158,6 @@ fn metadata(mut headers: HeaderMap) -> HeaderMap {
     headers
 }
 
-/// `grpc-timeout`: at most 8 digits and a unit, H M S m u n (gRPC over HTTP/2).
-fn parse_timeout(headers: &HeaderMap) -> Result<Option<Duration>, GatewayError> {
-    let Some(value) = headers.get("grpc-timeout") else {
-        return Ok(None);
-    };
-    let bad = || GatewayError::new(Code::InvalidArgument, Origin::Client, format!("malformed grpc-timeout {value:?}"));
-    let text = value.to_str().map_err(|_| bad())?;
-    if text.len() < 2 || text.len() > 9 {
-        return Err(bad());
-    }
-    let (digits, unit) = text.split_at(text.len() - 1);
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let duration = match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return Err(bad()),
-    };
-    Ok(Some(duration))
-}
-
 /// A Trailers-Only response: the status in the headers, no body.
 pub fn trailers_only(status: Status) -> Response<ResponseBody> {
     status.into_http()
@@ -192,26 +167,5 @@ fn tonic_response(result: Result<Response<tonic::body::Body>, std::convert::Infa
     match result {
         Ok(response) => response.map(|b| b.map_err(Into::into).boxed_unsync()),
         Err(never) => match never {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeout_units() {
-        let parse = |v: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert("grpc-timeout", HeaderValue::from_static(v));
-            parse_timeout(&h)
-        };
-        assert_eq!(parse("100m").ok().flatten(), Some(Duration::from_millis(100)));
-        assert_eq!(parse("2S").ok().flatten(), Some(Duration::from_secs(2)));
-        assert_eq!(parse("1H").ok().flatten(), Some(Duration::from_secs(3600)));
-        assert_eq!(parse("99999999n").ok().flatten(), Some(Duration::from_nanos(99_999_999)));
-        assert!(parse("123456789m").is_err(), "more than 8 digits");
-        assert!(parse("10x").is_err());
-        assert!(parse("m").is_err());
     }
 }

@@ -26,10 +26,10 @@ pub struct Tables {
 impl Tables {
     /// Builds reflection over every loaded file plus the gateway's own health service.
     pub fn new(catalog: &Catalog) -> Result<Self, String> {
-        let set = catalog.file_descriptor_set();
+        let set = catalog.encoded_file_descriptor_set();
         let builder = || {
             tonic_reflection::server::Builder::configure()
-                .register_file_descriptor_set(set.clone())
+                .register_encoded_file_descriptor_set(&set)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
         let v1 = builder().build_v1().map_err(|e| format!("reflection: {e}"))?;

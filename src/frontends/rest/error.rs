@@ -1,0 +1,130 @@
+//! gRPC status → HTTP (googleapis' google/rpc/code.proto mapping) with a JSON `google.rpc.Status`
+//! body — for backend errors and the gateway's own (400, 404, 405, 413, 415, 504...) alike.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use prost::Message;
+use tonic::Code;
+
+use crate::frontends::ResponseBody;
+
+/// The HTTP status for a gRPC code (google/rpc/code.proto).
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+    }
+}
+
+/// `google.rpc.Status` as carried in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// The JSON body of an error: `{"code", "message", "details"}`. Details are rendered as the
+/// Any JSON mapping when their type is in `pool`, else as `{"@type", "value": <base64>}`.
+pub fn status_json(status: &tonic::Status, pool: Option<&prost_reflect::DescriptorPool>) -> Vec<u8> {
+    let details: Vec<serde_json::Value> = RpcStatus::decode(status.details())
+        .map(|s| s.details)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|any| detail_json(&any, pool))
+        .collect();
+    /// Field order as in google.rpc.Status.
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        code: i32,
+        message: &'a str,
+        details: Vec<serde_json::Value>,
+    }
+    let body = Body { code: status.code() as i32, message: status.message(), details };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn detail_json(any: &prost_types::Any, pool: Option<&prost_reflect::DescriptorPool>) -> serde_json::Value {
+    let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
+    let known = pool.and_then(|p| p.get_message_by_name(type_name));
+    if let Some(descriptor) = known {
+        if let Ok(message) = prost_reflect::DynamicMessage::decode(descriptor, any.value.as_slice()) {
+            if let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(&message) {
+                fields.insert("@type".into(), any.type_url.clone().into());
+                return serde_json::Value::Object(fields);
+            }
+        }
+    }
+    use base64::Engine;
+    serde_json::json!({ "@type": any.type_url, "value": base64::engine::general_purpose::STANDARD.encode(&any.value) })
+}
+
+/// A complete JSON error response.
+pub fn error_response(status: &tonic::Status, pool: Option<&prost_reflect::DescriptorPool>) -> Response<ResponseBody> {
+    json_response(http_status(status.code()), status_json(status, pool))
+}
+
+/// A JSON response with a status code.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_maps_as_code_proto_says() {
+        let table = [
+            (Code::Ok, 200),
+            (Code::Cancelled, 499),
+            (Code::Unknown, 500),
+            (Code::InvalidArgument, 400),
+            (Code::DeadlineExceeded, 504),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::PermissionDenied, 403),
+            (Code::ResourceExhausted, 429),
+            (Code::FailedPrecondition, 400),
+            (Code::Aborted, 409),
+            (Code::OutOfRange, 400),
+            (Code::Unimplemented, 501),
+            (Code::Internal, 500),
+            (Code::Unavailable, 503),
+            (Code::DataLoss, 500),
+            (Code::Unauthenticated, 401),
+        ];
+        for (code, http) in table {
+            assert_eq!(http_status(code).as_u16(), http, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn details_travel_as_any_json() {
+        let detail = prost_types::Any { type_url: "type.googleapis.com/example.Unknown".into(), value: vec![1, 2, 3] };
+        let rpc = RpcStatus { code: 5, message: "gone".into(), details: vec![detail] };
+        let status = tonic::Status::with_details(Code::NotFound, "gone", rpc.encode_to_vec().into());
+        let json: serde_json::Value = serde_json::from_slice(&status_json(&status, None)).expect("json");
+        assert_eq!(json["code"], 5);
+        assert_eq!(json["message"], "gone");
+        assert_eq!(json["details"][0]["@type"], "type.googleapis.com/example.Unknown");
+        assert_eq!(json["details"][0]["value"], "AQID");
+    }
+}

@@ -1,0 +1,293 @@
+//! The REST/JSON frontend: `google.api.http` transcoding (google/api/http.proto), with the
+//! semantics users know from Envoy's gRPC-JSON transcoder and grpc-gateway.
+//!
+//! A request is classified ([`Target`]) against the snapshot's [`routes::Routes`]; a call's
+//! message is built from body, path and query ([`request`]), framed, and sent through the same
+//! policy stack as gRPC; the reply becomes JSON, a message stream, or an error with the HTTP
+//! status of google/rpc/code.proto and a JSON `google.rpc.Status` body ([`response`],
+//! [`error`]).
+//!
+//! # Limitations
+//! - Request bodies of unary and server-streaming calls are read whole (up to
+//!   `max_request_body_size`) before the call starts: JSON must be complete to be parsed.
+//! - Client-streaming bodies are newline-delimited JSON, one message per line, each with the
+//!   whole message as its body (`body: "*"` per line).
+//! - `response_body` naming a scalar or repeated field is printed compactly whatever
+//!   `add_whitespace` says.
+
+mod cors;
+pub mod error;
+pub mod openapi;
+mod request;
+mod response;
+pub mod routes;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use prost::Message;
+use tokio::time::Instant;
+use tonic::Code;
+use tower::ServiceExt;
+
+use super::ResponseBody;
+use crate::call::{Body, Call, Protocol};
+use crate::config::RestOptions;
+use crate::error::{GatewayError, Origin};
+use crate::observe::access_log;
+use crate::stack::Stack;
+use crate::transcode::framing;
+use routes::{Found, Route, Routes};
+
+/// What the REST frontend derives from one catalog snapshot.
+pub struct Tables {
+    pub routes: Routes,
+    /// `/openapi.json`.
+    pub openapi: Bytes,
+}
+
+impl Tables {
+    pub fn new(catalog: &crate::catalog::Catalog) -> Result<Self, String> {
+        let routes = Routes::build(catalog)?;
+        let openapi = Bytes::from(openapi::document(catalog, &routes));
+        Ok(Tables { routes, openapi })
+    }
+}
+
+/// The REST frontend: the stack calls go through, and its settings.
+#[derive(Clone)]
+pub struct RestFrontend {
+    pub stack: Stack,
+    pub options: Arc<RestOptions>,
+}
+
+/// What an HTTP request is for.
+enum Target<'a> {
+    /// A CORS preflight, or a plain OPTIONS: answered by the gateway for every route.
+    Options(Vec<Method>),
+    /// The OpenAPI document of the loaded services.
+    OpenApi,
+    /// A method call.
+    Call(&'a Arc<Route>, Vec<(usize, String)>),
+    /// A known path under another HTTP method: 405 with `Allow`.
+    MethodNotAllowed(Vec<Method>),
+    NotFound,
+}
+
+fn classify<'a>(method: &Method, path: &str, routes: &'a Routes) -> Target<'a> {
+    if *method == Method::GET && path == "/openapi.json" {
+        return Target::OpenApi;
+    }
+    if *method == Method::OPTIONS {
+        let methods = routes.methods_for(path);
+        return if methods.is_empty() { Target::NotFound } else { Target::Options(methods) };
+    }
+    match routes.find(method, path) {
+        Found::Route(route, bound) => Target::Call(route, bound),
+        Found::MethodNotAllowed(allowed) => Target::MethodNotAllowed(allowed),
+        Found::NotFound => Target::NotFound,
+    }
+}
+
+impl RestFrontend {
+    pub async fn serve(
+        &self,
+        request: Request<Incoming>,
+        tables: &Tables,
+        peer: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let origin = request.headers().get(http::header::ORIGIN).cloned();
+        let path = request.uri().path().to_owned();
+        let mut response = match classify(request.method(), &path, &tables.routes) {
+            // Fetch (CORS) preflight, and RFC 9110 OPTIONS: what this path allows.
+            Target::Options(methods) => cors::preflight(request.headers(), &methods, &self.options),
+            Target::OpenApi => openapi::response(tables.openapi.clone()),
+            // google/api/http.proto: the request is bound to the method's input message.
+            Target::Call(route, bound) => self.call(request, route, bound, peer, started).await,
+            // RFC 9110 15.5.6: 405 names the methods the path allows.
+            Target::MethodNotAllowed(allowed) => {
+                let response = response::method_not_allowed(request.method(), &path, &allowed);
+                access_log::record(Protocol::Rest, &path, peer, Code::Unimplemented, "method not allowed", started);
+                response
+            }
+            Target::NotFound => {
+                let message = format!("no route for {} {path}", request.method());
+                access_log::record(Protocol::Rest, &path, peer, Code::NotFound, &message, started);
+                response::refused_with(StatusCode::NOT_FOUND, Code::NotFound, message)
+            }
+        };
+        if let Some(origin) = origin {
+            cors::decorate(response.headers_mut(), &origin, &self.options);
+        }
+        response
+    }
+
+    async fn call(
+        &self,
+        request: Request<Incoming>,
+        route: &Arc<Route>,
+        bound: Vec<(usize, String)>,
+        peer: Option<SocketAddr>,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let options = &self.options;
+        let descriptor = &route.method.descriptor;
+        let refuse = |error: GatewayError| {
+            access_log::record(Protocol::Rest, &route.method.path, peer, error.code, &error.message, started);
+            response::refused(&error, Some(descriptor.parent_pool()))
+        };
+        let (parts, body) = request.into_parts();
+        let deadline = match deadline(&parts.headers, options) {
+            Ok(timeout) => timeout.map(|t| started + t),
+            Err(error) => return refuse(error),
+        };
+        let accept = parts.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let trailers_wanted =
+            parts.headers.get(http::header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        let request_error = Arc::new(std::sync::OnceLock::new());
+
+        let call_body: Body = if descriptor.is_client_streaming() {
+            stream::RequestStream::new(body, route.clone(), bound, options.clone(), request_error.clone())
+                .boxed_unsync()
+        } else {
+            let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            let bytes = match read_body(body, &parts.headers, options.max_request_body_size).await {
+                Ok(bytes) => bytes,
+                Err(response) => return response,
+            };
+            let target = request::BodyInto::of(route);
+            if !bytes.is_empty() && !target.is_http_body(&descriptor.input()) && !is_json(content_type) {
+                let message =
+                    format!("content-type {:?} is not JSON; send application/json", content_type.unwrap_or(""));
+                return response::refused_with(StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument, message);
+            }
+            let message = match request::message(route, &bound, parts.uri.query(), &bytes, content_type, options) {
+                Ok(message) => message,
+                Err(error) => return refuse(error),
+            };
+            Full::new(framing::frame(&message.encode_to_vec())).map_err(|never| match never {}).boxed_unsync()
+        };
+        let call = Call {
+            method: route.method.clone(),
+            protocol: Protocol::Rest,
+            metadata: metadata(&parts.headers, options, peer),
+            deadline,
+            peer,
+            body: call_body,
+        };
+        let reply = self.stack.clone().oneshot(call).await;
+        if let Some(error) = request_error.get() {
+            return response::refused(error, Some(descriptor.parent_pool()));
+        }
+        match reply {
+            Err(error) => response::refused(&error, Some(descriptor.parent_pool())),
+            Ok(reply) if descriptor.is_server_streaming() => {
+                let format = response::stream_format(accept.as_deref(), options.stream_format);
+                response::streaming(reply, route, options, format, Some(request_error)).await
+            }
+            Ok(reply) => {
+                let response = response::unary(reply, route, options, trailers_wanted).await;
+                match request_error.get() {
+                    Some(error) => response::refused(error, Some(descriptor.parent_pool())),
+                    None => response,
+                }
+            }
+        }
+    }
+}
+
+/// The whole request body, or the error response: 413 past the limit, whether announced by
+/// `Content-Length` or found while reading.
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, Response<ResponseBody>> {
+    let too_large = || {
+        let message = format!("the request body is larger than the limit of {limit} bytes");
+        response::refused_with(StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted, message)
+    };
+    let announced = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(response::refused_with(
+            StatusCode::BAD_REQUEST,
+            Code::Cancelled,
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
+
+/// JSON or no content type at all (curl's `-d` sends a form type; that is refused, it is not JSON).
+fn is_json(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return true };
+    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || essence == "application/x-ndjson" || essence.ends_with("+json")
+}
+
+/// The call's deadline: `grpc-timeout`, else the configured milliseconds header.
+fn deadline(headers: &HeaderMap, options: &RestOptions) -> Result<Option<Duration>, GatewayError> {
+    if let Some(timeout) = super::grpc_timeout(headers)? {
+        return Ok(Some(timeout));
+    }
+    let Some(value) = headers.get(&options.timeout_header) else { return Ok(None) };
+    let ms: u64 = value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
+        GatewayError::new(
+            Code::InvalidArgument,
+            Origin::Client,
+            format!("{}: expected a whole number of milliseconds, got {value:?}", options.timeout_header),
+        )
+    })?;
+    Ok(Some(Duration::from_millis(ms)))
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) never become metadata, whatever the config says.
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "host"];
+
+/// The request headers that become gRPC metadata: the configured ones, those with the metadata
+/// prefix (without it), and `X-Forwarded-For`/`Forwarded` with this hop added.
+fn metadata(headers: &HeaderMap, options: &RestOptions, peer: Option<SocketAddr>) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in &options.forward_headers {
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        for value in headers.get_all(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in headers {
+        let Some(stripped) = name.as_str().strip_prefix(options.metadata_header_prefix.as_str()) else { continue };
+        if stripped.is_empty() || stripped.starts_with("grpc-") || HOP_BY_HOP.contains(&stripped) {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(stripped.as_bytes()) {
+            out.append(name, value.clone());
+        }
+    }
+    if let Some(peer) = peer {
+        let ip = peer.ip();
+        let prior = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let chain = prior.map_or_else(|| ip.to_string(), |p| format!("{p}, {ip}"));
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            out.insert("x-forwarded-for", value);
+        }
+        // RFC 7239: IPv6 addresses are quoted and bracketed.
+        let node = if ip.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
+        let prior = headers.get("forwarded").and_then(|v| v.to_str().ok());
+        let forwarded = prior.map_or_else(|| format!("for={node}"), |p| format!("{p}, for={node}"));
+        if let Ok(value) = HeaderValue::from_str(&forwarded) {
+            out.insert("forwarded", value);
+        }
+    }
+    out
+}

@@ -1,0 +1,222 @@
+//! Building the request message of a REST call: the body (JSON, or raw for `google.api.HttpBody`),
+//! then the path variables, then the query parameters (google/api/http.proto, "HTTP rule").
+
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value};
+use tonic::Code;
+
+use super::routes::Route;
+use crate::config::{PathBodyConflict, RestOptions};
+use crate::error::{GatewayError, Origin};
+use crate::transcode::http_rule::BodyTarget;
+use crate::transcode::json;
+use crate::transcode::query::{self, BindError, BindOptions};
+
+pub(super) const HTTP_BODY: &str = "google.api.HttpBody";
+
+fn invalid(message: impl Into<String>) -> GatewayError {
+    GatewayError::new(Code::InvalidArgument, Origin::Client, message)
+}
+
+/// Where the body goes for this route, with the field resolved.
+pub(super) enum BodyInto {
+    Nothing,
+    Message,
+    Field(FieldDescriptor),
+}
+
+impl BodyInto {
+    pub(super) fn of(route: &Route) -> Self {
+        match &route.binding.body {
+            BodyTarget::None => BodyInto::Nothing,
+            BodyTarget::Whole => BodyInto::Message,
+            BodyTarget::Field(name) => {
+                route.method.descriptor.input().get_field_by_name(name).map_or(BodyInto::Nothing, BodyInto::Field)
+            }
+        }
+    }
+
+    /// The message type the body is read into, if it is `google.api.HttpBody`: then the body is
+    /// raw bytes with their content type, not JSON.
+    pub(super) fn is_http_body(&self, input: &MessageDescriptor) -> bool {
+        match self {
+            BodyInto::Nothing => false,
+            BodyInto::Message => input.full_name() == HTTP_BODY,
+            BodyInto::Field(f) => matches!(f.kind(), Kind::Message(m) if m.full_name() == HTTP_BODY),
+        }
+    }
+}
+
+/// The request message of a unary or server-streaming call.
+pub(super) fn message(
+    route: &Route,
+    bound: &[(usize, String)],
+    query: Option<&str>,
+    body: &[u8],
+    content_type: Option<&str>,
+    options: &RestOptions,
+) -> Result<DynamicMessage, GatewayError> {
+    let input = route.method.descriptor.input();
+    let target = BodyInto::of(route);
+    let mut message = match &target {
+        BodyInto::Nothing => DynamicMessage::new(input.clone()),
+        BodyInto::Message if target.is_http_body(&input) => http_body(input.clone(), body, content_type),
+        BodyInto::Message if body.is_empty() => DynamicMessage::new(input.clone()),
+        BodyInto::Message => {
+            json::decode(input.clone(), body, options.ignore_unknown_fields).map_err(|e| invalid(e.message))?
+        }
+        BodyInto::Field(field) => {
+            let mut message = DynamicMessage::new(input.clone());
+            if let (true, Kind::Message(m)) = (target.is_http_body(&input), field.kind()) {
+                message.set_field(field, Value::Message(http_body(m, body, content_type)));
+            } else if !body.is_empty() {
+                json::decode_into_field(&mut message, field, body, options.ignore_unknown_fields)
+                    .map_err(|e| invalid(e.message))?;
+            }
+            message
+        }
+    };
+    bind_path(&mut message, route, bound, options)?;
+    if let Some(query) = query {
+        bind_query(&mut message, route, &target, query, options)?;
+    }
+    Ok(message)
+}
+
+/// A `google.api.HttpBody` holding the raw request body.
+fn http_body(descriptor: MessageDescriptor, body: &[u8], content_type: Option<&str>) -> DynamicMessage {
+    let mut message = DynamicMessage::new(descriptor);
+    let _ = message.try_set_field_by_name("content_type", Value::String(content_type.unwrap_or_default().to_owned()));
+    let _ = message.try_set_field_by_name("data", Value::Bytes(bytes::Bytes::copy_from_slice(body)));
+    message
+}
+
+fn bind_options(options: &RestOptions) -> BindOptions {
+    BindOptions { case_insensitive_enums: options.case_insensitive_enum_parsing }
+}
+
+/// Path variables; they win over the body unless the config says a conflict is an error.
+pub(super) fn bind_path(
+    message: &mut DynamicMessage,
+    route: &Route,
+    bound: &[(usize, String)],
+    options: &RestOptions,
+) -> Result<(), GatewayError> {
+    for (index, value) in bound {
+        let variable = &route.binding.template.variables[*index];
+        let path: Vec<&str> = variable.field_path.iter().map(String::as_str).collect();
+        if options.path_body_conflict == PathBodyConflict::Reject {
+            if let Some(existing) = get_path(message, &path) {
+                if existing != *value {
+                    return Err(invalid(format!(
+                        "field {} is {:?} in the path but {existing:?} in the body",
+                        variable.field(),
+                        value
+                    )));
+                }
+            }
+        }
+        query::set_path(message, &path, value, bind_options(options)).map_err(|e| match e {
+            BindError::UnknownField(f) => invalid(format!("path variable names no field: {f}")),
+            BindError::BadValue { field, value, reason } => {
+                invalid(format!("path variable {field} = {value:?} does not fit: {reason}"))
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// A string field's value at `path`, if set.
+fn get_path(message: &DynamicMessage, path: &[&str]) -> Option<String> {
+    let (last, parents) = path.split_last()?;
+    let mut current = message.clone();
+    for name in parents {
+        let field = query::field_named(&current.descriptor(), name)?;
+        if !current.has_field(&field) {
+            return None;
+        }
+        current = current.get_field(&field).as_message()?.clone();
+    }
+    let field = query::field_named(&current.descriptor(), last)?;
+    if !current.has_field(&field) {
+        return None;
+    }
+    Some(match &*current.get_field(&field) {
+        Value::String(s) => s.clone(),
+        other => format!("{other:?}"),
+    })
+}
+
+/// Query parameters fill the fields the path and the body do not bind.
+fn bind_query(
+    message: &mut DynamicMessage,
+    route: &Route,
+    target: &BodyInto,
+    query: &str,
+    options: &RestOptions,
+) -> Result<(), GatewayError> {
+    let pairs = query::pairs(query, options.query_param_unescape_plus).map_err(invalid)?;
+    for (key, value) in pairs {
+        let path: Vec<&str> = key.split('.').collect();
+        let resolved = resolve(&message.descriptor(), &path);
+        let why = match &resolved {
+            None => Some("names no field of the request"),
+            Some(_) if matches!(target, BodyInto::Message) => Some("is bound by the body"),
+            Some(names) if matches!(target, BodyInto::Field(f) if f.name() == names[0]) => Some("is bound by the body"),
+            Some(names) if route.binding.template.variables.iter().any(|v| overlaps(&v.field_path, names)) => {
+                Some("is bound by the path")
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            if options.ignore_unknown_query_parameters {
+                continue;
+            }
+            return Err(invalid(format!("unknown query parameter {key:?}: it {why}")));
+        }
+        match query::set_path(message, &path, &value, bind_options(options)) {
+            Ok(()) => {}
+            Err(BindError::UnknownField(_)) if options.ignore_unknown_query_parameters => {}
+            Err(BindError::UnknownField(f)) => {
+                return Err(invalid(format!("unknown query parameter {key:?}: no field {f}")));
+            }
+            Err(BindError::BadValue { field, value, reason }) => {
+                return Err(invalid(format!("query parameter {field} = {value:?} does not fit: {reason}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The proto names along a dotted path of proto or JSON names; None when a name is no field.
+fn resolve(message: &MessageDescriptor, path: &[&str]) -> Option<Vec<String>> {
+    let mut current = message.clone();
+    let mut names = Vec::with_capacity(path.len());
+    for (i, name) in path.iter().enumerate() {
+        let field = query::field_named(&current, name)?;
+        names.push(field.name().to_owned());
+        if i + 1 < path.len() {
+            let Kind::Message(next) = field.kind() else { return None };
+            current = next;
+        }
+    }
+    Some(names)
+}
+
+/// One path is a prefix of the other: setting one would touch the other.
+fn overlaps(a: &[String], b: &[String]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// One message of a streamed request body (a line of NDJSON): the body is the whole message,
+/// path variables apply to each.
+pub(super) fn stream_message(
+    route: &Route,
+    bound: &[(usize, String)],
+    line: &[u8],
+    options: &RestOptions,
+) -> Result<DynamicMessage, GatewayError> {
+    let input = route.method.descriptor.input();
+    let mut message = json::decode(input, line, options.ignore_unknown_fields).map_err(|e| invalid(e.message))?;
+    bind_path(&mut message, route, bound, options)?;
+    Ok(message)
+}

@@ -1,0 +1,388 @@
+//! Turning a [`Reply`] into an HTTP response: one JSON document for unary calls (or the raw
+//! bytes of a `google.api.HttpBody`), and for server streaming a body written message by
+//! message as the backend sends them, framed as the client asked (see [`StreamFormat`]).
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full};
+use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage};
+use tonic::{Code, Status};
+
+use super::error::{error_response, status_json};
+use super::routes::Route;
+use crate::call::{Body, Reply};
+use crate::config::{RestOptions, StreamFormat};
+use crate::error::{GatewayError, Origin};
+use crate::frontends::{BoxError, ResponseBody};
+use crate::transcode::framing::Deframer;
+use crate::transcode::json;
+
+/// Status of a finished call from its trailers.
+fn trailer_status(trailers: &HeaderMap) -> Status {
+    Status::from_header_map(trailers).unwrap_or_else(|| Status::internal("the backend ended the call without a status"))
+}
+
+/// Reads the reply until a whole message is buffered or the call ends.
+enum Next {
+    Message(Bytes),
+    End(Status, HeaderMap),
+}
+
+async fn next(body: &mut Body, deframer: &mut Deframer) -> Next {
+    loop {
+        match deframer.next_message() {
+            Ok(Some(message)) => return Next::Message(message),
+            Ok(None) => {}
+            Err(e) => return Next::End(Status::internal(e.to_string()), HeaderMap::new()),
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => deframer.push(&data),
+                Err(frame) => {
+                    let trailers = frame.into_trailers().unwrap_or_default();
+                    return Next::End(trailer_status(&trailers), trailers);
+                }
+            },
+            Some(Err(e)) => return Next::End(e.to_status(), HeaderMap::new()),
+            None => {
+                let status = match deframer.finish() {
+                    Ok(()) => Status::internal("the backend ended the call without a status"),
+                    Err(e) => Status::internal(e.to_string()),
+                };
+                return Next::End(status, HeaderMap::new());
+            }
+        }
+    }
+}
+
+/// A unary reply: the one message as JSON (or HttpBody bytes), or the status as a JSON error.
+pub(super) async fn unary(
+    reply: Reply,
+    route: &Route,
+    options: &RestOptions,
+    trailers_wanted: bool,
+) -> Response<ResponseBody> {
+    let pool = route.method.descriptor.parent_pool().clone();
+    let mut body = reply.body;
+    let mut deframer = Deframer::default();
+    let message = match next(&mut body, &mut deframer).await {
+        Next::Message(message) => message,
+        Next::End(status, _) => return error_response(&status, Some(&pool)),
+    };
+    let (status, trailers) = match next(&mut body, &mut deframer).await {
+        Next::End(status, trailers) => (status, trailers),
+        Next::Message(_) => (Status::internal("the backend sent more than one response message"), HeaderMap::new()),
+    };
+    if status.code() != Code::Ok {
+        return error_response(&status, Some(&pool));
+    }
+    let output = route.method.descriptor.output();
+    let decoded = match DynamicMessage::decode(output, message) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            return error_response(&Status::internal(format!("the backend's response does not decode: {e}")), None);
+        }
+    };
+    let mut response = render(&decoded, route, options);
+    add_metadata(response.headers_mut(), &reply.metadata, &options.response_header_prefix, options);
+    if trailers_wanted {
+        let mut http_trailers = HeaderMap::new();
+        add_metadata(&mut http_trailers, &trailers, &options.response_trailer_prefix, options);
+        let (parts, body) = response.into_parts();
+        let body = body.with_trailers(std::future::ready(Some(Ok(http_trailers)))).boxed_unsync();
+        return Response::from_parts(parts, body);
+    }
+    add_metadata(response.headers_mut(), &trailers, &options.response_trailer_prefix, options);
+    response
+}
+
+/// The response message as the HTTP body: JSON, the `response_body` field, or HttpBody bytes.
+fn render(message: &DynamicMessage, route: &Route, options: &RestOptions) -> Response<ResponseBody> {
+    let field = route.binding.response_body.as_deref().and_then(|name| message.descriptor().get_field_by_name(name));
+    let target = match &field {
+        Some(f) => match f.kind() {
+            prost_reflect::Kind::Message(m) if !f.is_list() => Some((m, message.get_field(f).as_message().cloned())),
+            _ => None,
+        },
+        None => Some((message.descriptor(), Some(message.clone()))),
+    };
+    if let Some((descriptor, Some(inner))) = &target {
+        if is_http_body(descriptor) {
+            return http_body_response(inner);
+        }
+    }
+    let json = match &field {
+        Some(f) => json::encode_field(message, f, &options.print),
+        None => json::encode(message, &options.print),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(json)).map_err(|never| match never {}).boxed_unsync());
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn is_http_body(descriptor: &MessageDescriptor) -> bool {
+    descriptor.full_name() == super::request::HTTP_BODY
+}
+
+fn http_body_response(message: &DynamicMessage) -> Response<ResponseBody> {
+    let content_type =
+        message.get_field_by_name("content_type").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let data = message.get_field_by_name("data").and_then(|v| v.as_bytes().cloned()).unwrap_or_default();
+    let mut response = Response::new(Full::new(data).map_err(|never| match never {}).boxed_unsync());
+    let content_type =
+        HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    response
+}
+
+/// gRPC metadata as HTTP headers: prefixed, or as they are when allow-listed. Headers that
+/// describe the gRPC transport stay behind.
+fn add_metadata(headers: &mut HeaderMap, metadata: &HeaderMap, prefix: &str, options: &RestOptions) {
+    for (name, value) in metadata {
+        let n = name.as_str();
+        if n == "content-type" || n.starts_with("grpc-") || n.ends_with("-bin") || n == "date" || n == "content-length"
+        {
+            continue;
+        }
+        if options.response_headers_unprefixed.contains(name) {
+            headers.append(name.clone(), value.clone());
+        } else if let Ok(prefixed) = HeaderName::from_bytes(format!("{prefix}{n}").as_bytes()) {
+            headers.append(prefixed, value.clone());
+        }
+    }
+}
+
+/// Picks the framing of a server stream from `Accept`, else the configured default.
+pub(super) fn stream_format(accept: Option<&str>, default: StreamFormat) -> StreamFormat {
+    let accept = accept.unwrap_or_default();
+    if accept.contains("text/event-stream") {
+        StreamFormat::Sse
+    } else if accept.contains("application/x-ndjson") {
+        StreamFormat::Lines
+    } else if accept.split(',').any(|a| a.trim().split(';').next() == Some("application/json")) {
+        StreamFormat::Array
+    } else {
+        default
+    }
+}
+
+/// A server-streaming reply. The HTTP status waits for the first message: a call that fails
+/// before it gets the error's own status, not a 200 with an error inside.
+pub(super) async fn streaming(
+    reply: Reply,
+    route: &Route,
+    options: &RestOptions,
+    format: StreamFormat,
+    request_error: Option<Arc<OnceLock<GatewayError>>>,
+) -> Response<ResponseBody> {
+    let pool = route.method.descriptor.parent_pool().clone();
+    let mut body = reply.body;
+    let mut deframer = Deframer::default();
+    let first = match next(&mut body, &mut deframer).await {
+        Next::Message(message) => message,
+        Next::End(_, _) if request_error.as_ref().is_some_and(|e| e.get().is_some()) => {
+            let error = request_error
+                .as_ref()
+                .and_then(|e| e.get())
+                .map(GatewayError::to_status)
+                .unwrap_or_else(|| Status::unknown(""));
+            return error_response(&error, Some(&pool));
+        }
+        Next::End(status, _) if status.code() != Code::Ok => return error_response(&status, Some(&pool)),
+        Next::End(..) => Bytes::new(),
+    };
+    let empty = first.is_empty() && deframer.finish().is_ok();
+    let stream = MessageStream {
+        body,
+        deframer,
+        pending: if empty { None } else { Some(first) },
+        output: route.method.descriptor.output(),
+        print: options.print,
+        format,
+        state: StreamState::Start,
+        pool,
+        request_error,
+    };
+    let mut response = Response::new(stream.boxed_unsync());
+    let content_type = match format {
+        StreamFormat::Sse => "text/event-stream",
+        StreamFormat::Array => "application/json",
+        StreamFormat::ResultLines | StreamFormat::Lines => "application/x-ndjson",
+    };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    add_metadata(response.headers_mut(), &reply.metadata, &options.response_header_prefix, options);
+    response
+}
+
+/// Where a streamed response body stands.
+enum StreamState {
+    /// Nothing written yet (an array still needs its `[`).
+    Start,
+    /// At least one message written.
+    Streaming,
+    /// The closing delimiter is written.
+    Done,
+}
+
+/// Writes each message as soon as it is whole, and ends with the stream's closing delimiter.
+struct MessageStream {
+    body: Body,
+    deframer: Deframer,
+    /// A message read ahead (the first, read to decide the status).
+    pending: Option<Bytes>,
+    output: MessageDescriptor,
+    print: json::PrintOptions,
+    format: StreamFormat,
+    state: StreamState,
+    pool: prost_reflect::DescriptorPool,
+    /// A bad line of the request stream: reported instead of the reset it caused.
+    request_error: Option<Arc<OnceLock<GatewayError>>>,
+}
+
+impl MessageStream {
+    fn message_chunk(&mut self, message: Bytes) -> Bytes {
+        let json = match DynamicMessage::decode(self.output.clone(), message) {
+            Ok(decoded) => json::encode(&decoded, &json::PrintOptions { add_whitespace: false, ..self.print }),
+            Err(e) => return self.end_chunk(&Status::internal(format!("a streamed message does not decode: {e}"))),
+        };
+        let first = matches!(self.state, StreamState::Start);
+        self.state = StreamState::Streaming;
+        let mut out = Vec::with_capacity(json.len() + 16);
+        match self.format {
+            StreamFormat::ResultLines => {
+                out.extend_from_slice(b"{\"result\":");
+                out.extend_from_slice(&json);
+                out.extend_from_slice(b"}\n");
+            }
+            StreamFormat::Lines => {
+                out.extend_from_slice(&json);
+                out.push(b'\n');
+            }
+            StreamFormat::Array => {
+                out.extend_from_slice(if first { b"[" } else { b"," });
+                out.extend_from_slice(&json);
+            }
+            StreamFormat::Sse => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&json);
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// The end of the stream: an error line if it failed, and the closing delimiter.
+    fn end_chunk(&mut self, status: &Status) -> Bytes {
+        let request_error = self.request_error.as_ref().and_then(|e| e.get()).map(GatewayError::to_status);
+        let status = request_error.as_ref().unwrap_or(status);
+        let first = matches!(self.state, StreamState::Start);
+        self.state = StreamState::Done;
+        let failed = status.code() != Code::Ok;
+        let error = || status_json(status, Some(&self.pool));
+        let mut out = Vec::new();
+        match self.format {
+            StreamFormat::ResultLines if failed => {
+                out.extend_from_slice(b"{\"error\":");
+                out.extend_from_slice(&error());
+                out.extend_from_slice(b"}\n");
+            }
+            StreamFormat::Lines if failed => {
+                out.extend_from_slice(&error());
+                out.push(b'\n');
+            }
+            StreamFormat::Array => {
+                out.extend_from_slice(if first { b"[" } else { b"" });
+                if failed {
+                    out.extend_from_slice(if first { b"" } else { b"," });
+                    out.extend_from_slice(b"{\"error\":");
+                    out.extend_from_slice(&error());
+                    out.push(b'}');
+                }
+                out.extend_from_slice(b"]\n");
+            }
+            StreamFormat::Sse if failed => {
+                out.extend_from_slice(b"event: error\ndata: ");
+                out.extend_from_slice(&error());
+                out.extend_from_slice(b"\n\n");
+            }
+            _ => {}
+        }
+        Bytes::from(out)
+    }
+}
+
+impl http_body::Body for MessageStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if matches!(self.state, StreamState::Done) {
+                return Poll::Ready(None);
+            }
+            if let Some(message) = self.pending.take() {
+                let chunk = self.message_chunk(message);
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            match self.deframer.next_message() {
+                Ok(Some(message)) => {
+                    self.pending = Some(message);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let chunk = self.end_chunk(&Status::internal(e.to_string()));
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+            }
+            let status = match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        self.deframer.push(&data);
+                        continue;
+                    }
+                    Err(frame) => trailer_status(&frame.into_trailers().unwrap_or_default()),
+                },
+                Poll::Ready(Some(Err(e))) => e.to_status(),
+                Poll::Ready(None) => Status::internal("the backend ended the call without a status"),
+            };
+            let chunk = self.end_chunk(&status);
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+    }
+}
+
+/// An error before any response: the gateway's own or the stack's.
+pub(super) fn refused(error: &GatewayError, pool: Option<&prost_reflect::DescriptorPool>) -> Response<ResponseBody> {
+    error_response(&error.to_status(), pool)
+}
+
+/// A 405 with `Allow`.
+pub(super) fn method_not_allowed(method: &http::Method, path: &str, allow: &[http::Method]) -> Response<ResponseBody> {
+    let list = allow.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+    let error = GatewayError::new(
+        Code::Unimplemented,
+        Origin::Client,
+        format!("{method} is not allowed on {path}; allowed: {list}"),
+    );
+    let mut response = refused(&error, None);
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    if let Ok(value) = HeaderValue::from_str(&list) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+/// An error of the gateway's own with an HTTP status the gRPC code alone would not give.
+pub(super) fn refused_with(status: StatusCode, code: Code, message: String) -> Response<ResponseBody> {
+    let mut response = refused(&GatewayError::new(code, Origin::Client, message), None);
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,121 @@
+//! The REST route table, built once per catalog snapshot from every method's `google.api.http`
+//! bindings, plus `POST /<package.Service>/<Method>` for every method (annotated or not), the
+//! path a gRPC client uses, told apart from gRPC by its JSON content type.
+//!
+//! Matching is deterministic: within an HTTP method, templates are tried most specific first
+//! (a literal segment before `*` before `**`), whatever order the rules were declared in. Two
+//! bindings that match exactly the same requests are a load error naming both methods.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::catalog::{Catalog, MethodRoute};
+use crate::transcode::http_rule::{self, Binding, BodyTarget};
+use crate::transcode::template::Template;
+
+/// One binding of one method.
+#[derive(Debug)]
+pub struct Route {
+    pub method: Arc<MethodRoute>,
+    pub binding: Binding,
+}
+
+/// What a request resolves to.
+pub enum Found<'a> {
+    /// The route and its path variables (index into the template's variables, decoded value).
+    Route(&'a Arc<Route>, Vec<(usize, String)>),
+    /// The path matches routes of other HTTP methods only.
+    MethodNotAllowed(Vec<Method>),
+    NotFound,
+}
+
+#[derive(Debug, Default)]
+pub struct Routes {
+    /// Per HTTP method, most specific first.
+    by_method: HashMap<Method, Vec<Arc<Route>>>,
+    /// `/<package.Service>/<Method>`, reached with POST.
+    by_grpc_path: HashMap<Box<str>, Arc<Route>>,
+}
+
+impl Routes {
+    pub fn build(catalog: &Catalog) -> Result<Self, String> {
+        let mut routes = Routes::default();
+        for service in catalog.services() {
+            for descriptor in service.descriptor.methods() {
+                let path = format!("/{}/{}", service.descriptor.full_name(), descriptor.name());
+                let crate::catalog::Lookup::Method(method) = catalog.lookup(&path) else { continue };
+                let method = method.clone();
+                for binding in http_rule::bindings(&descriptor).map_err(|e| e.to_string())? {
+                    routes.add(Arc::new(Route { method: method.clone(), binding }))?;
+                }
+                let template = Template::parse(&path).map_err(|e| e.to_string())?;
+                let binding = Binding { method: Method::POST, template, body: BodyTarget::Whole, response_body: None };
+                routes.by_grpc_path.insert(path.into(), Arc::new(Route { method, binding }));
+            }
+        }
+        for list in routes.by_method.values_mut() {
+            list.sort_by_key(|r| std::cmp::Reverse(r.binding.template.specificity()));
+        }
+        Ok(routes)
+    }
+
+    fn add(&mut self, route: Arc<Route>) -> Result<(), String> {
+        let list = self.by_method.entry(route.binding.method.clone()).or_default();
+        if let Some(other) = list.iter().find(|r| r.binding.template.same_shape(&route.binding.template)) {
+            return Err(format!(
+                "HTTP rules conflict: {} {} of {} and {} {} of {} match the same requests",
+                other.binding.method,
+                other.binding.template,
+                other.method.descriptor.full_name(),
+                route.binding.method,
+                route.binding.template,
+                route.method.descriptor.full_name()
+            ));
+        }
+        list.push(route);
+        Ok(())
+    }
+
+    /// Resolves a request line.
+    pub fn find(&self, method: &Method, path: &str) -> Found<'_> {
+        if let Some(routes) = self.by_method.get(method) {
+            for route in routes {
+                if let Some(bound) = route.binding.template.matches(path) {
+                    return Found::Route(route, bound);
+                }
+            }
+        }
+        if *method == Method::POST {
+            if let Some(route) = self.by_grpc_path.get(path) {
+                return Found::Route(route, Vec::new());
+            }
+        }
+        let mut allowed: Vec<Method> = self
+            .by_method
+            .iter()
+            .filter(|(m, routes)| *m != method && routes.iter().any(|r| r.binding.template.matches(path).is_some()))
+            .map(|(m, _)| m.clone())
+            .collect();
+        if self.by_grpc_path.contains_key(path) && *method != Method::POST {
+            allowed.push(Method::POST);
+        }
+        allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        allowed.dedup();
+        if allowed.is_empty() { Found::NotFound } else { Found::MethodNotAllowed(allowed) }
+    }
+
+    /// Every annotated route, for the OpenAPI document.
+    pub fn annotated(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.by_method.values().flatten()
+    }
+
+    /// The HTTP methods a path answers to (for CORS preflight).
+    pub fn methods_for(&self, path: &str) -> Vec<Method> {
+        match self.find(&Method::from_bytes(b"NO-SUCH-METHOD").unwrap_or(Method::OPTIONS), path) {
+            Found::MethodNotAllowed(methods) => methods,
+            _ => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! A client-streaming request body: newline-delimited JSON, one message per line, framed and
+//! passed on as each line arrives — the backend sees the first message before the client has
+//! sent the last. A plain single JSON object (no newline at the end) is one message. The end of
+//! the body half-closes the call; responses keep streaming.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::Frame;
+use hyper::body::Incoming;
+use prost::Message;
+use tonic::Code;
+
+use super::request;
+use super::routes::Route;
+use crate::config::RestOptions;
+use crate::error::{GatewayError, Origin};
+use crate::transcode::framing;
+
+pub(super) struct RequestStream {
+    body: Incoming,
+    buffer: BytesMut,
+    route: Arc<Route>,
+    bound: Vec<(usize, String)>,
+    options: Arc<RestOptions>,
+    /// The first bad line, for the frontend to answer with (the call itself is reset).
+    error: Arc<OnceLock<GatewayError>>,
+    ended: bool,
+}
+
+impl RequestStream {
+    pub(super) fn new(
+        body: Incoming,
+        route: Arc<Route>,
+        bound: Vec<(usize, String)>,
+        options: Arc<RestOptions>,
+        error: Arc<OnceLock<GatewayError>>,
+    ) -> Self {
+        RequestStream { body, buffer: BytesMut::new(), route, bound, options, error, ended: false }
+    }
+
+    /// Frames the next complete line, skipping blank ones.
+    fn next_line(&mut self, at_end: bool) -> Option<Result<Bytes, GatewayError>> {
+        loop {
+            let line = match self.buffer.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    let line = self.buffer.split_to(i).freeze();
+                    self.buffer.advance(1);
+                    line
+                }
+                None if at_end && !self.buffer.is_empty() => self.buffer.split().freeze(),
+                None => return None,
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Some(self.frame(&line));
+        }
+    }
+
+    fn frame(&self, line: &[u8]) -> Result<Bytes, GatewayError> {
+        let message = request::stream_message(&self.route, &self.bound, line, &self.options)?;
+        Ok(framing::frame(&message.encode_to_vec()))
+    }
+
+    fn fail(&mut self, error: GatewayError) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
+        self.ended = true;
+        let _ = self.error.set(error.clone());
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl http_body::Body for RequestStream {
+    type Data = Bytes;
+    type Error = GatewayError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match self.next_line(false) {
+                Some(Ok(frame)) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
+                Some(Err(e)) => return self.fail(e),
+                None => {}
+            }
+            if self.buffer.len() as u64 > self.options.max_request_body_size {
+                let message =
+                    format!("a line of the request stream is longer than {} bytes", self.options.max_request_body_size);
+                return self.fail(GatewayError::new(Code::ResourceExhausted, Origin::Client, message));
+            }
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let message = format!("the request stream broke off: {e}");
+                    return self.fail(GatewayError::new(Code::Cancelled, Origin::Client, message));
+                }
+                Poll::Ready(None) => {
+                    let last = self.next_line(true);
+                    self.ended = true;
+                    return match last {
+                        Some(Ok(frame)) => Poll::Ready(Some(Ok(Frame::data(frame)))),
+                        Some(Err(e)) => self.fail(e),
+                        None => Poll::Ready(None),
+                    };
+                }
+            }
+        }
+    }
+}
