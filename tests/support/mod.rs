@@ -54,6 +54,7 @@ impl TestGateway {
             extra_yaml: String::new(),
             demo_rules: true,
             backends: Vec::new(),
+            rest_yaml: String::new(),
         }
     }
 
@@ -121,6 +122,7 @@ pub struct Builder {
     demo_rules: bool,
     /// Demo services routed somewhere else than their demo backend.
     backends: Vec<(String, String)>,
+    rest_yaml: String,
 }
 
 impl Builder {
@@ -139,6 +141,12 @@ impl Builder {
     /// Route one demo service to `address` instead of its demo backend.
     pub fn backend(mut self, service: &str, address: &str) -> Self {
         self.backends.push((service.to_owned(), address.to_owned()));
+        self
+    }
+
+    /// Lines of the config's `rest:` section (indented two spaces).
+    pub fn rest(mut self, yaml: &str) -> Self {
+        self.rest_yaml.push_str(yaml);
         self
     }
 
@@ -169,8 +177,12 @@ impl Builder {
             (false, false) => "services:\n".to_owned(),
             (false, true) => "services: []\n".to_owned(),
         };
-        let yaml =
-            format!("listen: 127.0.0.1:0\ndescriptors: [{}]\n{services}{}", descriptors.display(), self.extra_yaml);
+        let rest = if self.rest_yaml.is_empty() { String::new() } else { format!("rest:\n{}", self.rest_yaml) };
+        let yaml = format!(
+            "listen: 127.0.0.1:0\ndescriptors: [{}]\n{rest}{services}{}",
+            descriptors.display(),
+            self.extra_yaml
+        );
         let config = Config::parse(&yaml, Path::new(".")).expect("test config is valid");
         let gateway = Gateway::new(config).expect("catalog loads");
         let watcher = gateway.watch().expect("watch starts");
@@ -270,4 +282,126 @@ pub async fn raw_unary(
     let collected = body.collect().await.expect("body");
     let trailers = collected.trailers().cloned();
     RawReply { headers: parts.headers, body: collected.to_bytes(), trailers }
+}
+
+/// What a plain HTTP request got back.
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One HTTP/1.1 request to the gateway, as a browser or curl would send it.
+pub async fn http(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpReply {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("h1");
+    tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", address.to_string())
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body)))
+        .expect("request");
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    let response = sender.send_request(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    HttpReply { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
+pub async fn get(address: SocketAddr, path: &str) -> HttpReply {
+    http(address, "GET", path, &[], b"").await
+}
+
+pub async fn post_json(address: SocketAddr, path: &str, json: &str) -> HttpReply {
+    http(address, "POST", path, &[("content-type", "application/json")], json.as_bytes()).await
+}
+
+/// A UserService that shows what reached it: GetUser answers with the metadata it saw in
+/// `display_name` and sends metadata back; id "fail" fails with details and trailer metadata.
+struct Echo;
+
+#[tonic::async_trait]
+impl dragoman::demo::pb::shop::users::v1::user_service_server::UserService for Echo {
+    async fn get_user(
+        &self,
+        request: tonic::Request<dragoman::demo::pb::shop::users::v1::GetUserRequest>,
+    ) -> Result<tonic::Response<dragoman::demo::pb::shop::users::v1::User>, tonic::Status> {
+        let seen = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let display_name = ["x-request-id", "grpc-timeout", "authorization", "connection", "x-forwarded-for"]
+            .iter()
+            .map(|h| format!("{h}={}", seen(h)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if request.get_ref().id == "fail" {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            metadata.insert("x-error-detail", "in the trailers".parse().expect("ascii"));
+            return Err(tonic::Status::with_details_and_metadata(
+                tonic::Code::Aborted,
+                "echo refuses",
+                b"\x01\x02detail".to_vec().into(),
+                metadata,
+            ));
+        }
+        let user = dragoman::demo::pb::shop::users::v1::User {
+            id: request.get_ref().id.clone(),
+            display_name,
+            ..Default::default()
+        };
+        let mut response = tonic::Response::new(user);
+        response.metadata_mut().insert("x-served-by", "echo".parse().expect("ascii"));
+        response.metadata_mut().insert("x-echo", "yes".parse().expect("ascii"));
+        Ok(response)
+    }
+    async fn create_user(
+        &self,
+        _: tonic::Request<dragoman::demo::pb::shop::users::v1::CreateUserRequest>,
+    ) -> Result<tonic::Response<dragoman::demo::pb::shop::users::v1::User>, tonic::Status> {
+        Err(tonic::Status::unimplemented("echo only answers GetUser"))
+    }
+    async fn list_users(
+        &self,
+        _: tonic::Request<dragoman::demo::pb::shop::users::v1::ListUsersRequest>,
+    ) -> Result<tonic::Response<dragoman::demo::pb::shop::users::v1::ListUsersResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("echo only answers GetUser"))
+    }
+}
+
+/// Starts [`Echo`] on a loopback port, gzip both ways.
+pub async fn start_echo() -> SocketAddr {
+    use dragoman::demo::pb::shop::users::v1::user_service_server::UserServiceServer;
+    use tonic::codec::CompressionEncoding;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let service = UserServiceServer::new(Echo)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    address
 }
