@@ -12,10 +12,8 @@ use dragoman::demo::pb::shop::orders::v1::{
 };
 use dragoman::demo::pb::shop::products::v1::product_service_client::ProductServiceClient;
 use dragoman::demo::pb::shop::products::v1::{CreateProductRequest, GetProductRequest, Product};
+use dragoman::demo::pb::shop::users::v1::GetUserRequest;
 use dragoman::demo::pb::shop::users::v1::user_service_client::UserServiceClient;
-use dragoman::demo::pb::shop::users::v1::{
-    CreateUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, User,
-};
 use support::{TestGateway, USERS};
 use tokio_stream::StreamExt;
 use tonic::codec::CompressionEncoding;

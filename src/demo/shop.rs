@@ -76,6 +76,11 @@ impl Shop {
         format!("{prefix}-{n}")
     }
 
+    /// An order's status right now (an `OrderStatus` number).
+    pub fn order_status(&self, id: &str) -> Option<i32> {
+        lock(&self.orders).get(id).map(|o| o.status)
+    }
+
     /// Open WatchOrder streams right now.
     pub fn open_watches(&self) -> usize {
         self.watchers.load(Ordering::SeqCst)

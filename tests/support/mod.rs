@@ -405,3 +405,55 @@ pub async fn start_echo() -> SocketAddr {
     );
     address
 }
+
+/// An HTTP request whose response body is read as it arrives; HTTP/2 (h2c) when `h2`, so the
+/// request body can keep streaming while responses come back.
+pub async fn http_stream(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>,
+    h2: bool,
+) -> http::Response<hyper::body::Incoming> {
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let mut request =
+        http::Request::builder().method(method).uri(format!("http://{address}{path}")).body(body).expect("request");
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    if h2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2");
+        tokio::spawn(connection);
+        sender.send_request(request).await.expect("response")
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.expect("h1");
+        tokio::spawn(connection);
+        sender.send_request(request).await.expect("response")
+    }
+}
+
+/// Reads the next chunk of a streamed body as text (None at the end).
+pub async fn next_chunk(body: &mut hyper::body::Incoming) -> Option<String> {
+    use http_body_util::BodyExt;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("no stall")?.expect("ok");
+        // An empty DATA frame is how HTTP/2 may carry END_STREAM: not a chunk.
+        if let Ok(data) = frame.into_data() {
+            if !data.is_empty() {
+                return Some(String::from_utf8_lossy(&data).into_owned());
+            }
+        }
+    }
+}
+
+/// An empty request body for [`http_stream`].
+pub fn no_body() -> http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new().boxed()
+}

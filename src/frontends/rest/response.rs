@@ -354,7 +354,7 @@ impl http_body::Body for MessageStream {
                 Poll::Ready(None) => Status::internal("the backend ended the call without a status"),
             };
             let chunk = self.end_chunk(&status);
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            return Poll::Ready((!chunk.is_empty()).then(|| Ok(Frame::data(chunk))));
         }
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct RequestStream {
     options: Arc<RestOptions>,
     /// The first bad line, for the frontend to answer with (the call itself is reset).
     error: Arc<OnceLock<GatewayError>>,
+    /// Lines read so far, for error messages.
+    lines: usize,
     ended: bool,
 }
 
@@ -38,7 +40,7 @@ impl RequestStream {
         options: Arc<RestOptions>,
         error: Arc<OnceLock<GatewayError>>,
     ) -> Self {
-        RequestStream { body, buffer: BytesMut::new(), route, bound, options, error, ended: false }
+        RequestStream { body, buffer: BytesMut::new(), route, bound, options, error, lines: 0, ended: false }
     }
 
     /// Frames the next complete line, skipping blank ones.
@@ -53,10 +55,15 @@ impl RequestStream {
                 None if at_end && !self.buffer.is_empty() => self.buffer.split().freeze(),
                 None => return None,
             };
+            self.lines += 1;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            return Some(self.frame(&line));
+            let line_number = self.lines;
+            return Some(self.frame(&line).map_err(|mut e| {
+                e.message = format!("line {line_number} of the request stream: {}", e.message);
+                e
+            }));
         }
     }
 
