@@ -121,15 +121,18 @@ pub fn encode_field(message: &DynamicMessage, field: &FieldDescriptor, print: &P
             return encode(inner, print);
         }
     }
-    // A scalar, list or map: write {"<name>": value} compactly and cut the value out.
-    let mut only = DynamicMessage::new(message.descriptor());
-    only.set_field(field, message.get_field(field).into_owned());
+    // A scalar, list or map: prost-reflect writes values only as fields of a message, so write
+    // the message and pick the field out. Rare (response_body naming a non-message field), so a
+    // small tree is fine here.
     let options = print.serialize_options().skip_default_fields(false);
     let mut out = Vec::new();
-    let _ = only.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options);
+    let _ = message.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options);
     let key = if print.preserve_proto_field_names { field.name() } else { field.json_name() };
-    let prefix = serde_json::to_string(key).unwrap_or_default().len() + 2; // {"key":
-    out.get(prefix..out.len().saturating_sub(1)).map(<[u8]>::to_vec).unwrap_or_default()
+    let value = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&out)
+        .ok()
+        .and_then(|mut fields| fields.remove(key))
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::to_vec(&value).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ impl TestGateway {
             demo_rules: true,
             backends: Vec::new(),
             rest_yaml: String::new(),
+            include: false,
         }
     }
 
@@ -123,6 +124,7 @@ pub struct Builder {
     /// Demo services routed somewhere else than their demo backend.
     backends: Vec<(String, String)>,
     rest_yaml: String,
+    include: bool,
 }
 
 impl Builder {
@@ -141,6 +143,13 @@ impl Builder {
     /// Route one demo service to `address` instead of its demo backend.
     pub fn backend(mut self, service: &str, address: &str) -> Self {
         self.backends.push((service.to_owned(), address.to_owned()));
+        self
+    }
+
+    /// Adds the repository's `proto/` to `proto_include`, for `.proto` sources that import
+    /// google/api annotations.
+    pub fn include_repo_protos(mut self) -> Self {
+        self.include = true;
         self
     }
 
@@ -177,7 +186,10 @@ impl Builder {
             (false, false) => "services:\n".to_owned(),
             (false, true) => "services: []\n".to_owned(),
         };
-        let rest = if self.rest_yaml.is_empty() { String::new() } else { format!("rest:\n{}", self.rest_yaml) };
+        let mut rest = if self.rest_yaml.is_empty() { String::new() } else { format!("rest:\n{}", self.rest_yaml) };
+        if self.include {
+            rest.push_str(&format!("proto_include: [{}]\n", root().join("proto").display()));
+        }
         let yaml = format!(
             "listen: 127.0.0.1:0\ndescriptors: [{}]\n{rest}{services}{}",
             descriptors.display(),
@@ -456,4 +468,32 @@ pub async fn next_chunk(body: &mut hyper::body::Incoming) -> Option<String> {
 pub fn no_body() -> http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible> {
     use http_body_util::BodyExt;
     http_body_util::Empty::new().boxed()
+}
+
+/// A gRPC backend that answers every call with the request's own messages (for methods whose
+/// output type is their input type): what the gateway sent is what comes back.
+pub async fn start_mirror() -> SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                    let body = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let body = http_body_util::Full::new(body).with_trailers(std::future::ready(Some(Ok(trailers))));
+                    let mut response = http::Response::new(body);
+                    response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    address
 }

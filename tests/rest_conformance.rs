@@ -1,0 +1,256 @@
+//! Conformance tables for REST transcoding, end to end: a `.proto` dropped in as source
+//! (tests/proto/conformance.proto, the examples of google/api/http.proto and a message with every
+//! kind of field), a mirror backend that answers with the request it got, and the gateway
+//! between. What comes back is exactly what the gateway bound.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{TestGateway, http};
+
+async fn gateway() -> TestGateway {
+    let mirror = support::start_mirror().await;
+    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
+    TestGateway::builder()
+        .sets(vec![("conformance.proto", proto)])
+        .include_repo_protos()
+        .without_demo_rules()
+        .rules(&format!("  - match: conformance.*\n    backends: [http://{mirror}]\n"))
+        .start()
+        .await
+}
+
+/// Each case: HTTP method, path and query, JSON body, and the request message the backend gets.
+const ROUTING: &[(&str, &str, &str, &str)] = &[
+    // http.proto: "GET /v1/messages/123456" -> GetMessage(name: "messages/123456")
+    ("GET", "/v1/messages/123456", "", r#"{"name":"messages/123456"}"#),
+    // Sub-fields in the query: GET /v1/messages/123456?revision=2&sub.subfield=foo
+    (
+        "GET",
+        "/v1/messages/123456?sub.subfield=foo&sub.tags=a&sub.tags=b",
+        "",
+        r#"{"name":"messages/123456","sub":{"subfield":"foo","tags":["a","b"]}}"#,
+    ),
+    // Two variables.
+    ("GET", "/v1/users/alice/messages/123456", "", r#"{"messageId":"123456","userId":"alice"}"#),
+    // A literal beats a variable, whatever the declaration order.
+    ("GET", "/v1/users/me/messages/7", "", r#"{"messageId":"7"}"#),
+    // additional_bindings, with a verb.
+    ("GET", "/v1/messages/123456:byUser?user_id=bob", "", r#"{"messageId":"123456","userId":"bob"}"#),
+    // body: "sub" — the body is that field; the rest from path and query.
+    (
+        "PATCH",
+        "/v1/messages/123456?text=hi",
+        r#"{"subfield":"s"}"#,
+        r#"{"messageId":"123456","sub":{"subfield":"s"},"text":"hi"}"#,
+    ),
+    // body: "*" — the path wins over the body by default.
+    ("PUT", "/v1/messages/123456", r#"{"messageId":"999","text":"hi"}"#, r#"{"messageId":"123456","text":"hi"}"#),
+    // A nested field path with a multi-segment pattern.
+    ("GET", "/v1/shelves/1/books/2", "", r#"{"book":{"name":"shelves/1/books/2"}}"#),
+    // ** takes the rest of the path; %2F stays encoded in a multi-segment variable.
+    ("GET", "/v1/files/a/b%2Fc/d.txt", "", r#"{"name":"files/a/b%2Fc/d.txt"}"#),
+    // A single-segment variable decodes everything; {name=messages/*} covers two segments.
+    ("GET", "/v1/users/a%2Fb%20c/messages/7", "", r#"{"messageId":"7","userId":"a/b c"}"#),
+    ("GET", "/v1/messages/a%2Fb", "", r#"{"name":"messages/a%2Fb"}"#),
+    // A custom verb.
+    ("SEARCH", "/v1/messages?text=needle", "", r#"{"text":"needle"}"#),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_rule_routing_table() {
+    let gw = gateway().await;
+    for (method, path, body, expected) in ROUTING {
+        let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &[("content-type", "application/json")] };
+        let reply = http(gw.address, method, path, headers, body.as_bytes()).await;
+        assert_eq!(reply.status, 200, "{method} {path}: {}", reply.text());
+        let expected: Value = serde_json::from_str(expected).expect("expected JSON");
+        assert_eq!(reply.json(), expected, "{method} {path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_body_sends_one_field() {
+    let gw = gateway().await;
+    let reply = http(
+        gw.address,
+        "POST",
+        "/v1/messages:echo",
+        &[("content-type", "application/json")],
+        br#"{"text":"just this"}"#,
+    )
+    .await;
+    assert_eq!(reply.text(), r#""just this""#);
+}
+
+/// Query strings and what they bind on `Kinds`.
+const QUERY: &[(&str, &str)] = &[
+    (
+        "i32=-5&i64=9007199254740993&u64=18446744073709551615",
+        r#"{"i32":-5,"i64":"9007199254740993","u64":"18446744073709551615"}"#,
+    ),
+    ("flag=true&ratio=0.25&f=1.5", r#"{"flag":true,"ratio":0.25,"f":1.5}"#),
+    ("data=aGk%3D", r#"{"data":"aGk="}"#),
+    ("data=-_8", r#"{"data":"+/8="}"#),
+    ("colour=GREEN", r#"{"colour":"GREEN"}"#),
+    ("colour=1", r#"{"colour":"RED"}"#),
+    ("ids=1&ids=2&ids=3", r#"{"ids":["1","2","3"]}"#),
+    ("colours=RED&colours=2", r#"{"colours":["RED","GREEN"]}"#),
+    ("nested.a=x&nested.inner.c=7", r#"{"nested":{"a":"x","inner":{"c":7}}}"#),
+    ("at=2026-11-23T10:00:00.5Z", r#"{"at":"2026-11-23T10:00:00.500Z"}"#),
+    ("wait=1.5s", r#"{"wait":"1.500s"}"#),
+    ("mask=name,nested.inner", r#"{"mask":"name,nested.inner"}"#),
+    ("big=9007199254740993&maybe=false&label=hi", r#"{"big":"9007199254740993","maybe":false,"label":"hi"}"#),
+    ("customName=x", r#"{"customName":"x"}"#),
+    ("json_named=y", r#"{"customName":"y"}"#),
+    ("s64=-3&f32=4&dbl=2.5&raw=AQI%3D", r#"{"s64":"-3","f32":4,"dbl":2.5,"raw":"AQI="}"#),
+    ("label=a%2Bb+c", r#"{"label":"a+b+c"}"#),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_binding_table() {
+    let gw = gateway().await;
+    for (query, expected) in QUERY {
+        let reply = http(gw.address, "GET", &format!("/v1/kinds?{query}"), &[], b"").await;
+        assert_eq!(reply.status, 200, "?{query}: {}", reply.text());
+        let expected: Value = serde_json::from_str(expected).expect("expected JSON");
+        assert_eq!(reply.json(), expected, "?{query}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_binding_errors_name_the_parameter() {
+    let gw = gateway().await;
+    let cases = [
+        ("i32=2147483648", "i32"),
+        ("i64=1.5", "i64"),
+        ("flag=yes", "flag"),
+        ("colour=PURPLE", "colour"),
+        ("at=yesterday", "at"),
+        ("nested.b=1", "nested.b"),
+        ("nested=1", "nested"),
+        ("meta=x", "meta"),
+        ("counts=1", "counts"),
+        ("nope=1", "nope"),
+    ];
+    for (query, names) in cases {
+        let reply = http(gw.address, "GET", &format!("/v1/kinds?{query}"), &[], b"").await;
+        assert_eq!(reply.status, 400, "?{query}: {}", reply.text());
+        let message = reply.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains(names), "?{query}: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_well_known_type_round_trips_as_json() {
+    let gw = gateway().await;
+    let body = json!({
+        "i64": "-9007199254740993",
+        "u64": "18446744073709551615",
+        "data": "AAEC/w==",
+        "colour": "GREEN",
+        "at": "1972-01-01T10:00:20.021Z",
+        "wait": "-0.000000001s",
+        "mask": "a,b.cD",
+        "big": "123",
+        "maybe": true,
+        "label": "",
+        "ratio": "NaN",
+        "f": "-Infinity",
+        "meta": {"k": [1.5, "two", null, {"x": false}]},
+        "anyValue": 3.5,
+        "list": [2.5, "a"],
+        "payload": {"@type": "type.googleapis.com/conformance.v1.Book", "name": "b", "title": "T"},
+        "nothing": {},
+        "customName": "c",
+        "counts": {"a": 1, "b": 2},
+        "dbl": 0.5,
+        "raw": "AQ=="
+    });
+    let reply =
+        http(gw.address, "POST", "/v1/kinds", &[("content-type", "application/json")], body.to_string().as_bytes())
+            .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), body);
+
+    // Wrapper and well-known payloads inside Any, too.
+    let wrapped = json!({"payload": {"@type": "type.googleapis.com/google.protobuf.Duration", "value": "2s"}});
+    let reply =
+        http(gw.address, "POST", "/v1/kinds", &[("content-type", "application/json")], wrapped.to_string().as_bytes())
+            .await;
+    assert_eq!(reply.json(), wrapped, "{}", reply.text());
+
+    let unknown = json!({"payload": {"@type": "type.googleapis.com/nowhere.Thing"}});
+    let reply =
+        http(gw.address, "POST", "/v1/kinds", &[("content-type", "application/json")], unknown.to_string().as_bytes())
+            .await;
+    assert_eq!(reply.status, 400, "an Any of a type the catalog lacks: {}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn print_options_change_the_output() {
+    let mirror = support::start_mirror().await;
+    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
+    let gw = TestGateway::builder()
+        .sets(vec![("conformance.proto", proto)])
+        .include_repo_protos()
+        .without_demo_rules()
+        .rules(&format!("  - match: conformance.*\n    backends: [http://{mirror}]\n"))
+        .rest("  print_options:\n    always_print_primitive_fields: true\n    always_print_enums_as_ints: true\n    preserve_proto_field_names: true\n    add_whitespace: true\n")
+        .start()
+        .await;
+    let reply = http(gw.address, "GET", "/v1/kinds?colour=GREEN&json_named=x", &[], b"").await;
+    let text = reply.text();
+    assert!(text.contains("\n  \""), "indented: {text}");
+    let json = reply.json();
+    assert_eq!(json["colour"], 2);
+    assert_eq!(json["json_named"], "x");
+    assert_eq!(json["i32"], 0, "defaults printed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_body_conflict_can_be_rejected() {
+    let mirror = support::start_mirror().await;
+    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
+    let gw = TestGateway::builder()
+        .sets(vec![("conformance.proto", proto)])
+        .include_repo_protos()
+        .without_demo_rules()
+        .rules(&format!("  - match: conformance.*\n    backends: [http://{mirror}]\n"))
+        .rest("  path_body_conflict: reject\n")
+        .start()
+        .await;
+    let reply =
+        http(gw.address, "PUT", "/v1/messages/1", &[("content-type", "application/json")], br#"{"messageId":"2"}"#)
+            .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("message_id"), "{}", reply.text());
+    let same =
+        http(gw.address, "PUT", "/v1/messages/1", &[("content-type", "application/json")], br#"{"messageId":"1"}"#)
+            .await;
+    assert_eq!(same.status, 200, "agreeing values are fine: {}", same.text());
+}
+
+#[test]
+fn conflicting_rules_are_a_load_error_naming_both_methods() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let source = r#"syntax = "proto3";
+package clash.v1;
+import "google/api/annotations.proto";
+message M { string name = 1; string id = 2; }
+service S {
+  rpc ByName(M) returns (M) { option (google.api.http) = { get: "/v1/{name=things/*}" }; }
+  rpc ById(M) returns (M) { option (google.api.http) = { get: "/v1/things/{id}" }; }
+}
+"#;
+    std::fs::write(dir.path().join("clash.proto"), source).expect("write");
+    let yaml = format!(
+        "descriptors: [{}]\nproto_include: [{}]\n",
+        dir.path().display(),
+        support::root().join("proto").display()
+    );
+    let config = dragoman::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
+    let catalog = dragoman::catalog::Catalog::load(&config).expect("descriptors load");
+    let err = dragoman::frontends::rest::Tables::new(&catalog).err().expect("the rules clash");
+    assert!(err.contains("clash.v1.S.ByName") && err.contains("clash.v1.S.ById"), "{err}");
+}
