@@ -254,3 +254,23 @@ service S {
     let err = dragoman::frontends::rest::Tables::new(&catalog).err().expect("the rules clash");
     assert!(err.contains("clash.v1.S.ByName") && err.contains("clash.v1.S.ById"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_are_http_trailers_only_when_asked_for() {
+    use http_body_util::BodyExt;
+    let gw = gateway().await;
+    let plain = http(gw.address, "GET", "/v1/messages/1", &[], b"").await;
+    assert_eq!(
+        plain.header("grpc-trailer-x-mirror-trailer"),
+        Some("done"),
+        "as a header when trailers were not asked for"
+    );
+
+    let response =
+        support::http_stream(gw.address, "GET", "/v1/messages/1", &[("te", "trailers")], support::no_body(), true)
+            .await;
+    assert_eq!(response.headers().get("grpc-trailer-x-mirror-trailer"), None);
+    let collected = response.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    assert_eq!(trailers.get("grpc-trailer-x-mirror-trailer").and_then(|v| v.to_str().ok()), Some("done"));
+}

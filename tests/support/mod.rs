@@ -484,6 +484,7 @@ pub async fn start_mirror() -> SocketAddr {
                     let body = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                     let mut trailers = http::HeaderMap::new();
                     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    trailers.insert("x-mirror-trailer", http::HeaderValue::from_static("done"));
                     let body = http_body_util::Full::new(body).with_trailers(std::future::ready(Some(Ok(trailers))));
                     let mut response = http::Response::new(body);
                     response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
