@@ -264,6 +264,8 @@ impl std::fmt::Display for ServicePattern {
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub tls: bool,
+    /// Parsed once: every request to this backend carries it.
+    pub uri_authority: http::uri::Authority,
     /// `host:port`, what the TCP connection dials.
     pub authority: String,
     pub host: String,
@@ -455,7 +457,9 @@ impl Backend {
         let host = uri.host().ok_or_else(|| format!("no host in {s:?}"))?.to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        Ok(Backend { authority: format!("{host}:{port}"), host: bare_host, tls })
+        let authority = format!("{host}:{port}");
+        let uri_authority = authority.parse().map_err(|e| format!("bad address {s:?}: {e}"))?;
+        Ok(Backend { authority, uri_authority, host: bare_host, tls })
     }
 }
 

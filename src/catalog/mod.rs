@@ -42,6 +42,8 @@ impl CatalogError {
 pub struct MethodRoute {
     /// `/package.Service/Method`, the HTTP/2 path of the gRPC call.
     pub path: Box<str>,
+    /// The same, parsed once for the requests to backends.
+    pub path_and_query: http::uri::PathAndQuery,
     pub descriptor: MethodDescriptor,
     /// The config rule whose backends serve this method's service; None when no rule matches.
     pub rule: Option<Arc<ServiceRule>>,
@@ -108,7 +110,11 @@ impl Catalog {
             .flat_map(|service| {
                 service.descriptor.methods().map(|descriptor| {
                     let path: Box<str> = format!("/{}/{}", service.descriptor.full_name(), descriptor.name()).into();
-                    let route = MethodRoute { path: path.clone(), descriptor, rule: service.rule.clone() };
+                    // Service and method names are identifiers: always a valid path.
+                    let path_and_query = http::uri::PathAndQuery::try_from(&*path)
+                        .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"));
+                    let route =
+                        MethodRoute { path: path.clone(), path_and_query, descriptor, rule: service.rule.clone() };
                     (path, Arc::new(route))
                 })
             })

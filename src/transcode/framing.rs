@@ -22,6 +22,17 @@ pub fn frame(message: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Encodes a message straight into its frame: one buffer, no copy.
+pub fn encode(message: &impl prost::Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut out = BytesMut::with_capacity(5 + len);
+    out.put_u8(0);
+    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    // Cannot fail: the buffer has room for encoded_len bytes.
+    let _ = message.encode(&mut out);
+    out.freeze()
+}
+
 /// Splits a byte stream into messages, whatever the chunking.
 #[derive(Debug, Default)]
 pub struct Deframer {
@@ -29,8 +40,14 @@ pub struct Deframer {
 }
 
 impl Deframer {
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.buffer.extend_from_slice(chunk);
+    /// Adds received bytes. A chunk arriving on an empty buffer is taken over without a copy
+    /// when nothing else holds it (the common case: one message per HTTP/2 DATA frame).
+    pub fn push(&mut self, chunk: Bytes) {
+        if self.buffer.is_empty() {
+            self.buffer = chunk.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        } else {
+            self.buffer.extend_from_slice(&chunk);
+        }
     }
 
     /// The next complete message, if one is buffered.
@@ -67,7 +84,7 @@ mod tests {
         let mut deframer = Deframer::default();
         let mut out = Vec::new();
         for chunk in wire.chunks(3) {
-            deframer.push(chunk);
+            deframer.push(Bytes::copy_from_slice(chunk));
             while let Some(message) = deframer.next_message().expect("valid") {
                 out.push(message);
             }
@@ -82,10 +99,10 @@ mod tests {
     #[test]
     fn compressed_and_truncated_frames_are_errors() {
         let mut deframer = Deframer::default();
-        deframer.push(&[1, 0, 0, 0, 1, 9]);
+        deframer.push(Bytes::from_static(&[1, 0, 0, 0, 1, 9]));
         assert_eq!(deframer.next_message(), Err(FramingError::Compressed));
         let mut deframer = Deframer::default();
-        deframer.push(&[0, 0, 0, 0, 9, 1]);
+        deframer.push(Bytes::from_static(&[0, 0, 0, 0, 9, 1]));
         assert_eq!(deframer.next_message(), Ok(None));
         assert_eq!(deframer.finish(), Err(FramingError::Truncated));
     }

@@ -47,11 +47,11 @@ impl Upstream {
             GatewayError::unreachable(format!("{service} is unavailable: no backend could be reached ({e})"))
         })?;
 
-        let uri = Uri::builder()
-            .scheme(if endpoint.backend.tls { "https" } else { "http" })
-            .authority(endpoint.backend.authority.as_str())
-            .path_and_query(&*call.method.path)
-            .build()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if endpoint.backend.tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });
+        parts.authority = Some(endpoint.backend.uri_authority.clone());
+        parts.path_and_query = Some(call.method.path_and_query.clone());
+        let uri = Uri::from_parts(parts)
             .map_err(|e| GatewayError::new(Code::Internal, Origin::Gateway, format!("bad backend URI: {e}")))?;
         let mut request = Request::builder()
             .method(Method::POST)

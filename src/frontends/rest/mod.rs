@@ -32,7 +32,6 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use prost::Message;
 use tokio::time::Instant;
 use tonic::Code;
 use tower::ServiceExt;
@@ -183,7 +182,7 @@ impl RestFrontend {
                 Ok(message) => message,
                 Err(error) => return refuse(error),
             };
-            Full::new(framing::frame(&message.encode_to_vec())).map_err(|never| match never {}).boxed_unsync()
+            Full::new(framing::encode(&message)).map_err(|never| match never {}).boxed_unsync()
         };
         let call = Call {
             method: route.method.clone(),

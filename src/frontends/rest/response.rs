@@ -42,7 +42,7 @@ async fn next(body: &mut Body, deframer: &mut Deframer) -> Next {
         }
         match body.frame().await {
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => deframer.push(&data),
+                Ok(data) => deframer.push(data),
                 Err(frame) => {
                     let trailers = frame.into_trailers().unwrap_or_default();
                     return Next::End(trailer_status(&trailers), trailers);
@@ -345,7 +345,7 @@ impl http_body::Body for MessageStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        self.deframer.push(&data);
+                        self.deframer.push(data);
                         continue;
                     }
                     Err(frame) => trailer_status(&frame.into_trailers().unwrap_or_default()),

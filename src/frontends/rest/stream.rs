@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Frame;
 use hyper::body::Incoming;
-use prost::Message;
 use tonic::Code;
 
 use super::request;
@@ -69,7 +68,7 @@ impl RequestStream {
 
     fn frame(&self, line: &[u8]) -> Result<Bytes, GatewayError> {
         let message = request::stream_message(&self.route, &self.bound, line, &self.options)?;
-        Ok(framing::frame(&message.encode_to_vec()))
+        Ok(framing::encode(&message))
     }
 
     fn fail(&mut self, error: GatewayError) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
