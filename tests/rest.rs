@@ -132,6 +132,16 @@ async fn body_limits_are_413_and_large_bodies_within_them_pass() {
     assert_eq!(refused.status, 413);
     assert_eq!(refused.json()["code"], 8);
     assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200, "and the next request is served");
+
+    // Chunked, with no Content-Length to announce it: found while reading.
+    use http_body_util::BodyExt;
+    let chunks = (0..10)
+        .map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 1 << 20]))));
+    let body = http_body_util::StreamBody::new(tokio_stream::iter(chunks)).boxed();
+    let response =
+        support::http_stream(gw.address, "POST", "/v1/products", &[("content-type", "application/json")], body, false)
+            .await;
+    assert_eq!(response.status(), 413);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,13 +23,14 @@ pub fn frame(message: &[u8]) -> Bytes {
 }
 
 /// Encodes a message straight into its frame: one buffer, no copy.
-pub fn encode(message: &impl prost::Message) -> Bytes {
+pub fn encode<M: prost::Message>(message: &M) -> Bytes {
     let len = message.encoded_len();
     let mut out = BytesMut::with_capacity(5 + len);
     out.put_u8(0);
     out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    // Cannot fail: the buffer has room for encoded_len bytes.
-    let _ = message.encode(&mut out);
+    // `encode` would compute encoded_len again (a second walk of a DynamicMessage) to check the
+    // room that was just reserved.
+    message.encode_raw(&mut out);
     out.freeze()
 }
 

@@ -213,6 +213,10 @@ impl RestFrontend {
     }
 }
 
+/// How much of an oversized body is read and discarded so that the client, still sending, gets
+/// the 413 instead of a reset connection. Beyond it the connection is closed.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
 /// The whole request body, or the error response: 413 past the limit, whether announced by
 /// `Content-Length` or found while reading.
 async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, Response<ResponseBody>> {
@@ -222,16 +226,54 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<By
     };
     let announced = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit) {
+        // A client waiting for `100 Continue` has sent nothing yet: answer at once.
+        let waiting =
+            headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !waiting && announced.is_some_and(|n| n <= DRAIN_LIMIT) {
+            drain(body).await;
+        }
         return Err(too_large());
     }
-    match http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(response::refused_with(
-            StatusCode::BAD_REQUEST,
-            Code::Cancelled,
-            format!("the request body could not be read: {e}"),
-        )),
+    let mut body = body;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut read = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    read += data.len() as u64;
+                    chunks.push(data);
+                }
+            }
+            Err(e) => {
+                let message = format!("the request body could not be read: {e}");
+                return Err(response::refused_with(StatusCode::BAD_REQUEST, Code::Cancelled, message));
+            }
+        }
+        if read > limit {
+            drain(body).await;
+            return Err(too_large());
+        }
+    }
+    // One chunk (the usual case) is passed on as it is; several are joined once.
+    if chunks.len() == 1 {
+        return Ok(chunks.pop().unwrap_or_default());
+    }
+    let mut joined = Vec::with_capacity(usize::try_from(read).unwrap_or(0));
+    for chunk in chunks {
+        joined.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(joined))
+}
+
+/// Reads and discards up to [`DRAIN_LIMIT`] bytes of a body.
+async fn drain(mut body: Incoming) {
+    let mut read = 0u64;
+    while read <= DRAIN_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
     }
 }
 
