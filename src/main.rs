@@ -53,7 +53,18 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain, one line: the file, the key, what was expected.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     dragoman::observe::init_tracing();
     match cli.command {
@@ -137,9 +148,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 (true, false) => "client streaming",
                 (true, true) => "bidirectional",
             };
-            println!("  {:<24} {kind}", method.name());
+            let http: Vec<String> = dragoman::transcode::http_rule::bindings(&method)?
+                .iter()
+                .map(|b| format!("{} {}", b.method, b.template))
+                .collect();
+            println!("  {:<24} {kind:<17} {}", method.name(), http.join(", "));
         }
     }
+    // The REST routes must not clash.
+    dragoman::frontends::rest::Tables::new(&catalog).map_err(anyhow::Error::msg)?;
     for rule in &config.services {
         if !catalog.services().iter().any(|s| s.rule.as_ref().is_some_and(|r| r.index == rule.index)) {
             bail!("services[{}]: match {} matches no loaded service", rule.index, rule.pattern);

@@ -67,6 +67,7 @@ fn check_lists_services_methods_and_backends() {
     assert!(text.contains("shop.users.v1.UserService  ->  http://127.0.0.1:50051"), "{text}");
     assert!(text.contains("shop.orders.v1.OrderService  ->  https://orders.internal:443"), "{text}");
     assert!(text.contains("LiveCart") && text.contains("bidirectional"), "{text}");
+    assert!(text.contains("GET /v1/orders/{id}:watch"), "HTTP bindings listed: {text}");
     assert!(text.contains("shop.payments.v1.PaymentService  ->  (no backend"), "{text}");
 }
 
