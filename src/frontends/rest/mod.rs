@@ -149,14 +149,20 @@ impl RestFrontend {
     ) -> Response<ResponseBody> {
         let options = &self.options;
         let descriptor = &route.method.descriptor;
-        let refuse = |error: GatewayError| {
+        // Every refusal before the stack is logged here, once.
+        let refuse = |refusal: Refusal| {
+            let error = &refusal.error;
             access_log::record(Protocol::Rest, &route.method.path, peer, error.code, &error.message, started);
-            response::refused(&error, Some(descriptor.parent_pool()))
+            let mut response = response::refused(error, Some(descriptor.parent_pool()));
+            if let Some(status) = refusal.status {
+                *response.status_mut() = status;
+            }
+            response
         };
         let (parts, body) = request.into_parts();
         let deadline = match deadline(&parts.headers, options) {
             Ok(timeout) => timeout.map(|t| started + t),
-            Err(error) => return refuse(error),
+            Err(error) => return refuse(error.into()),
         };
         let accept = parts.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let trailers_wanted =
@@ -170,17 +176,22 @@ impl RestFrontend {
             let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
             let bytes = match read_body(body, &parts.headers, options.max_request_body_size).await {
                 Ok(bytes) => bytes,
-                Err(response) => return response,
+                Err(refusal) => return refuse(refusal),
             };
             let target = request::BodyInto::of(route);
             if !bytes.is_empty() && !target.is_http_body(&descriptor.input()) && !is_json(content_type) {
                 let message =
                     format!("content-type {:?} is not JSON; send application/json", content_type.unwrap_or(""));
-                return response::refused_with(StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument, message);
+                return refuse(Refusal::with_status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    Code::InvalidArgument,
+                    message,
+                ));
             }
-            let message = match request::message(route, &bound, parts.uri.query(), &bytes, content_type, options) {
+            let query = parts.uri.query();
+            let message = match request::message(route, &target, &bound, query, &bytes, content_type, options) {
                 Ok(message) => message,
-                Err(error) => return refuse(error),
+                Err(error) => return refuse(error.into()),
             };
             Full::new(framing::encode(&message)).map_err(|never| match never {}).boxed_unsync()
         };
@@ -213,16 +224,35 @@ impl RestFrontend {
     }
 }
 
+/// A request refused before it reaches the stack, with the HTTP status when the gRPC code's own
+/// (google/rpc/code.proto) is not the right one: 413 and 415 have no gRPC code of their own.
+struct Refusal {
+    error: GatewayError,
+    status: Option<StatusCode>,
+}
+
+impl Refusal {
+    fn with_status(status: StatusCode, code: Code, message: String) -> Self {
+        Refusal { error: GatewayError::new(code, Origin::Client, message), status: Some(status) }
+    }
+}
+
+impl From<GatewayError> for Refusal {
+    fn from(error: GatewayError) -> Self {
+        Refusal { error, status: None }
+    }
+}
+
 /// How much of an oversized body is read and discarded so that the client, still sending, gets
 /// the 413 instead of a reset connection. Beyond it the connection is closed.
 const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// The whole request body, or the error response: 413 past the limit, whether announced by
 /// `Content-Length` or found while reading.
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, Response<ResponseBody>> {
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, Refusal> {
     let too_large = || {
         let message = format!("the request body is larger than the limit of {limit} bytes");
-        response::refused_with(StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted, message)
+        Refusal::with_status(StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted, message)
     };
     let announced = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit) {
@@ -247,7 +277,7 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<By
             }
             Err(e) => {
                 let message = format!("the request body could not be read: {e}");
-                return Err(response::refused_with(StatusCode::BAD_REQUEST, Code::Cancelled, message));
+                return Err(Refusal::with_status(StatusCode::BAD_REQUEST, Code::Cancelled, message));
             }
         }
         if read > limit {

@@ -49,6 +49,7 @@ impl BodyInto {
 /// The request message of a unary or server-streaming call.
 pub(super) fn message(
     route: &Route,
+    target: &BodyInto,
     bound: &[(usize, String)],
     query: Option<&str>,
     body: &[u8],
@@ -56,8 +57,7 @@ pub(super) fn message(
     options: &RestOptions,
 ) -> Result<DynamicMessage, GatewayError> {
     let input = route.method.descriptor.input();
-    let target = BodyInto::of(route);
-    let mut message = match &target {
+    let mut message = match target {
         BodyInto::Nothing => DynamicMessage::new(input.clone()),
         BodyInto::Message if target.is_http_body(&input) => http_body(input.clone(), body, content_type),
         BodyInto::Message if body.is_empty() => DynamicMessage::new(input.clone()),
@@ -77,7 +77,7 @@ pub(super) fn message(
     };
     bind_path(&mut message, route, bound, options)?;
     if let Some(query) = query {
-        bind_query(&mut message, route, &target, query, options)?;
+        bind_query(&mut message, route, target, query, options)?;
     }
     Ok(message)
 }

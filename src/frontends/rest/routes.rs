@@ -92,17 +92,7 @@ impl Routes {
                 return Found::Route(route, Vec::new());
             }
         }
-        let mut allowed: Vec<Method> = self
-            .by_method
-            .iter()
-            .filter(|(m, routes)| *m != method && routes.iter().any(|r| r.binding.template.matches(path).is_some()))
-            .map(|(m, _)| m.clone())
-            .collect();
-        if self.by_grpc_path.contains_key(path) && *method != Method::POST {
-            allowed.push(Method::POST);
-        }
-        allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        allowed.dedup();
+        let allowed = self.methods_except(Some(method), path);
         if allowed.is_empty() { Found::NotFound } else { Found::MethodNotAllowed(allowed) }
     }
 
@@ -111,11 +101,25 @@ impl Routes {
         self.by_method.values().flatten()
     }
 
-    /// The HTTP methods a path answers to (for CORS preflight).
+    /// The HTTP methods a path answers to (for OPTIONS and CORS preflight), sorted.
     pub fn methods_for(&self, path: &str) -> Vec<Method> {
-        match self.find(&Method::from_bytes(b"NO-SUCH-METHOD").unwrap_or(Method::OPTIONS), path) {
-            Found::MethodNotAllowed(methods) => methods,
-            _ => Vec::new(),
+        self.methods_except(None, path)
+    }
+
+    fn methods_except(&self, except: Option<&Method>, path: &str) -> Vec<Method> {
+        let mut methods: Vec<Method> = self
+            .by_method
+            .iter()
+            .filter(|(m, routes)| {
+                Some(*m) != except && routes.iter().any(|r| r.binding.template.matches(path).is_some())
+            })
+            .map(|(m, _)| m.clone())
+            .collect();
+        if self.by_grpc_path.contains_key(path) && except != Some(&Method::POST) {
+            methods.push(Method::POST);
         }
+        methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        methods.dedup();
+        methods
     }
 }
