@@ -9,6 +9,11 @@ use serde_json::{Value, json};
 use support::{TestGateway, http};
 
 async fn gateway() -> TestGateway {
+    gateway_with("").await
+}
+
+/// The conformance service behind the mirror, with these `rest:` settings.
+async fn gateway_with(rest: &str) -> TestGateway {
     let mirror = support::start_mirror().await;
     let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
     TestGateway::builder()
@@ -16,6 +21,7 @@ async fn gateway() -> TestGateway {
         .include_repo_protos()
         .without_demo_rules()
         .rules(&format!("  - match: conformance.*\n    backends: [http://{mirror}]\n"))
+        .rest(rest)
         .start()
         .await
 }
@@ -189,16 +195,7 @@ async fn every_well_known_type_round_trips_as_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn print_options_change_the_output() {
-    let mirror = support::start_mirror().await;
-    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
-    let gw = TestGateway::builder()
-        .sets(vec![("conformance.proto", proto)])
-        .include_repo_protos()
-        .without_demo_rules()
-        .rules(&format!("  - match: conformance.*\n    backends: [http://{mirror}]\n"))
-        .rest("  print_options:\n    always_print_primitive_fields: true\n    always_print_enums_as_ints: true\n    preserve_proto_field_names: true\n    add_whitespace: true\n")
-        .start()
-        .await;
+    let gw = gateway_with("  print_options:\n    always_print_primitive_fields: true\n    always_print_enums_as_ints: true\n    preserve_proto_field_names: true\n    add_whitespace: true\n").await;
     let reply = http(gw.address, "GET", "/v1/kinds?colour=GREEN&json_named=x", &[], b"").await;
     let text = reply.text();
     assert!(text.contains("\n  \""), "indented: {text}");
@@ -210,16 +207,7 @@ async fn print_options_change_the_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_body_conflict_can_be_rejected() {
-    let mirror = support::start_mirror().await;
-    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
-    let gw = TestGateway::builder()
-        .sets(vec![("conformance.proto", proto)])
-        .include_repo_protos()
-        .without_demo_rules()
-        .rules(&format!("  - match: conformance.*\n    backends: [http://{mirror}]\n"))
-        .rest("  path_body_conflict: reject\n")
-        .start()
-        .await;
+    let gw = gateway_with("  path_body_conflict: reject\n").await;
     let reply =
         http(gw.address, "PUT", "/v1/messages/1", &[("content-type", "application/json")], br#"{"messageId":"2"}"#)
             .await;

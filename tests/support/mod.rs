@@ -430,8 +430,12 @@ pub async fn http_stream(
 ) -> http::Response<hyper::body::Incoming> {
     let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
     let io = hyper_util::rt::TokioIo::new(tcp);
-    let mut request =
-        http::Request::builder().method(method).uri(format!("http://{address}{path}")).body(body).expect("request");
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{address}{path}"))
+        .header("host", address.to_string())
+        .body(body)
+        .expect("request");
     for (name, value) in headers {
         request.headers_mut().append(
             http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
