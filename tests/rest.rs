@@ -237,6 +237,7 @@ async fn headers_become_metadata_and_metadata_comes_back_as_headers() {
     let failed = get(gw.address, "/v1/users/fail").await;
     assert_eq!(failed.status, 409, "ABORTED: {}", failed.text());
     assert_eq!(failed.json()["message"], "echo refuses");
+    assert_eq!(failed.header("grpc-trailer-x-error-detail"), Some("in the trailers"), "errors keep their metadata");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

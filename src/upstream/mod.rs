@@ -138,12 +138,13 @@ fn reply(response: http::Response<hyper::body::Incoming>, service: &str) -> Resu
     Ok(Reply { metadata, body })
 }
 
+/// A Trailers-Only response's single header block is the trailers (gRPC over HTTP/2): everything
+/// but the content type moves there.
 fn take_status(headers: &mut HeaderMap) -> HeaderMap {
-    let mut trailers = HeaderMap::new();
-    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
-        if let Some(value) = headers.remove(name) {
-            trailers.insert(name, value);
-        }
+    let content_type = headers.remove(CONTENT_TYPE);
+    let trailers = std::mem::take(headers);
+    if let Some(content_type) = content_type {
+        headers.insert(CONTENT_TYPE, content_type);
     }
     trailers
 }

@@ -72,14 +72,14 @@ pub(super) async fn unary(
     let mut deframer = Deframer::default();
     let message = match next(&mut body, &mut deframer).await {
         Next::Message(message) => message,
-        Next::End(status, _) => return error_response(&status, Some(&pool)),
+        Next::End(status, trailers) => return failed(&status, &pool, &reply.metadata, &trailers, options),
     };
     let (status, trailers) = match next(&mut body, &mut deframer).await {
         Next::End(status, trailers) => (status, trailers),
         Next::Message(_) => (Status::internal("the backend sent more than one response message"), HeaderMap::new()),
     };
     if status.code() != Code::Ok {
-        return error_response(&status, Some(&pool));
+        return failed(&status, &pool, &reply.metadata, &trailers, options);
     }
     let output = route.method.descriptor.output();
     let decoded = match DynamicMessage::decode(output, message) {
@@ -98,6 +98,21 @@ pub(super) async fn unary(
         return Response::from_parts(parts, body);
     }
     add_metadata(response.headers_mut(), &trailers, &options.response_trailer_prefix, options);
+    response
+}
+
+/// A call that failed: the JSON error, with the call's metadata and trailers as headers, as a
+/// successful call has them.
+fn failed(
+    status: &Status,
+    pool: &prost_reflect::DescriptorPool,
+    metadata: &HeaderMap,
+    trailers: &HeaderMap,
+    options: &RestOptions,
+) -> Response<ResponseBody> {
+    let mut response = error_response(status, Some(pool));
+    add_metadata(response.headers_mut(), metadata, &options.response_header_prefix, options);
+    add_metadata(response.headers_mut(), trailers, &options.response_trailer_prefix, options);
     response
 }
 
@@ -193,7 +208,9 @@ pub(super) async fn streaming(
                 .unwrap_or_else(|| Status::unknown(""));
             return error_response(&error, Some(&pool));
         }
-        Next::End(status, _) if status.code() != Code::Ok => return error_response(&status, Some(&pool)),
+        Next::End(status, trailers) if status.code() != Code::Ok => {
+            return failed(&status, &pool, &reply.metadata, &trailers, options);
+        }
         Next::End(..) => Bytes::new(),
     };
     let empty = first.is_empty() && deframer.finish().is_ok();
