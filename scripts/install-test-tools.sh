@@ -18,3 +18,8 @@ if [ ! -d "$tools/py/openapi_spec_validator" ]; then
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --target "$tools/py" openapi-spec-validator==0.7.1
 fi
 PYTHONPATH="$tools/py" python3 -c 'import openapi_spec_validator; print("openapi-spec-validator", openapi_spec_validator.__version__ if hasattr(openapi_spec_validator, "__version__") else "")'
+# Chromium — the browser in tests/browser.rs (REST with CORS, as a web page calls it).
+if ! command -v chromium >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null
+fi
+chromium --version
