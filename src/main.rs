@@ -121,6 +121,8 @@ async fn demo(listen: String, descriptors: PathBuf) -> anyhow::Result<()> {
     for (name, address) in dragoman::demo::SERVICES.iter().zip(backends.addresses) {
         tracing::info!(service = name, backend = %address, "demo backend");
     }
+    tracing::info!("try: grpcurl -plaintext {listen} list");
+    tracing::info!("try: curl -s {listen}/v1/users/u-1   (the API: {listen}/openapi.json)");
     serve(config, Some(backends)).await
 }
 

@@ -2,9 +2,7 @@
 //! bytes of a `google.api.HttpBody`), and for server streaming a body written message by
 //! message as the backend sends them, framed as the client asked (see [`StreamFormat`]).
 
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
@@ -225,7 +223,7 @@ pub(super) async fn streaming(
         pool,
         request_error,
     };
-    let mut response = Response::new(stream.boxed_unsync());
+    let mut response = Response::new(stream.into_body());
     let content_type = match format {
         StreamFormat::Sse => "text/event-stream",
         StreamFormat::Array => "application/json",
@@ -334,45 +332,27 @@ impl MessageStream {
     }
 }
 
-impl http_body::Body for MessageStream {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        loop {
-            if matches!(self.state, StreamState::Done) {
-                return Poll::Ready(None);
+impl MessageStream {
+    /// The body: each message as soon as it is whole, then the closing chunk.
+    fn into_body(self) -> ResponseBody {
+        let chunks = futures_util::stream::unfold(self, |mut stream| async move {
+            if matches!(stream.state, StreamState::Done) {
+                return None;
             }
-            if let Some(message) = self.pending.take() {
-                let chunk = self.message_chunk(message);
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
-            }
-            match self.deframer.next_message() {
-                Ok(Some(message)) => {
-                    self.pending = Some(message);
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    let chunk = self.end_chunk(&Status::internal(e.to_string()));
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
-                }
-            }
-            let status = match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        self.deframer.push(data);
-                        continue;
-                    }
-                    Err(frame) => trailer_status(&frame.into_trailers().unwrap_or_default()),
+            let chunk = match stream.pending.take() {
+                Some(message) => stream.message_chunk(message),
+                None => match next(&mut stream.body, &mut stream.deframer).await {
+                    Next::Message(message) => stream.message_chunk(message),
+                    Next::End(status, _) => stream.end_chunk(&status),
                 },
-                Poll::Ready(Some(Err(e))) => e.to_status(),
-                Poll::Ready(None) => Status::internal("the backend ended the call without a status"),
             };
-            let chunk = self.end_chunk(&status);
-            return Poll::Ready((!chunk.is_empty()).then(|| Ok(Frame::data(chunk))));
-        }
+            Some((Ok::<_, BoxError>(Frame::data(chunk)), stream))
+        });
+        // The closing chunk is empty for formats without a closing delimiter.
+        let chunks = futures_util::StreamExt::filter(chunks, |chunk| {
+            std::future::ready(chunk.as_ref().ok().and_then(Frame::data_ref).is_none_or(|d| !d.is_empty()))
+        });
+        http_body_util::StreamBody::new(chunks).boxed_unsync()
     }
 }
 
