@@ -117,17 +117,17 @@ async fn unknown_query_parameters_can_be_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_limits_are_413_and_large_bodies_within_them_pass() {
-    let gw = TestGateway::builder().rest("  max_request_body_size: 8388608\n").start().await;
-    let description = "x".repeat(6 << 20);
+    let gw = TestGateway::builder().rest("  max_request_body_size: 33554432\n").start().await;
+    let description = "x".repeat(24 << 20);
     let body =
         format!(r#"{{"name":"Big","description":"{description}","price":{{"currencyCode":"EUR","units":"1"}}}}"#);
     let created = post_json(gw.address, "/v1/products", &body).await;
-    assert_eq!(created.status, 200, "6 MiB passes under an 8 MiB limit");
+    assert_eq!(created.status, 200, "24 MiB passes under a 32 MiB limit");
     let id = created.json()["id"].as_str().expect("id").to_owned();
     let fetched = get(gw.address, &format!("/v1/products/{id}")).await;
-    assert_eq!(fetched.json()["description"].as_str().map(str::len), Some(6 << 20));
+    assert_eq!(fetched.json()["description"].as_str().map(str::len), Some(24 << 20));
 
-    let too_big = format!(r#"{{"name":"Huge","description":"{}"}}"#, "x".repeat(9 << 20));
+    let too_big = format!(r#"{{"name":"Huge","description":"{}"}}"#, "x".repeat(33 << 20));
     let refused = post_json(gw.address, "/v1/products", &too_big).await;
     assert_eq!(refused.status, 413);
     assert_eq!(refused.json()["code"], 8);
@@ -135,7 +135,7 @@ async fn body_limits_are_413_and_large_bodies_within_them_pass() {
 
     // Chunked, with no Content-Length to announce it: found while reading.
     use http_body_util::BodyExt;
-    let chunks = (0..10)
+    let chunks = (0..40)
         .map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 1 << 20]))));
     let body = http_body_util::StreamBody::new(tokio_stream::iter(chunks)).boxed();
     let response =
