@@ -357,13 +357,6 @@ pub struct RestOptions {
     pub cors: Option<CorsFile>,
 }
 
-impl Default for RestOptions {
-    fn default() -> Self {
-        // The defaults are valid by construction.
-        Self::from_file(RestFile::default()).unwrap_or_else(|e| unreachable!("default rest options: {e}"))
-    }
-}
-
 impl RestOptions {
     fn from_file(file: RestFile) -> Result<Self, String> {
         let header = |key: &str, name: &str| {

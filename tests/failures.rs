@@ -175,3 +175,18 @@ async fn loaded_service_without_backend_is_unavailable() {
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("no backend is configured for shop.users.v1.UserService"), "{}", err.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_http1_is_refused_with_a_status() {
+    let gw = TestGateway::start().await;
+    let reply = support::http(
+        gw.address,
+        "POST",
+        "/shop.users.v1.UserService/GetUser",
+        &[("content-type", "application/grpc"), ("te", "trailers")],
+        &[0, 0, 0, 0, 0],
+    )
+    .await;
+    assert_eq!(reply.header("grpc-status"), Some("12"), "{:?}", reply.headers);
+    assert!(reply.header("grpc-message").is_some_and(|m| m.contains("needs%20HTTP/2")), "{:?}", reply.headers);
+}

@@ -68,7 +68,18 @@ impl GrpcFrontend {
         peer: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
-        match classify(request.uri().path(), catalog, tables) {
+        let target = if request.version() == http::Version::HTTP_2 {
+            classify(request.uri().path(), catalog, tables)
+        } else {
+            // gRPC over HTTP/2 needs HTTP/2 (trailers); a Trailers-Only answer still reaches an
+            // HTTP/1.1 client.
+            Target::Refused(GatewayError::new(
+                Code::Unimplemented,
+                Origin::Client,
+                "gRPC needs HTTP/2; this request came over HTTP/1.x",
+            ))
+        };
+        match target {
             // gRPC server reflection protocol (v1 and v1alpha share the one descriptor snapshot).
             Target::Reflection(service) => tonic_response(service.oneshot(request).await),
             // gRPC health checking protocol.
