@@ -117,21 +117,16 @@ fn failed(
 /// The response message as the HTTP body: JSON, the `response_body` field, or HttpBody bytes.
 fn render(message: &DynamicMessage, route: &Route, options: &RestOptions) -> Response<ResponseBody> {
     let field = route.binding.response_body.as_deref().and_then(|name| message.descriptor().get_field_by_name(name));
-    let target = match &field {
-        Some(f) => match f.kind() {
-            prost_reflect::Kind::Message(m) if !f.is_list() => Some((m, message.get_field(f).as_message().cloned())),
-            _ => None,
-        },
-        None => Some((message.descriptor(), Some(message.clone()))),
-    };
-    if let Some((descriptor, Some(inner))) = &target {
-        if is_http_body(descriptor) {
-            return http_body_response(inner);
-        }
-    }
     let json = match &field {
-        Some(f) => json::encode_field(message, f, &options.print),
+        None if is_http_body(&message.descriptor()) => return http_body_response(message),
         None => json::encode(message, &options.print),
+        Some(f) => {
+            let value = message.get_field(f);
+            match value.as_message() {
+                Some(inner) if !f.is_list() && is_http_body(&inner.descriptor()) => return http_body_response(inner),
+                _ => json::encode_field(message, f, &options.print),
+            }
+        }
     };
     let mut response = Response::new(Full::new(Bytes::from(json)).map_err(|never| match never {}).boxed_unsync());
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
