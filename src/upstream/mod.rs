@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use crate::call::{Body, Call, Reply};
+use crate::catalog::MethodRoute;
 use crate::config::Config;
 use crate::error::{GatewayError, Origin};
 use pool::Pool;
@@ -39,12 +40,14 @@ impl Upstream {
     }
 
     async fn send(self, call: Call) -> Result<Reply, GatewayError> {
-        let service = call.method.descriptor.parent_service().full_name().to_owned();
+        // Named only when something fails: no allocation on the way through.
+        let method = call.method.clone();
+        let service = || method.descriptor.parent_service().full_name().to_owned();
         let rule = call.method.rule.as_ref().ok_or_else(|| {
-            GatewayError::new(Code::Unavailable, Origin::Gateway, format!("no backend is configured for {service}"))
+            GatewayError::new(Code::Unavailable, Origin::Gateway, format!("no backend is configured for {}", service()))
         })?;
         let (mut sender, endpoint) = self.pools[rule.index].sender().await.map_err(|e| {
-            GatewayError::unreachable(format!("{service} is unavailable: no backend could be reached ({e})"))
+            GatewayError::unreachable(format!("{} is unavailable: no backend could be reached ({e})", service()))
         })?;
 
         let mut parts = http::uri::Parts::default();
@@ -70,10 +73,10 @@ impl Upstream {
             GatewayError::new(
                 Code::Unavailable,
                 Origin::Upstream,
-                format!("{service}: backend {} failed: {e}", endpoint.backend),
+                format!("{}: backend {} failed: {e}", service(), endpoint.backend),
             )
         })?;
-        reply(response, &service)
+        reply(response, method)
     }
 }
 
@@ -105,7 +108,8 @@ fn grpc_timeout(deadline: Instant) -> Result<HeaderValue, GatewayError> {
 
 /// Turns the backend's HTTP response into a [`Reply`] whose status always travels in trailers,
 /// whether the backend sent a Trailers-Only response or not.
-fn reply(response: http::Response<hyper::body::Incoming>, service: &str) -> Result<Reply, GatewayError> {
+fn reply(response: http::Response<hyper::body::Incoming>, method: Arc<MethodRoute>) -> Result<Reply, GatewayError> {
+    let service = || method.descriptor.parent_service().full_name().to_owned();
     let (parts, body) = response.into_parts();
     if parts.status != http::StatusCode::OK {
         // gRPC over HTTP/2: a non-200 status maps to a code by the HTTP-to-gRPC table.
@@ -120,12 +124,11 @@ fn reply(response: http::Response<hyper::body::Incoming>, service: &str) -> Resu
         return Err(GatewayError::new(
             code,
             Origin::Upstream,
-            format!("{service}: backend answered HTTP {}", parts.status),
+            format!("{}: backend answered HTTP {}", service(), parts.status),
         ));
     }
     let mut metadata = parts.headers;
-    let service = service.to_owned();
-    let body = body.map_err(move |e| stream_error(&service, e));
+    let body = body.map_err(move |e| stream_error(&method, e));
     let body: Body = if metadata.contains_key("grpc-status") {
         let trailers = take_status(&mut metadata);
         http_body_util::Empty::<Bytes>::new()
@@ -151,7 +154,8 @@ fn take_status(headers: &mut HeaderMap) -> HeaderMap {
 
 /// A backend stream that broke off: a reset by the backend keeps its code, anything else is a
 /// lost backend.
-fn stream_error(service: &str, e: hyper::Error) -> GatewayError {
+fn stream_error(method: &MethodRoute, e: hyper::Error) -> GatewayError {
+    let service = method.descriptor.parent_service().full_name();
     use std::error::Error as _;
     let reason = e.source().and_then(|s| s.downcast_ref::<h2::Error>()).and_then(h2::Error::reason);
     let code = match reason {

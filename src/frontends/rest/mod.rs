@@ -114,8 +114,7 @@ impl RestFrontend {
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let origin = request.headers().get(http::header::ORIGIN).cloned();
-        let path = request.uri().path().to_owned();
-        let mut response = match classify(request.method(), &path, tables) {
+        let mut response = match classify(request.method(), request.uri().path(), tables) {
             // Fetch (CORS) preflight, and RFC 9110 OPTIONS: what this path allows.
             Target::Options(methods) => cors::preflight(request.headers(), &methods, &self.options),
             Target::OpenApi(document) => openapi::response(document),
@@ -123,13 +122,15 @@ impl RestFrontend {
             Target::Call(route, bound) => self.call(request, route, bound, peer, started).await,
             // RFC 9110 15.5.6: 405 names the methods the path allows.
             Target::MethodNotAllowed(allowed) => {
-                let response = response::method_not_allowed(request.method(), &path, &allowed);
-                access_log::record(Protocol::Rest, &path, peer, Code::Unimplemented, "method not allowed", started);
+                let path = request.uri().path();
+                let response = response::method_not_allowed(request.method(), path, &allowed);
+                access_log::record(Protocol::Rest, path, peer, Code::Unimplemented, "method not allowed", started);
                 response
             }
             Target::NotFound => {
+                let path = request.uri().path();
                 let message = format!("no route for {} {path}", request.method());
-                access_log::record(Protocol::Rest, &path, peer, Code::NotFound, &message, started);
+                access_log::record(Protocol::Rest, path, peer, Code::NotFound, &message, started);
                 response::refused_with(StatusCode::NOT_FOUND, Code::NotFound, message)
             }
         };
@@ -356,17 +357,20 @@ fn metadata(headers: &HeaderMap, options: &RestOptions, peer: Option<SocketAddr>
         }
     }
     if let Some(peer) = peer {
-        let ip = peer.ip();
-        let prior = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let chain = prior.map_or_else(|| ip.to_string(), |p| format!("{p}, {ip}"));
-        if let Ok(value) = HeaderValue::from_str(&chain) {
+        let ip = peer.ip().to_string();
+        let append = |name: &str, node: &str| {
+            let chain = match headers.get(name).and_then(|v| v.to_str().ok()) {
+                Some(prior) => HeaderValue::from_str(&format!("{prior}, {node}")),
+                None => HeaderValue::from_str(node),
+            };
+            chain.ok()
+        };
+        if let Some(value) = append("x-forwarded-for", &ip) {
             out.insert("x-forwarded-for", value);
         }
         // RFC 7239: IPv6 addresses are quoted and bracketed.
-        let node = if ip.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
-        let prior = headers.get("forwarded").and_then(|v| v.to_str().ok());
-        let forwarded = prior.map_or_else(|| format!("for={node}"), |p| format!("{p}, for={node}"));
-        if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        let node = if peer.is_ipv6() { format!("for=\"[{ip}]\"") } else { format!("for={ip}") };
+        if let Some(value) = append("forwarded", &node) {
             out.insert("forwarded", value);
         }
     }
