@@ -50,6 +50,16 @@ pub struct Call {
     pub body: Body,
 }
 
+/// Trailers carrying a final status (`grpc-status`, `grpc-message` percent-encoded,
+/// `grpc-status-details-bin`), as gRPC over HTTP/2 writes them.
+pub fn status_trailers(status: &tonic::Status) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    if status.add_header(&mut trailers).is_err() {
+        trailers.insert("grpc-status", (tonic::Code::Internal as i32).into());
+    }
+    trailers
+}
+
 /// A backend's answer: response metadata, then messages, then the status in the body's trailers.
 pub struct Reply {
     pub metadata: HeaderMap,

@@ -40,9 +40,8 @@ impl CatalogError {
 /// A method the gateway can route, with everything a call needs to know about it.
 #[derive(Debug)]
 pub struct MethodRoute {
-    /// `/package.Service/Method`, the HTTP/2 path of the gRPC call.
-    pub path: Box<str>,
-    /// The same, parsed once for the requests to backends.
+    /// `/package.Service/Method`, the HTTP/2 path of the gRPC call, parsed once for the requests
+    /// to backends.
     pub path_and_query: http::uri::PathAndQuery,
     pub descriptor: MethodDescriptor,
     /// The config rule whose backends serve this method's service; None when no rule matches.
@@ -54,6 +53,13 @@ pub struct MethodRoute {
 pub struct ServiceEntry {
     pub descriptor: ServiceDescriptor,
     pub rule: Option<Arc<ServiceRule>>,
+}
+
+impl MethodRoute {
+    /// `/package.Service/Method`.
+    pub fn path(&self) -> &str {
+        self.path_and_query.path()
+    }
 }
 
 /// What a gRPC path resolves to.
@@ -113,8 +119,7 @@ impl Catalog {
                     // Service and method names are identifiers: always a valid path.
                     let path_and_query = http::uri::PathAndQuery::try_from(&*path)
                         .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"));
-                    let route =
-                        MethodRoute { path: path.clone(), path_and_query, descriptor, rule: service.rule.clone() };
+                    let route = MethodRoute { path_and_query, descriptor, rule: service.rule.clone() };
                     (path, Arc::new(route))
                 })
             })

@@ -90,7 +90,7 @@ struct Entry {
 
 impl Entry {
     fn finish(self, code: Code, message: &str) {
-        record(self.protocol, &self.method.path, self.peer, code, message, self.started);
+        record(self.protocol, self.method.path(), self.peer, code, message, self.started);
     }
 }
 
@@ -110,13 +110,10 @@ impl http_body::Body for LoggedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let code = trailers
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
-                        .map_or(Code::Unknown, Code::from_i32);
-                    let message = trailers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or_default();
-                    let message = percent_encoding::percent_decode_str(message).decode_utf8_lossy().into_owned();
-                    self.status = Some((code, message));
+                    self.status = Some(match tonic::Status::from_header_map(trailers) {
+                        Some(status) => (status.code(), status.message().to_owned()),
+                        None => (Code::Unknown, "the backend's trailers carry no status".to_owned()),
+                    });
                 }
             }
             Poll::Ready(Some(Err(e))) => self.status = Some((e.code, e.message.clone())),

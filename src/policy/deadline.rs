@@ -14,7 +14,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
 
-use crate::call::{Body, Call, Reply};
+use crate::call::{Body, Call, Reply, status_trailers};
 use crate::error::GatewayError;
 
 #[derive(Debug, Clone, Default)]
@@ -77,17 +77,7 @@ impl DeadlineBody {
     fn past_deadline(&self, frame: Frame<Bytes>) -> Frame<Bytes> {
         let cancelled = frame.trailers_ref().and_then(|t| t.get("grpc-status")).is_some_and(|s| s.as_bytes() == b"1");
         if cancelled && Instant::now() >= self.sleep.deadline() {
-            let mut trailers = http::HeaderMap::new();
-            trailers.insert("grpc-status", http::HeaderValue::from(tonic::Code::DeadlineExceeded as i32));
-            let message = percent_encoding::utf8_percent_encode(
-                &GatewayError::deadline_exceeded().message,
-                percent_encoding::NON_ALPHANUMERIC,
-            )
-            .to_string();
-            if let Ok(message) = http::HeaderValue::from_str(&message) {
-                trailers.insert("grpc-message", message);
-            }
-            return Frame::trailers(trailers);
+            return Frame::trailers(status_trailers(&GatewayError::deadline_exceeded().to_status()));
         }
         frame
     }

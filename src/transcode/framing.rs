@@ -13,15 +13,6 @@ pub enum FramingError {
     Truncated,
 }
 
-/// One uncompressed message, framed.
-pub fn frame(message: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(5 + message.len());
-    out.put_u8(0);
-    out.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
-    out.put_slice(message);
-    out.freeze()
-}
-
 /// Encodes a message straight into its frame: one buffer, no copy.
 pub fn encode<M: prost::Message>(message: &M) -> Bytes {
     let len = message.encoded_len();
@@ -76,6 +67,14 @@ impl Deframer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(message: &[u8]) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_u8(0);
+        out.put_u32(u32::try_from(message.len()).expect("small"));
+        out.put_slice(message);
+        out.freeze()
+    }
 
     #[test]
     fn messages_split_across_chunks_come_out_whole() {

@@ -50,38 +50,38 @@ pub fn field_named(message: &MessageDescriptor, name: &str) -> Option<FieldDescr
 }
 
 /// Sets the field at `path` (names, proto or JSON) to `value`; a repeated field gets `value`
-/// appended.
-pub fn set_path(
+/// appended. Errors name the path as it was given.
+pub fn set_path<S: AsRef<str>>(
     message: &mut DynamicMessage,
-    path: &[&str],
+    path: &[S],
     value: &str,
     options: BindOptions,
 ) -> Result<(), BindError> {
+    // Built only when something is wrong: the common case allocates nothing here.
+    let named = |upto: usize| path[..=upto.min(path.len() - 1)].iter().map(AsRef::as_ref).collect::<Vec<_>>().join(".");
     let (last, parents) = path.split_last().ok_or_else(|| BindError::UnknownField(String::new()))?;
     let mut current = message;
-    let mut walked = String::new();
-    for name in parents {
+    for (i, name) in parents.iter().enumerate() {
         let field =
-            field_named(&current.descriptor(), name).ok_or_else(|| BindError::UnknownField(joined(&walked, name)))?;
-        walked = joined(&walked, field.name());
-        let Kind::Message(_) = field.kind() else {
-            return Err(BindError::UnknownField(joined(&walked, "…")));
-        };
+            field_named(&current.descriptor(), name.as_ref()).ok_or_else(|| BindError::UnknownField(named(i)))?;
+        if !matches!(field.kind(), Kind::Message(_)) {
+            // The next name would be a field of a scalar.
+            return Err(BindError::UnknownField(named(i + 1)));
+        }
         if field.is_list() || field.is_map() {
-            return Err(bad(&walked, value, "a repeated message field cannot be set from a string"));
+            return Err(bad(&named(i), value, "a repeated message field cannot be set from a string"));
         }
         current = match current.get_field_mut(&field) {
             Value::Message(m) => m,
-            _ => return Err(BindError::UnknownField(walked)),
+            _ => return Err(BindError::UnknownField(named(i))),
         };
     }
-    let field =
-        field_named(&current.descriptor(), last).ok_or_else(|| BindError::UnknownField(joined(&walked, last)))?;
-    let name = joined(&walked, field.name());
+    let at = parents.len();
+    let field = field_named(&current.descriptor(), last.as_ref()).ok_or_else(|| BindError::UnknownField(named(at)))?;
     if field.is_map() {
-        return Err(bad(&name, value, "map fields cannot be set from a string"));
+        return Err(bad(&named(at), value, "map fields cannot be set from a string"));
     }
-    let parsed = parse(&field.kind(), value, options).map_err(|reason| bad(&name, value, &reason))?;
+    let parsed = parse(&field.kind(), value, options).map_err(|reason| bad(&named(at), value, &reason))?;
     if field.is_list() {
         if let Value::List(list) = current.get_field_mut(&field) {
             list.push(parsed);
@@ -90,10 +90,6 @@ pub fn set_path(
         current.set_field(&field, parsed);
     }
     Ok(())
-}
-
-fn joined(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") }
 }
 
 fn bad(field: &str, value: &str, reason: &str) -> BindError {

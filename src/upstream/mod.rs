@@ -8,7 +8,6 @@
 
 mod connection;
 mod pool;
-pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -6,12 +6,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body::{Frame, SizeHint};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::super::BoxError;
-use crate::call::Body;
+use crate::call::{Body, status_trailers};
 
 /// Where the reply stands.
 enum State {
@@ -29,15 +28,6 @@ impl ReplyBody {
     pub(super) fn new(inner: Body) -> Self {
         ReplyBody { inner, state: State::Streaming }
     }
-}
-
-/// Trailers for a final status.
-pub(super) fn status_trailers(status: &Status) -> HeaderMap {
-    let mut trailers = HeaderMap::new();
-    if status.add_header(&mut trailers).is_err() {
-        trailers.insert("grpc-status", (Code::Internal as i32).into());
-    }
-    trailers
 }
 
 impl http_body::Body for ReplyBody {

@@ -105,7 +105,7 @@ impl GrpcFrontend {
         let deadline = match super::grpc_timeout(&parts.headers) {
             Ok(timeout) => timeout.map(|t| started + t),
             Err(error) => {
-                access_log::record(Protocol::Grpc, &method.path, peer, error.code, &error.message, started);
+                access_log::record(Protocol::Grpc, method.path(), peer, error.code, &error.message, started);
                 return trailers_only(error.to_status());
             }
         };

@@ -153,7 +153,7 @@ impl RestFrontend {
         // Every refusal before the stack is logged here, once.
         let refuse = |refusal: Refusal| {
             let error = &refusal.error;
-            access_log::record(Protocol::Rest, &route.method.path, peer, error.code, &error.message, started);
+            access_log::record(Protocol::Rest, route.method.path(), peer, error.code, &error.message, started);
             let mut response = response::refused(error, Some(descriptor.parent_pool()));
             if let Some(status) = refusal.status {
                 *response.status_mut() = status;
@@ -165,12 +165,16 @@ impl RestFrontend {
             Ok(timeout) => timeout.map(|t| started + t),
             Err(error) => return refuse(error.into()),
         };
-        let accept = parts.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let format = descriptor.is_server_streaming().then(|| {
+            let accept = parts.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+            response::stream_format(accept, options.stream_format)
+        });
         let trailers_wanted =
             parts.headers.get(http::header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
-        let request_error = Arc::new(std::sync::OnceLock::new());
+        // Where a client stream's bad line is kept: the call itself is reset by it.
+        let request_error = descriptor.is_client_streaming().then(|| Arc::new(std::sync::OnceLock::new()));
 
-        let call_body: Body = if descriptor.is_client_streaming() {
+        let call_body: Body = if let Some(request_error) = &request_error {
             stream::RequestStream::new(body, route.clone(), bound, options.clone(), request_error.clone())
                 .boxed_unsync()
         } else {
@@ -205,22 +209,18 @@ impl RestFrontend {
             body: call_body,
         };
         let reply = self.stack.clone().oneshot(call).await;
-        if let Some(error) = request_error.get() {
-            return response::refused(error, Some(descriptor.parent_pool()));
-        }
-        match reply {
-            Err(error) => response::refused(&error, Some(descriptor.parent_pool())),
-            Ok(reply) if descriptor.is_server_streaming() => {
-                let format = response::stream_format(accept.as_deref(), options.stream_format);
-                response::streaming(reply, route, options, format, Some(request_error)).await
+        let response = match (reply, format) {
+            // A server stream reports a bad request line itself, in the stream.
+            (Ok(reply), Some(format)) => {
+                return response::streaming(reply, route, options, format, request_error).await;
             }
-            Ok(reply) => {
-                let response = response::unary(reply, route, options, trailers_wanted).await;
-                match request_error.get() {
-                    Some(error) => response::refused(error, Some(descriptor.parent_pool())),
-                    None => response,
-                }
-            }
+            (Ok(reply), None) => response::unary(reply, route, options, trailers_wanted).await,
+            (Err(error), _) => response::refused(&error, Some(descriptor.parent_pool())),
+        };
+        // A bad line of a client stream is the answer, whatever the reset it caused made of the call.
+        match request_error.as_deref().and_then(std::sync::OnceLock::get) {
+            Some(error) => response::refused(error, Some(descriptor.parent_pool())),
+            None => response,
         }
     }
 }

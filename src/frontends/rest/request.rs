@@ -103,9 +103,9 @@ pub(super) fn bind_path(
 ) -> Result<(), GatewayError> {
     for (index, value) in bound {
         let variable = &route.binding.template.variables[*index];
-        let path: Vec<&str> = variable.field_path.iter().map(String::as_str).collect();
+        let path = &variable.field_path;
         if options.path_body_conflict == PathBodyConflict::Reject {
-            if let Some(existing) = get_path(message, &path) {
+            if let Some(existing) = get_path(message, path) {
                 if existing != *value {
                     return Err(invalid(format!(
                         "field {} is {:?} in the path but {existing:?} in the body",
@@ -115,35 +115,39 @@ pub(super) fn bind_path(
                 }
             }
         }
-        query::set_path(message, &path, value, bind_options(options)).map_err(|e| match e {
-            BindError::UnknownField(f) => invalid(format!("path variable names no field: {f}")),
-            BindError::BadValue { field, value, reason } => {
-                invalid(format!("path variable {field} = {value:?} does not fit: {reason}"))
-            }
-        })?;
+        query::set_path(message, path, value, bind_options(options)).map_err(|e| bind_error(e, "path variable"))?;
     }
     Ok(())
 }
 
-/// A string field's value at `path`, if set.
-fn get_path(message: &DynamicMessage, path: &[&str]) -> Option<String> {
+/// A set field's value at `path`, as text, if set.
+fn get_path(message: &DynamicMessage, path: &[String]) -> Option<String> {
     let (last, parents) = path.split_last()?;
-    let mut current = message.clone();
+    let mut current = message;
     for name in parents {
-        let field = query::field_named(&current.descriptor(), name)?;
-        if !current.has_field(&field) {
-            return None;
-        }
-        current = current.get_field(&field).as_message()?.clone();
+        current = set_field(current, name)?.as_message()?;
     }
-    let field = query::field_named(&current.descriptor(), last)?;
-    if !current.has_field(&field) {
-        return None;
-    }
-    Some(match &*current.get_field(&field) {
+    let value = set_field(current, last)?;
+    Some(match value {
         Value::String(s) => s.clone(),
         other => format!("{other:?}"),
     })
+}
+
+/// A field's value if it is set; `fields()` lends the set values without copying the message.
+fn set_field<'a>(message: &'a DynamicMessage, name: &str) -> Option<&'a Value> {
+    let field = query::field_named(&message.descriptor(), name)?;
+    message.fields().find(|(f, _)| *f == field).map(|(_, value)| value)
+}
+
+/// A binding error as a client error: `what` is "path variable" or "query parameter".
+fn bind_error(error: BindError, what: &str) -> GatewayError {
+    match error {
+        BindError::UnknownField(f) => invalid(format!("{what} names no field: {f}")),
+        BindError::BadValue { field, value, reason } => {
+            invalid(format!("{what} {field} = {value:?} does not fit: {reason}"))
+        }
+    }
 }
 
 /// Query parameters fill the fields the path and the body do not bind.
@@ -158,6 +162,7 @@ fn bind_query(
     for (key, value) in pairs {
         let path: Vec<&str> = key.split('.').collect();
         let resolved = resolve(&message.descriptor(), &path);
+        // Resolved to proto names: the field exists, so setting it can only fail on the value.
         let why = match &resolved {
             None => Some("names no field of the request"),
             Some(_) if matches!(target, BodyInto::Message) => Some("is bound by the body"),
@@ -173,16 +178,9 @@ fn bind_query(
             }
             return Err(invalid(format!("unknown query parameter {key:?}: it {why}")));
         }
-        match query::set_path(message, &path, &value, bind_options(options)) {
-            Ok(()) => {}
-            Err(BindError::UnknownField(_)) if options.ignore_unknown_query_parameters => {}
-            Err(BindError::UnknownField(f)) => {
-                return Err(invalid(format!("unknown query parameter {key:?}: no field {f}")));
-            }
-            Err(BindError::BadValue { field, value, reason }) => {
-                return Err(invalid(format!("query parameter {field} = {value:?} does not fit: {reason}")));
-            }
-        }
+        let names = resolved.unwrap_or_default();
+        query::set_path(message, &names, &value, bind_options(options))
+            .map_err(|e| bind_error(e, "query parameter"))?;
     }
     Ok(())
 }

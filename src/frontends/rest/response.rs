@@ -193,18 +193,15 @@ pub(super) async fn streaming(
     let mut deframer = Deframer::default();
     let first = match next(&mut body, &mut deframer).await {
         Next::Message(message) => message,
-        Next::End(_, _) if request_error.as_ref().is_some_and(|e| e.get().is_some()) => {
-            let error = request_error
-                .as_ref()
-                .and_then(|e| e.get())
-                .map(GatewayError::to_status)
-                .unwrap_or_else(|| Status::unknown(""));
-            return error_response(&error, Some(&pool));
+        Next::End(status, trailers) => {
+            if let Some(error) = request_error.as_deref().and_then(OnceLock::get) {
+                return error_response(&error.to_status(), Some(&pool));
+            }
+            if status.code() != Code::Ok {
+                return failed(&status, &pool, &reply.metadata, &trailers, options);
+            }
+            Bytes::new()
         }
-        Next::End(status, trailers) if status.code() != Code::Ok => {
-            return failed(&status, &pool, &reply.metadata, &trailers, options);
-        }
-        Next::End(..) => Bytes::new(),
     };
     let empty = first.is_empty() && deframer.finish().is_ok();
     let stream = MessageStream {
@@ -289,7 +286,7 @@ impl MessageStream {
 
     /// The end of the stream: an error line if it failed, and the closing delimiter.
     fn end_chunk(&mut self, status: &Status) -> Bytes {
-        let request_error = self.request_error.as_ref().and_then(|e| e.get()).map(GatewayError::to_status);
+        let request_error = self.request_error.as_deref().and_then(OnceLock::get).map(GatewayError::to_status);
         let status = request_error.as_ref().unwrap_or(status);
         let first = matches!(self.state, StreamState::Start);
         self.state = StreamState::Done;

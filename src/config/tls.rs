@@ -1,5 +1,6 @@
-//! TLS to backends: rustls with the ring provider, ALPN `h2`, and either the system's roots or a
-//! configured CA file.
+//! TLS to backends, as the config sets it up: rustls with the ring provider, ALPN `h2`, and
+//! either the system's roots or a configured CA file. Read at config load, so an unreadable CA
+//! file is a config error.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 /// A client config trusting `ca_file`'s certificates, or the system's roots when none is given.
-pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+pub(super) fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
