@@ -262,3 +262,13 @@ async fn trailers_are_http_trailers_only_when_asked_for() {
     let trailers = collected.trailers().cloned().unwrap_or_default();
     assert_eq!(trailers.get("grpc-trailer-x-mirror-trailer").and_then(|v| v.to_str().ok()), Some("done"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_empty_messages_is_still_a_stream() {
+    // An all-default message encodes to zero bytes; it is a message all the same.
+    let gw = gateway().await;
+    let empty = http(gw.address, "GET", "/v1/messages:watch", &[], b"").await;
+    assert_eq!((empty.status, empty.text().as_str()), (200, "{\"result\":{}}\n"));
+    let one = http(gw.address, "GET", "/v1/messages:watch?text=hi", &[], b"").await;
+    assert_eq!(one.text(), "{\"result\":{\"text\":\"hi\"}}\n");
+}

@@ -191,23 +191,19 @@ pub(super) async fn streaming(
     let pool = route.method.descriptor.parent_pool().clone();
     let mut body = reply.body;
     let mut deframer = Deframer::default();
-    let first = match next(&mut body, &mut deframer).await {
-        Next::Message(message) => message,
-        Next::End(status, trailers) => {
-            if let Some(error) = request_error.as_deref().and_then(OnceLock::get) {
-                return error_response(&error.to_status(), Some(&pool));
-            }
-            if status.code() != Code::Ok {
-                return failed(&status, &pool, &reply.metadata, &trailers, options);
-            }
-            Bytes::new()
+    let first = next(&mut body, &mut deframer).await;
+    if let Next::End(status, trailers) = &first {
+        if let Some(error) = request_error.as_deref().and_then(OnceLock::get) {
+            return error_response(&error.to_status(), Some(&pool));
         }
-    };
-    let empty = first.is_empty() && deframer.finish().is_ok();
+        if status.code() != Code::Ok {
+            return failed(status, &pool, &reply.metadata, trailers, options);
+        }
+    }
     let stream = MessageStream {
         body,
         deframer,
-        pending: if empty { None } else { Some(first) },
+        pending: Some(first),
         output: route.method.descriptor.output(),
         print: options.print,
         format,
@@ -241,8 +237,8 @@ enum StreamState {
 struct MessageStream {
     body: Body,
     deframer: Deframer,
-    /// A message read ahead (the first, read to decide the status).
-    pending: Option<Bytes>,
+    /// What was read ahead to decide the status: the first message, or an end without one.
+    pending: Option<Next>,
     output: MessageDescriptor,
     print: json::PrintOptions,
     format: StreamFormat,
@@ -332,11 +328,12 @@ impl MessageStream {
                 return None;
             }
             let chunk = match stream.pending.take() {
-                Some(message) => stream.message_chunk(message),
-                None => match next(&mut stream.body, &mut stream.deframer).await {
-                    Next::Message(message) => stream.message_chunk(message),
-                    Next::End(status, _) => stream.end_chunk(&status),
-                },
+                Some(read_ahead) => read_ahead,
+                None => next(&mut stream.body, &mut stream.deframer).await,
+            };
+            let chunk = match chunk {
+                Next::Message(message) => stream.message_chunk(message),
+                Next::End(status, _) => stream.end_chunk(&status),
             };
             Some((Ok::<_, BoxError>(Frame::data(chunk)), stream))
         });
