@@ -217,6 +217,11 @@ async fn path_body_conflict_can_be_rejected() {
         http(gw.address, "PUT", "/v1/messages/1", &[("content-type", "application/json")], br#"{"messageId":"1"}"#)
             .await;
     assert_eq!(same.status, 200, "agreeing values are fine: {}", same.text());
+    // Agreement is by value, whatever the field's type.
+    let number = http(gw.address, "PUT", "/v1/kinds/5", &[("content-type", "application/json")], br#"{"i32":5}"#).await;
+    assert_eq!(number.status, 200, "5 in the path is 5 in the body: {}", number.text());
+    let other = http(gw.address, "PUT", "/v1/kinds/5", &[("content-type", "application/json")], br#"{"i32":6}"#).await;
+    assert_eq!(other.status, 400, "{}", other.text());
 }
 
 #[test]

@@ -105,12 +105,16 @@ pub(super) fn bind_path(
         let variable = &route.binding.template.variables[*index];
         let path = &variable.field_path;
         if options.path_body_conflict == PathBodyConflict::Reject {
-            if let Some(existing) = get_path(message, path) {
-                if existing != *value {
+            // Compared as values of the field's type: "5" in the path is 5 in the body.
+            let mut probe = DynamicMessage::new(message.descriptor());
+            query::set_path(&mut probe, path, value, bind_options(options))
+                .map_err(|e| bind_error(e, "path variable"))?;
+            if let (Some(existing), Some(bound)) = (value_at(message, path), value_at(&probe, path)) {
+                if existing != bound {
                     return Err(invalid(format!(
-                        "field {} is {:?} in the path but {existing:?} in the body",
+                        "field {} is {value:?} in the path but {} in the body",
                         variable.field(),
-                        value
+                        shown(existing)
                     )));
                 }
             }
@@ -120,18 +124,29 @@ pub(super) fn bind_path(
     Ok(())
 }
 
-/// A set field's value at `path`, as text, if set.
-fn get_path(message: &DynamicMessage, path: &[String]) -> Option<String> {
+/// The value at `path`, if every field along it is set.
+fn value_at<'a>(message: &'a DynamicMessage, path: &[String]) -> Option<&'a Value> {
     let (last, parents) = path.split_last()?;
     let mut current = message;
     for name in parents {
         current = set_field(current, name)?.as_message()?;
     }
-    let value = set_field(current, last)?;
-    Some(match value {
-        Value::String(s) => s.clone(),
+    set_field(current, last)
+}
+
+/// A scalar value as a person would write it.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        Value::Bool(b) => b.to_string(),
+        Value::I32(n) | Value::EnumNumber(n) => n.to_string(),
+        Value::I64(n) => n.to_string(),
+        Value::U32(n) => n.to_string(),
+        Value::U64(n) => n.to_string(),
+        Value::F32(n) => n.to_string(),
+        Value::F64(n) => n.to_string(),
         other => format!("{other:?}"),
-    })
+    }
 }
 
 /// A field's value if it is set; `fields()` lends the set values without copying the message.
