@@ -183,8 +183,7 @@ impl RestFrontend {
                 Ok(bytes) => bytes,
                 Err(refusal) => return refuse(refusal),
             };
-            let target = request::BodyInto::of(route);
-            if !bytes.is_empty() && !target.is_http_body(&descriptor.input()) && !is_json(content_type) {
+            if !bytes.is_empty() && !route.body.is_http_body(&descriptor.input()) && !is_json(content_type) {
                 let message =
                     format!("content-type {:?} is not JSON; send application/json", content_type.unwrap_or(""));
                 return refuse(Refusal::with_status(
@@ -194,7 +193,7 @@ impl RestFrontend {
                 ));
             }
             let query = parts.uri.query();
-            let message = match request::message(route, &target, &bound, query, &bytes, content_type, options) {
+            let message = match request::message(route, &bound, query, &bytes, content_type, options) {
                 Ok(message) => message,
                 Err(error) => return refuse(error.into()),
             };

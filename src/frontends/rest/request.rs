@@ -1,13 +1,12 @@
 //! Building the request message of a REST call: the body (JSON, or raw for `google.api.HttpBody`),
 //! then the path variables, then the query parameters (google/api/http.proto, "HTTP rule").
 
-use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value};
 use tonic::Code;
 
-use super::routes::Route;
+use super::routes::{BodyInto, Route};
 use crate::config::{PathBodyConflict, RestOptions};
 use crate::error::{GatewayError, Origin};
-use crate::transcode::http_rule::BodyTarget;
 use crate::transcode::json;
 use crate::transcode::query::{self, BindError, BindOptions};
 
@@ -17,39 +16,9 @@ fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::new(Code::InvalidArgument, Origin::Client, message)
 }
 
-/// Where the body goes for this route, with the field resolved.
-pub(super) enum BodyInto {
-    Nothing,
-    Message,
-    Field(FieldDescriptor),
-}
-
-impl BodyInto {
-    pub(super) fn of(route: &Route) -> Self {
-        match &route.binding.body {
-            BodyTarget::None => BodyInto::Nothing,
-            BodyTarget::Whole => BodyInto::Message,
-            BodyTarget::Field(name) => {
-                route.method.descriptor.input().get_field_by_name(name).map_or(BodyInto::Nothing, BodyInto::Field)
-            }
-        }
-    }
-
-    /// The message type the body is read into, if it is `google.api.HttpBody`: then the body is
-    /// raw bytes with their content type, not JSON.
-    pub(super) fn is_http_body(&self, input: &MessageDescriptor) -> bool {
-        match self {
-            BodyInto::Nothing => false,
-            BodyInto::Message => input.full_name() == HTTP_BODY,
-            BodyInto::Field(f) => matches!(f.kind(), Kind::Message(m) if m.full_name() == HTTP_BODY),
-        }
-    }
-}
-
 /// The request message of a unary or server-streaming call.
 pub(super) fn message(
     route: &Route,
-    target: &BodyInto,
     bound: &[(usize, String)],
     query: Option<&str>,
     body: &[u8],
@@ -57,6 +26,7 @@ pub(super) fn message(
     options: &RestOptions,
 ) -> Result<DynamicMessage, GatewayError> {
     let input = route.method.descriptor.input();
+    let target = &route.body;
     let mut message = match target {
         BodyInto::Nothing => DynamicMessage::new(input.clone()),
         BodyInto::Message if target.is_http_body(&input) => http_body(input.clone(), body, content_type),
@@ -77,7 +47,7 @@ pub(super) fn message(
     };
     bind_path(&mut message, route, bound, options)?;
     if let Some(query) = query {
-        bind_query(&mut message, route, target, query, options)?;
+        bind_query(&mut message, route, query, options)?;
     }
     Ok(message)
 }
@@ -169,7 +139,6 @@ fn bind_error(error: BindError, what: &str) -> GatewayError {
 fn bind_query(
     message: &mut DynamicMessage,
     route: &Route,
-    target: &BodyInto,
     query: &str,
     options: &RestOptions,
 ) -> Result<(), GatewayError> {
@@ -180,8 +149,10 @@ fn bind_query(
         // Resolved to proto names: the field exists, so setting it can only fail on the value.
         let why = match &resolved {
             None => Some("names no field of the request"),
-            Some(_) if matches!(target, BodyInto::Message) => Some("is bound by the body"),
-            Some(names) if matches!(target, BodyInto::Field(f) if f.name() == names[0]) => Some("is bound by the body"),
+            Some(_) if matches!(route.body, BodyInto::Message) => Some("is bound by the body"),
+            Some(names) if matches!(&route.body, BodyInto::Field(f) if f.name() == names[0]) => {
+                Some("is bound by the body")
+            }
             Some(names) if route.binding.template.variables.iter().any(|v| overlaps(&v.field_path, names)) => {
                 Some("is bound by the path")
             }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::Method;
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 
 use crate::catalog::{Catalog, MethodRoute};
 use crate::transcode::http_rule::{self, Binding, BodyTarget};
@@ -20,6 +21,44 @@ use crate::transcode::template::Template;
 pub struct Route {
     pub method: Arc<MethodRoute>,
     pub binding: Binding,
+    /// `binding.body` resolved against the input message once.
+    pub body: BodyInto,
+}
+
+impl Route {
+    fn new(method: Arc<MethodRoute>, binding: Binding) -> Self {
+        let body = BodyInto::of(&binding, &method.descriptor.input());
+        Route { method, binding, body }
+    }
+}
+
+/// Where the body goes for this route, with the field resolved.
+#[derive(Debug)]
+pub enum BodyInto {
+    Nothing,
+    Message,
+    Field(FieldDescriptor),
+}
+
+impl BodyInto {
+    fn of(binding: &Binding, input: &MessageDescriptor) -> Self {
+        match &binding.body {
+            BodyTarget::None => BodyInto::Nothing,
+            BodyTarget::Whole => BodyInto::Message,
+            // http_rule checked that the field exists.
+            BodyTarget::Field(name) => input.get_field_by_name(name).map_or(BodyInto::Nothing, BodyInto::Field),
+        }
+    }
+
+    /// The message type the body is read into, if it is `google.api.HttpBody`: then the body is
+    /// raw bytes with their content type, not JSON.
+    pub fn is_http_body(&self, input: &MessageDescriptor) -> bool {
+        match self {
+            BodyInto::Nothing => false,
+            BodyInto::Message => input.full_name() == super::request::HTTP_BODY,
+            BodyInto::Field(f) => matches!(f.kind(), Kind::Message(m) if m.full_name() == super::request::HTTP_BODY),
+        }
+    }
 }
 
 /// What a request resolves to.
@@ -48,11 +87,11 @@ impl Routes {
                 let crate::catalog::Lookup::Method(method) = catalog.lookup(&path) else { continue };
                 let method = method.clone();
                 for binding in http_rule::bindings(&descriptor).map_err(|e| e.to_string())? {
-                    routes.add(Arc::new(Route { method: method.clone(), binding }))?;
+                    routes.add(Arc::new(Route::new(method.clone(), binding)))?;
                 }
                 let template = Template::parse(&path).map_err(|e| e.to_string())?;
                 let binding = Binding { method: Method::POST, template, body: BodyTarget::Whole, response_body: None };
-                routes.by_grpc_path.insert(path.into(), Arc::new(Route { method, binding }));
+                routes.by_grpc_path.insert(path.into(), Arc::new(Route::new(method, binding)));
             }
         }
         for list in routes.by_method.values_mut() {
