@@ -29,7 +29,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn build(catalog: Catalog) -> Result<Self, CatalogError> {
+    /// Everything the frontends derive from a catalog; what `dragoman check` validates too.
+    pub fn build(catalog: Catalog) -> Result<Self, CatalogError> {
         let grpc = grpc::Tables::new(&catalog).map_err(CatalogError::Other)?;
         let rest = rest::Tables::new(&catalog).map_err(CatalogError::Other)?;
         Ok(Snapshot { catalog: Arc::new(catalog), grpc, rest })
