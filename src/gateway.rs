@@ -32,8 +32,20 @@ impl Snapshot {
     /// Everything the frontends derive from a catalog; what `dragoman check` validates too.
     pub fn build(catalog: Catalog) -> Result<Self, CatalogError> {
         let grpc = grpc::Tables::new(&catalog).map_err(CatalogError::Other)?;
-        let rest = rest::Tables::new(&catalog).map_err(CatalogError::Other)?;
+        let rest = rest::Tables::new(&catalog);
         Ok(Snapshot { catalog: Arc::new(catalog), grpc, rest })
+    }
+
+    /// What the snapshot serves differently from what the descriptors ask for (HTTP bindings it
+    /// had to drop), in plain words.
+    pub fn warnings(&self) -> &[String] {
+        &self.rest.routes.warnings
+    }
+
+    fn log_warnings(&self) {
+        for warning in self.warnings() {
+            tracing::warn!("{warning}");
+        }
     }
 }
 
@@ -73,6 +85,7 @@ impl Gateway {
     /// Loads the catalog the config names. Must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Self, CatalogError> {
         let snapshot = Snapshot::build(Catalog::load(&config)?)?;
+        snapshot.log_warnings();
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reloads, _) = watch::channel(ReloadStatus { generation: 1, ..Default::default() });
         let gateway = Gateway {
@@ -118,6 +131,7 @@ impl Gateway {
         let result = Catalog::load(&self.shared.config).and_then(Snapshot::build);
         match result {
             Ok(snapshot) => {
+                snapshot.log_warnings();
                 let services = snapshot.catalog.services().len();
                 self.shared.snapshot.store(Arc::new(snapshot));
                 self.shared.reloads.send_modify(|s| {

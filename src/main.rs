@@ -38,6 +38,9 @@ enum Command {
         /// The config file.
         #[arg(long, short, default_value = "gateway.yaml")]
         config: PathBuf,
+        /// Fail on warnings too (HTTP bindings that had to be dropped), not only on errors.
+        #[arg(long)]
+        strict: bool,
     },
     /// Compile .proto files into a descriptor set (with imports and comments), no protoc needed.
     Compile {
@@ -73,7 +76,7 @@ fn run() -> anyhow::Result<()> {
             runtime()?.block_on(serve(config, None))
         }
         Command::Demo { listen, descriptors } => runtime()?.block_on(demo(listen, descriptors)),
-        Command::Check { config } => check(&config),
+        Command::Check { config, strict } => check(&config, strict),
         Command::Compile { protos, include, out } => {
             let files = dragoman::catalog::proto_sources(&protos)?;
             let set = dragoman::catalog::compile_set(&files, &include)?;
@@ -126,9 +129,9 @@ async fn demo(listen: String, descriptors: PathBuf) -> anyhow::Result<()> {
     serve(config, Some(backends)).await
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
+fn check(path: &std::path::Path, strict: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    // Exactly what serving builds: a clash between HTTP rules fails here as it would there.
+    // Exactly what serving builds, so what is listed here is what is served.
     let snapshot = Snapshot::build(Catalog::load(&config)?)?;
     let catalog = &snapshot.catalog;
     println!("{}: ok, listening on {}", path.display(), config.listen);
@@ -152,10 +155,14 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 (true, false) => "client streaming",
                 (true, true) => "bidirectional",
             };
-            let http: Vec<String> = dragoman::transcode::http_rule::bindings(&method)?
-                .iter()
-                .map(|b| format!("{} {}", b.method, b.template))
+            let mut http: Vec<String> = snapshot
+                .rest
+                .routes
+                .annotated()
+                .filter(|r| r.method.descriptor == method)
+                .map(|r| format!("{} {}", r.binding.method, r.binding.template))
                 .collect();
+            http.sort();
             println!("  {:<24} {kind:<17} {}", method.name(), http.join(", "));
         }
     }
@@ -166,6 +173,16 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     }
     if unrouted > 0 {
         println!("\n{unrouted} service(s) have no backend");
+    }
+    let warnings = snapshot.warnings();
+    if !warnings.is_empty() {
+        println!();
+        for warning in warnings {
+            println!("warning: {warning}");
+        }
+        if strict {
+            bail!("{} warning(s), and --strict makes them errors", warnings.len());
+        }
     }
     Ok(())
 }

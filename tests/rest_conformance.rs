@@ -224,30 +224,6 @@ async fn path_body_conflict_can_be_rejected() {
     assert_eq!(other.status, 400, "{}", other.text());
 }
 
-#[test]
-fn conflicting_rules_are_a_load_error_naming_both_methods() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let source = r#"syntax = "proto3";
-package clash.v1;
-import "google/api/annotations.proto";
-message M { string name = 1; string id = 2; }
-service S {
-  rpc ByName(M) returns (M) { option (google.api.http) = { get: "/v1/{name=things/*}" }; }
-  rpc ById(M) returns (M) { option (google.api.http) = { get: "/v1/things/{id}" }; }
-}
-"#;
-    std::fs::write(dir.path().join("clash.proto"), source).expect("write");
-    let yaml = format!(
-        "descriptors: [{}]\nproto_include: [{}]\n",
-        dir.path().display(),
-        support::root().join("proto").display()
-    );
-    let config = dragoman::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
-    let catalog = dragoman::catalog::Catalog::load(&config).expect("descriptors load");
-    let err = dragoman::frontends::rest::Tables::new(&catalog).err().expect("the rules clash");
-    assert!(err.contains("clash.v1.S.ByName") && err.contains("clash.v1.S.ById"), "{err}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailers_are_http_trailers_only_when_asked_for() {
     use http_body_util::BodyExt;

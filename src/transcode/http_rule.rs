@@ -60,7 +60,8 @@ pub struct Binding {
     pub response_body: Option<String>,
 }
 
-/// A rule that cannot be used, with the method it belongs to.
+/// A binding that cannot be used, with the method it belongs to. The method's other bindings
+/// still serve, and the method stays reachable at its gRPC path.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{method}: google.api.http: {reason}")]
 pub struct RuleError {
@@ -68,32 +69,58 @@ pub struct RuleError {
     pub reason: String,
 }
 
-/// The method's bindings from its `google.api.http` option; empty when it has none.
-pub fn bindings(method: &MethodDescriptor) -> Result<Vec<Binding>, RuleError> {
+/// What a method's `google.api.http` option yields: the bindings that can be served, in
+/// declaration order (the rule itself, then its `additional_bindings`), and those that cannot.
+#[derive(Debug, Default)]
+pub struct Bindings {
+    pub usable: Vec<Binding>,
+    pub unusable: Vec<RuleError>,
+}
+
+/// The method's bindings from its `google.api.http` option; none when it has no option. A bad
+/// binding is reported and skipped, not fatal: one unparsable template in a large API must not
+/// keep the rest of it from being served.
+pub fn bindings(method: &MethodDescriptor) -> Bindings {
     let fail = |reason: String| RuleError { method: method.full_name().to_owned(), reason };
+    let rule = match http_rule(method) {
+        Ok(Some(rule)) => rule,
+        Ok(None) => return Bindings::default(),
+        Err(reason) => return Bindings { usable: Vec::new(), unusable: vec![fail(reason)] },
+    };
+    let mut results = vec![binding(&rule, method)];
+    for additional in &rule.additional_bindings {
+        results.push(if additional.additional_bindings.is_empty() {
+            binding(additional, method)
+        } else {
+            Err("additional_bindings cannot nest".into())
+        });
+    }
+    let mut out = Bindings::default();
+    for result in results {
+        match result {
+            Ok(binding) => out.usable.push(binding),
+            Err(reason) => out.unusable.push(fail(reason)),
+        }
+    }
+    out
+}
+
+/// The method's `google.api.http` option, decoded.
+fn http_rule(method: &MethodDescriptor) -> Result<Option<HttpRule>, String> {
     let Some(extension) = method.parent_pool().get_extension_by_name("google.api.http") else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let options = method.options();
     if !options.has_extension(&extension) {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let Value::Message(rule) = options.get_extension(&extension).into_owned() else {
-        return Err(fail("the option is not an HttpRule".into()));
+        return Err("the option is not an HttpRule".into());
     };
-    let rule = HttpRule::decode(rule.encode_to_vec().as_slice()).map_err(|e| fail(e.to_string()))?;
-    let mut out = Vec::new();
-    push_binding(&rule, method, &mut out).map_err(fail)?;
-    for additional in &rule.additional_bindings {
-        if !additional.additional_bindings.is_empty() {
-            return Err(fail("additional_bindings cannot nest".into()));
-        }
-        push_binding(additional, method, &mut out).map_err(fail)?;
-    }
-    Ok(out)
+    HttpRule::decode(rule.encode_to_vec().as_slice()).map(Some).map_err(|e| e.to_string())
 }
 
-fn push_binding(rule: &HttpRule, method: &MethodDescriptor, out: &mut Vec<Binding>) -> Result<(), String> {
+fn binding(rule: &HttpRule, method: &MethodDescriptor) -> Result<Binding, String> {
     let (verb, path) = match (&rule.get, &rule.put, &rule.post, &rule.delete, &rule.patch, &rule.custom) {
         (Some(p), ..) => (http::Method::GET, p.as_str()),
         (_, Some(p), ..) => (http::Method::PUT, p.as_str()),
@@ -128,8 +155,7 @@ fn push_binding(rule: &HttpRule, method: &MethodDescriptor, out: &mut Vec<Bindin
         field if method.output().get_field_by_name(field).is_some() => Some(field.to_owned()),
         field => return Err(format!("response_body {field:?} is not a field of {}", method.output().full_name())),
     };
-    out.push(Binding { method: verb, template, body, response_body });
-    Ok(())
+    Ok(Binding { method: verb, template, body, response_body })
 }
 
 /// A path variable must name singular fields all the way down, ending in a scalar.
@@ -162,7 +188,7 @@ mod tests {
         let pool = prost_reflect::DescriptorPool::decode(crate::demo::DESCRIPTOR_SET).expect("demo set");
         let service = pool.get_service_by_name("shop.orders.v1.OrderService").expect("service");
         let watch = service.methods().find(|m| m.name() == "WatchOrder").expect("method");
-        let found = bindings(&watch).expect("valid rule");
+        let found = bindings(&watch).usable;
         assert_eq!(found.len(), 1, "{:?}", watch.options());
         assert_eq!(found[0].method, http::Method::GET);
         assert_eq!(found[0].template.to_string(), "/v1/orders/{id}:watch");

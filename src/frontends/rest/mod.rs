@@ -55,11 +55,11 @@ pub struct Tables {
 }
 
 impl Tables {
-    pub fn new(catalog: &crate::catalog::Catalog) -> Result<Self, String> {
-        let routes = Routes::build(catalog)?;
+    pub fn new(catalog: &crate::catalog::Catalog) -> Self {
+        let routes = Routes::build(catalog);
         let openapi = Bytes::from(openapi::document(catalog, &routes, None));
         let openapi_by_service = openapi::per_service(catalog, &routes);
-        Ok(Tables { routes, openapi, openapi_by_service })
+        Tables { routes, openapi, openapi_by_service }
     }
 }
 

@@ -3,8 +3,14 @@
 //! path a gRPC client uses, told apart from gRPC by its JSON content type.
 //!
 //! Matching is deterministic: within an HTTP method, templates are tried most specific first
-//! (a literal segment before `*` before `**`), whatever order the rules were declared in. Two
-//! bindings that match exactly the same requests are a load error naming both methods.
+//! (a literal segment before `*` before `**`), whatever order the rules were declared in. When two
+//! bindings match exactly the same requests, the first one wins — services in order of their full
+//! names, methods in declaration order, a rule before its `additional_bindings` (grpc-gateway v1
+//! keeps the first too; Envoy serves neither) — and the other is dropped with a warning. A binding
+//! the gateway cannot honour (a bad template, a body field that does not exist) is dropped with a
+//! warning too. Real API sets carry such rules (etcd's `Hash` and `HashKV` share a path); refusing
+//! the whole catalog for one of them would keep every other route from being served. A method
+//! whose bindings were all dropped stays reachable at its gRPC path.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,45 +82,59 @@ pub struct Routes {
     by_method: HashMap<Method, Vec<Arc<Route>>>,
     /// `/<package.Service>/<Method>`, reached with POST.
     by_grpc_path: HashMap<Box<str>, Arc<Route>>,
+    /// The bindings that were dropped, and why: logged at load, listed by `dragoman check`.
+    pub warnings: Vec<String>,
 }
 
 impl Routes {
-    pub fn build(catalog: &Catalog) -> Result<Self, String> {
+    pub fn build(catalog: &Catalog) -> Self {
         let mut routes = Routes::default();
         for service in catalog.services() {
             for descriptor in service.descriptor.methods() {
                 let path = format!("/{}/{}", service.descriptor.full_name(), descriptor.name());
                 let crate::catalog::Lookup::Method(method) = catalog.lookup(&path) else { continue };
                 let method = method.clone();
-                for binding in http_rule::bindings(&descriptor).map_err(|e| e.to_string())? {
-                    routes.add(Arc::new(Route::new(method.clone(), binding)))?;
+                let bindings = http_rule::bindings(&descriptor);
+                for unusable in bindings.unusable {
+                    routes
+                        .warnings
+                        .push(format!("{unusable}; binding ignored, the method stays reachable at POST {path}"));
                 }
-                let template = Template::parse(&path).map_err(|e| e.to_string())?;
-                let binding = Binding { method: Method::POST, template, body: BodyTarget::Whole, response_body: None };
-                routes.by_grpc_path.insert(path.into(), Arc::new(Route::new(method, binding)));
+                for binding in bindings.usable {
+                    routes.add(Arc::new(Route::new(method.clone(), binding)), &path);
+                }
+                // Identifiers joined by '/' always parse.
+                if let Ok(template) = Template::parse(&path) {
+                    let binding =
+                        Binding { method: Method::POST, template, body: BodyTarget::Whole, response_body: None };
+                    routes.by_grpc_path.insert(path.into(), Arc::new(Route::new(method, binding)));
+                }
             }
         }
         for list in routes.by_method.values_mut() {
+            // A stable sort: among equally specific templates, the order of declaration stays.
             list.sort_by_key(|r| std::cmp::Reverse(r.binding.template.specificity()));
         }
-        Ok(routes)
+        routes
     }
 
-    fn add(&mut self, route: Arc<Route>) -> Result<(), String> {
+    /// Adds a binding unless an earlier one matches the same requests; `path` is its method's
+    /// gRPC path, for the warning.
+    fn add(&mut self, route: Arc<Route>, path: &str) {
         let list = self.by_method.entry(route.binding.method.clone()).or_default();
-        if let Some(other) = list.iter().find(|r| r.binding.template.same_shape(&route.binding.template)) {
-            return Err(format!(
-                "HTTP rules conflict: {} {} of {} and {} {} of {} match the same requests",
-                other.binding.method,
-                other.binding.template,
-                other.method.descriptor.full_name(),
+        match list.iter().find(|r| r.binding.template.same_shape(&route.binding.template)) {
+            Some(kept) => self.warnings.push(format!(
+                "{}: google.api.http: {} {} is ignored: {} {} of {} matches the same requests and was declared first; \
+                 the method stays reachable at POST {path}",
+                route.method.descriptor.full_name(),
                 route.binding.method,
                 route.binding.template,
-                route.method.descriptor.full_name()
-            ));
+                kept.binding.method,
+                kept.binding.template,
+                kept.method.descriptor.full_name(),
+            )),
+            None => list.push(route),
         }
-        list.push(route);
-        Ok(())
     }
 
     /// Resolves a request line.
