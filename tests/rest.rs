@@ -94,14 +94,31 @@ async fn bad_input_is_a_400_that_says_what_and_where() {
     assert_eq!(unknown.status, 400);
     assert!(unknown.text().contains("colour"), "{}", unknown.text());
 
+    // Types that clearly are not JSON are refused; anything else is read as JSON.
+    for content_type in ["application/xml", "text/xml", "application/soap+xml", "multipart/form-data; boundary=x"] {
+        let reply = http(a, "POST", "/v1/users", &[("content-type", content_type)], b"<user/>").await;
+        assert_eq!(reply.status, 415, "{content_type}: {}", reply.text());
+        assert_eq!(reply.json()["code"], 3);
+        assert!(reply.text().contains("not JSON"), "{}", reply.text());
+    }
     let form = http(a, "POST", "/v1/users", &[("content-type", "application/x-www-form-urlencoded")], b"email=a").await;
-    assert_eq!(form.status, 415, "{}", form.text());
-    assert_eq!(form.json()["code"], 3);
+    assert_eq!(form.status, 400, "a form body is read as JSON, and is not: {}", form.text());
+    assert!(form.text().contains("malformed JSON"), "{}", form.text());
 
     // The backend's own validation comes back with its code.
     let taken = post_json(a, "/v1/users", r#"{"email":"ada@example.com"}"#).await;
     assert_eq!(taken.status, 409, "{}", taken.text());
     assert_eq!(taken.json()["code"], 6);
+
+    // curl -d sends a form type; the body is JSON all the same (grpc-gateway and Envoy read it).
+    let types = [&[("content-type", "application/x-www-form-urlencoded")][..], &[("content-type", "text/plain")], &[]];
+    for (n, headers) in types.into_iter().enumerate() {
+        let email = format!("curl{n}@example.com");
+        let body = format!(r#"{{"email":"{email}"}}"#);
+        let created = http(a, "POST", "/v1/users", headers, body.as_bytes()).await;
+        assert_eq!(created.status, 200, "{headers:?}: {}", created.text());
+        assert_eq!(created.json()["email"], email.as_str());
+    }
 
     // After all that, everything else still works.
     assert_eq!(get(a, "/v1/users/u-1").await.status, 200);

@@ -175,6 +175,10 @@ impl RestFrontend {
         let request_error = descriptor.is_client_streaming().then(|| Arc::new(std::sync::OnceLock::new()));
 
         let call_body: Body = if let Some(request_error) = &request_error {
+            let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            if not_json(content_type) {
+                return refuse(unsupported_media_type(content_type));
+            }
             stream::RequestStream::new(body, route.clone(), bound, options.clone(), request_error.clone())
                 .boxed_unsync()
         } else {
@@ -183,14 +187,8 @@ impl RestFrontend {
                 Ok(bytes) => bytes,
                 Err(refusal) => return refuse(refusal),
             };
-            if !bytes.is_empty() && !route.body.is_http_body(&descriptor.input()) && !is_json(content_type) {
-                let message =
-                    format!("content-type {:?} is not JSON; send application/json", content_type.unwrap_or(""));
-                return refuse(Refusal::with_status(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    Code::InvalidArgument,
-                    message,
-                ));
+            if !bytes.is_empty() && !route.body.is_http_body(&descriptor.input()) && not_json(content_type) {
+                return refuse(unsupported_media_type(content_type));
             }
             let query = parts.uri.query();
             let message = match request::message(route, &bound, query, &bytes, content_type, options) {
@@ -307,11 +305,18 @@ async fn drain(mut body: Incoming) {
     }
 }
 
-/// JSON or no content type at all (curl's `-d` sends a form type; that is refused, it is not JSON).
-fn is_json(content_type: Option<&str>) -> bool {
-    let Some(ct) = content_type else { return true };
+/// A content type that is clearly not JSON (XML, multipart forms), for a route that takes JSON.
+/// Anything else is read as JSON, as grpc-gateway and Envoy do: `curl -d` sends
+/// `application/x-www-form-urlencoded`, and many clients send no type or `text/plain`.
+fn not_json(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return false };
     let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || essence == "application/x-ndjson" || essence.ends_with("+json")
+    essence.starts_with("multipart/") || essence.ends_with("/xml") || essence.ends_with("+xml")
+}
+
+fn unsupported_media_type(content_type: Option<&str>) -> Refusal {
+    let message = format!("content-type {:?} is not JSON; send application/json", content_type.unwrap_or(""));
+    Refusal::with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument, message)
 }
 
 /// The call's deadline: `grpc-timeout`, else the configured milliseconds header.
