@@ -253,3 +253,79 @@ async fn a_stream_of_empty_messages_is_still_a_stream() {
     let one = http(gw.address, "GET", "/v1/messages:watch?text=hi", &[], b"").await;
     assert_eq!(one.text(), "{\"result\":{\"text\":\"hi\"}}\n");
 }
+
+/// The conformance descriptors, compiled as the gateway compiles them.
+fn conformance_pool() -> prost_reflect::DescriptorPool {
+    let root = support::root();
+    let set = dragoman::catalog::compile_set(
+        &[root.join("tests/proto/conformance.proto")],
+        &[root.join("tests/proto"), root.join("proto")],
+    )
+    .expect("compiles");
+    prost_reflect::DescriptorPool::decode(set.as_slice()).expect("pool")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_without_a_json_form_are_errors_not_truncated_json() {
+    use prost::Message as _;
+    use prost_reflect::{DynamicMessage, Value as V};
+    let pool = conformance_pool();
+    let kinds = pool.get_message_by_name("conformance.v1.Kinds").expect("Kinds");
+    let with = |field: &str, value: DynamicMessage| {
+        let mut message = DynamicMessage::new(kinds.clone());
+        message.set_field_by_name("i32", V::I32(7));
+        message.set_field_by_name(field, V::Message(value));
+        message.encode_to_vec()
+    };
+    let wkt = |name: &str, fields: &[(&str, V)]| {
+        let mut message = DynamicMessage::new(pool.get_message_by_name(name).expect("well-known type"));
+        for (field, value) in fields {
+            message.set_field_by_name(field, value.clone());
+        }
+        message
+    };
+    let cases = [
+        // Year 10000: past the RFC 3339 range the JSON mapping allows.
+        with("at", wkt("google.protobuf.Timestamp", &[("seconds", V::I64(253_402_300_800))])),
+        with("wait", wkt("google.protobuf.Duration", &[("seconds", V::I64(400_000_000_000))])),
+        with("any_value", wkt("google.protobuf.Value", &[("number_value", V::F64(f64::NAN))])),
+        with(
+            "payload",
+            wkt(
+                "google.protobuf.Any",
+                &[
+                    ("type_url", V::String("type.googleapis.com/not.in.the.Catalog".into())),
+                    ("value", V::Bytes(bytes::Bytes::from_static(b"\x08\x01"))),
+                ],
+            ),
+        ),
+    ];
+    for reply in cases {
+        let backend = support::start_answering(vec![reply.clone()]).await;
+        let gw = TestGateway::builder()
+            .sets(vec![(
+                "conformance.proto",
+                std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("proto"),
+            )])
+            .include_repo_protos()
+            .without_demo_rules()
+            .rules(&format!("  - match: conformance.*\n    backends: [http://{backend}]\n"))
+            .start()
+            .await;
+        let unary = http(gw.address, "GET", "/v1/kinds", &[], b"").await;
+        assert_eq!(unary.status, 500, "{}", unary.text());
+        let json = unary.json();
+        assert_eq!(json["code"], 13, "{json}");
+        assert!(json["message"].as_str().is_some_and(|m| m.contains("cannot be written as JSON")), "{json}");
+        // In a stream, the messages before it stand and the error ends the stream.
+        let stream = http(gw.address, "GET", "/v1/kinds:watch", &[], b"").await;
+        assert_eq!(stream.status, 200);
+        let lines: Vec<Value> =
+            stream.text().lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
+        assert_eq!(lines.len(), 1, "{}", stream.text());
+        assert_eq!(lines[0]["error"]["code"], 13, "{}", stream.text());
+        // The gateway keeps serving.
+        let fine = http(gw.address, "GET", "/openapi.json", &[], b"").await;
+        assert_eq!(fine.status, 200);
+    }
+}

@@ -100,8 +100,11 @@ pub fn decode_into_field(
     Ok(())
 }
 
-/// Writes a message as JSON.
-pub fn encode(message: &DynamicMessage, print: &PrintOptions) -> Vec<u8> {
+/// Writes a message as JSON. Fails when the message has no JSON form: an `Any` whose type is not
+/// in the pool, a `Timestamp` or `Duration` out of the range the JSON mapping allows, a
+/// non-finite number in a `Value`. Such a message comes from a backend, and the client gets an
+/// error saying so instead of a truncated document.
+pub fn encode(message: &DynamicMessage, print: &PrintOptions) -> Result<Vec<u8>, JsonError> {
     let mut out = Vec::with_capacity(128);
     let options = print.serialize_options();
     let result = if print.add_whitespace {
@@ -109,13 +112,20 @@ pub fn encode(message: &DynamicMessage, print: &PrintOptions) -> Vec<u8> {
     } else {
         message.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)
     };
-    // Writing to a Vec cannot fail, and every DynamicMessage has a JSON form.
-    debug_assert!(result.is_ok());
-    out
+    result.map_err(|e| no_json_form(message, &e))?;
+    Ok(out)
+}
+
+fn no_json_form(message: &DynamicMessage, error: &serde_json::Error) -> JsonError {
+    JsonError { message: format!("a {} has no JSON form: {error}", message.descriptor().full_name()) }
 }
 
 /// Writes one field of a message as JSON (`response_body`).
-pub fn encode_field(message: &DynamicMessage, field: &FieldDescriptor, print: &PrintOptions) -> Vec<u8> {
+pub fn encode_field(
+    message: &DynamicMessage,
+    field: &FieldDescriptor,
+    print: &PrintOptions,
+) -> Result<Vec<u8>, JsonError> {
     if let prost_reflect::Value::Message(inner) = &*message.get_field(field) {
         if !field.is_list() && !field.is_map() {
             return encode(inner, print);
@@ -126,13 +136,15 @@ pub fn encode_field(message: &DynamicMessage, field: &FieldDescriptor, print: &P
     // small tree is fine here.
     let options = print.serialize_options().skip_default_fields(false);
     let mut out = Vec::new();
-    let _ = message.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options);
+    message
+        .serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)
+        .map_err(|e| no_json_form(message, &e))?;
     let key = if print.preserve_proto_field_names { field.name() } else { field.json_name() };
     let value = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&out)
         .ok()
         .and_then(|mut fields| fields.remove(key))
         .unwrap_or(serde_json::Value::Null);
-    serde_json::to_vec(&value).unwrap_or_default()
+    serde_json::to_vec(&value).map_err(|e| no_json_form(message, &e))
 }
 
 #[cfg(test)]
@@ -162,9 +174,9 @@ mod tests {
         let a = decode(user.clone(), br#"{"displayName": "Ada"}"#, false).expect("json name");
         let b = decode(user, br#"{"display_name": "Ada"}"#, false).expect("proto name");
         assert_eq!(a, b);
-        assert_eq!(encode(&a, &PrintOptions::default()), br#"{"displayName":"Ada"}"#);
+        assert_eq!(encode(&a, &PrintOptions::default()).expect("json"), br#"{"displayName":"Ada"}"#);
         let proto_names = PrintOptions { preserve_proto_field_names: true, ..Default::default() };
-        assert_eq!(encode(&a, &proto_names), br#"{"display_name":"Ada"}"#);
+        assert_eq!(encode(&a, &proto_names).expect("json"), br#"{"display_name":"Ada"}"#);
     }
 
     #[test]
@@ -174,7 +186,7 @@ mod tests {
         let mut message = DynamicMessage::new(request);
         decode_into_field(&mut message, &field, br#"{"name": "Gear", "price": {"units": "3"}}"#, false).expect("ok");
         assert_eq!(
-            encode_field(&message, &field, &PrintOptions::default()),
+            encode_field(&message, &field, &PrintOptions::default()).expect("json"),
             br#"{"name":"Gear","price":{"units":"3"}}"#
         );
         let err = decode_into_field(&mut message, &field, br#"{"name": 1}"#, false).expect_err("wrong type");

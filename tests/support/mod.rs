@@ -502,3 +502,45 @@ pub async fn start_mirror() -> SocketAddr {
     });
     address
 }
+
+/// A gRPC backend that answers every call with these encoded messages, then status OK: for
+/// replies no honest client could make a mirror send back.
+pub async fn start_answering(messages: Vec<Vec<u8>>) -> SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let mut frames = Vec::new();
+    for message in &messages {
+        frames.push(0u8);
+        frames.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+        frames.extend_from_slice(message);
+    }
+    let frames = bytes::Bytes::from(frames);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let frames = frames.clone();
+                    async move {
+                        let _ = request.into_body().collect().await;
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let body =
+                            http_body_util::Full::new(frames).with_trailers(std::future::ready(Some(Ok(trailers))));
+                        let mut response = http::Response::new(body);
+                        response
+                            .headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    address
+}

@@ -128,9 +128,18 @@ fn render(message: &DynamicMessage, route: &Route, options: &RestOptions) -> Res
             }
         }
     };
+    let json = match json {
+        Ok(json) => json,
+        Err(e) => return error_response(&no_json_form(e), None),
+    };
     let mut response = Response::new(Full::new(Bytes::from(json)).map_err(|never| match never {}).boxed_unsync());
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// A backend's message that JSON cannot express: the backend's doing, so INTERNAL (500).
+fn no_json_form(error: json::JsonError) -> Status {
+    Status::internal(format!("the backend's response cannot be written as JSON: {}", error.message))
 }
 
 fn is_http_body(descriptor: &MessageDescriptor) -> bool {
@@ -253,6 +262,10 @@ impl MessageStream {
         let json = match DynamicMessage::decode(self.output.clone(), message) {
             Ok(decoded) => json::encode(&decoded, &json::PrintOptions { add_whitespace: false, ..self.print }),
             Err(e) => return self.end_chunk(&Status::internal(format!("a streamed message does not decode: {e}"))),
+        };
+        let json = match json {
+            Ok(json) => json,
+            Err(e) => return self.end_chunk(&no_json_form(e)),
         };
         let first = matches!(self.state, StreamState::Start);
         self.state = StreamState::Streaming;
