@@ -1,9 +1,11 @@
 //! Protocol translation that needs no I/O, shared by the transcoding frontends: gRPC framing,
-//! `google.api.http` path templates, and the JSON mapping of messages and query parameters.
+//! `google.api.http` path templates, the JSON mapping of messages and query parameters, and NDJSON
+//! line splitting.
 //! Plain functions and state machines: no tokio, no tower, no sockets.
 
 pub mod framing;
 pub mod http_rule;
 pub mod json;
+pub mod ndjson;
 pub mod query;
 pub mod template;

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::Frame;
 use hyper::body::Incoming;
 use tonic::Code;
@@ -17,17 +17,16 @@ use super::routes::Route;
 use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};
 use crate::transcode::framing;
+use crate::transcode::ndjson::Lines;
 
 pub(super) struct RequestStream {
     body: Incoming,
-    buffer: BytesMut,
+    lines: Lines,
     route: Arc<Route>,
     bound: Vec<(usize, String)>,
     options: Arc<RestOptions>,
     /// The first bad line, for the frontend to answer with (the call itself is reset).
     error: Arc<OnceLock<GatewayError>>,
-    /// Lines read so far, for error messages.
-    lines: usize,
     ended: bool,
 }
 
@@ -39,31 +38,16 @@ impl RequestStream {
         options: Arc<RestOptions>,
         error: Arc<OnceLock<GatewayError>>,
     ) -> Self {
-        RequestStream { body, buffer: BytesMut::new(), route, bound, options, error, lines: 0, ended: false }
+        RequestStream { body, lines: Lines::default(), route, bound, options, error, ended: false }
     }
 
-    /// Frames the next complete line, skipping blank ones.
+    /// Frames the next complete line (or, at the end, the rest), skipping blank ones.
     fn next_line(&mut self, at_end: bool) -> Option<Result<Bytes, GatewayError>> {
-        loop {
-            let line = match self.buffer.iter().position(|b| *b == b'\n') {
-                Some(i) => {
-                    let line = self.buffer.split_to(i).freeze();
-                    self.buffer.advance(1);
-                    line
-                }
-                None if at_end && !self.buffer.is_empty() => self.buffer.split().freeze(),
-                None => return None,
-            };
-            self.lines += 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let line_number = self.lines;
-            return Some(self.frame(&line).map_err(|mut e| {
-                e.message = format!("line {line_number} of the request stream: {}", e.message);
-                e
-            }));
-        }
+        let (number, line) = if at_end { self.lines.finish()? } else { self.lines.next_line()? };
+        Some(self.frame(&line).map_err(|mut e| {
+            e.message = format!("line {number} of the request stream: {}", e.message);
+            e
+        }))
     }
 
     fn frame(&self, line: &[u8]) -> Result<Bytes, GatewayError> {
@@ -92,7 +76,7 @@ impl http_body::Body for RequestStream {
                 Some(Err(e)) => return self.fail(e),
                 None => {}
             }
-            if self.buffer.len() as u64 > self.options.max_request_body_size {
+            if self.lines.pending() as u64 > self.options.max_request_body_size {
                 let message =
                     format!("a line of the request stream is longer than {} bytes", self.options.max_request_body_size);
                 return self.fail(GatewayError::new(Code::ResourceExhausted, Origin::Client, message));
@@ -101,7 +85,7 @@ impl http_body::Body for RequestStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        self.buffer.extend_from_slice(&data);
+                        self.lines.push(&data);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
