@@ -329,3 +329,26 @@ async fn replies_without_a_json_form_are_errors_not_truncated_json() {
         assert_eq!(fine.status, 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_keys_are_bounded_in_depth_and_number() {
+    let gw = gateway().await;
+    let at_depth = |depth: usize| format!("/v1/tree?{}name=x", "child.".repeat(depth - 1));
+    // 32 names deep is fine (the mirror echoes the tree back)...
+    let ok = http(gw.address, "GET", &at_depth(32), &[], b"").await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.text().matches("child").count(), 31);
+    // ...deeper is refused before any message is built: a recursive type nested thousands deep
+    // overflowed the worker's stack.
+    for depth in [33, 5000] {
+        let deep = http(gw.address, "GET", &at_depth(depth), &[], b"").await;
+        assert_eq!(deep.status, 400, "{depth}: {}", deep.text());
+        assert!(deep.text().contains("more than 32 deep"), "{}", deep.text());
+    }
+    let many = format!("/v1/messages:watch?{}", vec!["text=a"; 1001].join("&"));
+    let reply = http(gw.address, "GET", &many, &[], b"").await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("more than 1000 parameters"), "{}", reply.text());
+    // The gateway kept serving.
+    assert_eq!(http(gw.address, "GET", "/v1/messages/1", &[], b"").await.status, 200);
+}

@@ -155,8 +155,18 @@ fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
     STANDARD_NO_PAD.decode(trimmed).or_else(|_| URL_SAFE_NO_PAD.decode(trimmed)).map_err(|e| format!("not base64: {e}"))
 }
 
+/// Most pairs a query string may hold: enough for any form a person or a client library
+/// writes, few enough that a hostile one costs little.
+pub const MAX_PAIRS: usize = 1000;
+
+/// Most names in a dotted key (`a.b.c` has 3). A recursive message type would otherwise let a
+/// long `a.a.a...` nest messages deep enough to overflow a worker's stack when they are encoded
+/// or dropped.
+pub const MAX_DEPTH: usize = 32;
+
 /// Splits a query string into decoded pairs. `+` means a space unless `unescape_plus` is off
-/// (Envoy's `query_param_unescape_plus`, off by default: `+` stays `+`).
+/// (Envoy's `query_param_unescape_plus`, off by default: `+` stays `+`). More than [`MAX_PAIRS`]
+/// pairs, or a key deeper than [`MAX_DEPTH`], is an error.
 pub fn pairs(query: &str, unescape_plus: bool) -> Result<Vec<(String, String)>, String> {
     let decode = |s: &str| {
         let s = if unescape_plus { s.replace('+', " ") } else { s.to_owned() };
@@ -165,12 +175,39 @@ pub fn pairs(query: &str, unescape_plus: bool) -> Result<Vec<(String, String)>, 
             .map(|c| c.into_owned())
             .map_err(|_| format!("query parameter {s:?} is not UTF-8"))
     };
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode(k)?, decode(v)?))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        if out.len() == MAX_PAIRS {
+            return Err(format!("the query has more than {MAX_PAIRS} parameters"));
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode(k)?;
+        if key.split('.').count() > MAX_DEPTH {
+            let shown: String = key.chars().take(40).collect();
+            return Err(format!("query parameter {shown:?}... names fields more than {MAX_DEPTH} deep"));
+        }
+        out.push((key, decode(v)?));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_decoded_and_bounded() {
+        assert_eq!(
+            pairs("a=1&b.c=x%20y&&d", false),
+            Ok(vec![("a".into(), "1".into()), ("b.c".into(), "x y".into()), ("d".into(), String::new())])
+        );
+        assert_eq!(pairs("a=x+y", false), Ok(vec![("a".into(), "x+y".into())]));
+        assert_eq!(pairs("a=x+y", true), Ok(vec![("a".into(), "x y".into())]));
+        let many = vec!["a=1"; MAX_PAIRS + 1].join("&");
+        assert!(pairs(&many, false).is_err_and(|e| e.contains("more than 1000")));
+        assert!(pairs(&vec!["a=1"; MAX_PAIRS].join("&"), false).is_ok());
+        let deep = vec!["a"; MAX_DEPTH + 1].join(".");
+        assert!(pairs(&format!("{deep}=1"), false).is_err_and(|e| e.contains("deep")));
+        assert!(pairs(&format!("{}=1", vec!["a"; MAX_DEPTH].join(".")), false).is_ok());
+    }
 }
