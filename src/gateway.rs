@@ -117,7 +117,11 @@ impl Gateway {
         let stack = stack::build(Upstream::new(&self.shared.config));
         Worker {
             grpc: GrpcFrontend { stack: stack.clone(), health: self.shared.health_service.clone() },
-            rest: RestFrontend { stack, options: self.shared.config.rest.clone() },
+            rest: RestFrontend {
+                stack,
+                options: self.shared.config.rest.clone(),
+                limits: self.shared.config.server.clone(),
+            },
         }
     }
 

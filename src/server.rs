@@ -6,9 +6,19 @@
 //! the policy stack and the backend connections. A call is served start to end on one thread: no
 //! cross-thread wake-ups, no contended locks inside h2 (the profile showed both on a shared
 //! multi-threaded runtime; bench/README.md).
+//!
+//! The edge's limits (`server:` in the config) act here, before any frontend: connections over
+//! `max_connections` are closed as accepted; a connection that sends no request within
+//! `header_read_timeout`, or has none in flight for `idle_timeout`, is closed; HTTP/1.1 heads must
+//! arrive within `header_read_timeout` and fit `max_header_size`; HTTP/2 connections are pinged;
+//! requests over `max_calls_in_flight` are refused at once.
+
+mod admission;
+mod preface;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -17,12 +27,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 
+use crate::config::ServerLimits;
 use crate::frontends::ResponseBody;
-use crate::frontends::grpc;
+use crate::frontends::{grpc, rest};
 use crate::gateway::{Gateway, Worker};
-
-/// How long open connections get to finish after shutdown begins.
-const DRAIN: Duration = Duration::from_secs(10);
+use admission::{Activity, Admission, Tracked};
 
 /// Serves on `listener` with `workers` threads (0: one per core) until `shutdown` resolves, then
 /// drains open connections.
@@ -34,17 +43,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let workers = if workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { workers };
     listener.set_nonblocking(true)?;
+    let admission = Arc::new(Admission::new(&gateway.config().server));
     let (stop, stopping) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     for n in 0..workers {
         let listener = listener.try_clone()?;
         let gateway = gateway.clone();
         let stopping = stopping.clone();
+        let admission = admission.clone();
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name(format!("dragoman-worker-{n}")).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {
-                Ok(runtime) => runtime.block_on(run_worker(listener, gateway, stopping)),
+                Ok(runtime) => runtime.block_on(run_worker(listener, gateway, admission, stopping)),
                 Err(e) => tracing::error!(error = %e, "cannot start a worker runtime"),
             }
             let _ = done.send(());
@@ -60,21 +71,41 @@ pub async fn serve(
     Ok(())
 }
 
-async fn run_worker(listener: std::net::TcpListener, gateway: Gateway, mut stopping: watch::Receiver<bool>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => return tracing::error!(error = %e, "worker cannot use the listener"),
-    };
-    let worker = std::sync::Arc::new(gateway.worker());
+/// The HTTP/1.1 and HTTP/2 settings of client connections.
+fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_size as usize);
     builder
         .http2()
         .timer(TokioTimer::new())
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
         .max_frame_size(64 << 10)
-        .max_concurrent_streams(1000);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_size)
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_timeout);
+    builder
+}
+
+async fn run_worker(
+    listener: std::net::TcpListener,
+    gateway: Gateway,
+    admission: Arc<Admission>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => return tracing::error!(error = %e, "worker cannot use the listener"),
+    };
+    let limits = gateway.config().server.clone();
+    let worker = Arc::new(gateway.worker());
+    let builder = connection_builder(&limits);
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -88,23 +119,62 @@ async fn run_worker(listener: std::net::TcpListener, gateway: Gateway, mut stopp
             },
             _ = stopping.wait_for(|s| *s) => break,
         };
+        let Some(permit) = admission.connection() else {
+            tracing::debug!(%peer, "connection refused: max_connections reached");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let worker = worker.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let gateway = gateway.clone();
-            let worker = worker.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(request, &gateway, &worker, peer).await) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        let keepalive = socket2::TcpKeepalive::new().with_time(limits.tcp_keepalive);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let activity = Arc::new(Activity::default());
+        let service = {
+            let (gateway, worker, admission, activity) =
+                (gateway.clone(), worker.clone(), admission.clone(), activity.clone());
+            hyper::service::service_fn(move |request| {
+                let (gateway, worker, admission, activity) =
+                    (gateway.clone(), worker.clone(), admission.clone(), activity.clone());
+                async move {
+                    let guard = admission.call(&activity);
+                    let response = match &guard {
+                        Some(_) => route(request, &gateway, &worker, peer).await,
+                        None => overloaded(&request),
+                    };
+                    Ok::<_, std::convert::Infallible>(response.map(|body| Tracked::new(body, guard)))
+                }
+            })
+        };
+        let (builder, limits, mut stopping) = (builder.clone(), limits.clone(), stopping.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            let Some(stream) = preface::read(stream, limits.header_read_timeout).await else {
+                return tracing::debug!(%peer, "closed: nothing sent within header_read_timeout");
+            };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            // Closed gracefully (GOAWAY, or `Connection: close` once the response in flight is
+            // sent) when the gateway stops or the connection sits idle.
+            let ended = tokio::select! {
+                result = connection.as_mut() => Some(result),
+                _ = stopping.wait_for(|s| *s) => None,
+                () = activity.idle(limits.idle_timeout) => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    None
+                }
+            };
+            let result = match ended {
+                Some(result) => result,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
-    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+    connections.close();
+    let _ = tokio::time::timeout(limits.drain_timeout, connections.wait()).await;
 }
 
 async fn route(
@@ -119,4 +189,12 @@ async fn route(
         return worker.grpc.serve(request, &snapshot.catalog, &snapshot.grpc, Some(peer)).await;
     }
     worker.rest.serve(request, &snapshot.rest, Some(peer)).await
+}
+
+/// The answer when `max_calls_in_flight` is reached: refused at once, in the client's protocol,
+/// so that it can retry elsewhere instead of queueing here.
+fn overloaded<B>(request: &Request<B>) -> Response<ResponseBody> {
+    let status = tonic::Status::unavailable("the gateway is at its limit of calls in flight; retry later");
+    tracing::warn!(path = request.uri().path(), "refused: max_calls_in_flight reached");
+    if grpc::is_grpc(request) { grpc::trailers_only(status) } else { rest::error::error_response(&status, None) }
 }

@@ -12,9 +12,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod rest;
+mod server;
 mod tls;
 
 pub use rest::{CorsFile, PathBodyConflict, RestFile, RestOptions, StreamFormat};
+pub use server::ServerLimits;
 
 /// The configuration file as written.
 #[derive(Debug, Deserialize)]
@@ -36,6 +38,9 @@ pub struct FileConfig {
     /// Watch the descriptor paths and reload the catalog when a file changes.
     #[serde(default = "default_true")]
     pub watch: bool,
+    /// Limits on the listener and on calls: connections, timeouts, header and message sizes.
+    #[serde(default)]
+    pub server: ServerLimits,
     /// The REST/JSON frontend.
     #[serde(default)]
     pub rest: RestFile,
@@ -96,6 +101,7 @@ fn default_true() -> bool {
 pub struct Config {
     pub listen: SocketAddr,
     pub workers: usize,
+    pub server: Arc<ServerLimits>,
     pub rest: Arc<RestOptions>,
     pub descriptors: Vec<PathBuf>,
     pub proto_include: Vec<PathBuf>,
@@ -215,9 +221,11 @@ impl Config {
             .map(|(index, s)| ServiceRule::from_file(index, s, base).map(Arc::new))
             .collect::<Result<_, _>>()?;
         let rest = Arc::new(RestOptions::from_file(file.rest)?);
+        file.server.validate()?;
         Ok(Config {
             listen,
             workers: file.workers,
+            server: Arc::new(file.server),
             rest,
             descriptors: file.descriptors.into_iter().map(resolve).collect(),
             proto_include: file.proto_include.into_iter().map(resolve).collect(),

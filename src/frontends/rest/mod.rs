@@ -15,6 +15,7 @@
 //! - `response_body` naming a scalar or repeated field is printed compactly whatever
 //!   `add_whitespace` says.
 
+mod body;
 mod cors;
 pub mod error;
 pub mod openapi;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -38,7 +39,7 @@ use tower::ServiceExt;
 
 use super::ResponseBody;
 use crate::call::{Body, Call, Protocol};
-use crate::config::RestOptions;
+use crate::config::{RestOptions, ServerLimits};
 use crate::error::{GatewayError, Origin};
 use crate::observe::access_log;
 use crate::stack::Stack;
@@ -68,6 +69,7 @@ impl Tables {
 pub struct RestFrontend {
     pub stack: Stack,
     pub options: Arc<RestOptions>,
+    pub limits: Arc<ServerLimits>,
 }
 
 /// What an HTTP request is for.
@@ -183,9 +185,10 @@ impl RestFrontend {
                 .boxed_unsync()
         } else {
             let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            let bytes = match read_body(body, &parts.headers, options.max_request_body_size).await {
+            let limit = options.max_request_body_size;
+            let bytes = match body::read(body, &parts.headers, limit, self.limits.body_read_timeout).await {
                 Ok(bytes) => bytes,
-                Err(refusal) => return refuse(refusal),
+                Err(error) => return refuse(error.into()),
             };
             if !bytes.is_empty() && !route.body.is_http_body(&descriptor.input()) && not_json(content_type) {
                 return refuse(unsupported_media_type(content_type));
@@ -241,67 +244,24 @@ impl From<GatewayError> for Refusal {
     }
 }
 
-/// How much of an oversized body is read and discarded so that the client, still sending, gets
-/// the 413 instead of a reset connection. Beyond it the connection is closed.
-const DRAIN_LIMIT: u64 = 64 << 20;
-
-/// The whole request body, or the error response: 413 past the limit, whether announced by
-/// `Content-Length` or found while reading.
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, Refusal> {
-    let too_large = || {
-        let message = format!("the request body is larger than the limit of {limit} bytes");
-        Refusal::with_status(StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted, message)
-    };
-    let announced = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit) {
-        // A client waiting for `100 Continue` has sent nothing yet: answer at once.
-        let waiting =
-            headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if !waiting && announced.is_some_and(|n| n <= DRAIN_LIMIT) {
-            drain(body).await;
-        }
-        return Err(too_large());
-    }
-    let mut body = body;
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut read = 0u64;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    read += data.len() as u64;
-                    chunks.push(data);
-                }
+impl From<body::BodyError> for Refusal {
+    fn from(error: body::BodyError) -> Self {
+        let (status, code, message) = match error {
+            body::BodyError::TooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::ResourceExhausted,
+                format!("the request body is larger than the limit of {limit} bytes"),
+            ),
+            body::BodyError::TooSlow { timeout } => (
+                StatusCode::REQUEST_TIMEOUT,
+                Code::DeadlineExceeded,
+                format!("the request body did not arrive within {timeout:?}"),
+            ),
+            body::BodyError::Broken(e) => {
+                (StatusCode::BAD_REQUEST, Code::Cancelled, format!("the request body could not be read: {e}"))
             }
-            Err(e) => {
-                let message = format!("the request body could not be read: {e}");
-                return Err(Refusal::with_status(StatusCode::BAD_REQUEST, Code::Cancelled, message));
-            }
-        }
-        if read > limit {
-            drain(body).await;
-            return Err(too_large());
-        }
-    }
-    // One chunk (the usual case) is passed on as it is; several are joined once.
-    if chunks.len() == 1 {
-        return Ok(chunks.pop().unwrap_or_default());
-    }
-    let mut joined = Vec::with_capacity(usize::try_from(read).unwrap_or(0));
-    for chunk in chunks {
-        joined.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(joined))
-}
-
-/// Reads and discards up to [`DRAIN_LIMIT`] bytes of a body.
-async fn drain(mut body: Incoming) {
-    let mut read = 0u64;
-    while read <= DRAIN_LIMIT {
-        match body.frame().await {
-            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
-            _ => return,
-        }
+        };
+        Refusal::with_status(status, code, message)
     }
 }
 
