@@ -55,6 +55,7 @@ impl TestGateway {
             demo_rules: true,
             backends: Vec::new(),
             rest_yaml: String::new(),
+            server_yaml: String::new(),
             include: false,
         }
     }
@@ -124,6 +125,7 @@ pub struct Builder {
     /// Demo services routed somewhere else than their demo backend.
     backends: Vec<(String, String)>,
     rest_yaml: String,
+    server_yaml: String,
     include: bool,
 }
 
@@ -159,6 +161,12 @@ impl Builder {
         self
     }
 
+    /// Lines of the config's `server:` section (indented two spaces).
+    pub fn server(mut self, yaml: &str) -> Self {
+        self.server_yaml.push_str(yaml);
+        self
+    }
+
     /// Leave the demo services without backends.
     pub fn without_demo_rules(mut self) -> Self {
         self.demo_rules = false;
@@ -187,6 +195,9 @@ impl Builder {
             (false, true) => "services: []\n".to_owned(),
         };
         let mut rest = if self.rest_yaml.is_empty() { String::new() } else { format!("rest:\n{}", self.rest_yaml) };
+        if !self.server_yaml.is_empty() {
+            rest.push_str(&format!("server:\n{}", self.server_yaml));
+        }
         if self.include {
             rest.push_str(&format!("proto_include: [{}]\n", root().join("proto").display()));
         }

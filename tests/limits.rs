@@ -1,0 +1,241 @@
+//! The listener's limits (`server:`), each against the client it guards against: silent and
+//! slow clients (slowloris), idle ones, a flood of connections, too many calls at once, heads
+//! too large, bodies trickled in, peers that stopped answering. Each test also checks that the
+//! gateway keeps serving everyone else.
+//!
+//! Waiting is on what the client observes (the connection closing, an answer arriving); the only
+//! clocks are the hang guards that turn a limit that never acts into a failure.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::{TestGateway, get, http};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the gateway closes the connection, returning what it sent; fails the test if it
+/// is still open after 10 s.
+async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let reading = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reading).await.expect("the gateway closes the connection");
+    received
+}
+
+async fn connect(address: SocketAddr) -> TcpStream {
+    TcpStream::connect(address).await.expect("connect")
+}
+
+/// A gateway with these `server:` settings (two-space indented lines).
+async fn gateway(server: &str) -> TestGateway {
+    TestGateway::builder().server(server).start().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_half_sent_connections_are_closed_after_header_read_timeout() {
+    let gw = gateway("  header_read_timeout: 300ms\n").await;
+    let mut silent = connect(gw.address).await;
+    let mut half_head = connect(gw.address).await;
+    half_head.write_all(b"GET /v1/users/u-1 HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let mut half_preface = connect(gw.address).await;
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
+    // While they stall, everyone else is served.
+    assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
+    for (name, stream) in
+        [("silent", &mut silent), ("half a head", &mut half_head), ("half a preface", &mut half_preface)]
+    {
+        let got = until_closed(stream).await;
+        assert!(!String::from_utf8_lossy(&got).contains("200 OK"), "{name}: {}", String::from_utf8_lossy(&got));
+    }
+    assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_busy_ones_are_not() {
+    let gw = gateway("  idle_timeout: 300ms\n").await;
+    // HTTP/1.1 keep-alive: one request, then nothing.
+    let mut h1 = connect(gw.address).await;
+    h1.write_all(b"GET /v1/users/u-1 HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let answer = String::from_utf8_lossy(&until_closed(&mut h1).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "answered before being closed: {answer}");
+
+    // HTTP/2: the connection ends (GOAWAY) once idle.
+    let tcp = connect(gw.address).await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2");
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/v1/users/u-1", gw.address))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    assert_eq!(sender.send_request(request).await.expect("response").status(), 200);
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the idle HTTP/2 connection is closed")
+        .expect("task")
+        .expect("closed gracefully");
+
+    // A stream that outlives several idle periods is in flight the whole time: it ends whole.
+    let watch = get(gw.address, "/v1/orders/o-1:watch?interval=0.25s").await;
+    assert_eq!(watch.status, 200);
+    let text = watch.text();
+    assert!(text.lines().count() >= 4, "{text}");
+    assert!(text.lines().last().is_some_and(|l| l.contains("ORDER_STATUS_DELIVERED")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_are_closed_as_accepted() {
+    let gw = gateway("  max_connections: 2\n").await;
+    let request = b"GET /v1/users/u-1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect(gw.address).await;
+        stream.write_all(request).await.expect("write");
+        let mut buf = [0u8; 12];
+        stream.read_exact(&mut buf).await.expect("answered");
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        open.push(stream);
+    }
+    let mut third = connect(gw.address).await;
+    let _ = third.write_all(request).await;
+    assert!(until_closed(&mut third).await.is_empty(), "the third connection gets no answer");
+
+    // A slot frees when a connection closes; the server notices the close on its own time.
+    drop(open.pop());
+    let served = async {
+        loop {
+            let mut stream = connect(gw.address).await;
+            let _ = stream.write_all(request).await;
+            let mut buf = [0u8; 12];
+            if stream.read_exact(&mut buf).await.is_ok() {
+                return buf;
+            }
+        }
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(10), served).await.expect("a freed slot is reused");
+    assert_eq!(&buf, b"HTTP/1.1 200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_max_calls_in_flight_are_refused_at_once() {
+    let gw = gateway("  max_calls_in_flight: 2\n").await;
+    // Two streams held open (one event, then a minute until the next).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let response = support::http_stream(
+            gw.address,
+            "GET",
+            "/v1/orders/o-1:watch?interval=60s",
+            &[],
+            support::no_body(),
+            false,
+        )
+        .await;
+        let mut body = response.into_body();
+        assert!(support::next_chunk(&mut body).await.is_some_and(|c| c.contains("result")));
+        held.push(body);
+    }
+    let refused = get(gw.address, "/v1/users/u-1").await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.json()["code"], 14);
+    assert!(refused.text().contains("calls in flight"), "{}", refused.text());
+    let grpc = support::raw_unary(
+        gw.address,
+        "/shop.users.v1.UserService/GetUser",
+        &dragoman::demo::pb::shop::users::v1::GetUserRequest { id: "u-1".into() },
+        &[],
+    )
+    .await;
+    assert_eq!(grpc.status(), Some(14), "UNAVAILABLE over gRPC");
+
+    // Once the streams end, calls are admitted again.
+    drop(held);
+    let admitted = async {
+        loop {
+            if get(gw.address, "/v1/users/u-1").await.status == 200 {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), admitted).await.expect("admitted once the streams are gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_larger_than_max_header_size_are_refused() {
+    let gw = gateway("  max_header_size: 8192\n").await;
+    let big = "x".repeat(10_000);
+    let h1 = http(gw.address, "GET", "/v1/users/u-1", &[("x-big", &big)], b"").await;
+    assert_eq!(h1.status, 431, "HTTP/1.1: {}", h1.text());
+    let small = "x".repeat(4_000);
+    assert_eq!(http(gw.address, "GET", "/v1/users/u-1", &[("x-small", &small)], b"").await.status, 200);
+    // HTTP/2: the stream is refused, the connection and the gateway go on.
+    let refused = support::raw_unary(
+        gw.address,
+        "/shop.users.v1.UserService/GetUser",
+        &dragoman::demo::pb::shop::users::v1::GetUserRequest { id: "u-1".into() },
+        &[("x-big", &big)],
+    )
+    .await;
+    assert_ne!(refused.status(), Some(0), "an oversized HTTP/2 head is not served");
+    assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_slower_than_body_read_timeout_is_408() {
+    let gw = gateway("  body_read_timeout: 300ms\n").await;
+    let mut stream = connect(gw.address).await;
+    stream
+        .write_all(b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\"")
+        .await
+        .expect("write");
+    let answer = String::from_utf8_lossy(&until_closed(&mut stream).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within"), "{answer}");
+    assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_stops_answering_pings_is_closed() {
+    let gw = gateway("  http2_keepalive_interval: 200ms\n  http2_keepalive_timeout: 200ms\n  idle_timeout: 1h\n").await;
+    let mut stream = connect(gw.address).await;
+    // The preface and an empty SETTINGS frame; then read everything and answer nothing.
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.expect("write");
+    let received = until_closed(&mut stream).await;
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= received.len() {
+        let length = u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]) as usize;
+        types.push(received[at + 3]);
+        at += 9 + length;
+    }
+    assert!(types.contains(&0x6), "the gateway pinged before closing: frame types {types:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sockets_have_tcp_keepalive() {
+    let gw = gateway("  tcp_keepalive: 30s\n").await;
+    let mut stream = connect(gw.address).await;
+    stream.write_all(b"GET /v1/users/u-1 HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut buf = [0u8; 12];
+    stream.read_exact(&mut buf).await.expect("answered");
+    // The gateway's side of this connection, as the kernel reports it.
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", "sport", "=", &format!(":{}", gw.address.port())])
+        .output()
+        .expect("ss (iproute2) runs");
+    let sockets = String::from_utf8_lossy(&out.stdout).into_owned();
+    let client = stream.local_addr().expect("address").to_string();
+    let line = sockets.lines().find(|l| l.contains(&client)).unwrap_or_else(|| panic!("{client} in:\n{sockets}"));
+    assert!(line.contains("timer:(keepalive"), "{line}");
+}
