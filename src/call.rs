@@ -50,6 +50,25 @@ pub struct Call {
     pub body: Body,
 }
 
+/// Headers that frame one HTTP hop, never call metadata (RFC 9110 7.6.1's hop-by-hop headers,
+/// and the length and type of the body): each hop sets its own, so a client must not set them
+/// for the backend, nor a backend for the client.
+pub const FRAMING_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "host",
+    "content-length",
+    "content-type",
+];
+
+pub fn is_framing_header(name: &str) -> bool {
+    FRAMING_HEADERS.contains(&name)
+}
+
 /// Trailers carrying a final status (`grpc-status`, `grpc-message` percent-encoded,
 /// `grpc-status-details-bin`), as gRPC over HTTP/2 writes them.
 pub fn status_trailers(status: &tonic::Status) -> HeaderMap {

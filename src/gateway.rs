@@ -116,12 +116,12 @@ impl Gateway {
     pub fn worker(&self) -> Worker {
         let stack = stack::build(Upstream::new(&self.shared.config));
         Worker {
-            grpc: GrpcFrontend { stack: stack.clone(), health: self.shared.health_service.clone() },
-            rest: RestFrontend {
-                stack,
-                options: self.shared.config.rest.clone(),
-                limits: self.shared.config.server.clone(),
+            grpc: GrpcFrontend {
+                stack: stack.clone(),
+                health: self.shared.health_service.clone(),
+                max_message_size: self.shared.config.server.max_message_size,
             },
+            rest: RestFrontend { stack, options: self.shared.config.rest.clone() },
         }
     }
 

@@ -239,3 +239,107 @@ async fn client_sockets_have_tcp_keepalive() {
     let line = sockets.lines().find(|l| l.contains(&client)).unwrap_or_else(|| panic!("{client} in:\n{sockets}"));
     assert!(line.contains("timer:(keepalive"), "{line}");
 }
+
+/// An encoded `conformance.v1.Message` whose `name` is `n` bytes long.
+fn message_named(n: usize) -> Vec<u8> {
+    let mut out = vec![0x0a];
+    let mut len = n;
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend(std::iter::repeat_n(b'x', n));
+    out
+}
+
+/// The conformance service behind `backend`, with `max_message_size: 1024`.
+async fn small_messages(backend: SocketAddr) -> TestGateway {
+    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
+    TestGateway::builder()
+        .sets(vec![("conformance.proto", proto)])
+        .include_repo_protos()
+        .without_demo_rules()
+        .rules(&format!("  - match: conformance.*\n    backends: [http://{backend}]\n"))
+        .server("  max_message_size: 1024\n")
+        .start()
+        .await
+}
+
+/// A raw gRPC call whose request is one message of `name_len` bytes of name.
+async fn call_named(gw: &TestGateway, path: &str, name_len: usize) -> support::RawReply {
+    support::raw_unary(gw.address, path, &RawMessage(message_named(name_len)), &[]).await
+}
+
+/// Bytes that are already an encoded message.
+#[derive(Clone, PartialEq)]
+struct RawMessage(Vec<u8>);
+
+impl prost::Message for RawMessage {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        _: u32,
+        _: prost::encoding::WireType,
+        _: &mut impl bytes::Buf,
+        _: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        Ok(())
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl std::fmt::Debug for RawMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawMessage({} bytes)", self.0.len())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_over_max_message_size_end_their_call_both_ways() {
+    // Passthrough, client to backend: the mirror would echo it, but it never gets there whole.
+    let mirror = support::start_mirror().await;
+    let gw = small_messages(mirror).await;
+    let fits = call_named(&gw, "/conformance.v1.Messaging/GetMessage", 1000).await;
+    assert_eq!(fits.status(), Some(0));
+    let big = call_named(&gw, "/conformance.v1.Messaging/GetMessage", 2000).await;
+    assert_eq!(big.status(), Some(8), "RESOURCE_EXHAUSTED: {:?}", big.headers);
+    let message = big.trailers.as_ref().unwrap_or(&big.headers).get("grpc-message").cloned();
+    let message = percent_encoding::percent_decode(message.as_ref().map_or(&b""[..], |v| v.as_bytes()))
+        .decode_utf8_lossy()
+        .into_owned();
+    assert!(message.contains("the request: a message of 2003 bytes is larger than the limit of 1024"), "{message}");
+    // REST: the JSON body makes a message too large to send.
+    let rest = support::post_json(
+        gw.address,
+        "/conformance.v1.Messaging/GetMessage",
+        &format!(r#"{{"name":"{}"}}"#, "x".repeat(2000)),
+    )
+    .await;
+    assert_eq!(rest.status, 413, "{}", rest.text());
+    assert!(rest.text().contains("larger than the limit of 1024"), "{}", rest.text());
+
+    // Backend to client: one fitting message, then one too large.
+    let backend = support::start_answering(vec![message_named(10), message_named(2000)]).await;
+    let gw = small_messages(backend).await;
+    let stream = call_named(&gw, "/conformance.v1.Messaging/Watch", 1).await;
+    assert_eq!(stream.status(), Some(8), "RESOURCE_EXHAUSTED");
+    assert_eq!(stream.body.len(), 5 + 12, "the fitting message came through, the large one did not");
+    let lines = support::get(gw.address, "/v1/messages:watch").await;
+    let text = lines.text();
+    assert!(text.starts_with("{\"result\":{\"name\":\"xxxxxxxxxx\"}}\n"), "{text}");
+    assert!(text.contains("\"error\"") && text.contains("larger than the limit of 1024"), "{text}");
+    // The gateway keeps serving.
+    let fine =
+        support::raw_unary(gw.address, "/conformance.v1.Messaging/GetMessage", &RawMessage(message_named(1)), &[])
+            .await;
+    assert_eq!(fine.status(), Some(8), "that backend always answers too large");
+    assert_eq!(get(gw.address, "/openapi.json").await.status, 200);
+}

@@ -104,20 +104,28 @@ async fn bidirectional_streams_answer_as_they_go() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_mebibyte_messages_pass_both_ways() {
+async fn four_mebibyte_messages_pass_both_ways_when_the_limit_allows() {
+    let description: String = "0123456789abcdef".repeat(4 << 16); // 4 MiB
+    let request = |description: &str| CreateProductRequest {
+        product: Some(Product {
+            name: "Huge Manual".into(),
+            description: description.to_owned(),
+            price: Some(Money { currency_code: "EUR".into(), units: 1, nanos: 0 }),
+            ..Default::default()
+        }),
+    };
+    // The default limit is tonic's, 4 MiB: a message just over it is refused with its size.
     let gw = TestGateway::start().await;
+    let mut products = ProductServiceClient::new(gw.channel().await).max_encoding_message_size(64 << 20);
+    let err = products.create_product(request(&description)).await.expect_err("over 4 MiB");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("larger than the limit of 4194304 bytes"), "{}", err.message());
+
+    let gw = TestGateway::builder().server("  max_message_size: 8388608\n").start().await;
     let mut products = ProductServiceClient::new(gw.channel().await)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
-    let description: String = "0123456789abcdef".repeat(4 << 16); // 4 MiB
-    let product = Product {
-        name: "Huge Manual".into(),
-        description: description.clone(),
-        price: Some(Money { currency_code: "EUR".into(), units: 1, nanos: 0 }),
-        ..Default::default()
-    };
-    let created =
-        products.create_product(CreateProductRequest { product: Some(product) }).await.expect("4 MiB up").into_inner();
+    let created = products.create_product(request(&description)).await.expect("4 MiB up").into_inner();
     let fetched = products.get_product(GetProductRequest { id: created.id }).await.expect("4 MiB down").into_inner();
     assert_eq!(fetched.description.len(), 4 << 20);
     assert!(fetched.description == description, "the bytes arrive unchanged");
@@ -138,6 +146,7 @@ async fn metadata_trailers_deadlines_and_compression_pass_through() {
 
     let mut request = Request::new(GetUserRequest { id: "u-7".into() });
     request.metadata_mut().insert("x-request-id", "abc-123".parse().expect("ascii"));
+    request.metadata_mut().insert("x-forwarded-for", "10.1.1.1".parse().expect("ascii"));
     request.set_timeout(Duration::from_secs(30));
     let response = users.get_user(request).await.expect("echo answers");
     assert_eq!(response.metadata().get("x-served-by").and_then(|v| v.to_str().ok()), Some("echo"));
@@ -148,6 +157,8 @@ async fn metadata_trailers_deadlines_and_compression_pass_through() {
     );
     let user = response.into_inner();
     assert!(user.display_name.contains("request-id=abc-123"), "{}", user.display_name);
+    // This hop is added to X-Forwarded-For, as on REST.
+    assert!(user.display_name.contains("x-forwarded-for=10.1.1.1, 127.0.0.1"), "{}", user.display_name);
     let timeout = user.display_name.split(' ').find_map(|kv| kv.strip_prefix("grpc-timeout=")).unwrap_or("-");
     assert_ne!(timeout, "-", "the backend gets the remaining deadline as grpc-timeout: {}", user.display_name);
 

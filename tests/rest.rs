@@ -134,7 +134,11 @@ async fn unknown_query_parameters_can_be_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_limits_are_413_and_large_bodies_within_them_pass() {
-    let gw = TestGateway::builder().rest("  max_request_body_size: 33554432\n").start().await;
+    let gw = TestGateway::builder()
+        .rest("  max_request_body_size: 33554432\n")
+        .server("  max_message_size: 33554432\n")
+        .start()
+        .await;
     let description = "x".repeat(24 << 20);
     let body =
         format!(r#"{{"name":"Big","description":"{description}","price":{{"currencyCode":"EUR","units":"1"}}}}"#);
@@ -226,7 +230,7 @@ async fn headers_become_metadata_and_metadata_comes_back_as_headers() {
         .sets(vec![("users.binpb", support::demo_set(&[support::USERS]))])
         .without_demo_rules()
         .rules(&format!("  - match: shop.users.v1.UserService\n    backends: [http://{echo}]\n"))
-        .rest("  response_headers_unprefixed: [x-served-by]\n")
+        .rest("  response_headers_unprefixed: [x-served-by]\n  forward_headers: [authorization, connection, te]\n")
         .start()
         .await;
     let reply = http(
@@ -236,8 +240,18 @@ async fn headers_become_metadata_and_metadata_comes_back_as_headers() {
         &[
             ("grpc-metadata-x-request-id", "abc-123"),
             ("authorization", "Bearer t0k3n"),
-            ("connection", "keep-alive"),
             ("x-forwarded-for", "10.1.1.1"),
+            ("grpc-metadata-x-trace-bin", "AQID"),
+            // Framing headers a client must not set for the backend, by either way in: the config's
+            // list and the metadata prefix. A Content-Length passed on would break the request.
+            ("connection", "x-custom"),
+            ("x-custom", "1"),
+            ("te", "gzip"),
+            ("grpc-metadata-connection", "close"),
+            ("grpc-metadata-content-type", "text/evil"),
+            ("grpc-metadata-content-length", "99999"),
+            ("grpc-metadata-te", "gzip"),
+            ("grpc-metadata-grpc-timeout", "1n"),
         ],
         b"",
     )
@@ -247,7 +261,15 @@ async fn headers_become_metadata_and_metadata_comes_back_as_headers() {
     assert!(seen.contains("request-id=abc-123"), "{seen}");
     assert!(seen.contains("authorization=Bearer t0k3n"), "{seen}");
     assert!(seen.contains("connection=-"), "hop-by-hop headers stay: {seen}");
+    assert!(seen.contains("content-type=application/grpc "), "the gateway's content type wins: {seen}");
+    assert!(seen.contains("te=trailers"), "{seen}");
+    assert!(seen.contains("grpc-timeout=-"), "no grpc- metadata from a client's prefixed header: {seen}");
     assert!(seen.contains("x-forwarded-for=10.1.1.1, 127.0.0.1"), "{seen}");
+
+    // A -bin value is base64 or the request is refused, naming it.
+    let bad = http(gw.address, "GET", "/v1/users/u-7", &[("grpc-metadata-x-trace-bin", "not base64!")], b"").await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("x-trace-bin"), "{}", bad.text());
     assert_eq!(reply.header("x-served-by"), Some("echo"), "allow-listed metadata comes back bare");
     assert_eq!(reply.header("grpc-metadata-x-echo"), Some("yes"), "other metadata is prefixed");
 

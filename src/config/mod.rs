@@ -220,8 +220,8 @@ impl Config {
             .enumerate()
             .map(|(index, s)| ServiceRule::from_file(index, s, base).map(Arc::new))
             .collect::<Result<_, _>>()?;
-        let rest = Arc::new(RestOptions::from_file(file.rest)?);
         file.server.validate()?;
+        let rest = Arc::new(RestOptions::from_file(file.rest, &file.server)?);
         Ok(Config {
             listen,
             workers: file.workers,

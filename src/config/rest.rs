@@ -127,10 +127,14 @@ pub struct RestOptions {
     pub response_headers_unprefixed: Vec<http::HeaderName>,
     pub timeout_header: http::HeaderName,
     pub cors: Option<CorsFile>,
+    /// From `server:`: how long a body the frontend reads whole may take to arrive...
+    pub body_read_timeout: std::time::Duration,
+    /// ...and the largest message it sends or reads.
+    pub max_message_size: u32,
 }
 
 impl RestOptions {
-    pub(super) fn from_file(file: RestFile) -> Result<Self, String> {
+    pub(super) fn from_file(file: RestFile, server: &super::ServerLimits) -> Result<Self, String> {
         let header = |key: &str, name: &str| {
             http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
                 .map_err(|_| format!("at `rest.{key}`: {name:?} is not a header name"))
@@ -155,6 +159,8 @@ impl RestOptions {
             response_headers_unprefixed: headers("response_headers_unprefixed", &file.response_headers_unprefixed)?,
             timeout_header: header("timeout_header", &file.timeout_header)?,
             cors: file.cors,
+            body_read_timeout: server.body_read_timeout,
+            max_message_size: server.max_message_size,
         })
     }
 }

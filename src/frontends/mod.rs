@@ -3,6 +3,7 @@
 //! [`crate::call::Reply`] back into its protocol. Frontends never talk to backends.
 
 pub mod grpc;
+mod metadata;
 pub mod rest;
 
 use std::time::Duration;

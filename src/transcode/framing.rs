@@ -11,27 +11,39 @@ pub enum FramingError {
     Compressed,
     #[error("the stream ended in the middle of a message")]
     Truncated,
+    #[error("a message of {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge { size: u32, limit: u32 },
 }
 
-/// Encodes a message straight into its frame: one buffer, no copy.
-pub fn encode<M: prost::Message>(message: &M) -> Bytes {
+/// Encodes a message straight into its frame: one buffer, no copy. A message over `limit` is
+/// refused before anything is allocated for it.
+pub fn encode<M: prost::Message>(message: &M, limit: u32) -> Result<Bytes, FramingError> {
     let len = message.encoded_len();
+    if len > limit as usize {
+        return Err(FramingError::TooLarge { size: u32::try_from(len).unwrap_or(u32::MAX), limit });
+    }
     let mut out = BytesMut::with_capacity(5 + len);
     out.put_u8(0);
     out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
     // `encode` would compute encoded_len again (a second walk of a DynamicMessage) to check the
     // room that was just reserved.
     message.encode_raw(&mut out);
-    out.freeze()
+    Ok(out.freeze())
 }
 
-/// Splits a byte stream into messages, whatever the chunking.
-#[derive(Debug, Default)]
+/// Splits a byte stream into messages, whatever the chunking. A length prefix over the limit is
+/// an error before any of that message is buffered.
+#[derive(Debug)]
 pub struct Deframer {
     buffer: BytesMut,
+    limit: u32,
 }
 
 impl Deframer {
+    pub fn new(limit: u32) -> Self {
+        Deframer { buffer: BytesMut::new(), limit }
+    }
+
     /// Adds received bytes. A chunk arriving on an empty buffer is taken over without a copy
     /// when nothing else holds it (the common case: one message per HTTP/2 DATA frame).
     pub fn push(&mut self, chunk: Bytes) {
@@ -50,7 +62,11 @@ impl Deframer {
         if self.buffer[0] != 0 {
             return Err(FramingError::Compressed);
         }
-        let len = u32::from_be_bytes([self.buffer[1], self.buffer[2], self.buffer[3], self.buffer[4]]) as usize;
+        let size = u32::from_be_bytes([self.buffer[1], self.buffer[2], self.buffer[3], self.buffer[4]]);
+        if size > self.limit {
+            return Err(FramingError::TooLarge { size, limit: self.limit });
+        }
+        let len = size as usize;
         if self.buffer.len() < 5 + len {
             return Ok(None);
         }
@@ -61,6 +77,55 @@ impl Deframer {
     /// At the end of the stream: leftover bytes are a truncated message.
     pub fn finish(&self) -> Result<(), FramingError> {
         if self.buffer.is_empty() { Ok(()) } else { Err(FramingError::Truncated) }
+    }
+}
+
+/// Watches gRPC frames go by without buffering them, and finds the first length prefix over the
+/// limit: what passthrough uses to bound message sizes at the cost of a few comparisons per
+/// chunk.
+#[derive(Debug)]
+pub struct SizeGuard {
+    limit: u32,
+    /// The length prefix being read, and how much of it has been seen.
+    header: [u8; 5],
+    header_seen: usize,
+    /// Bytes of the current message still to come.
+    remaining: u64,
+}
+
+impl SizeGuard {
+    pub fn new(limit: u32) -> Self {
+        SizeGuard { limit, header: [0; 5], header_seen: 0, remaining: 0 }
+    }
+
+    /// Follows a chunk of the stream. On a message over the limit, the error and the offset in
+    /// this chunk where that message's frame begins (what comes before it is whole messages).
+    pub fn check(&mut self, mut chunk: &[u8]) -> Result<(), (usize, FramingError)> {
+        let total = chunk.len();
+        while !chunk.is_empty() {
+            if self.remaining > 0 {
+                let n = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(chunk.len());
+                self.remaining -= n as u64;
+                chunk = &chunk[n..];
+                continue;
+            }
+            let start = total - chunk.len();
+            let n = (5 - self.header_seen).min(chunk.len());
+            self.header[self.header_seen..self.header_seen + n].copy_from_slice(&chunk[..n]);
+            self.header_seen += n;
+            chunk = &chunk[n..];
+            if self.header_seen == 5 {
+                self.header_seen = 0;
+                let size = u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]);
+                if size > self.limit {
+                    // The frame began in an earlier chunk when its prefix was split: offset 0.
+                    let begins = start.saturating_sub(5 - n);
+                    return Err((begins, FramingError::TooLarge { size, limit: self.limit }));
+                }
+                self.remaining = u64::from(size);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -81,7 +146,7 @@ mod tests {
         let mut wire = frame(b"hello").to_vec();
         wire.extend_from_slice(&frame(b""));
         wire.extend_from_slice(&frame(&[7u8; 300]));
-        let mut deframer = Deframer::default();
+        let mut deframer = Deframer::new(u32::MAX);
         let mut out = Vec::new();
         for chunk in wire.chunks(3) {
             deframer.push(Bytes::copy_from_slice(chunk));
@@ -98,12 +163,50 @@ mod tests {
 
     #[test]
     fn compressed_and_truncated_frames_are_errors() {
-        let mut deframer = Deframer::default();
+        let mut deframer = Deframer::new(u32::MAX);
         deframer.push(Bytes::from_static(&[1, 0, 0, 0, 1, 9]));
         assert_eq!(deframer.next_message(), Err(FramingError::Compressed));
-        let mut deframer = Deframer::default();
+        let mut deframer = Deframer::new(u32::MAX);
         deframer.push(Bytes::from_static(&[0, 0, 0, 0, 9, 1]));
         assert_eq!(deframer.next_message(), Ok(None));
         assert_eq!(deframer.finish(), Err(FramingError::Truncated));
+    }
+
+    #[test]
+    fn oversized_messages_are_refused_from_their_prefix() {
+        let mut deframer = Deframer::new(4);
+        deframer.push(frame(b"four"));
+        assert_eq!(deframer.next_message().map(|m| m.map(|b| b.len())), Ok(Some(4)));
+        deframer.push(Bytes::from_static(&[0, 0, 0, 0, 5]));
+        assert_eq!(deframer.next_message(), Err(FramingError::TooLarge { size: 5, limit: 4 }));
+    }
+
+    #[test]
+    fn the_size_guard_finds_the_oversized_frame_whatever_the_chunking() {
+        let mut wire = frame(b"ok").to_vec();
+        wire.extend_from_slice(&frame(b"also"));
+        let big_at = wire.len();
+        wire.extend_from_slice(&frame(b"too big"));
+        for size in 1..=wire.len() {
+            let mut guard = SizeGuard::new(4);
+            let mut passed = 0;
+            let mut refused = None;
+            for chunk in wire.chunks(size) {
+                match guard.check(chunk) {
+                    Ok(()) => passed += chunk.len(),
+                    Err((offset, error)) => {
+                        refused = Some((passed + offset, error));
+                        break;
+                    }
+                }
+            }
+            let (at, error) = refused.expect("refused");
+            assert_eq!(error, FramingError::TooLarge { size: 7, limit: 4 });
+            // Where the big frame begins, or, when its prefix was split over chunks, the start of
+            // the chunk that completes it: never past its prefix, never before it.
+            assert!(at >= big_at && at < big_at + 5, "chunks of {size}: at {at}");
+        }
+        let mut guard = SizeGuard::new(4);
+        assert!(guard.check(&wire[..big_at]).is_ok(), "frames within the limit pass");
     }
 }

@@ -62,7 +62,12 @@ impl Upstream {
             .map_err(|e| GatewayError::new(Code::Internal, Origin::Gateway, format!("bad backend request: {e}")))?;
         let headers = request.headers_mut();
         *headers = call.metadata;
-        headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/grpc"));
+        // The frontend's gRPC content type (`application/grpc+proto`...) names the encoding and
+        // stays; anything else is the gateway's to set.
+        let grpc = headers.get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if !grpc {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        }
         headers.insert(TE, HeaderValue::from_static("trailers"));
         if let Some(deadline) = call.deadline {
             headers.insert("grpc-timeout", grpc_timeout(deadline)?);
@@ -127,6 +132,11 @@ fn reply(response: http::Response<hyper::body::Incoming>, method: Arc<MethodRout
         ));
     }
     let mut metadata = parts.headers;
+    // The backend's framing is not the client's: the gateway may end a reply early (deadline,
+    // a message too large), so a Content-Length passed on would be a lie.
+    for name in crate::call::FRAMING_HEADERS.iter().filter(|n| **n != "content-type") {
+        metadata.remove(*name);
+    }
     let body = body.map_err(move |e| stream_error(&method, e));
     let body: Body = if metadata.contains_key("grpc-status") {
         let trailers = take_status(&mut metadata);

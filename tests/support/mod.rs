@@ -373,11 +373,12 @@ impl dragoman::demo::pb::shop::users::v1::user_service_server::UserService for E
         request: tonic::Request<dragoman::demo::pb::shop::users::v1::GetUserRequest>,
     ) -> Result<tonic::Response<dragoman::demo::pb::shop::users::v1::User>, tonic::Status> {
         let seen = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-        let display_name = ["x-request-id", "grpc-timeout", "authorization", "connection", "x-forwarded-for"]
-            .iter()
-            .map(|h| format!("{h}={}", seen(h)))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let display_name =
+            ["x-request-id", "grpc-timeout", "authorization", "connection", "x-forwarded-for", "content-type", "te"]
+                .iter()
+                .map(|h| format!("{h}={}", seen(h)))
+                .collect::<Vec<_>>()
+                .join(" ");
         if request.get_ref().id == "fail" {
             let mut metadata = tonic::metadata::MetadataMap::new();
             metadata.insert("x-error-detail", "in the trailers".parse().expect("ascii"));

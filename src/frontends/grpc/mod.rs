@@ -30,7 +30,7 @@ use crate::catalog::{Catalog, Lookup, MethodRoute};
 use crate::error::{GatewayError, Origin};
 use crate::observe::access_log;
 use crate::stack::Stack;
-use body::ReplyBody;
+use body::{ReplyBody, RequestBody};
 pub use services::{Tables, TonicService};
 
 /// True for gRPC requests (`application/grpc`, `application/grpc+proto`, ...), not gRPC-Web.
@@ -45,6 +45,8 @@ pub fn is_grpc<B>(request: &Request<B>) -> bool {
 pub struct GrpcFrontend {
     pub stack: Stack,
     pub health: TonicService,
+    /// The largest message passed either way (`server.max_message_size`).
+    pub max_message_size: u32,
 }
 
 /// What a gRPC request is for.
@@ -109,24 +111,20 @@ impl GrpcFrontend {
                 return trailers_only(error.to_status());
             }
         };
-        let body = body
-            .map_err(|e| {
-                GatewayError::new(
-                    Code::Cancelled,
-                    Origin::Client,
-                    format!("the client's request stream broke off: {e}"),
-                )
-            })
-            .boxed_unsync();
-        let call = Call { method, protocol: Protocol::Grpc, metadata: metadata(parts.headers), deadline, peer, body };
+        let request_error = body::RequestError::default();
+        let body = RequestBody::new(body, self.max_message_size, request_error.clone()).boxed_unsync();
+        let call =
+            Call { method, protocol: Protocol::Grpc, metadata: metadata(parts.headers, peer), deadline, peer, body };
         match self.stack.clone().oneshot(call).await {
             Ok(reply) => {
-                let mut response = Response::new(ReplyBody::new(reply.body).boxed_unsync());
+                let body = ReplyBody::new(reply.body, self.max_message_size, request_error);
+                let mut response = Response::new(body.boxed_unsync());
                 *response.headers_mut() = reply.metadata;
                 response.headers_mut().entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/grpc"));
                 response
             }
-            Err(error) => trailers_only(error.to_status()),
+            // The request's own fault, if it had one, over what the backend made of the reset.
+            Err(error) => trailers_only(request_error.get().unwrap_or(&error).to_status()),
         }
     }
 }
@@ -150,21 +148,20 @@ fn classify(path: &str, catalog: &Catalog, tables: &Tables) -> Target {
     }
 }
 
-/// The client's headers that are call metadata: everything but connection-level and framing
-/// headers, which each hop sets for itself.
-fn metadata(mut headers: HeaderMap) -> HeaderMap {
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "te",
-        "host",
-        "content-length",
-        "grpc-timeout",
-    ] {
-        headers.remove(name);
+/// The client's headers as call metadata: all of them (compression and other `grpc-` headers
+/// pass end to end) but the framing headers each hop sets for itself — except the gRPC content
+/// type, which names the message encoding — and `grpc-timeout`, which became the deadline; plus
+/// this hop in `X-Forwarded-For` and `Forwarded`.
+fn metadata(mut headers: HeaderMap, peer: Option<SocketAddr>) -> HeaderMap {
+    let content_type = headers.remove(CONTENT_TYPE);
+    let mut forwarded = HeaderMap::new();
+    super::metadata::add_forwarded(&headers, &mut forwarded, peer);
+    for name in crate::call::FRAMING_HEADERS.iter().chain(&["grpc-timeout"]) {
+        headers.remove(*name);
+    }
+    headers.extend(forwarded);
+    if let Some(content_type) = content_type {
+        headers.insert(CONTENT_TYPE, content_type);
     }
     headers
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -39,7 +39,7 @@ use tower::ServiceExt;
 
 use super::ResponseBody;
 use crate::call::{Body, Call, Protocol};
-use crate::config::{RestOptions, ServerLimits};
+use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};
 use crate::observe::access_log;
 use crate::stack::Stack;
@@ -69,7 +69,6 @@ impl Tables {
 pub struct RestFrontend {
     pub stack: Stack,
     pub options: Arc<RestOptions>,
-    pub limits: Arc<ServerLimits>,
 }
 
 /// What an HTTP request is for.
@@ -186,7 +185,7 @@ impl RestFrontend {
         } else {
             let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
             let limit = options.max_request_body_size;
-            let bytes = match body::read(body, &parts.headers, limit, self.limits.body_read_timeout).await {
+            let bytes = match body::read(body, &parts.headers, limit, options.body_read_timeout).await {
                 Ok(bytes) => bytes,
                 Err(error) => return refuse(error.into()),
             };
@@ -198,16 +197,25 @@ impl RestFrontend {
                 Ok(message) => message,
                 Err(error) => return refuse(error.into()),
             };
-            Full::new(framing::encode(&message)).map_err(|never| match never {}).boxed_unsync()
+            let frame = match framing::encode(&message, options.max_message_size) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    let message = format!("the request: {e}");
+                    return refuse(Refusal::with_status(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        Code::ResourceExhausted,
+                        message,
+                    ));
+                }
+            };
+            Full::new(frame).map_err(|never| match never {}).boxed_unsync()
         };
-        let call = Call {
-            method: route.method.clone(),
-            protocol: Protocol::Rest,
-            metadata: metadata(&parts.headers, options, peer),
-            deadline,
-            peer,
-            body: call_body,
+        let metadata = match metadata(&parts.headers, options, peer) {
+            Ok(metadata) => metadata,
+            Err(error) => return refuse(error.into()),
         };
+        let call =
+            Call { method: route.method.clone(), protocol: Protocol::Rest, metadata, deadline, peer, body: call_body };
         let reply = self.stack.clone().oneshot(call).await;
         let response = match (reply, format) {
             // A server stream reports a bad request line itself, in the stream.
@@ -295,48 +303,25 @@ fn deadline(headers: &HeaderMap, options: &RestOptions) -> Result<Option<Duratio
     Ok(Some(Duration::from_millis(ms)))
 }
 
-/// Hop-by-hop headers (RFC 9110 7.6.1) never become metadata, whatever the config says.
-const HOP_BY_HOP: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "host"];
-
 /// The request headers that become gRPC metadata: the configured ones, those with the metadata
-/// prefix (without it), and `X-Forwarded-For`/`Forwarded` with this hop added.
-fn metadata(headers: &HeaderMap, options: &RestOptions, peer: Option<SocketAddr>) -> HeaderMap {
+/// prefix (without it), and `X-Forwarded-For`/`Forwarded` with this hop added. Framing headers
+/// and `grpc-` names never do, whatever the config says; a `-bin` value must be base64.
+fn metadata(headers: &HeaderMap, options: &RestOptions, peer: Option<SocketAddr>) -> Result<HeaderMap, GatewayError> {
     let mut out = HeaderMap::new();
     for name in &options.forward_headers {
-        if HOP_BY_HOP.contains(&name.as_str()) {
-            continue;
-        }
         for value in headers.get_all(name) {
-            out.append(name.clone(), value.clone());
+            if super::metadata::check(name, value)? {
+                out.append(name.clone(), value.clone());
+            }
         }
     }
     for (name, value) in headers {
         let Some(stripped) = name.as_str().strip_prefix(options.metadata_header_prefix.as_str()) else { continue };
-        if stripped.is_empty() || stripped.starts_with("grpc-") || HOP_BY_HOP.contains(&stripped) {
-            continue;
-        }
-        if let Ok(name) = HeaderName::from_bytes(stripped.as_bytes()) {
+        let Ok(name) = HeaderName::from_bytes(stripped.as_bytes()) else { continue };
+        if super::metadata::check(&name, value)? {
             out.append(name, value.clone());
         }
     }
-    if let Some(peer) = peer {
-        let ip = peer.ip().to_string();
-        let append = |name: &str, node: &str| {
-            let chain = match headers.get(name).and_then(|v| v.to_str().ok()) {
-                Some(prior) => HeaderValue::from_str(&format!("{prior}, {node}")),
-                None => HeaderValue::from_str(node),
-            };
-            chain.ok()
-        };
-        if let Some(value) = append("x-forwarded-for", &ip) {
-            out.insert("x-forwarded-for", value);
-        }
-        // RFC 7239: IPv6 addresses are quoted and bracketed.
-        let node = if peer.is_ipv6() { format!("for=\"[{ip}]\"") } else { format!("for={ip}") };
-        if let Some(value) = append("forwarded", &node) {
-            out.insert("forwarded", value);
-        }
-    }
-    out
+    super::metadata::add_forwarded(headers, &mut out, peer);
+    Ok(out)
 }

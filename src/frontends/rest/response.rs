@@ -36,7 +36,7 @@ async fn next(body: &mut Body, deframer: &mut Deframer) -> Next {
         match deframer.next_message() {
             Ok(Some(message)) => return Next::Message(message),
             Ok(None) => {}
-            Err(e) => return Next::End(Status::internal(e.to_string()), HeaderMap::new()),
+            Err(e) => return Next::End(Status::internal(format!("the backend's response: {e}")), HeaderMap::new()),
         }
         match body.frame().await {
             Some(Ok(frame)) => match frame.into_data() {
@@ -67,7 +67,7 @@ pub(super) async fn unary(
 ) -> Response<ResponseBody> {
     let pool = route.method.descriptor.parent_pool().clone();
     let mut body = reply.body;
-    let mut deframer = Deframer::default();
+    let mut deframer = Deframer::new(options.max_message_size);
     let message = match next(&mut body, &mut deframer).await {
         Next::Message(message) => message,
         Next::End(status, trailers) => return failed(&status, &pool, &reply.metadata, &trailers, options),
@@ -199,7 +199,7 @@ pub(super) async fn streaming(
 ) -> Response<ResponseBody> {
     let pool = route.method.descriptor.parent_pool().clone();
     let mut body = reply.body;
-    let mut deframer = Deframer::default();
+    let mut deframer = Deframer::new(options.max_message_size);
     let first = next(&mut body, &mut deframer).await;
     if let Next::End(status, trailers) = &first {
         if let Some(error) = request_error.as_deref().and_then(OnceLock::get) {

@@ -52,7 +52,8 @@ impl RequestStream {
 
     fn frame(&self, line: &[u8]) -> Result<Bytes, GatewayError> {
         let message = request::stream_message(&self.route, &self.bound, line, &self.options)?;
-        Ok(framing::encode(&message))
+        framing::encode(&message, self.options.max_message_size)
+            .map_err(|e| GatewayError::new(Code::ResourceExhausted, Origin::Client, e.to_string()))
     }
 
     fn fail(&mut self, error: GatewayError) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
