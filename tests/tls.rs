@@ -86,6 +86,7 @@ async fn tls_backend_with_configured_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unverifiable_tls_backend_is_unavailable() {
+    let logs = support::logs();
     let (port, _pem) = start_tls_backend().await;
     // The system roots do not trust a fresh self-signed certificate.
     let gw = TestGateway::builder()
@@ -99,5 +100,13 @@ async fn unverifiable_tls_backend_is_unavailable() {
         .await
         .expect_err("certificate not trusted");
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.message().contains("TLS handshake failed"), "{}", err.message());
+    // The client learns which service, not where its backend lives nor what went wrong inside...
+    assert!(err.message().contains("shop.users.v1.UserService is unavailable"), "{}", err.message());
+    for secret in [port.to_string().as_str(), "localhost", "TLS", "certificate"] {
+        assert!(!err.message().contains(secret), "{secret} leaked: {}", err.message());
+    }
+    // ...the log does.
+    let text = logs.text();
+    let line = text.lines().find(|l| l.contains(&format!("localhost:{port}"))).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("TLS handshake failed"), "{line}");
 }

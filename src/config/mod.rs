@@ -67,6 +67,11 @@ pub struct ServiceFile {
     /// Deadline applied to calls whose client sets none, e.g. `30s`. None by default.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// How long a call waits for a free HTTP/2 stream when every connection to these backends is
+    /// at the backend's `SETTINGS_MAX_CONCURRENT_STREAMS`; then it fails with UNAVAILABLE.
+    /// Default 1s (never past the call's deadline).
+    #[serde(default)]
+    pub queue_timeout: Option<String>,
     /// TLS settings for `https://` backends.
     #[serde(default)]
     pub tls: Option<TlsFile>,
@@ -118,6 +123,7 @@ pub struct ServiceRule {
     pub backends: Vec<Backend>,
     pub connect_timeout: Duration,
     pub default_timeout: Option<Duration>,
+    pub queue_timeout: Duration,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub tls_server_name: Option<String>,
 }
@@ -268,6 +274,7 @@ impl ServiceRule {
         };
         let connect_timeout = duration("connect_timeout", &file.connect_timeout)?.unwrap_or(Duration::from_secs(2));
         let default_timeout = duration("timeout", &file.timeout)?;
+        let queue_timeout = duration("queue_timeout", &file.queue_timeout)?.unwrap_or(Duration::from_secs(1));
         let tls_file = file.tls.unwrap_or_default();
         let tls = if backends.iter().any(|b| b.tls) {
             let ca = tls_file.ca_file.map(|p| if p.is_absolute() { p } else { base.join(p) });
@@ -281,6 +288,7 @@ impl ServiceRule {
             backends,
             connect_timeout,
             default_timeout,
+            queue_timeout,
             tls,
             tls_server_name: tls_file.server_name,
         })

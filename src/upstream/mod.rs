@@ -8,6 +8,7 @@
 
 mod connection;
 mod pool;
+mod settings;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +26,8 @@ use crate::call::{Body, Call, Reply};
 use crate::catalog::MethodRoute;
 use crate::config::Config;
 use crate::error::{GatewayError, Origin};
-use pool::Pool;
+use connection::Stream;
+use pool::{NoStream, Pool};
 
 /// One pool per config rule, in the config's order.
 #[derive(Clone)]
@@ -45,9 +47,25 @@ impl Upstream {
         let rule = call.method.rule.as_ref().ok_or_else(|| {
             GatewayError::new(Code::Unavailable, Origin::Gateway, format!("no backend is configured for {}", service()))
         })?;
-        let (mut sender, endpoint) = self.pools[rule.index].sender().await.map_err(|e| {
-            GatewayError::unreachable(format!("{} is unavailable: no backend could be reached ({e})", service()))
+        // A call waits for a free stream no longer than its rule says, nor than its deadline.
+        let left = call.deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let patience = left.map_or(rule.queue_timeout, |left| left.min(rule.queue_timeout));
+        // The client learns which service is unavailable, not where its backends live: that,
+        // and why, goes to the log.
+        let (stream, endpoint) = self.pools[rule.index].stream(patience).await.map_err(|refusal| match refusal {
+            NoStream::Unreachable(why) => {
+                tracing::warn!(service = %service(), error = %why, "no backend could be reached");
+                GatewayError::unreachable(format!("{} is unavailable: no backend could be reached", service()))
+            }
+            NoStream::Full { limit } => {
+                tracing::warn!(service = %service(), limit, "backends at their stream limit");
+                GatewayError::unreachable(format!(
+                    "{} is unavailable: its backends are at their limit of {limit} concurrent calls",
+                    service()
+                ))
+            }
         })?;
+        let mut sender = stream.sender();
 
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(if endpoint.backend.tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });
@@ -74,13 +92,14 @@ impl Upstream {
         }
 
         let response = sender.send_request(request).await.map_err(|e| {
+            tracing::warn!(service = %service(), backend = %endpoint.backend, error = %e, "backend call failed");
             GatewayError::new(
                 Code::Unavailable,
                 Origin::Upstream,
-                format!("{}: backend {} failed: {e}", service(), endpoint.backend),
+                format!("{} is unavailable: the backend failed", service()),
             )
         })?;
-        reply(response, method)
+        reply(response, method, stream)
     }
 }
 
@@ -112,7 +131,11 @@ fn grpc_timeout(deadline: Instant) -> Result<HeaderValue, GatewayError> {
 
 /// Turns the backend's HTTP response into a [`Reply`] whose status always travels in trailers,
 /// whether the backend sent a Trailers-Only response or not.
-fn reply(response: http::Response<hyper::body::Incoming>, method: Arc<MethodRoute>) -> Result<Reply, GatewayError> {
+fn reply(
+    response: http::Response<hyper::body::Incoming>,
+    method: Arc<MethodRoute>,
+    stream: Stream,
+) -> Result<Reply, GatewayError> {
     let service = || method.descriptor.parent_service().full_name().to_owned();
     let (parts, body) = response.into_parts();
     if parts.status != http::StatusCode::OK {
@@ -137,7 +160,6 @@ fn reply(response: http::Response<hyper::body::Incoming>, method: Arc<MethodRout
     for name in crate::call::FRAMING_HEADERS.iter().filter(|n| **n != "content-type") {
         metadata.remove(*name);
     }
-    let body = body.map_err(move |e| stream_error(&method, e));
     let body: Body = if metadata.contains_key("grpc-status") {
         let trailers = take_status(&mut metadata);
         http_body_util::Empty::<Bytes>::new()
@@ -145,7 +167,7 @@ fn reply(response: http::Response<hyper::body::Incoming>, method: Arc<MethodRout
             .with_trailers(std::future::ready(Some(Ok(trailers))))
             .boxed_unsync()
     } else {
-        body.boxed_unsync()
+        ReplyStream { inner: body, method, _stream: stream }.boxed_unsync()
     };
     Ok(Reply { metadata, body })
 }
@@ -161,8 +183,36 @@ fn take_status(headers: &mut HeaderMap) -> HeaderMap {
     trailers
 }
 
+/// A backend's reply streaming in; it holds its HTTP/2 stream, counted against the backend's
+/// limit, until it ends or is dropped.
+struct ReplyStream {
+    inner: hyper::body::Incoming,
+    method: Arc<MethodRoute>,
+    _stream: Stream,
+}
+
+impl http_body::Body for ReplyStream {
+    type Data = Bytes;
+    type Error = GatewayError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, GatewayError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx).map_err(|e| stream_error(&self.method, e))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A backend stream that broke off: a reset by the backend keeps its code, anything else is a
-/// lost backend.
+/// lost backend. The client is told which; the details go to the log.
 fn stream_error(method: &MethodRoute, e: hyper::Error) -> GatewayError {
     let service = method.descriptor.parent_service().full_name();
     use std::error::Error as _;
@@ -173,5 +223,6 @@ fn stream_error(method: &MethodRoute, e: hyper::Error) -> GatewayError {
         Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
         _ => Code::Unavailable,
     };
-    GatewayError::new(code, Origin::Upstream, format!("{service}: the backend stream broke off: {e}"))
+    tracing::debug!(service, error = %e, "the backend stream broke off");
+    GatewayError::new(code, Origin::Upstream, format!("{service}: the backend stream broke off"))
 }

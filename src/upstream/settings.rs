@@ -1,0 +1,156 @@
+//! The backend's limit on concurrent streams, read off the wire.
+//!
+//! hyper's HTTP/2 client queues requests without bound once a connection reaches the server's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS`, and does not say what that limit is. The server's first
+//! frame is its SETTINGS (RFC 9113, 3.4), so the connection's reads are watched until it has
+//! passed, and the limit is published for the endpoint to count streams against. Later SETTINGS
+//! frames are not followed: servers set the limit once.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Unlimited, RFC 9113's initial value, until the server says otherwise.
+pub(super) const UNLIMITED: u32 = u32::MAX;
+
+/// SETTINGS frame type and the MAX_CONCURRENT_STREAMS identifier (RFC 9113, 6.5).
+const SETTINGS: u8 = 0x4;
+const ACK: u8 = 0x1;
+const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+
+/// Reads the first SETTINGS frame as it goes by.
+#[derive(Debug, Default)]
+struct Parser {
+    /// Bytes of the frame being read: header (9) then payload.
+    frame: Vec<u8>,
+    done: bool,
+}
+
+impl Parser {
+    /// Follows received bytes; the limit once the first SETTINGS frame is whole.
+    fn feed(&mut self, mut bytes: &[u8]) -> Option<u32> {
+        while !self.done && !bytes.is_empty() {
+            let wanted = if self.frame.len() < 9 {
+                9 - self.frame.len()
+            } else {
+                9 + payload_len(&self.frame) - self.frame.len()
+            };
+            let n = wanted.min(bytes.len());
+            self.frame.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.frame.len() >= 9 && self.frame.len() == 9 + payload_len(&self.frame) {
+                let (kind, flags) = (self.frame[3], self.frame[4]);
+                if kind == SETTINGS && flags & ACK == 0 {
+                    self.done = true;
+                    let limit = self.frame[9..]
+                        .chunks_exact(6)
+                        .filter(|s| u16::from_be_bytes([s[0], s[1]]) == MAX_CONCURRENT_STREAMS)
+                        .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+                        .next_back();
+                    self.frame = Vec::new();
+                    return Some(limit.unwrap_or(UNLIMITED));
+                }
+                self.frame.clear();
+                // A server that does not start with SETTINGS breaks the protocol; hyper will
+                // say so. Nothing more to learn here.
+                self.done = true;
+            }
+        }
+        None
+    }
+}
+
+fn payload_len(header: &[u8]) -> usize {
+    // Frame sizes above 16 MiB do not exist; a hostile length only makes this give up.
+    (u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize).min(1 << 24)
+}
+
+/// A backend connection whose reads are watched for the server's SETTINGS.
+pub(super) struct Sniffed<IO> {
+    io: IO,
+    parser: Parser,
+    limit: Arc<AtomicU32>,
+}
+
+impl<IO> Sniffed<IO> {
+    pub(super) fn new(io: IO, limit: Arc<AtomicU32>) -> Self {
+        Sniffed { io, parser: Parser::default(), limit }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Sniffed<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if !self.parser.done {
+            let this = &mut *self;
+            if let Some(limit) = this.parser.feed(&buf.filled()[before..]) {
+                this.limit.store(limit, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Sniffed<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(entries: &[(u16, u32)], flags: u8) -> Vec<u8> {
+        let len = entries.len() * 6;
+        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, SETTINGS, flags, 0, 0, 0, 0];
+        for (id, value) in entries {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn the_limit_is_read_whatever_the_chunking() {
+        let mut wire = settings(&[(0x4, 65535), (MAX_CONCURRENT_STREAMS, 2)], 0);
+        wire.extend_from_slice(&settings(&[], ACK));
+        for size in 1..wire.len() {
+            let mut parser = Parser::default();
+            let found: Vec<u32> = wire.chunks(size).filter_map(|c| parser.feed(c)).collect();
+            assert_eq!(found, [2], "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn no_limit_in_the_settings_means_unlimited() {
+        let mut parser = Parser::default();
+        assert_eq!(parser.feed(&settings(&[(0x4, 65535)], 0)), Some(UNLIMITED));
+        assert_eq!(parser.feed(&settings(&[(MAX_CONCURRENT_STREAMS, 1)], 0)), None, "only the first counts");
+    }
+}
