@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderMap;
+use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::Instant;
 
@@ -83,4 +84,33 @@ pub fn status_trailers(status: &tonic::Status) -> HeaderMap {
 pub struct Reply {
     pub metadata: HeaderMap,
     pub body: Body,
+    /// The status, when it came with the response's headers (gRPC's Trailers-Only): the body
+    /// then holds nothing but the trailers. A frontend can answer without reading the body.
+    pub early_status: Option<tonic::Status>,
+}
+
+impl Reply {
+    /// A gRPC response's headers and body as a reply. A Trailers-Only response (the status in its
+    /// one header block) becomes an empty body ending with that block as its trailers, so that
+    /// every reply ends the same way; the framing headers of the backend's hop stay behind.
+    pub fn from_grpc(mut headers: HeaderMap, body: Body) -> Reply {
+        for name in FRAMING_HEADERS.iter().filter(|n| **n != "content-type") {
+            headers.remove(*name);
+        }
+        if !headers.contains_key("grpc-status") {
+            return Reply { metadata: headers, body, early_status: None };
+        }
+        // gRPC over HTTP/2: everything but the content type belongs to the trailers.
+        let content_type = headers.remove(http::header::CONTENT_TYPE);
+        let trailers = std::mem::take(&mut headers);
+        if let Some(content_type) = content_type {
+            headers.insert(http::header::CONTENT_TYPE, content_type);
+        }
+        let early_status = tonic::Status::from_header_map(&trailers);
+        let body = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .with_trailers(std::future::ready(Some(Ok(trailers))))
+            .boxed_unsync();
+        Reply { metadata: headers, body, early_status }
+    }
 }

@@ -14,9 +14,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::util::BoxCloneSyncService;
 
+use crate::builtin::TonicService;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
-use crate::frontends::grpc::{self, GrpcFrontend, TonicService};
+use crate::frontends::grpc::GrpcFrontend;
 use crate::frontends::rest::{self, RestFrontend};
 use crate::stack;
 use crate::upstream::Upstream;
@@ -24,16 +25,14 @@ use crate::upstream::Upstream;
 /// One catalog and everything derived from it, read by requests as a unit.
 pub struct Snapshot {
     pub catalog: Arc<Catalog>,
-    pub grpc: grpc::Tables,
     pub rest: rest::Tables,
 }
 
 impl Snapshot {
     /// Everything the frontends derive from a catalog; what `dragoman check` validates too.
     pub fn build(catalog: Catalog) -> Result<Self, CatalogError> {
-        let grpc = grpc::Tables::new(&catalog).map_err(CatalogError::Other)?;
         let rest = rest::Tables::new(&catalog);
-        Ok(Snapshot { catalog: Arc::new(catalog), grpc, rest })
+        Ok(Snapshot { catalog: Arc::new(catalog), rest })
     }
 
     /// What the snapshot serves differently from what the descriptors ask for (HTTP bindings it
@@ -98,7 +97,7 @@ impl Gateway {
                 runtime: tokio::runtime::Handle::current(),
             }),
         };
-        gateway.report_health();
+        gateway.shared.runtime.spawn(gateway.report_health(None));
         Ok(gateway)
     }
 
@@ -114,13 +113,9 @@ impl Gateway {
     /// What one server worker needs of its own: frontends over a policy stack whose upstream
     /// connections belong to that worker's runtime, so a call never crosses threads.
     pub fn worker(&self) -> Worker {
-        let stack = stack::build(Upstream::new(&self.shared.config));
+        let stack = stack::build(Upstream::new(&self.shared.config), self.shared.health_service.clone());
         Worker {
-            grpc: GrpcFrontend {
-                stack: stack.clone(),
-                health: self.shared.health_service.clone(),
-                max_message_size: self.shared.config.server.max_message_size,
-            },
+            grpc: GrpcFrontend { stack: stack.clone(), max_message_size: self.shared.config.server.max_message_size },
             rest: RestFrontend { stack, options: self.shared.config.rest.clone() },
         }
     }
@@ -137,13 +132,18 @@ impl Gateway {
             Ok(snapshot) => {
                 snapshot.log_warnings();
                 let services = snapshot.catalog.services().len();
-                self.shared.snapshot.store(Arc::new(snapshot));
-                self.shared.reloads.send_modify(|s| {
-                    s.generation += 1;
-                    s.last_error = None;
-                });
+                let previous = self.shared.snapshot.swap(Arc::new(snapshot));
                 tracing::info!(services, "descriptors reloaded");
-                self.report_health();
+                // The reload counts as done once health says so too.
+                let health = self.report_health(Some(&previous));
+                let shared = self.shared.clone();
+                self.shared.runtime.spawn(async move {
+                    health.await;
+                    shared.reloads.send_modify(|s| {
+                        s.generation += 1;
+                        s.last_error = None;
+                    });
+                });
                 Ok(())
             }
             Err(e) => {
@@ -172,10 +172,12 @@ impl Gateway {
     }
 
     /// Health: the gateway itself serves; a service serves when a backend rule routes it.
-    fn report_health(&self) {
-        let health = self.shared.health.clone();
-        let statuses: Vec<(String, ServingStatus)> = self
-            .snapshot()
+    /// Health: the gateway itself serves; a service serves when a backend rule routes it; a
+    /// service that a reload removed is no longer known (NOT_FOUND), instead of SERVING for ever.
+    fn report_health(&self, previous: Option<&Snapshot>) -> impl std::future::Future<Output = ()> + use<> {
+        let mut health = self.shared.health.clone();
+        let current = self.snapshot();
+        let statuses: Vec<(String, ServingStatus)> = current
             .catalog
             .services()
             .iter()
@@ -184,11 +186,22 @@ impl Gateway {
                 (s.descriptor.full_name().to_owned(), status)
             })
             .collect();
-        self.shared.runtime.spawn(async move {
+        let removed: Vec<String> = previous
+            .map(|p| p.catalog.services())
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.descriptor.full_name())
+            .filter(|name| !statuses.iter().any(|(kept, _)| kept == name))
+            .map(str::to_owned)
+            .collect();
+        async move {
             health.set_service_status("", ServingStatus::Serving).await;
             for (name, status) in statuses {
                 health.set_service_status(name, status).await;
             }
-        });
+            for name in removed {
+                health.clear_service_status(&name).await;
+            }
+        }
     }
 }

@@ -186,7 +186,7 @@ async fn route(
     let snapshot = gateway.snapshot();
     // gRPC over HTTP/2 is told apart by its content type; everything else is REST.
     if grpc::is_grpc(&request) {
-        return worker.grpc.serve(request, &snapshot.catalog, &snapshot.grpc, Some(peer)).await;
+        return worker.grpc.serve(request, &snapshot.catalog, Some(peer)).await;
     }
     worker.rest.serve(request, &snapshot.rest, Some(peer)).await
 }

@@ -107,3 +107,27 @@ async fn a_conflicting_file_is_rejected_naming_both_files() {
     let user = UserServiceClient::new(gw.channel().await).get_user(GetUserRequest { id: "u-1".into() }).await;
     assert!(user.is_ok(), "{user:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_removed_by_a_reload_stop_reporting_serving() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let gw = TestGateway::builder()
+        .sets(vec![("users.binpb", support::demo_set(&[USERS])), ("payments.binpb", support::demo_set(&[PAYMENTS]))])
+        .start()
+        .await;
+    let check = |service: &str| {
+        let request = HealthCheckRequest { service: service.to_owned() };
+        let channel = gw.channel();
+        async move { HealthClient::new(channel.await).check(request).await }
+    };
+    let serving = check("shop.payments.v1.PaymentService").await.expect("known").into_inner();
+    assert_eq!(serving.status, 1, "SERVING");
+
+    let generation = gw.gateway.reloads().borrow().generation;
+    std::fs::remove_file(gw.descriptors.join("payments.binpb")).expect("remove");
+    gw.wait_reload(|s| s.generation > generation).await;
+    let gone = check("shop.payments.v1.PaymentService").await.expect_err("no longer known");
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    assert_eq!(check("shop.users.v1.UserService").await.expect("still there").into_inner().status, 1);
+}

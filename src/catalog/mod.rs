@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, MethodDescriptor, ServiceDescriptor};
 
+use crate::builtin::{self, Local};
 use crate::config::{Config, ServiceRule};
 
 pub use load::{compile_set, is_descriptor_file, proto_sources};
@@ -46,6 +47,8 @@ pub struct MethodRoute {
     pub descriptor: MethodDescriptor,
     /// The config rule whose backends serve this method's service; None when no rule matches.
     pub rule: Option<Arc<ServiceRule>>,
+    /// Set for the services the gateway answers itself (health, reflection): no backend.
+    pub local: Option<Local>,
 }
 
 /// A service and the rule that routes it.
@@ -98,33 +101,44 @@ impl Catalog {
         let mut sources: Vec<PathBuf> = files.iter().map(|f| f.origin.clone()).collect();
         sources.dedup();
         let pool = merge::merge(files)?;
-        Ok(Self::from_pool(pool, config, sources))
+        Self::from_pool(pool, config, sources)
     }
 
-    /// Builds a snapshot from an already merged pool.
-    pub fn from_pool(pool: DescriptorPool, config: &Config, sources: Vec<PathBuf>) -> Self {
+    /// Builds a snapshot from an already merged pool: the loaded services routed by the config,
+    /// and the gateway's own (health, and reflection over this pool).
+    pub fn from_pool(pool: DescriptorPool, config: &Config, sources: Vec<PathBuf>) -> Result<Self, CatalogError> {
         let mut services: Vec<ServiceEntry> = pool
             .services()
+            .filter(|descriptor| !builtin::is_builtin(descriptor.full_name()))
             .map(|descriptor| {
                 let rule = config.rule_for(descriptor.full_name()).cloned();
                 ServiceEntry { descriptor, rule }
             })
             .collect();
         services.sort_by(|a, b| a.descriptor.full_name().cmp(b.descriptor.full_name()));
-        let methods = services
-            .iter()
-            .flat_map(|service| {
-                service.descriptor.methods().map(|descriptor| {
-                    let path: Box<str> = format!("/{}/{}", service.descriptor.full_name(), descriptor.name()).into();
-                    // Service and method names are identifiers: always a valid path.
-                    let path_and_query = http::uri::PathAndQuery::try_from(&*path)
-                        .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"));
-                    let route = MethodRoute { path_and_query, descriptor, rule: service.rule.clone() };
-                    (path, Arc::new(route))
-                })
-            })
-            .collect();
-        Catalog { pool, services, methods, sources }
+        let (reflection_v1, reflection_v1alpha) =
+            builtin::reflection(&pool.encode_to_vec()).map_err(CatalogError::Other)?;
+        let own = builtin::pool().services().map(|descriptor| {
+            let local = match descriptor.full_name() {
+                builtin::REFLECTION_V1 => Local::Reflection(reflection_v1.clone()),
+                builtin::REFLECTION_V1ALPHA => Local::Reflection(reflection_v1alpha.clone()),
+                _ => Local::Health,
+            };
+            (descriptor, None, Some(local))
+        });
+        let loaded = services.iter().map(|s| (s.descriptor.clone(), s.rule.clone(), None));
+        let mut methods = HashMap::new();
+        for (service, rule, local) in loaded.chain(own) {
+            for descriptor in service.methods() {
+                let path: Box<str> = format!("/{}/{}", service.full_name(), descriptor.name()).into();
+                // Service and method names are identifiers: always a valid path.
+                let path_and_query = http::uri::PathAndQuery::try_from(&*path)
+                    .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"));
+                let route = MethodRoute { path_and_query, descriptor, rule: rule.clone(), local: local.clone() };
+                methods.insert(path, Arc::new(route));
+            }
+        }
+        Ok(Catalog { pool, services, methods, sources })
     }
 
     pub fn pool(&self) -> &DescriptorPool {
@@ -144,15 +158,10 @@ impl Catalog {
         let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
             return Lookup::Malformed;
         };
-        if self.pool.get_service_by_name(service).is_some() {
+        if self.pool.get_service_by_name(service).is_some() || builtin::is_builtin(service) {
             Lookup::UnknownMethod { service, method }
         } else {
             Lookup::UnknownService { service }
         }
-    }
-
-    /// The merged descriptors as one encoded `FileDescriptorSet`, custom options included.
-    pub fn encoded_file_descriptor_set(&self) -> Vec<u8> {
-        self.pool.encode_to_vec()
     }
 }

@@ -68,9 +68,9 @@ where
         let reply = self.inner.call(call);
         Box::pin(async move {
             match reply.await {
-                Ok(reply) => {
-                    let body = LoggedBody { inner: reply.body, entry: Some(entry), status: None };
-                    Ok(Reply { metadata: reply.metadata, body: body.boxed_unsync() })
+                Ok(Reply { metadata, body, early_status }) => {
+                    let body = LoggedBody { inner: body, entry: Some(entry), status: None };
+                    Ok(Reply { metadata, body: body.boxed_unsync(), early_status })
                 }
                 Err(e) => {
                     entry.finish(e.code, &e.message);

@@ -55,11 +55,11 @@ where
         };
         let reply = self.inner.call(call);
         Box::pin(async move {
-            let reply =
+            let Reply { metadata, body, early_status } =
                 tokio::time::timeout_at(deadline, reply).await.map_err(|_| GatewayError::deadline_exceeded())??;
             let body =
-                DeadlineBody { inner: reply.body, sleep: Box::pin(tokio::time::sleep_until(deadline)), expired: false };
-            Ok(Reply { metadata: reply.metadata, body: body.boxed_unsync() })
+                DeadlineBody { inner: body, sleep: Box::pin(tokio::time::sleep_until(deadline)), expired: false };
+            Ok(Reply { metadata, body: body.boxed_unsync(), early_status })
         })
     }
 }

@@ -17,12 +17,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue, TE};
-use http::{HeaderMap, Method, Request, Uri};
+use http::{Method, Request, Uri};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tonic::Code;
 
-use crate::call::{Body, Call, Reply};
+use crate::call::{Call, Reply};
 use crate::catalog::MethodRoute;
 use crate::config::Config;
 use crate::error::{GatewayError, Origin};
@@ -154,33 +154,10 @@ fn reply(
             format!("{}: backend answered HTTP {}", service(), parts.status),
         ));
     }
-    let mut metadata = parts.headers;
-    // The backend's framing is not the client's: the gateway may end a reply early (deadline,
-    // a message too large), so a Content-Length passed on would be a lie.
-    for name in crate::call::FRAMING_HEADERS.iter().filter(|n| **n != "content-type") {
-        metadata.remove(*name);
-    }
-    let body: Body = if metadata.contains_key("grpc-status") {
-        let trailers = take_status(&mut metadata);
-        http_body_util::Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .with_trailers(std::future::ready(Some(Ok(trailers))))
-            .boxed_unsync()
-    } else {
-        ReplyStream { inner: body, method, _stream: stream }.boxed_unsync()
-    };
-    Ok(Reply { metadata, body })
-}
-
-/// A Trailers-Only response's single header block is the trailers (gRPC over HTTP/2): everything
-/// but the content type moves there.
-fn take_status(headers: &mut HeaderMap) -> HeaderMap {
-    let content_type = headers.remove(CONTENT_TYPE);
-    let trailers = std::mem::take(headers);
-    if let Some(content_type) = content_type {
-        headers.insert(CONTENT_TYPE, content_type);
-    }
-    trailers
+    // The backend's framing is not the client's (the gateway may end a reply early, so a
+    // Content-Length passed on would be a lie): Reply::from_grpc leaves it behind.
+    let body = ReplyStream { inner: body, method, _stream: stream }.boxed_unsync();
+    Ok(Reply::from_grpc(parts.headers, body))
 }
 
 /// A backend's reply streaming in; it holds its HTTP/2 stream, counted against the backend's

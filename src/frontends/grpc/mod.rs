@@ -1,5 +1,5 @@
-//! The native gRPC frontend: passthrough to backends, plus reflection and health answered by the
-//! gateway itself.
+//! The native gRPC frontend: passthrough to backends (and to the services the gateway answers
+//! itself, health and reflection, which go through the same stack: see `builtin`).
 //!
 //! Requests are classified by path ([`Target`]); calls to loaded methods become a
 //! [`Call`] whose body is the client's frames as they are — no decode, no re-encode. Metadata,
@@ -11,7 +11,6 @@
 //! - Reflection lists every loaded service, whether or not a backend serves it.
 
 mod body;
-pub mod services;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +30,6 @@ use crate::error::{GatewayError, Origin};
 use crate::observe::access_log;
 use crate::stack::Stack;
 use body::{ReplyBody, RequestBody};
-pub use services::{Tables, TonicService};
 
 /// True for gRPC requests (`application/grpc`, `application/grpc+proto`, ...), not gRPC-Web.
 pub fn is_grpc<B>(request: &Request<B>) -> bool {
@@ -40,22 +38,17 @@ pub fn is_grpc<B>(request: &Request<B>) -> bool {
     })
 }
 
-/// The gRPC frontend: the stack calls go through, and the gateway's own health service.
+/// The gRPC frontend: the stack calls go through.
 #[derive(Clone)]
 pub struct GrpcFrontend {
     pub stack: Stack,
-    pub health: TonicService,
     /// The largest message passed either way (`server.max_message_size`).
     pub max_message_size: u32,
 }
 
 /// What a gRPC request is for.
 enum Target {
-    /// Server reflection, answered from the snapshot's descriptors.
-    Reflection(TonicService),
-    /// grpc.health.v1.Health, answered by the gateway.
-    Health,
-    /// A loaded method: through the policy stack to a backend.
+    /// A loaded or built-in method: through the policy stack.
     Method(Arc<MethodRoute>),
     /// Refused before any backend is involved (gRPC: unknown service or method is UNIMPLEMENTED).
     Refused(GatewayError),
@@ -66,12 +59,11 @@ impl GrpcFrontend {
         &self,
         request: Request<Incoming>,
         catalog: &Catalog,
-        tables: &Tables,
         peer: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let target = if request.version() == http::Version::HTTP_2 {
-            classify(request.uri().path(), catalog, tables)
+            classify(request.uri().path(), catalog)
         } else {
             // gRPC over HTTP/2 needs HTTP/2 (trailers); a Trailers-Only answer still reaches an
             // HTTP/1.1 client.
@@ -82,10 +74,6 @@ impl GrpcFrontend {
             ))
         };
         match target {
-            // gRPC server reflection protocol (v1 and v1alpha share the one descriptor snapshot).
-            Target::Reflection(service) => tonic_response(service.oneshot(request).await),
-            // gRPC health checking protocol.
-            Target::Health => tonic_response(self.health.clone().oneshot(request).await),
             // gRPC over HTTP/2: the call is forwarded frame by frame.
             Target::Method(method) => self.forward(request, method, peer, started).await,
             // gRPC over HTTP/2: errors before a response are a Trailers-Only response.
@@ -129,16 +117,7 @@ impl GrpcFrontend {
     }
 }
 
-fn classify(path: &str, catalog: &Catalog, tables: &Tables) -> Target {
-    let service = path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s);
-    match service {
-        Some(services::REFLECTION_V1) => return Target::Reflection(tables.reflection_v1.clone()),
-        Some(services::REFLECTION_V1ALPHA) => {
-            return Target::Reflection(tables.reflection_v1alpha.clone());
-        }
-        Some(services::HEALTH) => return Target::Health,
-        _ => {}
-    }
+fn classify(path: &str, catalog: &Catalog) -> Target {
     let refuse = |message: String| Target::Refused(GatewayError::new(Code::Unimplemented, Origin::Client, message));
     match catalog.lookup(path) {
         Lookup::Method(route) => Target::Method(route.clone()),
@@ -169,11 +148,4 @@ fn metadata(mut headers: HeaderMap, peer: Option<SocketAddr>) -> HeaderMap {
 /// A Trailers-Only response: the status in the headers, no body.
 pub fn trailers_only(status: Status) -> Response<ResponseBody> {
     status.into_http()
-}
-
-fn tonic_response(result: Result<Response<tonic::body::Body>, std::convert::Infallible>) -> Response<ResponseBody> {
-    match result {
-        Ok(response) => response.map(|b| b.map_err(Into::into).boxed_unsync()),
-        Err(never) => match never {},
-    }
 }
