@@ -164,3 +164,33 @@ async fn the_client_going_away_cancels_the_backend_call() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_headers_are_sent_before_the_first_message() {
+    let (backend, frames) = support::start_held().await;
+    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
+    let gw = TestGateway::builder()
+        .sets(vec![("conformance.proto", proto)])
+        .include_repo_protos()
+        .without_demo_rules()
+        .rules(&format!("  - match: conformance.*\n    backends: [http://{backend}]\n"))
+        .start()
+        .await;
+    // The backend has answered with headers and no message: the client sees the stream open.
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        support::http_stream(gw.address, "GET", "/v1/messages:watch", &[], support::no_body(), false),
+    )
+    .await
+    .expect("the headers come before any message");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/x-ndjson"));
+    // Then each message as it comes.
+    let mut body = response.into_body();
+    frames.send(Ok(http_body::Frame::data(Bytes::from_static(b"\x00\x00\x00\x00\x04\x0a\x02hi")))).await.expect("send");
+    assert_eq!(support::next_chunk(&mut body).await.as_deref(), Some("{\"result\":{\"name\":\"hi\"}}\n"));
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    frames.send(Ok(http_body::Frame::trailers(trailers))).await.expect("send");
+    assert_eq!(support::next_chunk(&mut body).await, None);
+}

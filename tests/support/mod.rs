@@ -593,3 +593,36 @@ impl std::io::Write for Logs {
         Ok(())
     }
 }
+
+/// What a [`start_held`] backend sends in its reply body.
+pub type HeldFrames = tokio::sync::mpsc::Sender<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>;
+
+/// A gRPC backend for one call that sends its response headers at once and then, in its body,
+/// exactly the frames the test sends (gRPC-framed messages, then trailers) when it sends them.
+pub async fn start_held() -> (SocketAddr, HeldFrames) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (frames, held) = tokio::sync::mpsc::channel(8);
+    let held = std::sync::Arc::new(tokio::sync::Mutex::new(Some(held)));
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else { return };
+        let service = hyper::service::service_fn(move |_request: http::Request<hyper::body::Incoming>| {
+            let held = held.clone();
+            async move {
+                let receiver = held.lock().await.take();
+                let stream = futures_util::stream::unfold(receiver, |receiver| async move {
+                    let mut receiver = receiver?;
+                    let frame = receiver.recv().await?;
+                    Some((frame, Some(receiver)))
+                });
+                let mut response = http::Response::new(http_body_util::StreamBody::new(stream));
+                response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+            .await;
+    });
+    (address, frames)
+}

@@ -188,8 +188,10 @@ pub(super) fn stream_format(accept: Option<&str>, default: StreamFormat) -> Stre
     }
 }
 
-/// A server-streaming reply. The HTTP status waits for the first message: a call that fails
-/// before it gets the error's own status, not a 200 with an error inside.
+/// A server-streaming reply, its headers sent as soon as the backend's arrive (a client watching
+/// a quiet stream knows at once that it is open). A call the backend refuses outright — its
+/// status came with its headers (Trailers-Only) — gets the error's own HTTP status instead of a
+/// 200 with an error inside; an error after that ends the stream (see [`StreamFormat`]).
 pub(super) async fn streaming(
     reply: Reply,
     route: &Route,
@@ -200,19 +202,18 @@ pub(super) async fn streaming(
     let pool = route.method.descriptor.parent_pool().clone();
     let mut body = reply.body;
     let mut deframer = Deframer::new(options.max_message_size);
-    let first = next(&mut body, &mut deframer).await;
-    if let Next::End(status, trailers) = &first {
+    if reply.early_status.as_ref().is_some_and(|s| s.code() != Code::Ok) {
         if let Some(error) = request_error.as_deref().and_then(OnceLock::get) {
             return error_response(&error.to_status(), Some(&pool));
         }
-        if status.code() != Code::Ok {
-            return failed(status, &pool, &reply.metadata, trailers, options);
+        // The body holds nothing but the trailers: this does not wait.
+        if let Next::End(status, trailers) = next(&mut body, &mut deframer).await {
+            return failed(&status, &pool, &reply.metadata, &trailers, options);
         }
     }
     let stream = MessageStream {
         body,
         deframer,
-        pending: Some(first),
         output: route.method.descriptor.output(),
         print: options.print,
         format,
@@ -246,8 +247,6 @@ enum StreamState {
 struct MessageStream {
     body: Body,
     deframer: Deframer,
-    /// What was read ahead to decide the status: the first message, or an end without one.
-    pending: Option<Next>,
     output: MessageDescriptor,
     print: json::PrintOptions,
     format: StreamFormat,
@@ -340,11 +339,7 @@ impl MessageStream {
             if matches!(stream.state, StreamState::Done) {
                 return None;
             }
-            let chunk = match stream.pending.take() {
-                Some(read_ahead) => read_ahead,
-                None => next(&mut stream.body, &mut stream.deframer).await,
-            };
-            let chunk = match chunk {
+            let chunk = match next(&mut stream.body, &mut stream.deframer).await {
                 Next::Message(message) => stream.message_chunk(message),
                 Next::End(status, _) => stream.end_chunk(&status),
             };
