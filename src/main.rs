@@ -32,6 +32,9 @@ enum Command {
         /// Descriptor folder to load; the embedded demo set is used when it does not exist.
         #[arg(long, default_value = "descriptors")]
         descriptors: PathBuf,
+        /// Server threads; 0 = one per core.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
     },
     /// Validate a config and its descriptors; print every service, its methods and its backends.
     Check {
@@ -75,7 +78,7 @@ fn run() -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             runtime()?.block_on(serve(config, None))
         }
-        Command::Demo { listen, descriptors } => runtime()?.block_on(demo(listen, descriptors)),
+        Command::Demo { listen, descriptors, workers } => runtime()?.block_on(demo(listen, descriptors, workers)),
         Command::Check { config, strict } => check(&config, strict),
         Command::Compile { protos, include, out } => {
             let files = dragoman::catalog::proto_sources(&protos)?;
@@ -104,7 +107,7 @@ async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> an
     Ok(())
 }
 
-async fn demo(listen: String, descriptors: PathBuf) -> anyhow::Result<()> {
+async fn demo(listen: String, descriptors: PathBuf, workers: usize) -> anyhow::Result<()> {
     let backends = dragoman::demo::Backends::start().await?;
     let descriptors = if descriptors.exists() {
         descriptors
@@ -116,7 +119,7 @@ async fn demo(listen: String, descriptors: PathBuf) -> anyhow::Result<()> {
         dir
     };
     let yaml = format!(
-        "listen: {listen}\ndescriptors: [{}]\n{}",
+        "listen: {listen}\nworkers: {workers}\ndescriptors: [{}]\n{}",
         serde_json::to_string(&descriptors.display().to_string())?,
         backends.services_yaml()
     );

@@ -18,6 +18,7 @@
 mod body;
 mod cors;
 pub mod error;
+mod offload;
 pub mod openapi;
 mod request;
 mod response;
@@ -43,7 +44,6 @@ use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};
 use crate::observe::access_log;
 use crate::stack::Stack;
-use crate::transcode::framing;
 use routes::{Found, Route, Routes};
 
 /// What the REST frontend derives from one catalog snapshot.
@@ -192,21 +192,15 @@ impl RestFrontend {
             if !bytes.is_empty() && !route.body.is_http_body(&descriptor.input()) && not_json(content_type) {
                 return refuse(unsupported_media_type(content_type));
             }
-            let query = parts.uri.query();
-            let message = match request::message(route, &bound, query, &bytes, content_type, options) {
-                Ok(message) => message,
-                Err(error) => return refuse(error.into()),
-            };
-            let frame = match framing::encode(&message, options.max_message_size) {
+            let (route, query, content_type, options) =
+                (route.clone(), parts.uri.query().map(str::to_owned), content_type.map(str::to_owned), options.clone());
+            let size = bytes.len();
+            let framed = offload::run(size, move || {
+                request::frame(&route, &bound, query.as_deref(), &bytes, content_type.as_deref(), &options)
+            });
+            let frame = match framed.await.map_err(Refusal::from).and_then(|framed| framed) {
                 Ok(frame) => frame,
-                Err(e) => {
-                    let message = format!("the request: {e}");
-                    return refuse(Refusal::with_status(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        Code::ResourceExhausted,
-                        message,
-                    ));
-                }
+                Err(refusal) => return refuse(refusal),
             };
             Full::new(frame).map_err(|never| match never {}).boxed_unsync()
         };

@@ -4,11 +4,12 @@
 use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value};
 use tonic::Code;
 
+use super::Refusal;
 use super::routes::{BodyInto, Route};
 use crate::config::{PathBodyConflict, RestOptions};
 use crate::error::{GatewayError, Origin};
-use crate::transcode::json;
 use crate::transcode::query::{self, BindError, BindOptions};
+use crate::transcode::{framing, json};
 
 pub(super) const HTTP_BODY: &str = "google.api.HttpBody";
 
@@ -16,8 +17,24 @@ fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::new(Code::InvalidArgument, Origin::Client, message)
 }
 
+/// The request message of a unary or server-streaming call, framed for the backend.
+pub(super) fn frame(
+    route: &Route,
+    bound: &[(usize, String)],
+    query: Option<&str>,
+    body: &[u8],
+    content_type: Option<&str>,
+    options: &RestOptions,
+) -> Result<bytes::Bytes, Refusal> {
+    let message = message(route, bound, query, body, content_type, options)?;
+    framing::encode(&message, options.max_message_size).map_err(|e| {
+        let message = format!("the request: {e}");
+        Refusal::with_status(http::StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted, message)
+    })
+}
+
 /// The request message of a unary or server-streaming call.
-pub(super) fn message(
+fn message(
     route: &Route,
     bound: &[(usize, String)],
     query: Option<&str>,

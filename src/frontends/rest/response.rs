@@ -12,6 +12,7 @@ use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage};
 use tonic::{Code, Status};
 
 use super::error::{error_response, status_json};
+use super::offload;
 use super::routes::Route;
 use crate::call::{Body, Reply};
 use crate::config::{RestOptions, StreamFormat};
@@ -61,8 +62,8 @@ async fn next(body: &mut Body, deframer: &mut Deframer) -> Next {
 /// A unary reply: the one message as JSON (or HttpBody bytes), or the status as a JSON error.
 pub(super) async fn unary(
     reply: Reply,
-    route: &Route,
-    options: &RestOptions,
+    route: &Arc<Route>,
+    options: &Arc<RestOptions>,
     trailers_wanted: bool,
 ) -> Response<ResponseBody> {
     let pool = route.method.descriptor.parent_pool().clone();
@@ -79,14 +80,18 @@ pub(super) async fn unary(
     if status.code() != Code::Ok {
         return failed(&status, &pool, &reply.metadata, &trailers, options);
     }
-    let output = route.method.descriptor.output();
-    let decoded = match DynamicMessage::decode(output, message) {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            return error_response(&Status::internal(format!("the backend's response does not decode: {e}")), None);
+    let (owned_route, owned_options) = (route.clone(), options.clone());
+    let rendered = offload::run(message.len(), move || {
+        let output = owned_route.method.descriptor.output();
+        match DynamicMessage::decode(output, message) {
+            Ok(decoded) => render(&decoded, &owned_route, &owned_options),
+            Err(e) => error_response(&Status::internal(format!("the backend's response does not decode: {e}")), None),
         }
+    });
+    let mut response = match rendered.await {
+        Ok(response) => response,
+        Err(error) => return error_response(&error.to_status(), None),
     };
-    let mut response = render(&decoded, route, options);
     add_metadata(response.headers_mut(), &reply.metadata, &options.response_header_prefix, options);
     if trailers_wanted {
         let mut http_trailers = HeaderMap::new();
@@ -257,14 +262,20 @@ struct MessageStream {
 }
 
 impl MessageStream {
-    fn message_chunk(&mut self, message: Bytes) -> Bytes {
-        let json = match DynamicMessage::decode(self.output.clone(), message) {
-            Ok(decoded) => json::encode(&decoded, &json::PrintOptions { add_whitespace: false, ..self.print }),
-            Err(e) => return self.end_chunk(&Status::internal(format!("a streamed message does not decode: {e}"))),
-        };
+    /// One streamed message as compact JSON; off the worker when it is big.
+    fn message_json(&self, message: Bytes) -> impl Future<Output = Result<Vec<u8>, Status>> + Send + use<> {
+        let (output, print) = (self.output.clone(), json::PrintOptions { add_whitespace: false, ..self.print });
+        let encoded = offload::run(message.len(), move || match DynamicMessage::decode(output, message) {
+            Ok(decoded) => json::encode(&decoded, &print).map_err(no_json_form),
+            Err(e) => Err(Status::internal(format!("a streamed message does not decode: {e}"))),
+        });
+        async move { encoded.await.map_err(|e| e.to_status()).and_then(|json| json) }
+    }
+
+    fn message_chunk(&mut self, json: Result<Vec<u8>, Status>) -> Bytes {
         let json = match json {
             Ok(json) => json,
-            Err(e) => return self.end_chunk(&no_json_form(e)),
+            Err(status) => return self.end_chunk(&status),
         };
         let first = matches!(self.state, StreamState::Start);
         self.state = StreamState::Streaming;
@@ -340,7 +351,10 @@ impl MessageStream {
                 return None;
             }
             let chunk = match next(&mut stream.body, &mut stream.deframer).await {
-                Next::Message(message) => stream.message_chunk(message),
+                Next::Message(message) => {
+                    let json = stream.message_json(message).await;
+                    stream.message_chunk(json)
+                }
                 Next::End(status, _) => stream.end_chunk(&status),
             };
             Some((Ok::<_, BoxError>(Frame::data(chunk)), stream))

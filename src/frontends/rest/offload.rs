@@ -1,0 +1,40 @@
+//! Big transcodes run off the worker thread.
+//!
+//! A worker thread serves all its connections on one runtime (`server.rs`): a 10 MiB JSON body
+//! decoded there would stall every other call of that worker for as long (measured with
+//! bench/big-json.sh: small GETs' p99 went from 0.55 ms to 302 ms beside big POSTs). Work on
+//! more than [`THRESHOLD`] bytes goes to the blocking pool instead, at most one per core at a
+//! time across the process, so big requests queue among themselves and cannot take every core.
+
+use std::sync::OnceLock;
+
+use tokio::sync::Semaphore;
+use tonic::Code;
+
+use crate::error::{GatewayError, Origin};
+
+/// Below this, a transcode costs less than handing it to another thread (tens of microseconds).
+pub(super) const THRESHOLD: usize = 64 << 10;
+
+fn permits() -> &'static Semaphore {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
+/// Runs `work`, here when `size` is small, on the blocking pool when it is not. Fails only if
+/// `work` panicked there.
+pub(super) async fn run<T, F>(size: usize, work: F) -> Result<T, GatewayError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    if size < THRESHOLD {
+        return Ok(work());
+    }
+    // Never closed: acquiring only waits.
+    let _permit = permits().acquire().await;
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!(error = %e, "a transcode failed");
+        GatewayError::new(Code::Internal, Origin::Gateway, "the gateway failed to transcode this message")
+    })
+}
