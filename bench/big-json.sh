@@ -20,7 +20,7 @@ PY
 ls -l "$tmp/big.json" | awk '{printf "big body: %.1f MiB\n", $5/1048576}'
 one=$(curl -s -o /dev/null -w '%{http_code} %{time_total} %{size_download}' -X POST -H 'content-type: application/json' --data-binary @"$tmp/big.json" "127.0.0.1:$port/v1/orders")
 echo "one big POST: status, seconds, reply bytes: $one"
-small() { wrk -t1 -c1 -d${D}s --latency "http://127.0.0.1:$port/v1/users/u-1" | awk '/^ +Latency /{max=$4} /^ +(50|99)%/{printf "%s %s  ", $1, $2} /Requests\/sec/{printf "max %s  %s req/s\n", max, $2}'; }
+small() { wrk -t1 -c1 -d${D}s --latency "http://127.0.0.1:$port/v1/users/u-1" | awk '/^ +Latency +[0-9]/{max=$4} /^ +(50|99)%/{printf "%s %s  ", $1, $2} /Requests\/sec/{printf "max %s  %s req/s\n", max, $2}'; }
 echo -n "small GETs alone:          "; small
 ( while true; do curl -s -o /dev/null -X POST -H 'content-type: application/json' --data-binary @"$tmp/big.json" "127.0.0.1:$port/v1/orders"; echo >>"$tmp/posts"; done ) & loop=$!
 sleep 1
