@@ -285,15 +285,7 @@ pub async fn raw_unary(
             .await
             .expect("h2 handshake");
     tokio::spawn(connection);
-    let payload = message.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
-    frame.extend_from_slice(&payload);
-    let mut request = http::Request::post(format!("http://{address}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
-        .expect("request");
+    let mut request = grpc_request(address, path, message);
     for (name, value) in headers {
         request.headers_mut().insert(
             http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
@@ -305,6 +297,37 @@ pub async fn raw_unary(
     let collected = body.collect().await.expect("body");
     let trailers = collected.trailers().cloned();
     RawReply { headers: parts.headers, body: collected.to_bytes(), trailers }
+}
+
+/// A gRPC request of one message, for a bare HTTP/2 client.
+pub fn grpc_request(
+    address: SocketAddr,
+    path: &str,
+    message: &impl prost::Message,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let payload = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(&payload);
+    http::Request::post(format!("http://{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+        .expect("request")
+}
+
+/// Waits until what `values` publishes satisfies `done` (a demo shop's counters, say) and returns
+/// that value; the 10 s hang guard turns "never" into a failure that says `what` did not happen.
+pub async fn wait_for<T: Clone>(
+    mut values: tokio::sync::watch::Receiver<T>,
+    what: &str,
+    done: impl FnMut(&T) -> bool,
+) -> T {
+    let value = tokio::time::timeout(Duration::from_secs(10), values.wait_for(done))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 10 s"))
+        .expect("the publisher is alive");
+    value.clone()
 }
 
 /// What a plain HTTP request got back.
