@@ -37,9 +37,25 @@ async fn annotated_routes_reach_their_methods() {
     assert_eq!(product.status, 200, "{}", product.text());
     assert_eq!(product.json()["id"], "p-5");
 
-    // A custom verb after the path, with body "*".
-    let refund = post_json(a, "/v1/payments/pay-404:refund", r#"{"reason":"broken"}"#).await;
-    assert_eq!(refund.status, 404, "{}", refund.text());
+    // A custom verb after the path, with body "*": a payment made just now is refunded...
+    let paid = post_json(
+        a,
+        "/v1/payments",
+        r#"{"orderId":"o-1","amount":{"currencyCode":"EUR","units":"5"},"cardToken":"tok_visa"}"#,
+    )
+    .await;
+    assert_eq!(paid.status, 200, "{}", paid.text());
+    let paid = paid.json()["id"].as_str().expect("a payment id").to_owned();
+    let refund = post_json(a, &format!("/v1/payments/{paid}:refund"), r#"{"reason":"broken"}"#).await;
+    assert_eq!(refund.status, 200, "{}", refund.text());
+    assert_eq!(
+        (refund.json()["id"].as_str(), refund.json()["state"].as_str()),
+        (Some(paid.as_str()), Some("PAYMENT_STATE_REFUNDED"))
+    );
+    // ...and an unknown one is the backend's NOT_FOUND, not the gateway's "no route for" 404.
+    let unknown = post_json(a, "/v1/payments/pay-404:refund", r#"{"reason":"broken"}"#).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert_eq!(unknown.json()["message"], r#"no payment with id "pay-404""#, "Refund answered");
 
     // Every method, annotated or not, at its gRPC path with a JSON body.
     let auto = post_json(a, "/shop.users.v1.UserService/GetUser", r#"{"id":"u-1"}"#).await;
