@@ -3,8 +3,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use support::{root, stderr, stdout};
 
@@ -98,28 +97,18 @@ fn check_errors_name_the_file_and_the_problem() {
 async fn serve_runs_a_config_and_stops_cleanly_on_sigterm() {
     let backends = dragoman::demo::Backends::start().await.expect("demo backends");
     let dir = tempfile::tempdir().expect("tmp");
-    let port = support::dead_port();
     let config = write_config(
         dir.path(),
         &format!(
-            "listen: 127.0.0.1:{port}\ndescriptors: [{}]\n{}",
+            "listen: 127.0.0.1:0\ndescriptors: [{}]\n{}",
             root().join("descriptors").display(),
             backends.services_yaml()
         ),
     );
-    let child = dragoman()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the gateway listens");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let address = format!("127.0.0.1:{port}");
+    let mut command = dragoman();
+    command.args(["serve", "--config"]).arg(&config);
+    let mut gateway = support::Running::start(command);
+    let address = gateway.address.to_string();
     let out = Command::new(support::grpcurl())
         .args([
             "-plaintext",
@@ -132,11 +121,12 @@ async fn serve_runs_a_config_and_stops_cleanly_on_sigterm() {
         .expect("grpcurl");
     assert!(stdout(&out).contains("Garden Difference Engine"), "{}", stderr(&out));
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-    let status = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("exits");
-    assert!(status.status.success(), "exit on SIGTERM: {:?}", status.status);
-    let log = stderr(&status);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gateway.terminate();
+        (status, gateway.log())
+    });
+    let (status, log) = status.await.expect("join");
+    assert!(status.success(), "exit on SIGTERM: {status:?}");
     assert!(log.contains("dragoman listening"), "{log}");
     assert!(
         log.contains("dragoman::access")

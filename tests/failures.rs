@@ -3,16 +3,16 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dragoman::demo::pb::shop::common::v1::Money;
 use dragoman::demo::pb::shop::orders::v1::order_service_client::OrderServiceClient;
-use dragoman::demo::pb::shop::orders::v1::{CreateOrderRequest, LineItem, WatchOrderRequest};
+use dragoman::demo::pb::shop::orders::v1::{CreateOrderRequest, LineItem, OrderStatus, WatchOrderRequest};
 use dragoman::demo::pb::shop::payments::v1::ChargeRequest;
 use dragoman::demo::pb::shop::payments::v1::payment_service_client::PaymentServiceClient;
 use dragoman::demo::pb::shop::users::v1::GetUserRequest;
 use dragoman::demo::pb::shop::users::v1::user_service_client::UserServiceClient;
-use support::{TestGateway, dead_port};
+use support::{TestGateway, dead_port, wait_for};
 use tonic::{Code, Request};
 
 async fn place_order(gw: &TestGateway) -> String {
@@ -20,6 +20,8 @@ async fn place_order(gw: &TestGateway) -> String {
     let items = vec![LineItem { product_id: "p-1".into(), quantity: 1, unit_price: None }];
     orders.create_order(CreateOrderRequest { user_id: "u-1".into(), items }).await.expect("CreateOrder").into_inner().id
 }
+
+const WATCH_ORDER: &str = "/shop.orders.v1.OrderService/WatchOrder";
 
 fn slow_charge(order_id: &str) -> ChargeRequest {
     ChargeRequest {
@@ -29,46 +31,42 @@ fn slow_charge(order_id: &str) -> ChargeRequest {
     }
 }
 
-/// Polls until `done` holds, for at most `limit`.
-async fn eventually(limit: Duration, done: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_cancellation_reaches_the_backend() {
     let gw = TestGateway::start().await;
     let id = place_order(&gw).await;
+    let watches = gw.backends.shop.watches();
     let mut orders = OrderServiceClient::new(gw.channel().await);
     let interval = Some(prost_types::Duration { seconds: 10, nanos: 0 });
     let mut events = orders.watch_order(WatchOrderRequest { id, interval }).await.expect("WatchOrder").into_inner();
     events.message().await.expect("first event").expect("an event");
-    assert_eq!(gw.backends.shop.open_watches(), 1, "the backend is streaming");
+    assert_eq!(*watches.borrow(), 1, "the backend is streaming");
     drop(events); // RST_STREAM from the client
-    assert!(
-        eventually(Duration::from_secs(5), || gw.backends.shop.open_watches() == 0).await,
-        "the backend's stream was cancelled, not left running"
-    );
+    wait_for(watches, "the backend's stream is cancelled, not left running", |open| *open == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_drop_cancels_the_backend_call() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     let gw = TestGateway::start().await;
     let id = place_order(&gw).await;
-    let channel = gw.channel().await;
-    let mut orders = OrderServiceClient::new(channel);
+    let watches = gw.backends.shop.watches();
+    // A bare HTTP/2 connection, so that the test decides what goes away: the connection alone,
+    // with no RST_STREAM for the call before it (dropping a tonic stream would send one).
+    let tcp = tokio::net::TcpStream::connect(gw.address).await.expect("connect");
+    let socket = socket2::SockRef::from(&tcp).try_clone().expect("the same socket, for closing it");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2");
+    tokio::spawn(connection);
     let interval = Some(prost_types::Duration { seconds: 10, nanos: 0 });
-    let mut events = orders.watch_order(WatchOrderRequest { id, interval }).await.expect("WatchOrder").into_inner();
-    events.message().await.expect("first event").expect("an event");
+    let request = support::grpc_request(gw.address, WATCH_ORDER, &WatchOrderRequest { id, interval });
+    let mut events = sender.send_request(request).await.expect("WatchOrder").into_body();
+    assert!(support::next_chunk(&mut events).await.is_some(), "first event");
+    assert_eq!(*watches.borrow(), 1, "the backend is streaming");
+    // The connection closes under the open stream, as when the client's process exits.
+    socket.shutdown(std::net::Shutdown::Both).expect("shutdown");
+    wait_for(watches, "the backend's stream ends with the client's connection", |open| *open == 0).await;
     drop(events);
-    drop(orders); // the last handle: the connection closes
-    assert!(eventually(Duration::from_secs(5), || gw.backends.shop.open_watches() == 0).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +75,7 @@ async fn deadlines_end_calls_on_time() {
     let id = place_order(&gw).await;
 
     // Unary: the processor takes 3 s, the client allows 300 ms.
-    let started = Instant::now();
+    let charges = gw.backends.shop.charges();
     let reply = support::raw_unary(
         gw.address,
         "/shop.payments.v1.PaymentService/Charge",
@@ -86,9 +84,15 @@ async fn deadlines_end_calls_on_time() {
     )
     .await;
     assert_eq!(reply.status(), Some(Code::DeadlineExceeded as i32), "{:?} {:?}", reply.headers, reply.trailers);
-    assert!(started.elapsed() < Duration::from_secs(2), "answered at the deadline, not when the backend finished");
+    // Answered at the deadline, not when the backend finished: the charge had not finished when
+    // the client was answered, and the backend then gave it up.
+    let when_answered = *charges.borrow();
+    assert_eq!(when_answered.finished, 0, "the slow charge was still under way: {when_answered:?}");
+    wait_for(charges, "the backend sees the charge cancelled", |c| c.cancelled == 1 && c.in_progress == 0).await;
 
-    // Server streaming: the first event comes, then the deadline ends the stream.
+    // Server streaming: the first event comes, then the deadline ends the stream before the
+    // backend's next event (5 s later), and the backend's stream is cancelled.
+    let watches = gw.backends.shop.watches();
     let mut orders = OrderServiceClient::new(gw.channel().await);
     let interval = Some(prost_types::Duration { seconds: 5, nanos: 0 });
     let mut request = Request::new(WatchOrderRequest { id: id.clone(), interval });
@@ -97,7 +101,8 @@ async fn deadlines_end_calls_on_time() {
     events.message().await.expect("first event").expect("an event");
     let err = events.message().await.expect_err("deadline mid-stream");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    assert!(eventually(Duration::from_secs(5), || gw.backends.shop.open_watches() == 0).await);
+    assert_eq!(gw.backends.shop.order_status(&id), Some(OrderStatus::Placed as i32), "no second event was due yet");
+    wait_for(watches, "the backend's stream is cancelled at the deadline", |open| *open == 0).await;
 
     // A malformed grpc-timeout is the client's error.
     let mut request = Request::new(GetUserRequest { id: "u-1".into() });
@@ -118,23 +123,35 @@ async fn configured_timeout_applies_when_the_client_sets_none() {
         .start()
         .await;
     let id = place_order(&gw).await;
-    let started = Instant::now();
+    let charges = gw.backends.shop.charges();
     let err = PaymentServiceClient::new(timed.channel().await).charge(slow_charge(&id)).await.expect_err("timeout");
-    assert_eq!(err.code(), Code::DeadlineExceeded);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let when_answered = *charges.borrow();
+    assert_eq!(when_answered.finished, 0, "answered before the slow charge finished: {when_answered:?}");
+    wait_for(charges, "the backend sees the charge cancelled", |c| c.cancelled == 1 && c.in_progress == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_backend_is_unavailable_promptly_and_others_keep_serving() {
+    let backends = dragoman::demo::Backends::start().await.expect("demo backends");
+    let users = backends.addresses[0];
     let port = dead_port();
-    let gw =
-        TestGateway::builder().backend("shop.payments.v1.PaymentService", &format!("127.0.0.1:{port}")).start().await;
-    let started = Instant::now();
-    let err =
-        PaymentServiceClient::new(gw.channel().await).charge(slow_charge("o-1")).await.expect_err("nothing listens");
+    // Timers of a minute: a call that waited for either would trip the hang guard below.
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!(
+            "  - match: shop.users.v1.UserService\n    backends: [http://{users}]\n  - match: shop.payments.v1.PaymentService\n    backends: [http://127.0.0.1:{port}]\n    connect_timeout: 60s\n    queue_timeout: 60s\n"
+        ))
+        .start()
+        .await;
+    let mut payments = PaymentServiceClient::new(gw.channel().await);
+    let call = payments.charge(slow_charge("o-1"));
+    let err = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("a refused connection fails the call at once, not after connect_timeout or queue_timeout")
+        .expect_err("nothing listens");
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("shop.payments.v1.PaymentService"), "names the service: {}", err.message());
-    assert!(started.elapsed() < Duration::from_secs(1), "refused connections fail at once");
 
     let user = UserServiceClient::new(gw.channel().await).get_user(GetUserRequest { id: "u-1".into() }).await;
     assert!(user.is_ok(), "the other services keep answering: {user:?}");

@@ -173,6 +173,7 @@ async fn calls_past_max_calls_in_flight_are_refused_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_larger_than_max_header_size_are_refused() {
+    use http_body_util::BodyExt;
     let gw = gateway("  max_header_size: 8192\n").await;
     let big = "x".repeat(10_000);
     let h1 = http(gw.address, "GET", "/v1/users/u-1", &[("x-big", &big)], b"").await;
@@ -180,14 +181,23 @@ async fn request_heads_larger_than_max_header_size_are_refused() {
     let small = "x".repeat(4_000);
     assert_eq!(http(gw.address, "GET", "/v1/users/u-1", &[("x-small", &small)], b"").await.status, 200);
     // HTTP/2: the stream is refused, the connection and the gateway go on.
-    let refused = support::raw_unary(
-        gw.address,
-        "/shop.users.v1.UserService/GetUser",
-        &dragoman::demo::pb::shop::users::v1::GetUserRequest { id: "u-1".into() },
-        &[("x-big", &big)],
-    )
-    .await;
-    assert_ne!(refused.status(), Some(0), "an oversized HTTP/2 head is not served");
+    let tcp = connect(gw.address).await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2");
+    tokio::spawn(connection);
+    let get_user = dragoman::demo::pb::shop::users::v1::GetUserRequest { id: "u-1".into() };
+    let mut request = support::grpc_request(gw.address, "/shop.users.v1.UserService/GetUser", &get_user);
+    request.headers_mut().insert("x-big", big.parse().expect("ascii"));
+    let refused = sender.send_request(request).await.expect("an answer");
+    assert_eq!(refused.status(), 431, "HTTP/2: {refused:?}");
+    let served = sender
+        .send_request(support::grpc_request(gw.address, "/shop.users.v1.UserService/GetUser", &get_user))
+        .await
+        .expect("the same connection takes the next call");
+    let trailers = served.into_body().collect().await.expect("body").trailers().cloned().unwrap_or_default();
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]), "and serves it: {trailers:?}");
     assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
 }
 

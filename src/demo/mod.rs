@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use shop::Shop;
+pub use shop::{Charges, Shop};
 
 /// The demo's descriptor set as built from `proto/` (checked in as `descriptors/shop.binpb`).
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/shop.binpb"));

@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -46,14 +45,14 @@ struct Watching(Arc<Shop>);
 
 impl Watching {
     fn new(shop: Arc<Shop>) -> Self {
-        shop.watchers.fetch_add(1, Ordering::SeqCst);
+        shop.watches.send_modify(|open| *open += 1);
         Watching(shop)
     }
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        self.0.watchers.fetch_sub(1, Ordering::SeqCst);
+        self.0.watches.send_modify(|open| *open -= 1);
     }
 }
 

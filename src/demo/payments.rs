@@ -14,10 +14,42 @@ pub(super) struct Payments(pub(super) Arc<Shop>);
 /// How long "tok_slow" makes a charge take, like a payment processor having a bad day.
 const SLOW_PROCESSOR: Duration = Duration::from_secs(3);
 
-#[tonic::async_trait]
-impl PaymentService for Payments {
-    async fn charge(&self, request: Request<ChargeRequest>) -> Result<Response<Payment>, Status> {
-        let request = request.into_inner();
+/// Counts a charge in [`Shop::charges()`] from its start to its end. Dropped without
+/// [`Charging::finish`], the charge counts as cancelled: tonic drops a handler whose caller reset
+/// the call or whose deadline passed, so this is how the demo sees a cancellation arrive.
+struct Charging<'a> {
+    shop: &'a Shop,
+    finished: bool,
+}
+
+impl<'a> Charging<'a> {
+    fn start(shop: &'a Shop) -> Self {
+        shop.charges.send_modify(|c| c.in_progress += 1);
+        Charging { shop, finished: false }
+    }
+
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Charging<'_> {
+    fn drop(&mut self) {
+        let finished = self.finished;
+        self.shop.charges.send_modify(|c| {
+            c.in_progress -= 1;
+            if finished {
+                c.finished += 1;
+            } else {
+                c.cancelled += 1;
+            }
+        });
+    }
+}
+
+impl Payments {
+    /// A charge, start to answer.
+    async fn process(&self, request: ChargeRequest) -> Result<Payment, Status> {
         let amount = request.amount.filter(|m| !m.currency_code.is_empty() && (m.units > 0 || m.nanos > 0));
         let amount =
             amount.ok_or_else(|| Status::invalid_argument("a positive amount with a currency_code is required"))?;
@@ -40,7 +72,17 @@ impl PaymentService for Payments {
             create_time: Some(now()),
         };
         lock(&self.0.payments).insert(payment.id.clone(), payment.clone());
-        Ok(Response::new(payment))
+        Ok(payment)
+    }
+}
+
+#[tonic::async_trait]
+impl PaymentService for Payments {
+    async fn charge(&self, request: Request<ChargeRequest>) -> Result<Response<Payment>, Status> {
+        let charging = Charging::start(&self.0);
+        let answer = self.process(request.into_inner()).await;
+        charging.finish();
+        answer.map(Response::new)
     }
 
     async fn get_payment(&self, request: Request<GetPaymentRequest>) -> Result<Response<Payment>, Status> {

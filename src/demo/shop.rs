@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
+use tokio::sync::watch;
 use tonic::Status;
 
 use super::pb::shop::common::v1::Money;
@@ -22,8 +22,23 @@ pub struct Shop {
     pub(super) payments: Mutex<BTreeMap<String, Payment>>,
     /// Last id handed out, per prefix.
     ids: Mutex<BTreeMap<&'static str, u64>>,
-    /// Open WatchOrder streams; tests read it to see cancellations reach the backend.
-    pub(super) watchers: AtomicUsize,
+    /// Open WatchOrder streams, published so that a test can wait for a cancellation to reach
+    /// the backend instead of polling for it.
+    pub(super) watches: watch::Sender<usize>,
+    /// What the payment processor has done with its charges, published likewise.
+    pub(super) charges: watch::Sender<Charges>,
+}
+
+/// The payment processor's charges by where they are, as [`Shop::charges()`] publishes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Charges {
+    /// Being processed now.
+    pub in_progress: usize,
+    /// Answered, whatever the answer (captured, declined, refused).
+    pub finished: usize,
+    /// Given up before an answer: the caller went away or its deadline passed, and tonic dropped
+    /// the handler.
+    pub cancelled: usize,
 }
 
 impl Shop {
@@ -81,9 +96,14 @@ impl Shop {
         lock(&self.orders).get(id).map(|o| o.status)
     }
 
-    /// Open WatchOrder streams right now.
-    pub fn open_watches(&self) -> usize {
-        self.watchers.load(Ordering::SeqCst)
+    /// The number of open WatchOrder streams, now and as it changes.
+    pub fn watches(&self) -> watch::Receiver<usize> {
+        self.watches.subscribe()
+    }
+
+    /// The payment processor's charges, now and as they change.
+    pub fn charges(&self) -> watch::Receiver<Charges> {
+        self.charges.subscribe()
     }
 }
 

@@ -241,6 +241,75 @@ pub fn grpcurl() -> PathBuf {
     path
 }
 
+/// A `dragoman` process a test started (`serve`, `demo`), known to be listening: its address is
+/// taken from its "dragoman listening" log line, so nothing polls the port. Its log is read to the
+/// end as it comes (the process never blocks on a full pipe) and kept for the test. Killed on
+/// `Drop` if still running.
+pub struct Running {
+    child: std::process::Child,
+    pub address: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Spawns `command` logging at info to a pipe and waits for it to listen (a 30 s hang guard
+    /// turns a gateway that never does into a failure).
+    pub fn start(mut command: std::process::Command) -> Self {
+        use std::io::BufRead;
+        command.env("RUST_LOG", "info").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("dragoman starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (listening, listens) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let lines = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if line.contains("dragoman listening") {
+                    let address = line.split_whitespace().find_map(|w| w.strip_prefix("address="));
+                    let _ = listening.send(address.and_then(|a| a.parse::<SocketAddr>().ok()));
+                }
+                let mut log = lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut running = Running { child, address: ([0, 0, 0, 0], 0).into(), log, reader: Some(reader) };
+        // Disconnected when the process exits without listening: its log says why.
+        match listens.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(address)) => running.address = address,
+            Ok(None) => panic!("no address= in the listening line:\n{}", running.log()),
+            Err(e) => panic!("dragoman is not listening ({e}):\n{}", running.log()),
+        }
+        running
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; the log is then complete.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success(), "SIGTERM sent");
+        let status = self.child.wait().expect("exits");
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("log reader");
+        }
+        status
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A loopback port nothing listens on.
 pub fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -285,15 +354,7 @@ pub async fn raw_unary(
             .await
             .expect("h2 handshake");
     tokio::spawn(connection);
-    let payload = message.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
-    frame.extend_from_slice(&payload);
-    let mut request = http::Request::post(format!("http://{address}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
-        .expect("request");
+    let mut request = grpc_request(address, path, message);
     for (name, value) in headers {
         request.headers_mut().insert(
             http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
@@ -305,6 +366,37 @@ pub async fn raw_unary(
     let collected = body.collect().await.expect("body");
     let trailers = collected.trailers().cloned();
     RawReply { headers: parts.headers, body: collected.to_bytes(), trailers }
+}
+
+/// A gRPC request of one message, for a bare HTTP/2 client.
+pub fn grpc_request(
+    address: SocketAddr,
+    path: &str,
+    message: &impl prost::Message,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let payload = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(&payload);
+    http::Request::post(format!("http://{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+        .expect("request")
+}
+
+/// Waits until what `values` publishes satisfies `done` (a demo shop's counters, say) and returns
+/// that value; the 10 s hang guard turns "never" into a failure that says `what` did not happen.
+pub async fn wait_for<T: Clone>(
+    mut values: tokio::sync::watch::Receiver<T>,
+    what: &str,
+    done: impl FnMut(&T) -> bool,
+) -> T {
+    let value = tokio::time::timeout(Duration::from_secs(10), values.wait_for(done))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 10 s"))
+        .expect("the publisher is alive");
+    value.clone()
 }
 
 /// What a plain HTTP request got back.
