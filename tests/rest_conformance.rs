@@ -277,3 +277,13 @@ async fn a_stream_of_empty_messages_is_still_a_stream() {
     let one = http(gw.address, "GET", "/v1/messages:watch?text=hi", &[], b"").await;
     assert_eq!(one.text(), "{\"result\":{\"text\":\"hi\"}}\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_with_no_json_form_is_a_500_that_says_why() {
+    let gw = gateway().await;
+    // An Any naming no loaded message (set through the query here; a backend can send one too)
+    // has no JSON form: the reply says so instead of breaking off.
+    let reply = http(gw.address, "GET", "/v1/kinds?payload.type_url=example.com/no.Such", &[], b"").await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(reply.text().contains("no JSON form"), "{}", reply.text());
+}

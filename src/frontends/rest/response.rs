@@ -128,6 +128,12 @@ fn render(message: &DynamicMessage, route: &Route, options: &RestOptions) -> Res
             }
         }
     };
+    let json = match json {
+        Ok(json) => json,
+        Err(e) => {
+            return error_response(&Status::internal(format!("the backend's response has no JSON form: {e}")), None);
+        }
+    };
     let mut response = Response::new(Full::new(Bytes::from(json)).map_err(|never| match never {}).boxed_unsync());
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
@@ -251,7 +257,12 @@ struct MessageStream {
 impl MessageStream {
     fn message_chunk(&mut self, message: Bytes) -> Bytes {
         let json = match DynamicMessage::decode(self.output.clone(), message) {
-            Ok(decoded) => json::encode(&decoded, &json::PrintOptions { add_whitespace: false, ..self.print }),
+            Ok(decoded) => match json::encode(&decoded, &json::PrintOptions { add_whitespace: false, ..self.print }) {
+                Ok(json) => json,
+                Err(e) => {
+                    return self.end_chunk(&Status::internal(format!("a streamed message has no JSON form: {e}")));
+                }
+            },
             Err(e) => return self.end_chunk(&Status::internal(format!("a streamed message does not decode: {e}"))),
         };
         let first = matches!(self.state, StreamState::Start);
