@@ -113,6 +113,11 @@ async fn client_stream_upload_as_ndjson() {
             .await;
     assert_eq!(reply.json()["items"].as_array().map(Vec::len), Some(4), "{}", reply.text());
 
+    // Lines of JSON under another content type are refused, as a whole JSON body would be.
+    let reply =
+        http(gw.address, "POST", "/v1/orders:addLineItems", &[("content-type", "text/plain")], one.as_bytes()).await;
+    assert_eq!(reply.status, 415, "{}", reply.text());
+
     // A bad line is the client's error, and nothing of the batch is kept.
     let bad = "{\"orderId\":\"o-1\",\"item\":{\"productId\":\"p-2\",\"quantity\":1}}\n{\"orderId\": oops}\n";
     let reply = http(

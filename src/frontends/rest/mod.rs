@@ -174,23 +174,26 @@ impl RestFrontend {
         // Where a client stream's bad line is kept: the call itself is reset by it.
         let request_error = descriptor.is_client_streaming().then(|| Arc::new(std::sync::OnceLock::new()));
 
+        let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let not_json = |content_type: Option<&str>, send: &str| {
+            let message = format!("content-type {:?} is not JSON; send {send}", content_type.unwrap_or(""));
+            Refusal::with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument, message)
+        };
         let call_body: Body = if let Some(request_error) = &request_error {
+            // Lines of JSON, so a JSON type or none, as for a whole body; refused before the call
+            // starts, whether the stream is empty or not (it is not read yet).
+            if !is_json(content_type) {
+                return refuse(not_json(content_type, "application/x-ndjson"));
+            }
             stream::RequestStream::new(body, route.clone(), bound, options.clone(), request_error.clone())
                 .boxed_unsync()
         } else {
-            let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
             let bytes = match read_body(body, &parts.headers, options.max_request_body_size).await {
                 Ok(bytes) => bytes,
                 Err(refusal) => return refuse(refusal),
             };
             if !bytes.is_empty() && !route.body.is_http_body(&descriptor.input()) && !is_json(content_type) {
-                let message =
-                    format!("content-type {:?} is not JSON; send application/json", content_type.unwrap_or(""));
-                return refuse(Refusal::with_status(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    Code::InvalidArgument,
-                    message,
-                ));
+                return refuse(not_json(content_type, "application/json"));
             }
             let query = parts.uri.query();
             let message = match request::message(route, &bound, query, &bytes, content_type, options) {
