@@ -129,7 +129,7 @@ async fn demo(listen: String, descriptors: PathBuf) -> anyhow::Result<()> {
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     // Exactly what serving builds: a clash between HTTP rules fails here as it would there.
-    let snapshot = Snapshot::build(Catalog::load(&config)?)?;
+    let snapshot = Snapshot::build(Catalog::load(&config)?, &config)?;
     let catalog = &snapshot.catalog;
     println!("{}: ok, listening on {}", path.display(), config.listen);
     for source in &catalog.sources {

@@ -244,7 +244,7 @@ service S {
     );
     let config = dragoman::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
     let catalog = dragoman::catalog::Catalog::load(&config).expect("descriptors load");
-    let err = dragoman::frontends::rest::Tables::new(&catalog).err().expect("the rules clash");
+    let err = dragoman::frontends::rest::Tables::new(&catalog, &config.rest).err().expect("the rules clash");
     assert!(err.contains("clash.v1.S.ByName") && err.contains("clash.v1.S.ById"), "{err}");
 }
 

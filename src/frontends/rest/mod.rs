@@ -55,10 +55,11 @@ pub struct Tables {
 }
 
 impl Tables {
-    pub fn new(catalog: &crate::catalog::Catalog) -> Result<Self, String> {
+    /// The routes, and the documents saying what they accept under `options`.
+    pub fn new(catalog: &crate::catalog::Catalog, options: &RestOptions) -> Result<Self, String> {
         let routes = Routes::build(catalog)?;
-        let openapi = Bytes::from(openapi::document(catalog, &routes, None));
-        let openapi_by_service = openapi::per_service(catalog, &routes);
+        let openapi = Bytes::from(openapi::document(catalog, &routes, options, None));
+        let openapi_by_service = openapi::per_service(catalog, &routes, options);
         Ok(Tables { routes, openapi, openapi_by_service })
     }
 }
