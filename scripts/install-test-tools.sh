@@ -18,6 +18,15 @@ if [ ! -d "$tools/py/openapi_spec_validator" ]; then
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --target "$tools/py" openapi-spec-validator==0.7.1
 fi
 PYTHONPATH="$tools/py" python3 -c 'import openapi_spec_validator; print("openapi-spec-validator", openapi_spec_validator.__version__ if hasattr(openapi_spec_validator, "__version__") else "")'
+# schemathesis 4.32 — fuzzes the gateway against its own OpenAPI document (tests/schemathesis.rs).
+# A venv of its own: its dependencies (jsonschema-rs, hypothesis...) stay apart from the
+# validator's, and once installed it needs no network.
+if [ ! -x "$tools/schemathesis/bin/schemathesis" ]; then
+  rm -rf "$tools/schemathesis"
+  python3 -m venv "$tools/schemathesis"
+  PIP_ROOT_USER_ACTION=ignore "$tools/schemathesis/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
+fi
+"$tools/schemathesis/bin/schemathesis" --version
 # Chromium — the browser in tests/browser.rs (REST with CORS, as a web page calls it).
 if ! command -v chromium >/dev/null; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null

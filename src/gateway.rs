@@ -29,9 +29,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Everything the frontends derive from a catalog; what `dragoman check` validates too.
-    pub fn build(catalog: Catalog) -> Result<Self, CatalogError> {
-        let rest = rest::Tables::new(&catalog);
+    /// Everything the frontends derive from a catalog (and the config's settings that shape it:
+    /// the OpenAPI document says what `rest:` makes the gateway accept); what `dragoman check`
+    /// validates too.
+    pub fn build(catalog: Catalog, config: &Config) -> Result<Self, CatalogError> {
+        let rest = rest::Tables::new(&catalog, &config.rest);
         Ok(Snapshot { catalog: Arc::new(catalog), rest })
     }
 
@@ -83,7 +85,7 @@ struct Shared {
 impl Gateway {
     /// Loads the catalog the config names. Must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Self, CatalogError> {
-        let snapshot = Snapshot::build(Catalog::load(&config)?)?;
+        let snapshot = Snapshot::build(Catalog::load(&config)?, &config)?;
         snapshot.log_warnings();
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reloads, _) = watch::channel(ReloadStatus { generation: 1, ..Default::default() });
@@ -127,7 +129,8 @@ impl Gateway {
 
     /// Rebuilds the catalog from disk and swaps it in; on failure the old one keeps serving.
     pub fn reload(&self) -> Result<(), CatalogError> {
-        let result = Catalog::load(&self.shared.config).and_then(Snapshot::build);
+        let config = &self.shared.config;
+        let result = Catalog::load(config).and_then(|catalog| Snapshot::build(catalog, config));
         match result {
             Ok(snapshot) => {
                 snapshot.log_warnings();

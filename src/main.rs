@@ -135,7 +135,7 @@ async fn demo(listen: String, descriptors: PathBuf, workers: usize) -> anyhow::R
 fn check(path: &std::path::Path, strict: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     // Exactly what serving builds, so what is listed here is what is served.
-    let snapshot = Snapshot::build(Catalog::load(&config)?)?;
+    let snapshot = Snapshot::build(Catalog::load(&config)?, &config)?;
     let catalog = &snapshot.catalog;
     println!("{}: ok, listening on {}", path.display(), config.listen);
     for source in &catalog.sources {

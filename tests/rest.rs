@@ -75,6 +75,16 @@ async fn unknown_paths_and_methods_are_json_errors() {
     assert_eq!(wrong.header("allow"), Some("GET"));
     assert_eq!(wrong.json()["code"], 12);
 
+    // A declared custom verb names its own path: GET there is not GetPayment("p-1:refund").
+    let verb = http(gw.address, "GET", "/v1/payments/p-1:refund", &[], b"").await;
+    assert_eq!(verb.status, 405, "{}", verb.text());
+    assert_eq!(verb.header("allow"), Some("POST"));
+    let options = http(gw.address, "OPTIONS", "/v1/payments/p-1:refund", &[], b"").await;
+    assert_eq!(options.header("allow"), Some("POST, OPTIONS"));
+    // Any other colon is data.
+    let colon = get(gw.address, "/v1/users/u-1:x").await;
+    assert!(colon.json()["message"].as_str().is_some_and(|m| m.contains("u-1:x")), "{}", colon.text());
+
     let both = http(gw.address, "PUT", "/v1/products", &[], b"").await;
     assert_eq!(both.status, 405);
     assert_eq!(both.header("allow"), Some("GET, POST"));

@@ -352,3 +352,13 @@ async fn query_keys_are_bounded_in_depth_and_number() {
     // The gateway kept serving.
     assert_eq!(http(gw.address, "GET", "/v1/messages/1", &[], b"").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_with_no_json_form_is_a_500_that_says_why() {
+    let gw = gateway().await;
+    // An Any naming no loaded message (set through the query here; a backend can send one too)
+    // has no JSON form: the reply says so instead of breaking off.
+    let reply = http(gw.address, "GET", "/v1/kinds?payload.type_url=example.com/no.Such", &[], b"").await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(reply.text().contains("no JSON form"), "{}", reply.text());
+}

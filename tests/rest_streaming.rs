@@ -113,6 +113,15 @@ async fn client_stream_upload_as_ndjson() {
             .await;
     assert_eq!(reply.json()["items"].as_array().map(Vec::len), Some(4), "{}", reply.text());
 
+    // A type that clearly is not JSON is refused, as for a whole JSON body; others are read as JSON.
+    let reply =
+        http(gw.address, "POST", "/v1/orders:addLineItems", &[("content-type", "application/xml")], one.as_bytes())
+            .await;
+    assert_eq!(reply.status, 415, "{}", reply.text());
+    let reply =
+        http(gw.address, "POST", "/v1/orders:addLineItems", &[("content-type", "text/plain")], one.as_bytes()).await;
+    assert_eq!(reply.json()["items"].as_array().map(Vec::len), Some(5), "{}", reply.text());
+
     // A bad line is the client's error, and nothing of the batch is kept.
     let bad = "{\"orderId\":\"o-1\",\"item\":{\"productId\":\"p-2\",\"quantity\":1}}\n{\"orderId\": oops}\n";
     let reply = http(
@@ -126,7 +135,7 @@ async fn client_stream_upload_as_ndjson() {
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert!(reply.text().contains("line 2 of the request stream: malformed JSON"), "{}", reply.text());
     let order = get(gw.address, "/v1/orders/o-1").await.json();
-    assert_eq!(order["items"].as_array().map(Vec::len), Some(4));
+    assert_eq!(order["items"].as_array().map(Vec::len), Some(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +184,7 @@ async fn stream_headers_are_sent_before_the_first_message() {
         .await;
     // The backend has answered with headers and no message: the client sees the stream open.
     let response = tokio::time::timeout(
-        Duration::from_secs(10),
+        std::time::Duration::from_secs(10),
         support::http_stream(gw.address, "GET", "/v1/messages:watch", &[], support::no_body(), false),
     )
     .await
@@ -190,4 +199,13 @@ async fn stream_headers_are_sent_before_the_first_message() {
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
     frames.send(Ok(http_body::Frame::trailers(trailers))).await.expect("send");
     assert_eq!(support::next_chunk(&mut body).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bidirectional_stream_answers_a_bad_first_line_with_its_status() {
+    let gw = TestGateway::start().await;
+    let ndjson = [("content-type", "application/x-ndjson")];
+    let bad_first = http(gw.address, "POST", "/v1/cart:live", &ndjson, b"{\"add\": oops}\n").await;
+    assert_eq!(bad_first.status, 400, "{}", bad_first.text());
+    assert!(bad_first.text().contains("line 1 of the request stream"), "{}", bad_first.text());
 }

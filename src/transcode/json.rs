@@ -52,7 +52,8 @@ fn decode_shifted(
     shift: usize,
 ) -> Result<DynamicMessage, JsonError> {
     let options = DeserializeOptions::new().deny_unknown_fields(!ignore_unknown);
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let json = integral_numbers(json);
+    let mut deserializer = serde_json::Deserializer::from_slice(&json);
     let mut track = serde_path_to_error::Track::new();
     let tracked = serde_path_to_error::Deserializer::new(&mut deserializer, &mut track);
     let result = DynamicMessage::deserialize_with_options(descriptor, tracked, &options).and_then(|m| {
@@ -70,6 +71,97 @@ fn decode_shifted(
         let reason = strip_position(&e.to_string());
         JsonError { message: format!("{what}{at} (line {}, column {column}): {reason}", e.line()) }
     })
+}
+
+/// JSON has one kind of number: `2.0` is the integer 2 (and JSON Schema, which the OpenAPI
+/// document speaks, agrees). prost-reflect reads such a number for every integer type but an enum,
+/// which takes integer literals only; written as integers first, they read alike everywhere.
+/// Only where that changes nothing else: magnitudes below 2^53 (exact in f64), and never a
+/// negative zero (a double keeps its sign). A body without such numbers is not copied. An error
+/// later on the same line may then report a column a few bytes off.
+fn integral_numbers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0; // json[..copied] is in `out`
+    let mut i = 0;
+    let mut in_string = false;
+    while i < json.len() {
+        let b = json[i];
+        if in_string {
+            match b {
+                b'\\' => i += 2,
+                b'"' => {
+                    in_string = false;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < json.len() && matches!(json[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                if let Some(integer) = integral(&json[start..i]) {
+                    let out = out.get_or_insert_with(|| Vec::with_capacity(json.len()));
+                    out.extend_from_slice(&json[copied..start]);
+                    out.extend_from_slice(integer.as_bytes());
+                    copied = i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    match out {
+        None => std::borrow::Cow::Borrowed(json),
+        Some(mut out) => {
+            out.extend_from_slice(&json[copied..]);
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
+/// A JSON number token with a fraction or exponent whose value is a small integer, as an integer.
+fn integral(token: &[u8]) -> Option<String> {
+    if !token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) || !is_json_number(token) {
+        return None;
+    }
+    let value: f64 = std::str::from_utf8(token).ok()?.parse().ok()?;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    let plain = value.fract() == 0.0 && value.abs() < EXACT && !(value == 0.0 && value.is_sign_negative());
+    #[allow(clippy::cast_possible_truncation)] // integral and below 2^53: exact
+    plain.then(|| (value as i64).to_string())
+}
+
+/// RFC 8259's number: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` — so that a token
+/// JSON refuses (`01.0`, `1.`) is left for serde_json to refuse.
+fn is_json_number(token: &[u8]) -> bool {
+    let digits = |t: &[u8]| t.iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut t = token.strip_prefix(b"-").unwrap_or(token);
+    match digits(t) {
+        0 => return false,
+        n if n > 1 && t[0] == b'0' => return false,
+        n => t = &t[n..],
+    }
+    if let Some(rest) = t.strip_prefix(b".") {
+        match digits(rest) {
+            0 => return false,
+            n => t = &rest[n..],
+        }
+    }
+    if let Some(rest) = t.strip_prefix(b"e").or_else(|| t.strip_prefix(b"E")) {
+        let rest = rest.strip_prefix(b"+").or_else(|| rest.strip_prefix(b"-")).unwrap_or(rest);
+        match digits(rest) {
+            0 => return false,
+            n => t = &rest[n..],
+        }
+    }
+    t.is_empty()
 }
 
 /// serde_json appends " at line L column C" to its messages; we say it our way.
@@ -108,9 +200,11 @@ pub fn encode(message: &DynamicMessage, print: &PrintOptions) -> Result<Vec<u8>,
     let mut out = Vec::with_capacity(128);
     let options = print.serialize_options();
     let result = if print.add_whitespace {
-        message.serialize_with_options(&mut serde_json::Serializer::pretty(&mut out), &options)
+        let formatter = FloatsReadBack(serde_json::ser::PrettyFormatter::new());
+        message.serialize_with_options(&mut serde_json::Serializer::with_formatter(&mut out, formatter), &options)
     } else {
-        message.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)
+        let formatter = FloatsReadBack(serde_json::ser::CompactFormatter);
+        message.serialize_with_options(&mut serde_json::Serializer::with_formatter(&mut out, formatter), &options)
     };
     result.map_err(|e| no_json_form(message, &e))?;
     Ok(out)
@@ -118,6 +212,54 @@ pub fn encode(message: &DynamicMessage, print: &PrintOptions) -> Result<Vec<u8>,
 
 fn no_json_form(message: &DynamicMessage, error: &serde_json::Error) -> JsonError {
     JsonError { message: format!("a {} has no JSON form: {error}", message.descriptor().full_name()) }
+}
+
+/// serde_json's formatting, except for a float of ±`f32::MAX`: its shortest form, `3.4028235e38`,
+/// is above `f32::MAX` when read back (JSON numbers are read as f64), so the gateway would refuse
+/// what it printed. Written as the f64 of the very same value, it reads back exactly. Every other
+/// float prints in its shortest form.
+struct FloatsReadBack<F>(F);
+
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for FloatsReadBack<F> {
+    fn write_f32<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, value: f32) -> std::io::Result<()> {
+        if value.abs() == f32::MAX {
+            self.0.write_f64(writer, f64::from(value))
+        } else {
+            self.0.write_f32(writer, value)
+        }
+    }
+
+    // The layout (PrettyFormatter's indentation) is the inner formatter's.
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(writer)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.end_array(writer)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        self.0.begin_array_value(writer, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(writer)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(writer)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.end_object(writer)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        self.0.begin_object_key(writer, first)
+    }
+    fn end_object_key<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.end_object_key(writer)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(writer)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(writer)
+    }
 }
 
 /// Writes one field of a message as JSON (`response_body`).
@@ -136,8 +278,9 @@ pub fn encode_field(
     // small tree is fine here.
     let options = print.serialize_options().skip_default_fields(false);
     let mut out = Vec::new();
+    let formatter = FloatsReadBack(serde_json::ser::CompactFormatter);
     message
-        .serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)
+        .serialize_with_options(&mut serde_json::Serializer::with_formatter(&mut out, formatter), &options)
         .map_err(|e| no_json_form(message, &e))?;
     let key = if print.preserve_proto_field_names { field.name() } else { field.json_name() };
     let value = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&out)
@@ -177,6 +320,41 @@ mod tests {
         assert_eq!(encode(&a, &PrintOptions::default()).expect("json"), br#"{"displayName":"Ada"}"#);
         let proto_names = PrintOptions { preserve_proto_field_names: true, ..Default::default() };
         assert_eq!(encode(&a, &proto_names).expect("json"), br#"{"display_name":"Ada"}"#);
+    }
+
+    #[test]
+    fn an_integral_number_is_an_integer_for_every_field() {
+        let order = pool().get_message_by_name("shop.orders.v1.OrderEvent").expect("type");
+        let by_int = decode(order.clone(), br#"{"status": 2}"#, false).expect("an enum by number");
+        for integral in [&br#"{"status": 2.0}"#[..], br#"{"status": 2e0}"#, br#"{"status":0.2E1}"#] {
+            assert_eq!(decode(order.clone(), integral, false).expect("the same number"), by_int);
+        }
+        assert!(decode(order.clone(), br#"{"status": 2.5}"#, false).is_err());
+        assert!(decode(order.clone(), br#"{"status": 02.0}"#, false).is_err(), "still not JSON");
+        assert!(decode(order, br#"{"orderId": "2.0", "status": 1.}"#, false).is_err(), "still not JSON");
+        assert_eq!(
+            &*integral_numbers(br#"{"a":"1.0","b":[1.0,-0.0,2.5,1e2,9007199254740992.0]}"#),
+            br#"{"a":"1.0","b":[1,-0.0,2.5,100,9007199254740992.0]}"#
+        );
+        assert!(matches!(integral_numbers(br#"{"a": 1, "b": "x"}"#), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_largest_float_prints_as_it_reads_back() {
+        let pool = DescriptorPool::global();
+        let float = pool.get_message_by_name("google.protobuf.FloatValue").expect("type");
+        for value in [f32::MAX, -f32::MAX, 0.1, 1.5e38] {
+            let mut message = DynamicMessage::new(float.clone());
+            message.set_field_by_name("value", prost_reflect::Value::F32(value));
+            for print in [PrintOptions::default(), PrintOptions { add_whitespace: true, ..Default::default() }] {
+                let json = encode(&message, &print).expect("json");
+                let back = decode(float.clone(), &json, false).expect("reads back what it printed");
+                assert_eq!(back, message, "{}", String::from_utf8_lossy(&json));
+            }
+        }
+        let mut small = DynamicMessage::new(float);
+        small.set_field_by_name("value", prost_reflect::Value::F32(0.1));
+        assert_eq!(encode(&small, &PrintOptions::default()).expect("json"), b"0.1", "shortest form");
     }
 
     #[test]

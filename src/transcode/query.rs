@@ -148,11 +148,19 @@ fn parse_float(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Standard or URL-safe base64, padded or not (the proto3 JSON mapping accepts either).
+/// Standard or URL-safe base64, padded or not: read exactly as a JSON body's bytes are
+/// (prost-reflect's engines), so one description fits both — no more padding than due, and
+/// trailing bits are not checked.
 fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
-    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-    let trimmed = s.trim_end_matches('=');
-    STANDARD_NO_PAD.decode(trimmed).or_else(|_| URL_SAFE_NO_PAD.decode(trimmed)).map_err(|e| format!("not base64: {e}"))
+    use base64::alphabet::{STANDARD, URL_SAFE};
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    GeneralPurpose::new(&STANDARD, CONFIG)
+        .decode(s)
+        .or_else(|_| GeneralPurpose::new(&URL_SAFE, CONFIG).decode(s))
+        .map_err(|e| format!("not base64: {e}"))
 }
 
 /// Most pairs a query string may hold: enough for any form a person or a client library

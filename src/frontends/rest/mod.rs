@@ -56,10 +56,11 @@ pub struct Tables {
 }
 
 impl Tables {
-    pub fn new(catalog: &crate::catalog::Catalog) -> Self {
+    /// The routes, and the documents saying what they accept under `options`.
+    pub fn new(catalog: &crate::catalog::Catalog, options: &RestOptions) -> Self {
         let routes = Routes::build(catalog);
-        let openapi = Bytes::from(openapi::document(catalog, &routes, None));
-        let openapi_by_service = openapi::per_service(catalog, &routes);
+        let openapi = Bytes::from(openapi::document(catalog, &routes, options, None));
+        let openapi_by_service = openapi::per_service(catalog, &routes, options);
         Tables { routes, openapi, openapi_by_service }
     }
 }
@@ -173,15 +174,14 @@ impl RestFrontend {
         let trailers_wanted =
             parts.headers.get(http::header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
         // Where a client stream's bad line is kept: the call itself is reset by it.
-        let request_error = descriptor.is_client_streaming().then(|| Arc::new(std::sync::OnceLock::new()));
+        let progress = descriptor.is_client_streaming().then(|| Arc::new(stream::Progress::default()));
 
-        let call_body: Body = if let Some(request_error) = &request_error {
+        let call_body: Body = if let Some(progress) = &progress {
             let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
             if not_json(content_type) {
                 return refuse(unsupported_media_type(content_type));
             }
-            stream::RequestStream::new(body, route.clone(), bound, options.clone(), request_error.clone())
-                .boxed_unsync()
+            stream::RequestStream::new(body, route.clone(), bound, options.clone(), progress.clone()).boxed_unsync()
         } else {
             let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
             let limit = options.max_request_body_size;
@@ -214,13 +214,13 @@ impl RestFrontend {
         let response = match (reply, format) {
             // A server stream reports a bad request line itself, in the stream.
             (Ok(reply), Some(format)) => {
-                return response::streaming(reply, route, options, format, request_error).await;
+                return response::streaming(reply, route, options, format, progress).await;
             }
             (Ok(reply), None) => response::unary(reply, route, options, trailers_wanted).await,
             (Err(error), _) => response::refused(&error, Some(descriptor.parent_pool())),
         };
         // A bad line of a client stream is the answer, whatever the reset it caused made of the call.
-        match request_error.as_deref().and_then(std::sync::OnceLock::get) {
+        match progress.as_deref().and_then(stream::Progress::error) {
             Some(error) => response::refused(error, Some(descriptor.parent_pool())),
             None => response,
         }

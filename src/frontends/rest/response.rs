@@ -2,7 +2,7 @@
 //! bytes of a `google.api.HttpBody`), and for server streaming a body written message by
 //! message as the backend sends them, framed as the client asked (see [`StreamFormat`]).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
@@ -14,6 +14,7 @@ use tonic::{Code, Status};
 use super::error::{error_response, status_json};
 use super::offload;
 use super::routes::Route;
+use super::stream::Progress;
 use crate::call::{Body, Reply};
 use crate::config::{RestOptions, StreamFormat};
 use crate::error::{GatewayError, Origin};
@@ -194,23 +195,27 @@ pub(super) fn stream_format(accept: Option<&str>, default: StreamFormat) -> Stre
 }
 
 /// A server-streaming reply, its headers sent as soon as the backend's arrive (a client watching
-/// a quiet stream knows at once that it is open). A call the backend refuses outright — its
-/// status came with its headers (Trailers-Only) — gets the error's own HTTP status instead of a
-/// 200 with an error inside; an error after that ends the stream (see [`StreamFormat`]).
+/// a quiet stream knows at once that it is open) — and, for a bidirectional call, once the
+/// request's first line was read. A call refused outright — a bad first line, or the backend's
+/// status with its headers (Trailers-Only) — gets the error's own HTTP status instead of a 200
+/// with an error inside; an error after that ends the stream (see [`StreamFormat`]).
 pub(super) async fn streaming(
     reply: Reply,
     route: &Route,
     options: &RestOptions,
     format: StreamFormat,
-    request_error: Option<Arc<OnceLock<GatewayError>>>,
+    progress: Option<Arc<Progress>>,
 ) -> Response<ResponseBody> {
     let pool = route.method.descriptor.parent_pool().clone();
     let mut body = reply.body;
     let mut deframer = Deframer::new(options.max_message_size);
-    if reply.early_status.as_ref().is_some_and(|s| s.code() != Code::Ok) {
-        if let Some(error) = request_error.as_deref().and_then(OnceLock::get) {
+    if let Some(progress) = &progress {
+        progress.begun().await;
+        if let Some(error) = progress.error() {
             return error_response(&error.to_status(), Some(&pool));
         }
+    }
+    if reply.early_status.as_ref().is_some_and(|s| s.code() != Code::Ok) {
         // The body holds nothing but the trailers: this does not wait.
         if let Next::End(status, trailers) = next(&mut body, &mut deframer).await {
             return failed(&status, &pool, &reply.metadata, &trailers, options);
@@ -224,7 +229,7 @@ pub(super) async fn streaming(
         format,
         state: StreamState::Start,
         pool,
-        request_error,
+        progress,
     };
     let mut response = Response::new(stream.into_body());
     let content_type = match format {
@@ -257,8 +262,8 @@ struct MessageStream {
     format: StreamFormat,
     state: StreamState,
     pool: prost_reflect::DescriptorPool,
-    /// A bad line of the request stream: reported instead of the reset it caused.
-    request_error: Option<Arc<OnceLock<GatewayError>>>,
+    /// The request stream's: a bad line is reported instead of the reset it caused.
+    progress: Option<Arc<Progress>>,
 }
 
 impl MessageStream {
@@ -305,7 +310,7 @@ impl MessageStream {
 
     /// The end of the stream: an error line if it failed, and the closing delimiter.
     fn end_chunk(&mut self, status: &Status) -> Bytes {
-        let request_error = self.request_error.as_deref().and_then(OnceLock::get).map(GatewayError::to_status);
+        let request_error = self.progress.as_deref().and_then(Progress::error).map(GatewayError::to_status);
         let status = request_error.as_ref().unwrap_or(status);
         let first = matches!(self.state, StreamState::Start);
         self.state = StreamState::Done;

@@ -11,8 +11,15 @@
 //! warning too. Real API sets carry such rules (etcd's `Hash` and `HashKV` share a path); refusing
 //! the whole catalog for one of them would keep every other route from being served. A method
 //! whose bindings were all dropped stays reachable at its gRPC path.
+//!
+//! A last segment ending in `:verb`, for a verb some template of the table declares, is that
+//! custom verb — it matches only templates with the verb, as Envoy's path matcher treats
+//! registered custom verbs. So `GET /v1/payments/p-1:refund` is not `GET /v1/payments/{id}` with
+//! the id `p-1:refund` (grpc-gateway's reading): it is the refund path, where only POST is
+//! bound, and OPTIONS, 405 and the OpenAPI document all say so. A colon followed by anything
+//! else is data (`/v1/users/a:b` binds the id `a:b`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use http::Method;
@@ -84,6 +91,8 @@ pub struct Routes {
     by_grpc_path: HashMap<Box<str>, Arc<Route>>,
     /// The bindings that were dropped, and why: logged at load, listed by `dragoman check`.
     pub warnings: Vec<String>,
+    /// Every custom verb the templates declare (`watch` of `/v1/orders/{id}:watch`).
+    verbs: HashSet<Box<str>>,
 }
 
 impl Routes {
@@ -115,6 +124,7 @@ impl Routes {
             // A stable sort: among equally specific templates, the order of declaration stays.
             list.sort_by_key(|r| std::cmp::Reverse(r.binding.template.specificity()));
         }
+        routes.verbs = routes.annotated().filter_map(|r| r.binding.template.verb.as_deref()).map(Box::from).collect();
         routes
     }
 
@@ -140,8 +150,9 @@ impl Routes {
     /// Resolves a request line.
     pub fn find(&self, method: &Method, path: &str) -> Found<'_> {
         if let Some(routes) = self.by_method.get(method) {
+            let verb = self.verb_of(path);
             for route in routes {
-                if let Some(bound) = route.binding.template.matches(path) {
+                if let Some(bound) = matches(&route.binding.template, verb, path) {
                     return Found::Route(route, bound);
                 }
             }
@@ -166,11 +177,12 @@ impl Routes {
     }
 
     fn methods_except(&self, except: Option<&Method>, path: &str) -> Vec<Method> {
+        let verb = self.verb_of(path);
         let mut methods: Vec<Method> = self
             .by_method
             .iter()
             .filter(|(m, routes)| {
-                Some(*m) != except && routes.iter().any(|r| r.binding.template.matches(path).is_some())
+                Some(*m) != except && routes.iter().any(|r| matches(&r.binding.template, verb, path).is_some())
             })
             .map(|(m, _)| m.clone())
             .collect();
@@ -181,4 +193,20 @@ impl Routes {
         methods.dedup();
         methods
     }
+
+    /// The custom verb a path ends with, if it is one the table declares.
+    fn verb_of<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let last = &path[path.rfind('/').map_or(0, |i| i + 1)..];
+        let (_, verb) = last.rsplit_once(':')?;
+        self.verbs.contains(verb).then_some(verb)
+    }
+}
+
+/// A template's match, where a path ending in a declared custom verb matches only templates with
+/// a verb (the template's own `matches` checks that it is the same one).
+fn matches(template: &Template, verb: Option<&str>, path: &str) -> Option<Vec<(usize, String)>> {
+    if verb.is_some() && template.verb.is_none() {
+        return None;
+    }
+    template.matches(path)
 }

@@ -4,6 +4,7 @@
 //! the body half-closes the call; responses keep streaming.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -19,14 +20,54 @@ use crate::error::{GatewayError, Origin};
 use crate::transcode::framing;
 use crate::transcode::ndjson::Lines;
 
+/// How far a request stream has got, for the response to follow: its first bad line (the call
+/// itself is only reset by it), and whether the first line was read at all.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    error: OnceLock<GatewayError>,
+    begun: AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+impl Progress {
+    /// The stream's error, if a line was bad (or the body broke off).
+    pub(super) fn error(&self) -> Option<&GatewayError> {
+        self.error.get()
+    }
+
+    /// Waits until the first line was read, or the stream ended or failed before it: so that a
+    /// bad first line gets its own HTTP status rather than a 200 and an error in the stream.
+    pub(super) async fn begun(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.begun.load(Ordering::Acquire) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn begin(&self) {
+        if !self.begun.swap(true, Ordering::AcqRel) {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn fail(&self, error: GatewayError) {
+        let _ = self.error.set(error);
+        self.begin();
+    }
+}
+
 pub(super) struct RequestStream {
     body: Incoming,
     lines: Lines,
     route: Arc<Route>,
     bound: Vec<(usize, String)>,
     options: Arc<RestOptions>,
-    /// The first bad line, for the frontend to answer with (the call itself is reset).
-    error: Arc<OnceLock<GatewayError>>,
+    progress: Arc<Progress>,
     ended: bool,
 }
 
@@ -36,9 +77,9 @@ impl RequestStream {
         route: Arc<Route>,
         bound: Vec<(usize, String)>,
         options: Arc<RestOptions>,
-        error: Arc<OnceLock<GatewayError>>,
+        progress: Arc<Progress>,
     ) -> Self {
-        RequestStream { body, lines: Lines::default(), route, bound, options, error, ended: false }
+        RequestStream { body, lines: Lines::default(), route, bound, options, progress, ended: false }
     }
 
     /// Frames the next complete line (or, at the end, the rest), skipping blank ones.
@@ -58,8 +99,15 @@ impl RequestStream {
 
     fn fail(&mut self, error: GatewayError) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
         self.ended = true;
-        let _ = self.error.set(error.clone());
+        self.progress.fail(error.clone());
         Poll::Ready(Some(Err(error)))
+    }
+}
+
+/// A stream dropped unread (the backend answered without reading it) has begun all it will.
+impl Drop for RequestStream {
+    fn drop(&mut self) {
+        self.progress.begin();
     }
 }
 
@@ -73,7 +121,10 @@ impl http_body::Body for RequestStream {
                 return Poll::Ready(None);
             }
             match self.next_line(false) {
-                Some(Ok(frame)) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
+                Some(Ok(frame)) => {
+                    self.progress.begin();
+                    return Poll::Ready(Some(Ok(Frame::data(frame))));
+                }
                 Some(Err(e)) => return self.fail(e),
                 None => {}
             }
@@ -96,11 +147,11 @@ impl http_body::Body for RequestStream {
                 Poll::Ready(None) => {
                     let last = self.next_line(true);
                     self.ended = true;
-                    return match last {
-                        Some(Ok(frame)) => Poll::Ready(Some(Ok(Frame::data(frame)))),
-                        Some(Err(e)) => self.fail(e),
-                        None => Poll::Ready(None),
-                    };
+                    if let Some(Err(e)) = last {
+                        return self.fail(e);
+                    }
+                    self.progress.begin();
+                    return Poll::Ready(last.map(|frame| frame.map(Frame::data)));
                 }
             }
         }
