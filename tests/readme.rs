@@ -329,6 +329,9 @@ fn config_example_is_valid() {
     std::fs::write(&config_path, &yaml).expect("write");
     let config = dragoman::config::Config::load(&config_path).expect("the README's config is valid");
     assert_eq!(config.services.len(), 3);
+    // The example says its `server:` values are the defaults.
+    assert_eq!(format!("{:?}", config.server), format!("{:?}", dragoman::config::ServerLimits::default()));
+    assert_eq!(config.services[1].queue_timeout, std::time::Duration::from_secs(1));
     assert!(config.services[2].tls.is_some());
     assert_eq!(config.rule_for("shop.products.v1.ProductService").map(|r| r.index), Some(0));
     assert_eq!(config.rule_for("shop.orders.v1.OrderService").map(|r| r.index), Some(1));
