@@ -41,7 +41,7 @@ fn charge() -> dragoman::demo::pb::shop::payments::v1::ChargeRequest {
 const CHARGE: &str = "/shop.payments.v1.PaymentService/Charge";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_black_holed_backend_costs_one_shared_dial_then_fails_fast() {
+async fn a_black_holed_backend_costs_one_shared_dial() {
     let logs = support::logs();
     let (hole, _fillers, _socket) = black_hole();
     let gw = TestGateway::builder()
@@ -184,4 +184,57 @@ async fn a_backend_at_its_stream_limit_makes_calls_wait_bounded_then_fail_fast()
     gate.add_permits(100);
     assert_eq!(first.await.expect("first call").0, Some(0));
     assert_eq!(call(sender.clone()).await.0, Some(0));
+}
+
+/// A TCP server that accepts connections and counts them, then closes each at once (`close`) or
+/// keeps it open and says nothing: a backend that is up in TCP only.
+async fn start_mute(close: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if !close {
+                held.push(tcp);
+            }
+        }
+    });
+    (address, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_accepts_and_closes_is_a_failed_dial_that_backs_off() {
+    let (backend, accepted) = start_mute(true).await;
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!("  - match: shop.payments.v1.PaymentService\n    backends: [http://{backend}]\n"))
+        .start()
+        .await;
+    for _ in 0..20 {
+        assert_eq!(support::raw_unary(gw.address, CHARGE, &charge(), &[]).await.status(), Some(14));
+    }
+    // One dial per worker, and perhaps one more each when a back-off ends: not one per call.
+    let dials = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=4).contains(&dials), "{dials} connections for 20 calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_accepts_and_says_nothing_fails_at_connect_timeout() {
+    let (backend, _accepted) = start_mute(false).await;
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!(
+            "  - match: shop.payments.v1.PaymentService\n    backends: [http://{backend}]\n    connect_timeout: 300ms\n"
+        ))
+        .start()
+        .await;
+    // No deadline on the call: only the dial's own timeout can end it (before, it hung until the
+    // backend connection's keep-alive gave up, 40 s).
+    let reply = tokio::time::timeout(Duration::from_secs(10), support::raw_unary(gw.address, CHARGE, &charge(), &[]))
+        .await
+        .expect("the call fails at connect_timeout, not later");
+    assert_eq!(reply.status(), Some(14));
 }

@@ -4,6 +4,9 @@
 //! so HTTP/2 multiplexes that worker's calls over it without crossing threads.
 //!
 //! - The request path takes no lock: the live connection is read through an `ArcSwapOption`.
+//! - A dial succeeds when the backend has answered with its SETTINGS, not when TCP connects: a
+//!   backend that accepts and then says nothing (hung, or a proxy before a dead one), or closes
+//!   at once, is a failed dial like a refused one.
 //! - One dial at a time, shared: calls that arrive while a dial is under way wait for that dial,
 //!   instead of each waiting its turn to dial again (a black-holed backend cost queued calls one
 //!   `connect_timeout` each, in turn).
@@ -23,7 +26,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 
 use super::settings::{Sniffed, UNLIMITED};
@@ -44,19 +47,14 @@ pub(super) struct Endpoint {
     live: ArcSwapOption<Connection>,
     /// How the endpoint stands when no connection is live. Never held across an await.
     dial: Mutex<Dial>,
+    /// Shared by the pool's endpoints: told whenever a stream frees up on any of them.
+    freed: Arc<Notify>,
 }
 
 enum Dial {
-    /// Nothing under way; `failures` dials in a row have failed.
-    Idle {
-        failures: u32,
-    },
+    Idle,
     Dialing(watch::Receiver<Dialed>),
-    BackingOff {
-        until: Instant,
-        failures: u32,
-        error: String,
-    },
+    BackingOff { until: Instant, failures: u32, error: String },
 }
 
 /// Where an endpoint stands for a call.
@@ -69,8 +67,8 @@ pub(super) enum Status {
 }
 
 impl Endpoint {
-    pub(super) fn new(backend: Backend, rule: Arc<ServiceRule>) -> Self {
-        Endpoint { backend, rule, live: ArcSwapOption::empty(), dial: Mutex::new(Dial::Idle { failures: 0 }) }
+    pub(super) fn new(backend: Backend, rule: Arc<ServiceRule>, freed: Arc<Notify>) -> Self {
+        Endpoint { backend, rule, live: ArcSwapOption::empty(), dial: Mutex::new(Dial::Idle), freed }
     }
 
     /// The endpoint's state, starting a dial when it has no connection and is not backing off.
@@ -84,47 +82,31 @@ impl Endpoint {
             Dial::BackingOff { until, error, .. } if Instant::now() < *until => {
                 return Status::BackingOff(error.clone());
             }
-            Dial::BackingOff { failures, .. } | Dial::Idle { failures } => *failures,
+            Dial::BackingOff { failures, .. } => *failures,
+            Dial::Idle => 0,
         };
         let (done, receiver) = watch::channel(None);
         *dial = Dial::Dialing(receiver.clone());
         drop(dial);
-        let endpoint = self.clone();
         // Spawned, so that the dial completes and is remembered even if every caller waiting for
-        // it has gone.
+        // it has gone; the guard puts the endpoint back to idle should the task itself be lost.
+        let guard = DialGuard { endpoint: self.clone(), done: Some(done) };
         tokio::spawn(async move {
-            let result = endpoint.connect().await.map(Arc::new);
-            endpoint.dialed(&result, failures);
-            let _ = done.send(Some(result));
+            let result = guard.endpoint.connect().await.map(Arc::new);
+            guard.finish(result, failures);
         });
         Status::Dialing(receiver)
-    }
-
-    /// Records a dial's outcome.
-    fn dialed(&self, result: &Result<Arc<Connection>, String>, failures: u32) {
-        let mut dial = self.dial.lock().unwrap_or_else(PoisonError::into_inner);
-        match result {
-            Ok(connection) => {
-                self.live.store(Some(connection.clone()));
-                *dial = Dial::Idle { failures: 0 };
-            }
-            Err(error) => {
-                let failures = failures.saturating_add(1);
-                let backoff = BACKOFF_FIRST.saturating_mul(1 << (failures - 1).min(10)).min(BACKOFF_MAX);
-                tracing::warn!(backend = %self.backend, error = %error, ?backoff, "backend unreachable");
-                *dial = Dial::BackingOff { until: Instant::now() + backoff, failures, error: error.clone() };
-            }
-        }
     }
 
     async fn connect(&self) -> Result<Connection, String> {
         let timeout = self.rule.connect_timeout;
         let limit = Arc::new(AtomicU32::new(UNLIMITED));
+        let (spoke, spoken) = oneshot::channel();
         let connect = async {
             let tcp = TcpStream::connect(&self.backend.authority).await.map_err(|e| e.to_string())?;
             let _ = tcp.set_nodelay(true);
-            match &self.rule.tls {
-                None => handshake(Sniffed::new(tcp, limit.clone())).await,
+            let sender = match &self.rule.tls {
+                None => handshake(Sniffed::new(tcp, limit.clone(), spoke)).await?,
                 Some(config) => {
                     let name = self.rule.tls_server_name.clone().unwrap_or_else(|| self.backend.host.clone());
                     let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
@@ -132,15 +114,57 @@ impl Endpoint {
                         .connect(name, tcp)
                         .await
                         .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                    handshake(Sniffed::new(tls, limit.clone())).await
+                    handshake(Sniffed::new(tls, limit.clone(), spoke)).await?
                 }
-            }
+            };
+            // hyper's handshake returns once the preface is written: the backend is up when it
+            // has sent its SETTINGS back.
+            spoken.await.map_err(|_| "the backend closed the connection before speaking HTTP/2".to_owned())?;
+            Ok::<_, String>(sender)
         };
         let sender = match tokio::time::timeout(timeout, connect).await {
             Ok(result) => result?,
-            Err(_) => return Err(format!("no connection within {timeout:?}")),
+            Err(_) => return Err(format!("no HTTP/2 answer within {timeout:?}")),
         };
-        Ok(Connection { sender, limit, in_flight: AtomicU32::new(0), freed: Notify::new() })
+        Ok(Connection { sender, limit, in_flight: AtomicU32::new(0), freed: self.freed.clone() })
+    }
+}
+
+/// Records the outcome of a dial, and puts the endpoint back to idle if the dial task is lost
+/// (the runtime shutting down) before it could.
+struct DialGuard {
+    endpoint: Arc<Endpoint>,
+    done: Option<watch::Sender<Dialed>>,
+}
+
+impl DialGuard {
+    fn finish(mut self, result: Result<Arc<Connection>, String>, failures: u32) {
+        let endpoint = &self.endpoint;
+        let mut dial = endpoint.dial.lock().unwrap_or_else(PoisonError::into_inner);
+        match &result {
+            Ok(connection) => {
+                endpoint.live.store(Some(connection.clone()));
+                *dial = Dial::Idle;
+            }
+            Err(error) => {
+                let failures = failures.saturating_add(1);
+                let backoff = BACKOFF_FIRST.saturating_mul(1 << (failures - 1).min(10)).min(BACKOFF_MAX);
+                tracing::warn!(backend = %endpoint.backend, error = %error, ?backoff, "backend unreachable");
+                *dial = Dial::BackingOff { until: Instant::now() + backoff, failures, error: error.clone() };
+            }
+        }
+        drop(dial);
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Some(result));
+        }
+    }
+}
+
+impl Drop for DialGuard {
+    fn drop(&mut self) {
+        if self.done.is_some() {
+            *self.endpoint.dial.lock().unwrap_or_else(PoisonError::into_inner) = Dial::Idle;
+        }
     }
 }
 
@@ -155,39 +179,22 @@ pub(super) async fn dialed(mut receiver: watch::Receiver<Dialed>) -> Result<Arc<
 /// An open HTTP/2 connection and its streams.
 pub(super) struct Connection {
     sender: SendRequest<Body>,
-    /// The backend's `SETTINGS_MAX_CONCURRENT_STREAMS`, once its SETTINGS frame has arrived.
+    /// The backend's `SETTINGS_MAX_CONCURRENT_STREAMS`, as its SETTINGS frames say.
     limit: Arc<AtomicU32>,
     in_flight: AtomicU32,
-    freed: Notify,
+    freed: Arc<Notify>,
 }
 
 impl Connection {
-    /// A stream, if one can be opened now.
+    /// A stream, if one can be opened now (the connection is open and under its limit).
     pub(super) fn try_stream(self: &Arc<Self>) -> Option<Stream> {
-        self.try_open().then(|| Stream { connection: self.clone() })
-    }
-
-    /// A stream to send a call on, waiting at most `patience` for one to free up.
-    pub(super) async fn stream(self: &Arc<Self>, patience: Duration) -> Option<Stream> {
-        let give_up = Instant::now() + patience;
-        loop {
-            if self.try_open() {
-                return Some(Stream { connection: self.clone() });
-            }
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            // Registered before the second look, so a stream freed in between is not missed.
-            freed.as_mut().enable();
-            if self.try_open() {
-                return Some(Stream { connection: self.clone() });
-            }
-            tokio::time::timeout_at(give_up, freed).await.ok()?;
+        if self.sender.is_closed() {
+            return None;
         }
-    }
-
-    fn try_open(&self) -> bool {
         let limit = self.limit.load(Ordering::Relaxed);
-        self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).is_ok()
+        let opened =
+            self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1));
+        opened.is_ok().then(|| Stream { connection: self.clone() })
     }
 
     /// The backend's limit, for messages.
@@ -210,7 +217,7 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.connection.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.connection.freed.notify_one();
+        self.connection.freed.notify_waiters();
     }
 }
 
@@ -246,7 +253,7 @@ mod tests {
         let yaml = format!("services:\n  - match: x.Y\n    backends: [http://127.0.0.1:{}]\n", port.unwrap_or(1));
         let config = crate::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
         let rule = config.services[0].clone();
-        Arc::new(Endpoint::new(rule.backends[0].clone(), rule))
+        Arc::new(Endpoint::new(rule.backends[0].clone(), rule, Arc::new(Notify::new())))
     }
 
     async fn fails(endpoint: &Arc<Endpoint>) {

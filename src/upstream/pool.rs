@@ -4,13 +4,15 @@
 //! A call first looks for a live connection with a free stream, starting from the next endpoint
 //! in turn; endpoints in back-off are skipped, idle ones start dialing in the background. Only
 //! when none can take it now does the call wait — for the first dial under way to succeed, or
-//! for a stream to free up on a connection at its limit.
+//! for a stream to free up on any connection at its limit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::connection::{Connection, Endpoint, Status, Stream, dialed};
 use crate::config::ServiceRule;
@@ -18,6 +20,8 @@ use crate::config::ServiceRule;
 pub(super) struct Pool {
     endpoints: Box<[Arc<Endpoint>]>,
     next: AtomicUsize,
+    /// Told whenever a stream frees up on any of the pool's connections.
+    freed: Arc<Notify>,
 }
 
 /// Why no stream could be had: for the log, not for the client.
@@ -30,8 +34,10 @@ pub(super) enum NoStream {
 
 impl Pool {
     pub(super) fn new(rule: &Arc<ServiceRule>) -> Self {
-        let endpoints = rule.backends.iter().map(|b| Arc::new(Endpoint::new(b.clone(), rule.clone()))).collect();
-        Pool { endpoints, next: AtomicUsize::new(0) }
+        let freed = Arc::new(Notify::new());
+        let endpoints =
+            rule.backends.iter().map(|b| Arc::new(Endpoint::new(b.clone(), rule.clone(), freed.clone()))).collect();
+        Pool { endpoints, next: AtomicUsize::new(0), freed }
     }
 
     /// A stream to send a call on, and its endpoint; waits at most `patience` for a full
@@ -41,18 +47,16 @@ impl Pool {
         let n = self.endpoints.len();
         let mut dialing = Vec::new();
         let mut failures = Vec::new();
-        let mut full: Option<(Arc<Connection>, &Endpoint)> = None;
+        let mut full: Vec<(Arc<Connection>, &Endpoint)> = Vec::new();
         for i in 0..n {
             let endpoint = &self.endpoints[(start + i) % n];
             match endpoint.status() {
                 Status::Ready(connection) => match connection.try_stream() {
                     Some(stream) => return Ok((stream, endpoint)),
-                    None => {
-                        full.get_or_insert((connection, endpoint));
-                    }
+                    None => full.push((connection, endpoint)),
                 },
                 Status::Dialing(receiver) => {
-                    dialing.push(dialed(receiver).map(move |r| r.map(|c| (c, endpoint))).boxed())
+                    dialing.push(dialed(receiver).map(move |r| r.map(|c| (c, endpoint))).boxed());
                 }
                 Status::BackingOff(error) => failures.push(format!("{}: {error}", endpoint.backend)),
             }
@@ -60,22 +64,32 @@ impl Pool {
         // Nothing can take the call now: the first dial to succeed...
         if !dialing.is_empty() {
             match futures_util::future::select_ok(dialing).await {
-                Ok(((connection, endpoint), _)) => {
-                    if let Some(stream) = connection.stream(patience).await {
-                        return Ok((stream, endpoint));
-                    }
-                    full.get_or_insert((connection, endpoint));
-                }
+                Ok(((connection, endpoint), _)) => match connection.try_stream() {
+                    Some(stream) => return Ok((stream, endpoint)),
+                    None => full.push((connection, endpoint)),
+                },
                 Err(error) => failures.push(error),
             }
         }
-        // ...or a stream freed on a connection at its limit.
-        if let Some((connection, endpoint)) = full {
-            return match connection.stream(patience).await {
-                Some(stream) => Ok((stream, endpoint)),
-                None => Err(NoStream::Full { limit: connection.limit() }),
-            };
+        if full.is_empty() {
+            return Err(NoStream::Unreachable(failures.join("; ")));
         }
-        Err(NoStream::Unreachable(failures.join("; ")))
+        // ...or a stream freed on any connection at its limit.
+        let give_up = Instant::now() + patience;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so a stream freed in between is not missed.
+            freed.as_mut().enable();
+            for (connection, endpoint) in &full {
+                if let Some(stream) = connection.try_stream() {
+                    return Ok((stream, endpoint));
+                }
+            }
+            if tokio::time::timeout_at(give_up, freed).await.is_err() {
+                let limit = full.iter().map(|(c, _)| c.limit()).max().unwrap_or_default();
+                return Err(NoStream::Full { limit });
+            }
+        }
     }
 }

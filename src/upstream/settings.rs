@@ -1,10 +1,12 @@
 //! The backend's limit on concurrent streams, read off the wire.
 //!
 //! hyper's HTTP/2 client queues requests without bound once a connection reaches the server's
-//! `SETTINGS_MAX_CONCURRENT_STREAMS`, and does not say what that limit is. The server's first
-//! frame is its SETTINGS (RFC 9113, 3.4), so the connection's reads are watched until it has
-//! passed, and the limit is published for the endpoint to count streams against. Later SETTINGS
-//! frames are not followed: servers set the limit once.
+//! `SETTINGS_MAX_CONCURRENT_STREAMS`, and does not say what that limit is; nor does its handshake
+//! wait for the server to speak at all. So the connection's reads are watched: frame headers are
+//! followed (payloads skipped, a few comparisons per frame), every SETTINGS frame's limit is
+//! published for the endpoint to count streams against, and the first one — which RFC 9113, 3.4,
+//! requires as the server's first frame — tells the dial that the backend really is an HTTP/2
+//! server that answers.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
 
 /// Unlimited, RFC 9113's initial value, until the server says otherwise.
 pub(super) const UNLIMITED: u32 = u32::MAX;
@@ -22,51 +25,74 @@ const SETTINGS: u8 = 0x4;
 const ACK: u8 = 0x1;
 const MAX_CONCURRENT_STREAMS: u16 = 0x3;
 
-/// Reads the first SETTINGS frame as it goes by.
+/// A SETTINGS payload larger than this is not believed (h2 refuses frames over its maximum frame
+/// size anyway); the parser then stops following the connection.
+const MAX_SETTINGS_PAYLOAD: usize = 64 << 10;
+
+/// Follows frames as they go by.
 #[derive(Debug, Default)]
 struct Parser {
-    /// Bytes of the frame being read: header (9) then payload.
-    frame: Vec<u8>,
-    done: bool,
+    /// The frame header being read.
+    header: Vec<u8>,
+    /// The SETTINGS payload being read.
+    settings: Vec<u8>,
+    /// Payload bytes still to come of the current frame.
+    remaining: usize,
+    /// The current frame is a SETTINGS frame whose payload is collected.
+    collecting: bool,
+    lost: bool,
 }
 
 impl Parser {
-    /// Follows received bytes; the limit once the first SETTINGS frame is whole.
-    fn feed(&mut self, mut bytes: &[u8]) -> Option<u32> {
-        while !self.done && !bytes.is_empty() {
-            let wanted = if self.frame.len() < 9 {
-                9 - self.frame.len()
-            } else {
-                9 + payload_len(&self.frame) - self.frame.len()
-            };
-            let n = wanted.min(bytes.len());
-            self.frame.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            if self.frame.len() >= 9 && self.frame.len() == 9 + payload_len(&self.frame) {
-                let (kind, flags) = (self.frame[3], self.frame[4]);
-                if kind == SETTINGS && flags & ACK == 0 {
-                    self.done = true;
-                    let limit = self.frame[9..]
-                        .chunks_exact(6)
-                        .filter(|s| u16::from_be_bytes([s[0], s[1]]) == MAX_CONCURRENT_STREAMS)
-                        .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
-                        .next_back();
-                    self.frame = Vec::new();
-                    return Some(limit.unwrap_or(UNLIMITED));
+    /// Follows received bytes. When a SETTINGS frame completes in them: `Some` of the limit it
+    /// sets, if it sets one (the last such frame's, when several complete).
+    fn feed(&mut self, mut bytes: &[u8]) -> Option<Option<u32>> {
+        let mut found = None;
+        while !self.lost && !bytes.is_empty() {
+            if self.remaining == 0 && self.header.len() < 9 {
+                let n = (9 - self.header.len()).min(bytes.len());
+                self.header.extend_from_slice(&bytes[..n]);
+                bytes = &bytes[n..];
+                if self.header.len() < 9 {
+                    break;
                 }
-                self.frame.clear();
-                // A server that does not start with SETTINGS breaks the protocol; hyper will
-                // say so. Nothing more to learn here.
-                self.done = true;
+                let length = u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]]) as usize;
+                self.collecting = self.header[3] == SETTINGS && self.header[4] & ACK == 0;
+                if self.collecting && length > MAX_SETTINGS_PAYLOAD {
+                    self.lost = true;
+                    break;
+                }
+                self.remaining = length;
+                if length > 0 {
+                    continue;
+                }
+            } else {
+                let n = self.remaining.min(bytes.len());
+                if self.collecting {
+                    self.settings.extend_from_slice(&bytes[..n]);
+                }
+                self.remaining -= n;
+                bytes = &bytes[n..];
+                if self.remaining > 0 {
+                    continue;
+                }
             }
+            // A frame is complete.
+            if self.collecting {
+                let limit = self
+                    .settings
+                    .chunks_exact(6)
+                    .filter(|s| u16::from_be_bytes([s[0], s[1]]) == MAX_CONCURRENT_STREAMS)
+                    .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+                    .next_back();
+                found = Some(limit);
+                self.settings.clear();
+                self.collecting = false;
+            }
+            self.header.clear();
         }
-        None
+        found
     }
-}
-
-fn payload_len(header: &[u8]) -> usize {
-    // Frame sizes above 16 MiB do not exist; a hostile length only makes this give up.
-    (u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize).min(1 << 24)
 }
 
 /// A backend connection whose reads are watched for the server's SETTINGS.
@@ -74,11 +100,13 @@ pub(super) struct Sniffed<IO> {
     io: IO,
     parser: Parser,
     limit: Arc<AtomicU32>,
+    /// Told when the server's first SETTINGS frame has arrived.
+    spoke: Option<oneshot::Sender<()>>,
 }
 
 impl<IO> Sniffed<IO> {
-    pub(super) fn new(io: IO, limit: Arc<AtomicU32>) -> Self {
-        Sniffed { io, parser: Parser::default(), limit }
+    pub(super) fn new(io: IO, limit: Arc<AtomicU32>, spoke: oneshot::Sender<()>) -> Self {
+        Sniffed { io, parser: Parser::default(), limit, spoke: Some(spoke) }
     }
 }
 
@@ -86,10 +114,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Sniffed<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if !self.parser.done {
-            let this = &mut *self;
-            if let Some(limit) = this.parser.feed(&buf.filled()[before..]) {
+        let this = &mut *self;
+        if let Some(limit) = this.parser.feed(&buf.filled()[before..]) {
+            // A SETTINGS frame that does not mention the limit leaves it as it was.
+            if let Some(limit) = limit {
                 this.limit.store(limit, Ordering::Relaxed);
+            }
+            if let Some(spoke) = this.spoke.take() {
+                let _ = spoke.send(());
             }
         }
         polled
@@ -140,17 +172,29 @@ mod tests {
     fn the_limit_is_read_whatever_the_chunking() {
         let mut wire = settings(&[(0x4, 65535), (MAX_CONCURRENT_STREAMS, 2)], 0);
         wire.extend_from_slice(&settings(&[], ACK));
+        // A DATA frame with a payload that looks like SETTINGS, then a change of the limit.
+        wire.extend_from_slice(&[0, 0, 9, 0x0, 0, 0, 0, 0, 1]);
+        wire.extend_from_slice(&settings(&[(MAX_CONCURRENT_STREAMS, 9)], 0)[..9]);
+        wire.extend_from_slice(&settings(&[(MAX_CONCURRENT_STREAMS, 7)], 0));
         for size in 1..wire.len() {
             let mut parser = Parser::default();
-            let found: Vec<u32> = wire.chunks(size).filter_map(|c| parser.feed(c)).collect();
-            assert_eq!(found, [2], "chunks of {size}");
+            let found: Vec<Option<u32>> = wire.chunks(size).filter_map(|c| parser.feed(c)).collect();
+            assert_eq!(found, [Some(2), Some(7)], "chunks of {size}");
         }
     }
 
     #[test]
-    fn no_limit_in_the_settings_means_unlimited() {
+    fn settings_without_the_limit_leave_it_alone() {
         let mut parser = Parser::default();
-        assert_eq!(parser.feed(&settings(&[(0x4, 65535)], 0)), Some(UNLIMITED));
-        assert_eq!(parser.feed(&settings(&[(MAX_CONCURRENT_STREAMS, 1)], 0)), None, "only the first counts");
+        assert_eq!(parser.feed(&settings(&[(0x4, 65535)], 0)), Some(None));
+        assert_eq!(parser.feed(&settings(&[(MAX_CONCURRENT_STREAMS, 0)], 0)), Some(Some(0)));
+    }
+
+    #[test]
+    fn an_oversized_settings_frame_is_not_believed() {
+        let mut parser = Parser::default();
+        let header = [0xff, 0xff, 0xff, SETTINGS, 0, 0, 0, 0, 0];
+        assert_eq!(parser.feed(&header), None);
+        assert_eq!(parser.feed(&settings(&[(MAX_CONCURRENT_STREAMS, 1)], 0)), None, "stopped following");
     }
 }
