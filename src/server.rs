@@ -8,16 +8,16 @@
 //! multi-threaded runtime; bench/README.md).
 //!
 //! The edge's limits (`server:` in the config) act here, before any frontend: connections over
-//! `max_connections` are closed as accepted; a connection that sends no request within
-//! `header_read_timeout`, or has none in flight for `idle_timeout`, is closed; HTTP/1.1 heads must
-//! arrive within `header_read_timeout` and fit `max_header_size`; HTTP/2 connections are pinged;
-//! requests over `max_calls_in_flight` are refused at once.
+//! `max_connections` are closed as accepted; a connection must send its first bytes, then start
+//! its first request, within `header_read_timeout` (HTTP/1.1 heads are timed by hyper, HTTP/2's
+//! by us); one with nothing in flight for `idle_timeout` is closed; heads must fit
+//! `max_header_size`; HTTP/2 connections are pinged; requests over `max_calls_in_flight` are
+//! refused at once. A connection the gateway closes gets a bounded time to go, then is dropped.
 
 mod admission;
 mod preface;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +26,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::call::Protocol;
 use crate::config::ServerLimits;
-use crate::frontends::ResponseBody;
-use crate::frontends::{grpc, rest};
+use crate::frontends::{Peer, ResponseBody, grpc, rest};
 use crate::gateway::{Gateway, Worker};
+use crate::observe::access_log;
 use admission::{Activity, Admission, Tracked};
 
 /// Serves on `listener` with `workers` threads (0: one per core) until `shutdown` resolves, then
@@ -43,14 +45,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let workers = if workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { workers };
     listener.set_nonblocking(true)?;
-    let admission = Arc::new(Admission::new(&gateway.config().server));
+    // Shared by every worker for the life of the process (one per `serve`).
+    let admission: &'static Admission = Box::leak(Box::new(Admission::new(&gateway.config().server)));
     let (stop, stopping) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     for n in 0..workers {
         let listener = listener.try_clone()?;
         let gateway = gateway.clone();
         let stopping = stopping.clone();
-        let admission = admission.clone();
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name(format!("dragoman-worker-{n}")).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
@@ -95,7 +97,7 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
 async fn run_worker(
     listener: std::net::TcpListener,
     gateway: Gateway,
-    admission: Arc<Admission>,
+    admission: &'static Admission,
     mut stopping: watch::Receiver<bool>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -107,7 +109,7 @@ async fn run_worker(
     let builder = connection_builder(&limits);
     let connections = tokio_util::task::TaskTracker::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, address) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -120,24 +122,29 @@ async fn run_worker(
             _ = stopping.wait_for(|s| *s) => break,
         };
         let Some(permit) = admission.connection() else {
-            tracing::debug!(%peer, "connection refused: max_connections reached");
+            tracing::debug!(peer = %address, "connection refused: max_connections reached");
             continue;
         };
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(limits.tcp_keepalive);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let activity = Arc::new(Activity::default());
+        // Everything a request needs, shared once per connection: one reference count per call.
+        let connection = Arc::new(Connection {
+            gateway: gateway.clone(),
+            worker: worker.clone(),
+            admission,
+            activity: Arc::new(Activity::default()),
+            peer: Peer::new(address),
+        });
         let service = {
-            let (gateway, worker, admission, activity) =
-                (gateway.clone(), worker.clone(), admission.clone(), activity.clone());
+            let connection = connection.clone();
             hyper::service::service_fn(move |request| {
-                let (gateway, worker, admission, activity) =
-                    (gateway.clone(), worker.clone(), admission.clone(), activity.clone());
+                let connection = connection.clone();
                 async move {
-                    let guard = admission.call(&activity);
+                    let guard = connection.admission.call(&connection.activity);
                     let response = match &guard {
-                        Some(_) => route(request, &gateway, &worker, peer).await,
-                        None => overloaded(&request),
+                        Some(_) => connection.route(request).await,
+                        None => overloaded(&request, &connection.peer),
                     };
                     Ok::<_, std::convert::Infallible>(response.map(|body| Tracked::new(body, guard)))
                 }
@@ -146,17 +153,19 @@ async fn run_worker(
         let (builder, limits, mut stopping) = (builder.clone(), limits.clone(), stopping.clone());
         connections.spawn(async move {
             let _permit = permit;
+            let peer = connection.peer.address;
             let Some(stream) = preface::read(stream, limits.header_read_timeout).await else {
                 return tracing::debug!(%peer, "closed: nothing sent within header_read_timeout");
             };
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
+            let served = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(served);
             // Closed gracefully (GOAWAY, or `Connection: close` once the response in flight is
-            // sent) when the gateway stops or the connection sits idle.
+            // sent) when the gateway stops, when no request starts within header_read_timeout of
+            // the preface (HTTP/2 heads have no timer of hyper's), or when it sits idle.
             let ended = tokio::select! {
-                result = connection.as_mut() => Some(result),
+                result = served.as_mut() => Some(result),
                 _ = stopping.wait_for(|s| *s) => None,
-                () = activity.idle(limits.idle_timeout) => {
+                () = connection.activity.idle(limits.header_read_timeout, limits.idle_timeout) => {
                     tracing::debug!(%peer, "closing an idle connection");
                     None
                 }
@@ -164,8 +173,14 @@ async fn run_worker(
             let result = match ended {
                 Some(result) => result,
                 None => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+                    served.as_mut().graceful_shutdown();
+                    // A client that does not answer the GOAWAY's PING would hold the connection
+                    // until its keep-alive gave up; nothing is in flight or it would not be idle
+                    // (and a stop has drain_timeout): a bounded wait, then it is dropped.
+                    match tokio::time::timeout(limits.header_read_timeout, served).await {
+                        Ok(result) => result,
+                        Err(_) => Ok(()),
+                    }
                 }
             };
             if let Err(e) = result {
@@ -177,24 +192,37 @@ async fn run_worker(
     let _ = tokio::time::timeout(limits.drain_timeout, connections.wait()).await;
 }
 
-async fn route(
-    request: Request<Incoming>,
-    gateway: &Gateway,
-    worker: &Worker,
-    peer: SocketAddr,
-) -> Response<ResponseBody> {
-    let snapshot = gateway.snapshot();
-    // gRPC over HTTP/2 is told apart by its content type; everything else is REST.
-    if grpc::is_grpc(&request) {
-        return worker.grpc.serve(request, &snapshot.catalog, Some(peer)).await;
+/// One client connection, as its requests see it.
+struct Connection {
+    gateway: Gateway,
+    worker: Arc<Worker>,
+    admission: &'static Admission,
+    activity: Arc<Activity>,
+    peer: Peer,
+}
+
+impl Connection {
+    async fn route(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let snapshot = self.gateway.snapshot();
+        // gRPC over HTTP/2 is told apart by its content type; everything else is REST.
+        if grpc::is_grpc(&request) {
+            return self.worker.grpc.serve(request, &snapshot.catalog, &self.peer).await;
+        }
+        self.worker.rest.serve(request, &snapshot.rest, &self.peer).await
     }
-    worker.rest.serve(request, &snapshot.rest, Some(peer)).await
 }
 
 /// The answer when `max_calls_in_flight` is reached: refused at once, in the client's protocol,
-/// so that it can retry elsewhere instead of queueing here.
-fn overloaded<B>(request: &Request<B>) -> Response<ResponseBody> {
-    let status = tonic::Status::unavailable("the gateway is at its limit of calls in flight; retry later");
-    tracing::warn!(path = request.uri().path(), "refused: max_calls_in_flight reached");
-    if grpc::is_grpc(request) { grpc::trailers_only(status) } else { rest::error::error_response(&status, None) }
+/// so that it can retry elsewhere instead of queueing here. Logged as a call (the access log's
+/// level), not as a warning: under overload that would be a flood of them.
+fn overloaded<B>(request: &Request<B>, peer: &Peer) -> Response<ResponseBody> {
+    let message = "the gateway is at its limit of calls in flight; retry later";
+    let (protocol, response) = if grpc::is_grpc(request) {
+        (Protocol::Grpc, grpc::trailers_only(tonic::Status::unavailable(message)))
+    } else {
+        (Protocol::Rest, rest::error::error_response(&tonic::Status::unavailable(message), None))
+    };
+    let path = request.uri().path();
+    access_log::record(protocol, path, Some(peer.address), tonic::Code::Unavailable, message, Instant::now());
+    response
 }

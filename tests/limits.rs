@@ -11,6 +11,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use support::{TestGateway, get, http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -30,6 +31,18 @@ async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
     };
     tokio::time::timeout(Duration::from_secs(10), reading).await.expect("the gateway closes the connection");
     received
+}
+
+/// The types of the HTTP/2 frames in what a server sent.
+fn frame_types(received: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= received.len() {
+        let length = u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]) as usize;
+        types.push(received[at + 3]);
+        at += 9 + length;
+    }
+    types
 }
 
 async fn connect(address: SocketAddr) -> TcpStream {
@@ -86,12 +99,42 @@ async fn idle_connections_are_closed_and_busy_ones_are_not() {
         .expect("task")
         .expect("closed gracefully");
 
-    // A stream that outlives several idle periods is in flight the whole time: it ends whole.
-    let watch = get(gw.address, "/v1/orders/o-1:watch?interval=0.25s").await;
-    assert_eq!(watch.status, 200);
-    let text = watch.text();
+    // A stream that outlives several idle periods keeps its connection: after it ends whole, the
+    // same connection serves the next request.
+    let tcp = connect(gw.address).await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2");
+    tokio::spawn(connection);
+    let get_on = |path: &str| {
+        http::Request::get(format!("http://{}{path}", gw.address))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request")
+    };
+    let watch = sender.send_request(get_on("/v1/orders/o-1:watch?interval=0.25s")).await.expect("response");
+    let text =
+        String::from_utf8_lossy(&watch.into_body().collect().await.expect("whole stream").to_bytes()).into_owned();
     assert!(text.lines().count() >= 4, "{text}");
     assert!(text.lines().last().is_some_and(|l| l.contains("ORDER_STATUS_DELIVERED")), "{text}");
+    let next = sender.send_request(get_on("/v1/users/u-1")).await.expect("the connection is still open");
+    assert_eq!(next.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_that_starts_no_request_is_closed_after_header_read_timeout() {
+    let gw = gateway(
+        "  header_read_timeout: 300ms
+  idle_timeout: 1h
+",
+    )
+    .await;
+    let mut stream = connect(gw.address).await;
+    // A whole preface and SETTINGS, then silence, and no answer to the gateway's PING either.
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.expect("write");
+    let received = until_closed(&mut stream).await;
+    assert!(frame_types(&received).contains(&0x7), "a GOAWAY came first");
+    assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,6 +164,7 @@ async fn connections_past_max_connections_are_closed_as_accepted() {
             if stream.read_exact(&mut buf).await.is_ok() {
                 return buf;
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     let buf = tokio::time::timeout(Duration::from_secs(10), served).await.expect("a freed slot is reused");
@@ -166,6 +210,7 @@ async fn calls_past_max_calls_in_flight_are_refused_at_once() {
             if get(gw.address, "/v1/users/u-1").await.status == 200 {
                 return;
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     tokio::time::timeout(Duration::from_secs(10), admitted).await.expect("admitted once the streams are gone");
@@ -221,14 +266,7 @@ async fn an_http2_client_that_stops_answering_pings_is_closed() {
     let mut stream = connect(gw.address).await;
     // The preface and an empty SETTINGS frame; then read everything and answer nothing.
     stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.expect("write");
-    let received = until_closed(&mut stream).await;
-    let mut types = Vec::new();
-    let mut at = 0;
-    while at + 9 <= received.len() {
-        let length = u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]) as usize;
-        types.push(received[at + 3]);
-        at += 9 + length;
-    }
+    let types = frame_types(&until_closed(&mut stream).await);
     assert!(types.contains(&0x6), "the gateway pinged before closing: frame types {types:?}");
 }
 
@@ -247,7 +285,10 @@ async fn client_sockets_have_tcp_keepalive() {
     let sockets = String::from_utf8_lossy(&out.stdout).into_owned();
     let client = stream.local_addr().expect("address").to_string();
     let line = sockets.lines().find(|l| l.contains(&client)).unwrap_or_else(|| panic!("{client} in:\n{sockets}"));
-    assert!(line.contains("timer:(keepalive"), "{line}");
+    // timer:(keepalive,29sec,0): the first probe within the configured 30 s (the default is 60).
+    let timer = line.split("timer:(keepalive,").nth(1).unwrap_or_else(|| panic!("keep-alive on: {line}"));
+    let seconds: u32 = timer.split("sec").next().and_then(|s| s.parse().ok()).unwrap_or(u32::MAX);
+    assert!(seconds <= 30, "{line}");
 }
 
 /// An encoded `conformance.v1.Message` whose `name` is `n` bytes long.

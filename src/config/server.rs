@@ -19,14 +19,14 @@ pub struct ServerLimits {
     /// until its response ends). Past it a request is answered at once with UNAVAILABLE (gRPC) or
     /// 503 (HTTP). Default 10000.
     pub max_calls_in_flight: usize,
-    /// How long a client has to send a request's headers once the connection is open or idle
-    /// (slowloris): the first request of any connection, and each HTTP/1.1 request after the
-    /// previous one. Default 10s.
+    /// How long a client has to start: to send a connection's first bytes, then its first
+    /// request (slowloris), and each HTTP/1.1 request head — so an HTTP/1.1 keep-alive connection
+    /// quiet for this long is closed too. Default 10s.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight for this long is closed (HTTP/2 with GOAWAY, so
-    /// clients reconnect cleanly). Checked lazily: closed between one and two periods after its
-    /// last request ended. Default 5m.
+    /// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY, so clients
+    /// reconnect cleanly). Checked lazily: closed between one and two periods after its last
+    /// request ended. Default 5m.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// How long a client has to send a whole request body that the gateway reads before calling
@@ -34,8 +34,7 @@ pub struct ServerLimits {
     /// Default 60s.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
-    /// HTTP/2 PING sent to a client connection after this long without frames from it... Default
-    /// 60s.
+    /// HTTP/2 PING sent to a quiet client connection this often... Default 60s.
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_interval: Duration,
     /// ...which is closed when the PING is not answered within this. Default 20s.
@@ -48,7 +47,9 @@ pub struct ServerLimits {
     /// Largest request head, in bytes: HTTP/1.1 request line and headers, HTTP/2 header list.
     /// At least 8192. Default 65536.
     pub max_header_size: u32,
-    /// HTTP/2 streams one client connection may have open at once. Default 1000.
+    /// HTTP/2 streams one client connection may have open at once: with `max_calls_in_flight`, how
+    /// many connections it takes to fill the gateway (per-client limits are rate limiting's job).
+    /// Default 100.
     pub max_concurrent_streams: u32,
     /// Largest gRPC message, in bytes, in either direction (from clients and from backends), as
     /// tonic's default: a larger one ends its call with RESOURCE_EXHAUSTED. Default 4 MiB.
@@ -70,7 +71,7 @@ impl Default for ServerLimits {
             http2_keepalive_timeout: Duration::from_secs(20),
             tcp_keepalive: Duration::from_secs(60),
             max_header_size: 64 << 10,
-            max_concurrent_streams: 1000,
+            max_concurrent_streams: 100,
             max_message_size: 4 << 20,
             drain_timeout: Duration::from_secs(10),
         }

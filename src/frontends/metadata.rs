@@ -36,24 +36,42 @@ fn is_base64(value: &[u8]) -> bool {
     STANDARD_NO_PAD.decode(trimmed).is_ok() || URL_SAFE_NO_PAD.decode(trimmed).is_ok()
 }
 
-/// Adds this hop (the client's address) to `X-Forwarded-For` and `Forwarded` (RFC 7239), after
-/// whatever the client's own proxies wrote in `headers`.
-pub(crate) fn add_forwarded(headers: &HeaderMap, out: &mut HeaderMap, peer: Option<SocketAddr>) {
-    let Some(peer) = peer else { return };
-    let ip = peer.ip().to_string();
-    let append = |name: &str, node: &str| {
-        let chain = match headers.get(name).and_then(|v| v.to_str().ok()) {
-            Some(prior) => HeaderValue::from_str(&format!("{prior}, {node}")),
-            None => HeaderValue::from_str(node),
-        };
-        chain.ok()
+/// The client at the other end of a connection, with what this hop adds to the forwarding
+/// headers formatted once per connection rather than per call.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub address: SocketAddr,
+    /// `X-Forwarded-For` and `Forwarded` (RFC 7239: IPv6 quoted and bracketed) for this hop.
+    ip: String,
+    node: String,
+    xff: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+}
+
+impl Peer {
+    pub fn new(address: SocketAddr) -> Self {
+        let ip = address.ip().to_string();
+        let node = if address.is_ipv6() { format!("for=\"[{ip}]\"") } else { format!("for={ip}") };
+        let xff = HeaderValue::from_str(&ip).ok();
+        let forwarded = HeaderValue::from_str(&node).ok();
+        Peer { address, ip, node, xff, forwarded }
+    }
+}
+
+/// Adds this hop to `X-Forwarded-For` and `Forwarded` (RFC 7239), after whatever the client's own
+/// proxies wrote in `headers` (every line of them, joined).
+pub(crate) fn add_forwarded(headers: &HeaderMap, out: &mut HeaderMap, peer: &Peer) {
+    let chain = |name: &str, this: &str, alone: &Option<HeaderValue>| -> Option<HeaderValue> {
+        let prior: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        if prior.is_empty() {
+            return alone.clone();
+        }
+        HeaderValue::from_str(&format!("{}, {this}", prior.join(", "))).ok()
     };
-    if let Some(value) = append("x-forwarded-for", &ip) {
+    if let Some(value) = chain("x-forwarded-for", &peer.ip, &peer.xff) {
         out.insert("x-forwarded-for", value);
     }
-    // RFC 7239: IPv6 addresses are quoted and bracketed.
-    let node = if peer.is_ipv6() { format!("for=\"[{ip}]\"") } else { format!("for={ip}") };
-    if let Some(value) = append("forwarded", &node) {
+    if let Some(value) = chain("forwarded", &peer.node, &peer.forwarded) {
         out.insert("forwarded", value);
     }
 }
@@ -69,6 +87,23 @@ mod tests {
             assert_eq!(check(&HeaderName::from_static(name), &ok).ok(), Some(false), "{name}");
         }
         assert_eq!(check(&HeaderName::from_static("x-request-id"), &ok).ok(), Some(true));
+    }
+
+    #[test]
+    fn this_hop_is_added_after_every_forwarding_line() {
+        let peer = Peer::new("10.0.0.9:5000".parse().expect("address"));
+        let mut headers = HeaderMap::new();
+        let mut out = HeaderMap::new();
+        add_forwarded(&headers, &mut out, &peer);
+        assert_eq!(out["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(out["forwarded"], "for=10.0.0.9");
+        headers.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
+        add_forwarded(&headers, &mut out, &peer);
+        assert_eq!(out["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9");
+        let v6 = Peer::new("[::1]:5000".parse().expect("address"));
+        add_forwarded(&HeaderMap::new(), &mut out, &v6);
+        assert_eq!(out["forwarded"], "for=\"[::1]\"");
     }
 
     #[test]

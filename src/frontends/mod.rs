@@ -14,6 +14,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tonic::Code;
 
 use crate::error::{GatewayError, Origin};
+pub use metadata::Peer;
 
 /// Error type of response bodies handed to the HTTP server.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

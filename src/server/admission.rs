@@ -18,15 +18,21 @@ use crate::config::ServerLimits;
 /// The process-wide caps.
 pub(super) struct Admission {
     connections: Arc<Semaphore>,
-    calls: AtomicUsize,
+    calls: Padded,
     max_calls: usize,
 }
+
+/// A counter on a cache line of its own: every worker touches it on every request, and nothing
+/// else should move with it.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicUsize);
 
 impl Admission {
     pub(super) fn new(limits: &ServerLimits) -> Self {
         Admission {
             connections: Arc::new(Semaphore::new(limits.max_connections)),
-            calls: AtomicUsize::new(0),
+            calls: Padded::default(),
             max_calls: limits.max_calls_in_flight,
         }
     }
@@ -38,32 +44,35 @@ impl Admission {
 
     /// Counts a request in, on its connection too; None (and nothing counted globally) at
     /// `max_calls_in_flight`.
-    pub(super) fn call(self: &Arc<Self>, activity: &Arc<Activity>) -> Option<CallGuard> {
-        activity.started.fetch_add(1, Ordering::Relaxed);
-        if self.calls.fetch_add(1, Ordering::Relaxed) >= self.max_calls {
-            self.calls.fetch_sub(1, Ordering::Relaxed);
+    pub(super) fn call(&'static self, activity: &Arc<Activity>) -> Option<CallGuard> {
+        activity.events.fetch_add(1, Ordering::Relaxed);
+        if self.calls.0.fetch_add(1, Ordering::Relaxed) >= self.max_calls {
+            self.calls.0.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(CallGuard { admission: self.clone(), activity: activity.clone() })
+        Some(CallGuard { admission: self, activity: activity.clone() })
     }
 }
 
-/// One connection's requests: how many started, how many have not finished.
+/// One connection's requests: how many started or ended (its activity), how many are in flight.
 #[derive(Debug, Default)]
 pub(super) struct Activity {
-    started: AtomicU64,
+    events: AtomicU64,
     in_flight: AtomicUsize,
 }
 
 impl Activity {
-    /// Resolves once the connection has had no request in flight and none started for a whole
-    /// `idle` period: between one and two periods after its last response ended.
-    pub(super) async fn idle(&self, idle: Duration) {
+    /// Resolves once the connection should close for want of requests: none started within
+    /// `first` of the connection being served, or none in flight and none started or ended for a
+    /// whole `idle` period since (between one and two periods after its last response ended).
+    pub(super) async fn idle(&self, first: Duration, idle: Duration) {
+        let opened = tokio::time::Instant::now();
         loop {
-            let seen = self.started.load(Ordering::Relaxed);
-            tokio::time::sleep(idle).await;
-            if self.in_flight.load(Ordering::Relaxed) == 0 && self.started.load(Ordering::Relaxed) == seen {
+            let seen = self.events.load(Ordering::Relaxed);
+            tokio::time::sleep(if seen == 0 { first.min(idle) } else { idle }).await;
+            let quiet = self.in_flight.load(Ordering::Relaxed) == 0 && self.events.load(Ordering::Relaxed) == seen;
+            if quiet && (seen > 0 || opened.elapsed() >= first) {
                 return;
             }
         }
@@ -72,14 +81,15 @@ impl Activity {
 
 /// A request counted in; counted out when dropped.
 pub(super) struct CallGuard {
-    admission: Arc<Admission>,
+    admission: &'static Admission,
     activity: Arc<Activity>,
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        self.admission.calls.fetch_sub(1, Ordering::Relaxed);
+        self.admission.calls.0.fetch_sub(1, Ordering::Relaxed);
         self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.activity.events.fetch_add(1, Ordering::Relaxed);
     }
 }
 

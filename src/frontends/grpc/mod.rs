@@ -12,7 +12,6 @@
 
 mod body;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -23,7 +22,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 use tower::ServiceExt;
 
-use super::ResponseBody;
+use super::{Peer, ResponseBody};
 use crate::call::{Call, Protocol};
 use crate::catalog::{Catalog, Lookup, MethodRoute};
 use crate::error::{GatewayError, Origin};
@@ -55,12 +54,7 @@ enum Target {
 }
 
 impl GrpcFrontend {
-    pub async fn serve(
-        &self,
-        request: Request<Incoming>,
-        catalog: &Catalog,
-        peer: Option<SocketAddr>,
-    ) -> Response<ResponseBody> {
+    pub async fn serve(&self, request: Request<Incoming>, catalog: &Catalog, peer: &Peer) -> Response<ResponseBody> {
         let started = Instant::now();
         let target = if request.version() == http::Version::HTTP_2 {
             classify(request.uri().path(), catalog)
@@ -78,7 +72,14 @@ impl GrpcFrontend {
             Target::Method(method) => self.forward(request, method, peer, started).await,
             // gRPC over HTTP/2: errors before a response are a Trailers-Only response.
             Target::Refused(error) => {
-                access_log::record(Protocol::Grpc, request.uri().path(), peer, error.code, &error.message, started);
+                access_log::record(
+                    Protocol::Grpc,
+                    request.uri().path(),
+                    Some(peer.address),
+                    error.code,
+                    &error.message,
+                    started,
+                );
                 trailers_only(error.to_status())
             }
         }
@@ -88,21 +89,34 @@ impl GrpcFrontend {
         &self,
         request: Request<Incoming>,
         method: Arc<MethodRoute>,
-        peer: Option<SocketAddr>,
+        peer: &Peer,
         started: Instant,
     ) -> Response<ResponseBody> {
         let (parts, body) = request.into_parts();
         let deadline = match super::grpc_timeout(&parts.headers) {
             Ok(timeout) => timeout.map(|t| started + t),
             Err(error) => {
-                access_log::record(Protocol::Grpc, method.path(), peer, error.code, &error.message, started);
+                access_log::record(
+                    Protocol::Grpc,
+                    method.path(),
+                    Some(peer.address),
+                    error.code,
+                    &error.message,
+                    started,
+                );
                 return trailers_only(error.to_status());
             }
         };
         let request_error = body::RequestError::default();
         let body = RequestBody::new(body, self.max_message_size, request_error.clone()).boxed_unsync();
-        let call =
-            Call { method, protocol: Protocol::Grpc, metadata: metadata(parts.headers, peer), deadline, peer, body };
+        let call = Call {
+            method,
+            protocol: Protocol::Grpc,
+            metadata: metadata(parts.headers, peer),
+            deadline,
+            peer: Some(peer.address),
+            body,
+        };
         match self.stack.clone().oneshot(call).await {
             Ok(reply) => {
                 let body = ReplyBody::new(reply.body, self.max_message_size, request_error);
@@ -131,7 +145,7 @@ fn classify(path: &str, catalog: &Catalog) -> Target {
 /// pass end to end) but the framing headers each hop sets for itself — except the gRPC content
 /// type, which names the message encoding — and `grpc-timeout`, which became the deadline; plus
 /// this hop in `X-Forwarded-For` and `Forwarded`.
-fn metadata(mut headers: HeaderMap, peer: Option<SocketAddr>) -> HeaderMap {
+fn metadata(mut headers: HeaderMap, peer: &Peer) -> HeaderMap {
     let content_type = headers.remove(CONTENT_TYPE);
     let mut forwarded = HeaderMap::new();
     super::metadata::add_forwarded(&headers, &mut forwarded, peer);

@@ -25,7 +25,6 @@ mod response;
 pub mod routes;
 mod stream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +37,7 @@ use tokio::time::Instant;
 use tonic::Code;
 use tower::ServiceExt;
 
-use super::ResponseBody;
+use super::{Peer, ResponseBody};
 use crate::call::{Body, Call, Protocol};
 use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};
@@ -108,12 +107,7 @@ fn classify<'a>(method: &Method, path: &str, tables: &'a Tables) -> Target<'a> {
 }
 
 impl RestFrontend {
-    pub async fn serve(
-        &self,
-        request: Request<Incoming>,
-        tables: &Tables,
-        peer: Option<SocketAddr>,
-    ) -> Response<ResponseBody> {
+    pub async fn serve(&self, request: Request<Incoming>, tables: &Tables, peer: &Peer) -> Response<ResponseBody> {
         let started = Instant::now();
         let origin = request.headers().get(http::header::ORIGIN).cloned();
         let mut response = match classify(request.method(), request.uri().path(), tables) {
@@ -126,13 +120,20 @@ impl RestFrontend {
             Target::MethodNotAllowed(allowed) => {
                 let path = request.uri().path();
                 let response = response::method_not_allowed(request.method(), path, &allowed);
-                access_log::record(Protocol::Rest, path, peer, Code::Unimplemented, "method not allowed", started);
+                access_log::record(
+                    Protocol::Rest,
+                    path,
+                    Some(peer.address),
+                    Code::Unimplemented,
+                    "method not allowed",
+                    started,
+                );
                 response
             }
             Target::NotFound => {
                 let path = request.uri().path();
                 let message = format!("no route for {} {path}", request.method());
-                access_log::record(Protocol::Rest, path, peer, Code::NotFound, &message, started);
+                access_log::record(Protocol::Rest, path, Some(peer.address), Code::NotFound, &message, started);
                 response::refused_with(StatusCode::NOT_FOUND, Code::NotFound, message)
             }
         };
@@ -147,7 +148,7 @@ impl RestFrontend {
         request: Request<Incoming>,
         route: &Arc<Route>,
         bound: Vec<(usize, String)>,
-        peer: Option<SocketAddr>,
+        peer: &Peer,
         started: Instant,
     ) -> Response<ResponseBody> {
         let options = &self.options;
@@ -155,7 +156,14 @@ impl RestFrontend {
         // Every refusal before the stack is logged here, once.
         let refuse = |refusal: Refusal| {
             let error = &refusal.error;
-            access_log::record(Protocol::Rest, route.method.path(), peer, error.code, &error.message, started);
+            access_log::record(
+                Protocol::Rest,
+                route.method.path(),
+                Some(peer.address),
+                error.code,
+                &error.message,
+                started,
+            );
             let mut response = response::refused(error, Some(descriptor.parent_pool()));
             if let Some(status) = refusal.status {
                 *response.status_mut() = status;
@@ -208,8 +216,14 @@ impl RestFrontend {
             Ok(metadata) => metadata,
             Err(error) => return refuse(error.into()),
         };
-        let call =
-            Call { method: route.method.clone(), protocol: Protocol::Rest, metadata, deadline, peer, body: call_body };
+        let call = Call {
+            method: route.method.clone(),
+            protocol: Protocol::Rest,
+            metadata,
+            deadline,
+            peer: Some(peer.address),
+            body: call_body,
+        };
         let reply = self.stack.clone().oneshot(call).await;
         let response = match (reply, format) {
             // A server stream reports a bad request line itself, in the stream.
@@ -300,7 +314,7 @@ fn deadline(headers: &HeaderMap, options: &RestOptions) -> Result<Option<Duratio
 /// The request headers that become gRPC metadata: the configured ones, those with the metadata
 /// prefix (without it), and `X-Forwarded-For`/`Forwarded` with this hop added. Framing headers
 /// and `grpc-` names never do, whatever the config says; a `-bin` value must be base64.
-fn metadata(headers: &HeaderMap, options: &RestOptions, peer: Option<SocketAddr>) -> Result<HeaderMap, GatewayError> {
+fn metadata(headers: &HeaderMap, options: &RestOptions, peer: &Peer) -> Result<HeaderMap, GatewayError> {
     let mut out = HeaderMap::new();
     for name in &options.forward_headers {
         for value in headers.get_all(name) {
