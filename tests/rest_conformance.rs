@@ -299,6 +299,20 @@ async fn replies_without_a_json_form_are_errors_not_truncated_json() {
                 ],
             ),
         ),
+        // Anys in Anys, 3000 deep (135 KB): each opened afresh when written, they overflowed the
+        // stack and aborted the process.
+        with("payload", {
+            let mut any =
+                prost_types::Any { type_url: "type.googleapis.com/google.protobuf.Empty".into(), value: vec![] };
+            for _ in 0..3000 {
+                let value = any.encode_to_vec();
+                any = prost_types::Any { type_url: "type.googleapis.com/google.protobuf.Any".into(), value };
+            }
+            wkt(
+                "google.protobuf.Any",
+                &[("type_url", V::String(any.type_url.clone())), ("value", V::Bytes(any.value.into()))],
+            )
+        }),
     ];
     for reply in cases {
         let backend = support::start_answering(vec![reply.clone()]).await;

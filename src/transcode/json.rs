@@ -210,6 +210,75 @@ pub fn encode(message: &DynamicMessage, print: &PrintOptions) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// How deep messages may nest in JSON written by the gateway, `Any`s counted as a level. Decoding
+/// a message bounds its nesting (prost's recursion limit), but each `Any` holds a message decoded
+/// afresh when it is written, so a chain of `Any`s would nest without bound and overflow the stack.
+pub const MAX_NESTING: usize = 100;
+
+/// True when a message of this type can hold an `Any`, anywhere down its fields: only such
+/// messages need [`check_nesting`] before [`encode`]. Computed once per route, not per call.
+pub fn holds_any(descriptor: &MessageDescriptor) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![descriptor.clone()];
+    while let Some(message) = todo.pop() {
+        if message.full_name() == "google.protobuf.Any" {
+            return true;
+        }
+        if !seen.insert(message.full_name().to_owned()) {
+            continue;
+        }
+        todo.extend(message.fields().filter_map(|f| match f.kind() {
+            prost_reflect::Kind::Message(m) => Some(m),
+            _ => None,
+        }));
+    }
+    false
+}
+
+/// Checks that a message, `Any`s opened as [`encode`] opens them, nests no deeper than
+/// [`MAX_NESTING`]: what may be encoded without exhausting the stack.
+pub fn check_nesting(message: &DynamicMessage) -> Result<(), JsonError> {
+    nesting(message, 0)
+}
+
+fn nesting(message: &DynamicMessage, depth: usize) -> Result<(), JsonError> {
+    if depth > MAX_NESTING {
+        return Err(JsonError {
+            message: format!("messages nest more than {MAX_NESTING} deep (through google.protobuf.Any)"),
+        });
+    }
+    let descriptor = message.descriptor();
+    if descriptor.full_name() == "google.protobuf.Any" {
+        let url = message.get_field_by_name("type_url");
+        let value = message.get_field_by_name("value");
+        let name = url.as_deref().and_then(prost_reflect::Value::as_str).and_then(|u| u.rsplit('/').next());
+        let bytes = value.as_deref().and_then(prost_reflect::Value::as_bytes);
+        let inner = name
+            .and_then(|n| descriptor.parent_pool().get_message_by_name(n))
+            .zip(bytes)
+            .and_then(|(inner, bytes)| DynamicMessage::decode(inner, bytes.clone()).ok());
+        // An Any that does not open has no JSON form, and encode says so: no nesting to follow.
+        return inner.map_or(Ok(()), |inner| nesting(&inner, depth + 1));
+    }
+    for (_, value) in message.fields() {
+        match value {
+            prost_reflect::Value::Message(m) => nesting(m, depth + 1)?,
+            prost_reflect::Value::List(list) => {
+                for m in list.iter().filter_map(prost_reflect::Value::as_message) {
+                    nesting(m, depth + 1)?;
+                }
+            }
+            prost_reflect::Value::Map(map) => {
+                for m in map.values().filter_map(prost_reflect::Value::as_message) {
+                    nesting(m, depth + 1)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn no_json_form(message: &DynamicMessage, error: &serde_json::Error) -> JsonError {
     JsonError { message: format!("a {} has no JSON form: {error}", message.descriptor().full_name()) }
 }

@@ -62,7 +62,9 @@ fn detail_json(any: &prost_types::Any, pool: Option<&prost_reflect::DescriptorPo
     let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
     let known = pool.and_then(|p| p.get_message_by_name(type_name));
     if let Some(descriptor) = known {
-        if let Ok(message) = prost_reflect::DynamicMessage::decode(descriptor, any.value.as_slice()) {
+        let message = prost_reflect::DynamicMessage::decode(descriptor, any.value.as_slice()).ok();
+        // A detail nesting Anys without bound would overflow the stack when written: base64 then.
+        if let Some(message) = message.filter(|m| crate::transcode::json::check_nesting(m).is_ok()) {
             if let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(&message) {
                 fields.insert("@type".into(), any.type_url.clone().into());
                 return serde_json::Value::Object(fields);

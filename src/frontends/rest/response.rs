@@ -122,6 +122,11 @@ fn failed(
 
 /// The response message as the HTTP body: JSON, the `response_body` field, or HttpBody bytes.
 fn render(message: &DynamicMessage, route: &Route, options: &RestOptions) -> Response<ResponseBody> {
+    if route.reply_holds_any {
+        if let Err(e) = json::check_nesting(message) {
+            return error_response(&no_json_form(e), None);
+        }
+    }
     let field = route.binding.response_body.as_deref().and_then(|name| message.descriptor().get_field_by_name(name));
     let json = match &field {
         None if is_http_body(&message.descriptor()) => return http_body_response(message),
@@ -225,6 +230,7 @@ pub(super) async fn streaming(
         body,
         deframer,
         output: route.method.descriptor.output(),
+        holds_any: route.reply_holds_any,
         print: options.print,
         format,
         state: StreamState::Start,
@@ -258,6 +264,8 @@ struct MessageStream {
     body: Body,
     deframer: Deframer,
     output: MessageDescriptor,
+    /// See [`Route::reply_holds_any`].
+    holds_any: bool,
     print: json::PrintOptions,
     format: StreamFormat,
     state: StreamState,
@@ -270,7 +278,11 @@ impl MessageStream {
     /// One streamed message as compact JSON; off the worker when it is big.
     fn message_json(&self, message: Bytes) -> impl Future<Output = Result<Vec<u8>, Status>> + Send + use<> {
         let (output, print) = (self.output.clone(), json::PrintOptions { add_whitespace: false, ..self.print });
+        let holds_any = self.holds_any;
         let encoded = offload::run(message.len(), move || match DynamicMessage::decode(output, message) {
+            Ok(decoded) if holds_any => {
+                json::check_nesting(&decoded).and_then(|()| json::encode(&decoded, &print)).map_err(no_json_form)
+            }
             Ok(decoded) => json::encode(&decoded, &print).map_err(no_json_form),
             Err(e) => Err(Status::internal(format!("a streamed message does not decode: {e}"))),
         });

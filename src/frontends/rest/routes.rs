@@ -36,12 +36,15 @@ pub struct Route {
     pub binding: Binding,
     /// `binding.body` resolved against the input message once.
     pub body: BodyInto,
+    /// The reply can hold a `google.protobuf.Any`: its nesting is checked before it is written.
+    pub reply_holds_any: bool,
 }
 
 impl Route {
     fn new(method: Arc<MethodRoute>, binding: Binding) -> Self {
         let body = BodyInto::of(&binding, &method.descriptor.input());
-        Route { method, binding, body }
+        let reply_holds_any = crate::transcode::json::holds_any(&method.descriptor.output());
+        Route { method, binding, body, reply_holds_any }
     }
 }
 
