@@ -209,3 +209,28 @@ async fn a_bidirectional_stream_answers_a_bad_first_line_with_its_status() {
     assert_eq!(bad_first.status, 400, "{}", bad_first.text());
     assert!(bad_first.text().contains("line 1 of the request stream"), "{}", bad_first.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_speaks_first_on_a_bidirectional_stream_is_heard_before_the_client_speaks() {
+    let (backend, frames) = support::start_held().await;
+    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
+    let gw = TestGateway::builder()
+        .sets(vec![("conformance.proto", proto)])
+        .include_repo_protos()
+        .without_demo_rules()
+        .rules(&format!("  - match: conformance.*\n    backends: [http://{backend}]\n"))
+        .start()
+        .await;
+    // The client opens the stream over HTTP/2 and sends nothing yet.
+    let (lines, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::convert::Infallible>>(4);
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+    let headers = [("content-type", "application/x-ndjson")];
+    let opening = http_stream(gw.address, "POST", "/v1/messages:chat", &headers, body, true);
+    // The backend speaks first: its greeting reaches the client, who has said nothing.
+    frames.send(Ok(http_body::Frame::data(Bytes::from_static(b"\x00\x00\x00\x00\x04\x0a\x02hi")))).await.expect("send");
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), opening).await.expect("answered first");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    assert_eq!(next_chunk(&mut body).await.as_deref(), Some("{\"result\":{\"name\":\"hi\"}}\n"));
+    drop(lines);
+}

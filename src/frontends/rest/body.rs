@@ -65,9 +65,9 @@ async fn read_all(mut body: Incoming, headers: &HeaderMap, limit: u64) -> Result
         match first.take() {
             None if joined.is_empty() => first = Some(data),
             kept => {
+                // No reservation from Content-Length: a client announcing 16 MiB and sending 2
+                // bytes would hold 16 MiB. The buffer grows with what arrives.
                 if let Some(kept) = kept {
-                    let expected = announced.unwrap_or(read).min(limit);
-                    joined.reserve(usize::try_from(expected).unwrap_or(0));
                     joined.extend_from_slice(&kept);
                 }
                 joined.extend_from_slice(&data);

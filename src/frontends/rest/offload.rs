@@ -6,7 +6,7 @@
 //! more than [`THRESHOLD`] bytes goes to the blocking pool instead, at most one per core at a
 //! time across the process, so big requests queue among themselves and cannot take every core.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Semaphore;
 use tonic::Code;
@@ -16,9 +16,11 @@ use crate::error::{GatewayError, Origin};
 /// Below this, a transcode costs less than handing it to another thread (tens of microseconds).
 pub(super) const THRESHOLD: usize = 64 << 10;
 
-fn permits() -> &'static Semaphore {
-    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
-    PERMITS.get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+fn permits() -> Arc<Semaphore> {
+    static PERMITS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    PERMITS
+        .get_or_init(|| Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))))
+        .clone()
 }
 
 /// Runs `work`, here when `size` is small, on the blocking pool when it is not. Fails only if
@@ -31,8 +33,13 @@ where
     if size < THRESHOLD {
         return Ok(work());
     }
-    // Never closed: acquiring only waits.
-    let _permit = permits().acquire().await;
+    // Never closed: acquiring only waits. The permit goes with the work, so that a caller who
+    // gives up (the client went away) does not free it while the work still runs.
+    let permit = permits().acquire_owned().await;
+    let work = move || {
+        let _permit = permit;
+        work()
+    };
     tokio::task::spawn_blocking(work).await.map_err(|e| {
         tracing::error!(error = %e, "a transcode failed");
         GatewayError::new(Code::Internal, Origin::Gateway, "the gateway failed to transcode this message")

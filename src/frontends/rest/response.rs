@@ -214,21 +214,32 @@ pub(super) async fn streaming(
     let pool = route.method.descriptor.parent_pool().clone();
     let mut body = reply.body;
     let mut deframer = Deframer::new(options.max_message_size);
+    // What was read of the reply before answering: its first message, or its end.
+    let mut pending = None;
     if let Some(progress) = &progress {
-        progress.begun().await;
+        // The client's first line, or the backend speaking first (or failing, or the deadline),
+        // whichever comes first: a backend that speaks first must not wait for the client.
+        tokio::select! {
+            () = progress.begun() => {}
+            first = next(&mut body, &mut deframer) => pending = Some(first),
+        }
         if let Some(error) = progress.error() {
             return error_response(&error.to_status(), Some(&pool));
         }
     }
-    if reply.early_status.as_ref().is_some_and(|s| s.code() != Code::Ok) {
+    if pending.is_none() && reply.early_status.as_ref().is_some_and(|s| s.code() != Code::Ok) {
         // The body holds nothing but the trailers: this does not wait.
-        if let Next::End(status, trailers) = next(&mut body, &mut deframer).await {
-            return failed(&status, &pool, &reply.metadata, &trailers, options);
+        pending = Some(next(&mut body, &mut deframer).await);
+    }
+    if let Some(Next::End(status, trailers)) = &pending {
+        if status.code() != Code::Ok {
+            return failed(status, &pool, &reply.metadata, trailers, options);
         }
     }
     let stream = MessageStream {
         body,
         deframer,
+        pending,
         output: route.method.descriptor.output(),
         holds_any: route.reply_holds_any,
         print: options.print,
@@ -263,6 +274,8 @@ enum StreamState {
 struct MessageStream {
     body: Body,
     deframer: Deframer,
+    /// What was read ahead before the headers went out.
+    pending: Option<Next>,
     output: MessageDescriptor,
     /// See [`Route::reply_holds_any`].
     holds_any: bool,
@@ -367,7 +380,11 @@ impl MessageStream {
             if matches!(stream.state, StreamState::Done) {
                 return None;
             }
-            let chunk = match next(&mut stream.body, &mut stream.deframer).await {
+            let read = match stream.pending.take() {
+                Some(read_ahead) => read_ahead,
+                None => next(&mut stream.body, &mut stream.deframer).await,
+            };
+            let chunk = match read {
                 Next::Message(message) => {
                     let json = stream.message_json(message).await;
                     stream.message_chunk(json)
