@@ -13,7 +13,7 @@ async fn reflection_and_health_go_through_the_stack_and_the_access_log() {
     let list = gw.grpcurl(&["list"]);
     assert!(stdout(&list).contains("grpc.health.v1.Health"), "{}", stderr(&list));
     let health = gw.grpcurl(&["-d", r#"{"service":"shop.users.v1.UserService"}"#, "grpc.health.v1.Health/Check"]);
-    assert!(stdout(&health).contains("SERVING"), "{}", stderr(&health));
+    assert!(stdout(&health).contains("\"status\": \"SERVING\""), "{}{}", stdout(&health), stderr(&health));
     let user = gw.grpcurl(&["-d", r#"{"id":"u-1"}"#, "shop.users.v1.UserService/GetUser"]);
     assert!(user.status.success(), "{}", stderr(&user));
 

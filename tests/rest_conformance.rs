@@ -376,3 +376,28 @@ async fn a_reply_with_no_json_form_is_a_500_that_says_why() {
     assert_eq!(reply.status, 500, "{}", reply.text());
     assert!(reply.text().contains("no JSON form"), "{}", reply.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_lines_big_and_too_big() {
+    let gw = gateway_with("  max_request_body_size: 300000\n").await;
+    let ndjson = [("content-type", "application/x-ndjson")];
+    // A line past the offload threshold (64 KiB) is parsed off the worker, in its turn.
+    let big = "x".repeat(200_000);
+    let body = format!("{{\"name\":\"a\"}}\n{{\"name\":\"{big}\"}}\n{{\"name\":\"c\"}}\n");
+    let reply = http(gw.address, "POST", "/v1/messages:chat", &ndjson, body.as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", &reply.text()[..reply.text().len().min(300)]);
+    let names: Vec<String> = reply
+        .text()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("JSON line")["result"]["name"].as_str().unwrap_or("").to_owned()
+        })
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!((names[0].as_str(), names[1].len(), names[2].as_str()), ("a", 200_000, "c"));
+    // A line longer than max_request_body_size is refused, naming the limit.
+    let huge = format!("{{\"name\":\"{}\"}}\n", "x".repeat(400_000));
+    let reply = http(gw.address, "POST", "/v1/messages:chat", &ndjson, huge.as_bytes()).await;
+    let text = reply.text();
+    assert!(text.contains("longer than 300000 bytes"), "{}", &text[..text.len().min(300)]);
+}

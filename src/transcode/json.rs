@@ -51,9 +51,26 @@ fn decode_shifted(
     ignore_unknown: bool,
     shift: usize,
 ) -> Result<DynamicMessage, JsonError> {
+    let first = read(descriptor.clone(), json, ignore_unknown, shift);
+    // Only a body that failed pays for the rewrite of integral numbers (`2.0` for an enum), and
+    // only if it has any: every other body is read once, as it came.
+    match first {
+        Err(_) => match integral_numbers(json) {
+            std::borrow::Cow::Owned(rewritten) => read(descriptor, &rewritten, ignore_unknown, shift).or(first),
+            std::borrow::Cow::Borrowed(_) => first,
+        },
+        ok => ok,
+    }
+}
+
+fn read(
+    descriptor: MessageDescriptor,
+    json: &[u8],
+    ignore_unknown: bool,
+    shift: usize,
+) -> Result<DynamicMessage, JsonError> {
     let options = DeserializeOptions::new().deny_unknown_fields(!ignore_unknown);
-    let json = integral_numbers(json);
-    let mut deserializer = serde_json::Deserializer::from_slice(&json);
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
     let mut track = serde_path_to_error::Track::new();
     let tracked = serde_path_to_error::Deserializer::new(&mut deserializer, &mut track);
     let result = DynamicMessage::deserialize_with_options(descriptor, tracked, &options).and_then(|m| {

@@ -286,8 +286,12 @@ impl From<body::BodyError> for Refusal {
 /// `application/x-www-form-urlencoded`, and many clients send no type or `text/plain`.
 fn not_json(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return false };
-    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence.starts_with("multipart/") || essence.ends_with("/xml") || essence.ends_with("+xml")
+    let essence = ct.split(';').next().unwrap_or_default().trim().as_bytes();
+    let starts = |prefix: &[u8]| essence.len() >= prefix.len() && essence[..prefix.len()].eq_ignore_ascii_case(prefix);
+    let ends = |suffix: &[u8]| {
+        essence.len() >= suffix.len() && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    starts(b"multipart/") || ends(b"/xml") || ends(b"+xml")
 }
 
 fn unsupported_media_type(content_type: Option<&str>) -> Refusal {

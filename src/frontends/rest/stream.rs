@@ -13,8 +13,8 @@ use http_body::Frame;
 use hyper::body::Incoming;
 use tonic::Code;
 
-use super::request;
 use super::routes::Route;
+use super::{offload, request};
 use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};
 use crate::transcode::framing;
@@ -61,6 +61,12 @@ impl Progress {
     }
 }
 
+/// A big line being framed off the worker.
+type Framing = Pin<Box<dyn Future<Output = Result<Bytes, GatewayError>> + Send>>;
+
+/// What `poll_frame` answers.
+type Polled = Poll<Option<Result<Frame<Bytes>, GatewayError>>>;
+
 pub(super) struct RequestStream {
     body: Incoming,
     lines: Lines,
@@ -68,7 +74,12 @@ pub(super) struct RequestStream {
     bound: Vec<(usize, String)>,
     options: Arc<RestOptions>,
     progress: Arc<Progress>,
-    ended: bool,
+    /// A line too big to parse on the worker, on its way through the blocking pool.
+    framing: Option<Framing>,
+    /// The client's body has ended (its last line may still be framing).
+    drained: bool,
+    /// A line failed: nothing more is sent.
+    failed: bool,
 }
 
 impl RequestStream {
@@ -79,29 +90,67 @@ impl RequestStream {
         options: Arc<RestOptions>,
         progress: Arc<Progress>,
     ) -> Self {
-        RequestStream { body, lines: Lines::default(), route, bound, options, progress, ended: false }
+        RequestStream {
+            body,
+            lines: Lines::default(),
+            route,
+            bound,
+            options,
+            progress,
+            framing: None,
+            drained: false,
+            failed: false,
+        }
     }
 
-    /// Frames the next complete line (or, at the end, the rest), skipping blank ones.
-    fn next_line(&mut self, at_end: bool) -> Option<Result<Bytes, GatewayError>> {
-        let (number, line) = if at_end { self.lines.finish()? } else { self.lines.next_line()? };
-        Some(self.frame(&line).map_err(|mut e| {
+    /// Frames a line here, or starts framing it off the worker when it is big (then `None`).
+    fn take(&mut self, number: usize, line: Bytes) -> Option<Polled> {
+        let numbered = move |mut e: GatewayError| {
             e.message = format!("line {number} of the request stream: {}", e.message);
             e
-        }))
+        };
+        if line.len() as u64 > self.options.max_request_body_size {
+            return Some(self.too_long());
+        }
+        if line.len() < offload::THRESHOLD {
+            let framed = frame(&self.route, &self.bound, &line, &self.options).map_err(numbered);
+            return Some(self.deliver(framed));
+        }
+        let (route, bound, options) = (self.route.clone(), self.bound.clone(), self.options.clone());
+        let work = offload::run(line.len(), move || frame(&route, &bound, &line, &options));
+        self.framing = Some(Box::pin(async move { work.await.and_then(|framed| framed).map_err(numbered) }));
+        None
     }
 
-    fn frame(&self, line: &[u8]) -> Result<Bytes, GatewayError> {
-        let message = request::stream_message(&self.route, &self.bound, line, &self.options)?;
-        framing::encode(&message, self.options.max_message_size)
-            .map_err(|e| GatewayError::new(Code::ResourceExhausted, Origin::Client, e.to_string()))
+    fn deliver(&mut self, framed: Result<Bytes, GatewayError>) -> Polled {
+        match framed {
+            Ok(frame) => {
+                self.progress.begin();
+                Poll::Ready(Some(Ok(Frame::data(frame))))
+            }
+            Err(error) => self.fail(error),
+        }
     }
 
-    fn fail(&mut self, error: GatewayError) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
-        self.ended = true;
+    /// A line over `max_request_body_size`, whole or still arriving.
+    fn too_long(&mut self) -> Polled {
+        let message =
+            format!("a line of the request stream is longer than {} bytes", self.options.max_request_body_size);
+        self.fail(GatewayError::new(Code::ResourceExhausted, Origin::Client, message))
+    }
+
+    fn fail(&mut self, error: GatewayError) -> Polled {
+        self.failed = true;
         self.progress.fail(error.clone());
         Poll::Ready(Some(Err(error)))
     }
+}
+
+/// One line as the message it holds, framed.
+fn frame(route: &Route, bound: &[(usize, String)], line: &[u8], options: &RestOptions) -> Result<Bytes, GatewayError> {
+    let message = request::stream_message(route, bound, line, options)?;
+    framing::encode(&message, options.max_message_size)
+        .map_err(|e| GatewayError::new(Code::ResourceExhausted, Origin::Client, e.to_string()))
 }
 
 /// A stream dropped unread (the backend answered without reading it) has begun all it will.
@@ -115,23 +164,35 @@ impl http_body::Body for RequestStream {
     type Data = Bytes;
     type Error = GatewayError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         loop {
-            if self.ended {
+            if let Some(framing) = self.framing.as_mut() {
+                let framed = std::task::ready!(framing.as_mut().poll(cx));
+                self.framing = None;
+                return self.deliver(framed);
+            }
+            if self.failed {
                 return Poll::Ready(None);
             }
-            match self.next_line(false) {
-                Some(Ok(frame)) => {
-                    self.progress.begin();
-                    return Poll::Ready(Some(Ok(Frame::data(frame))));
+            if let Some((number, line)) = self.lines.next_line() {
+                match self.take(number, line) {
+                    Some(delivered) => return delivered,
+                    None => continue,
                 }
-                Some(Err(e)) => return self.fail(e),
-                None => {}
+            }
+            if self.drained {
+                // The rest after the last newline is a last line.
+                let Some((number, line)) = self.lines.finish() else {
+                    self.progress.begin();
+                    return Poll::Ready(None);
+                };
+                match self.take(number, line) {
+                    Some(delivered) => return delivered,
+                    None => continue,
+                }
             }
             if self.lines.pending() as u64 > self.options.max_request_body_size {
-                let message =
-                    format!("a line of the request stream is longer than {} bytes", self.options.max_request_body_size);
-                return self.fail(GatewayError::new(Code::ResourceExhausted, Origin::Client, message));
+                return self.too_long();
             }
             match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -144,15 +205,7 @@ impl http_body::Body for RequestStream {
                     let message = format!("the request stream broke off: {e}");
                     return self.fail(GatewayError::new(Code::Cancelled, Origin::Client, message));
                 }
-                Poll::Ready(None) => {
-                    let last = self.next_line(true);
-                    self.ended = true;
-                    if let Some(Err(e)) = last {
-                        return self.fail(e);
-                    }
-                    self.progress.begin();
-                    return Poll::Ready(last.map(|frame| frame.map(Frame::data)));
-                }
+                Poll::Ready(None) => self.drained = true,
             }
         }
     }
