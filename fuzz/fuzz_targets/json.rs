@@ -1,6 +1,7 @@
 //! JSON bodies into messages of the demo types: the first byte chooses the message type, the
 //! second a field for `decode_into_field` (`body: "field"`); the rest is the body. What decodes
-//! must print as JSON that decodes to the same message.
+//! must print as JSON that decodes to the same message, and a body taken into a field must be one
+//! JSON value.
 
 #![no_main]
 
@@ -32,6 +33,9 @@ fuzz_target!(|data: &[u8]| {
     let field = &fields[usize::from(*field) % fields.len()];
     let mut message = DynamicMessage::new(descriptor);
     if decode_into_field(&mut message, field, body, ignore_unknown).is_ok() {
+        // The body is the field's value: one JSON document, not a value and more fields.
+        // (IgnoredAny, as an unknown field's value is read: a Value would refuse 1e400.)
+        assert!(serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok(), "not one JSON value");
         let json = encode_field(&message, field, &PrintOptions::default()).expect("a JSON form");
         let mut again = DynamicMessage::new(message.descriptor());
         decode_into_field(&mut again, field, &json, false).expect("printed JSON decodes");
