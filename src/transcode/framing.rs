@@ -210,3 +210,146 @@ mod tests {
         assert!(guard.check(&wire[..big_at]).is_ok(), "frames within the limit pass");
     }
 }
+
+/// Properties over any bytes in any chunks: frames come from clients and backends.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a whole stream deframes to: the messages, then an error or the end's verdict.
+    type Outcome = (Vec<Bytes>, Result<(), FramingError>);
+
+    fn deframe<'a>(limit: u32, chunks: impl IntoIterator<Item = &'a [u8]>) -> Outcome {
+        let mut deframer = Deframer::new(limit);
+        let mut messages = Vec::new();
+        for chunk in chunks {
+            deframer.push(Bytes::copy_from_slice(chunk));
+            loop {
+                match deframer.next_message() {
+                    Ok(Some(message)) => messages.push(message),
+                    Ok(None) => break,
+                    Err(e) => return (messages, Err(e)),
+                }
+            }
+        }
+        (messages, deframer.finish())
+    }
+
+    /// The first frame whose length prefix is over the limit: where it begins, and its size.
+    /// The flag byte is not looked at (passthrough carries compressed messages).
+    fn first_oversized(wire: &[u8], limit: u32) -> Option<(usize, u32)> {
+        let mut at = 0;
+        while wire.len() >= at + 5 {
+            let size = u32::from_be_bytes([wire[at + 1], wire[at + 2], wire[at + 3], wire[at + 4]]);
+            if size > limit {
+                return Some((at, size));
+            }
+            at += 5 + size as usize;
+        }
+        None
+    }
+
+    fn chunks<'a>(wire: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        let mut rest = wire;
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at((*size).clamp(1, rest.len()));
+            out.push(chunk);
+            rest = tail;
+        }
+        out
+    }
+
+    /// Well-formed frames (some over a small limit), or any bytes.
+    fn wire() -> impl Strategy<Value = Vec<u8>> {
+        let frames = prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 0..5).prop_map(|messages| {
+            let mut out = Vec::new();
+            for message in messages {
+                out.push(0);
+                out.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+                out.extend_from_slice(&message);
+            }
+            out
+        });
+        let cut = (frames.clone(), any::<prop::sample::Index>()).prop_map(|(wire, at)| {
+            let keep = at.index(wire.len() + 1);
+            wire[..keep].to_vec()
+        });
+        prop_oneof![frames, cut, prop::collection::vec(any::<u8>(), 0..48)]
+    }
+
+    fn limit() -> impl Strategy<Value = u32> {
+        prop_oneof![0..24u32, Just(u32::MAX), any::<u32>()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn the_deframer_gives_the_same_messages_whatever_the_chunking(
+            wire in wire(),
+            limit in limit(),
+            sizes in prop::collection::vec(1..12usize, 1..6),
+        ) {
+            let whole = deframe(limit, [&wire[..]]);
+            prop_assert_eq!(deframe(limit, chunks(&wire, &sizes)), whole.clone());
+            // The messages are the wire's, in order, each within the limit.
+            let mut at = 0;
+            for message in &whole.0 {
+                prop_assert_eq!(&wire[at + 5..at + 5 + message.len()], &message[..]);
+                prop_assert!(message.len() as u64 <= u64::from(limit));
+                at += 5 + message.len();
+            }
+            // Refused from its length prefix alone, before its body arrives.
+            if let Err(FramingError::TooLarge { size, .. }) = whole.1 {
+                prop_assert_eq!(first_oversized(&wire[at..], limit).map(|(_, size)| size), Some(size));
+                prop_assert_eq!(deframe(limit, [&wire[..at + 5]]).1, Err(FramingError::TooLarge { size, limit }));
+            }
+        }
+
+        #[test]
+        fn the_size_guard_gives_the_same_verdict_whatever_the_chunking(
+            wire in wire(),
+            limit in limit(),
+            sizes in prop::collection::vec(1..12usize, 1..6),
+        ) {
+            let expected = first_oversized(&wire, limit);
+            let mut guard = SizeGuard::new(limit);
+            let whole = guard.check(&wire);
+            prop_assert_eq!(
+                whole.clone().err(),
+                expected.map(|(at, size)| (at, FramingError::TooLarge { size, limit }))
+            );
+            let mut guard = SizeGuard::new(limit);
+            let mut passed = 0;
+            let mut refused = None;
+            let chunks = chunks(&wire, &sizes);
+            // Where each chunk starts in the stream.
+            let starts: Vec<usize> = chunks.iter().scan(0, |at, c| { let start = *at; *at += c.len(); Some(start) }).collect();
+            for chunk in chunks {
+                match guard.check(chunk) {
+                    Ok(()) => passed += chunk.len(),
+                    Err((offset, error)) => {
+                        refused = Some((passed + offset, error));
+                        break;
+                    }
+                }
+            }
+            match (refused, expected) {
+                (None, None) => {}
+                (Some((at, error)), Some((begins, size))) => {
+                    prop_assert_eq!(error, FramingError::TooLarge { size, limit });
+                    // Where the frame begins or, when its prefix was split, where the chunk that
+                    // completes the prefix begins: never before the frame, never past its prefix.
+                    let completing = starts.iter().rev().find(|s| **s <= begins + 4).copied().unwrap_or(0);
+                    prop_assert_eq!(at, begins.max(completing));
+                }
+                (refused, expected) => prop_assert!(false, "chunked {:?}, whole {:?}", refused, expected),
+            }
+        }
+    }
+}

@@ -77,17 +77,19 @@ fn read(
         deserializer.end()?;
         Ok(m)
     });
-    result.map_err(|e| {
-        let path = track.path().to_string();
-        let column = if e.line() == 1 { e.column().saturating_sub(shift) } else { e.column() };
-        let at = if matches!(path.as_str(), "." | "" | "?") { String::new() } else { format!(" at field {path}") };
-        let what = match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "malformed JSON",
-            _ => "invalid JSON",
-        };
-        let reason = strip_position(&e.to_string());
-        JsonError { message: format!("{what}{at} (line {}, column {column}): {reason}", e.line()) }
-    })
+    result.map_err(|e| json_error(&e, &track.path().to_string(), shift))
+}
+
+/// A serde_json error as ours: malformed or invalid, at which field, where.
+fn json_error(e: &serde_json::Error, path: &str, shift: usize) -> JsonError {
+    let column = if e.line() == 1 { e.column().saturating_sub(shift) } else { e.column() };
+    let at = if matches!(path, "." | "" | "?") { String::new() } else { format!(" at field {path}") };
+    let what = match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "malformed JSON",
+        _ => "invalid JSON",
+    };
+    let reason = strip_position(&e.to_string());
+    JsonError { message: format!("{what}{at} (line {}, column {column}): {reason}", e.line()) }
 }
 
 /// JSON has one kind of number: `2.0` is the integer 2 (and JSON Schema, which the OpenAPI
@@ -205,6 +207,10 @@ pub fn decode_into_field(
     wrapped.extend_from_slice(json);
     wrapped.push(b'}');
     let decoded = decode_shifted(message.descriptor(), &wrapped, ignore_unknown, prefix.len())?;
+    // The wrapper would also take a body that is not one JSON value but goes on to close it and
+    // name more fields (`{}, "product": {...}`), the later value winning: such a body is
+    // malformed. Checked once the wrapped read succeeds, so bad bodies still err as before.
+    serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|e| json_error(&e, "", 0))?;
     message.set_field(field, decoded.get_field(field).into_owned());
     Ok(())
 }
@@ -455,5 +461,246 @@ mod tests {
         );
         let err = decode_into_field(&mut message, &field, br#"{"name": 1}"#, false).expect_err("wrong type");
         assert!(err.message.contains("product.name"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_body_field_is_one_json_value() {
+        // Wrapped as {"product": <body>}, these bodies closed the body's value and named the
+        // field again, and the later value won.
+        let request = pool().get_message_by_name("shop.products.v1.CreateProductRequest").expect("type");
+        let field = request.get_field_by_name("product").expect("field");
+        let mut message = DynamicMessage::new(request);
+        for body in [&br#"{}, "product": {"name": "x"}"#[..], br#"{"name": "a"}, "product": null"#] {
+            let err = decode_into_field(&mut message, &field, body, false).expect_err("not one JSON value");
+            assert!(err.message.starts_with("malformed JSON (line 1, column "), "{}", err.message);
+            assert!(err.message.ends_with("trailing characters"), "{}", err.message);
+        }
+        assert!(decode_into_field(&mut message, &field, b"{}\n", false).is_ok(), "whitespace after it is fine");
+        let order = pool().get_message_by_name("shop.orders.v1.WatchOrderRequest").expect("type");
+        let id = order.get_field_by_name("id").expect("field");
+        let mut message = DynamicMessage::new(order);
+        assert!(decode_into_field(&mut message, &id, br#""a", "id": "b""#, false).is_err());
+        assert!(decode_into_field(&mut message, &id, br#""a""#, false).is_ok());
+    }
+}
+
+/// Properties over generated messages and JSON bodies of the demo types: bodies come from
+/// clients, messages from backends.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message;
+    use prost_reflect::{DescriptorPool, Kind, Value};
+    use std::sync::LazyLock;
+
+    static POOL: LazyLock<DescriptorPool> =
+        LazyLock::new(|| DescriptorPool::decode(crate::demo::DESCRIPTOR_SET).expect("demo set"));
+
+    fn demo_messages() -> Vec<MessageDescriptor> {
+        POOL.all_messages().filter(|m| m.full_name().starts_with("shop.")).collect()
+    }
+
+    /// Any message of `descriptor`'s type that has a JSON form: Timestamps and Durations within
+    /// the range the mapping allows, finite floats; nested messages `depth` deep at most.
+    fn message(descriptor: MessageDescriptor, depth: u32) -> BoxedStrategy<DynamicMessage> {
+        let set = |descriptor: &MessageDescriptor, fields: Vec<(&str, Value)>| {
+            let mut message = DynamicMessage::new(descriptor.clone());
+            for (name, value) in fields {
+                message.set_field_by_name(name, value);
+            }
+            message
+        };
+        match descriptor.full_name() {
+            "google.protobuf.Timestamp" => {
+                return (-62_135_596_800i64..=253_402_300_799, 0..1_000_000_000i32)
+                    .prop_map(move |(s, n)| {
+                        set(&descriptor, vec![("seconds", Value::I64(s)), ("nanos", Value::I32(n))])
+                    })
+                    .boxed();
+            }
+            "google.protobuf.Duration" => {
+                return (-315_576_000_000i64..=315_576_000_000, 0..1_000_000_000i32)
+                    .prop_map(move |(s, n)| {
+                        // Seconds and nanos have the same sign.
+                        let n = if s < 0 { -n } else { n };
+                        set(&descriptor, vec![("seconds", Value::I64(s)), ("nanos", Value::I32(n))])
+                    })
+                    .boxed();
+            }
+            _ => {}
+        }
+        let fields: Vec<FieldDescriptor> = descriptor.fields().filter(|f| !f.is_map()).collect();
+        let values: Vec<BoxedStrategy<Option<Value>>> = fields
+            .iter()
+            .map(|f| {
+                let one = value(f.kind(), depth);
+                match (one, f.is_list()) {
+                    (None, _) => Just(None).boxed(),
+                    (Some(one), false) => proptest::option::of(one).boxed(),
+                    (Some(one), true) => {
+                        proptest::option::of(prop::collection::vec(one, 0..3).prop_map(Value::List)).boxed()
+                    }
+                }
+            })
+            .collect();
+        values
+            .prop_map(move |values| {
+                let mut message = DynamicMessage::new(descriptor.clone());
+                for (field, value) in fields.iter().zip(values) {
+                    if let Some(value) = value {
+                        message.set_field(field, value);
+                    }
+                }
+                message
+            })
+            .boxed()
+    }
+
+    /// One value of a field's kind; None for a message kind past the depth.
+    fn value(kind: Kind, depth: u32) -> Option<BoxedStrategy<Value>> {
+        use prop::num::{f32, f64};
+        Some(match kind {
+            Kind::Double => (f64::NORMAL | f64::SUBNORMAL | f64::ZERO).prop_map(Value::F64).boxed(),
+            Kind::Float => (f32::NORMAL | f32::SUBNORMAL | f32::ZERO).prop_map(Value::F32).boxed(),
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => any::<i32>().prop_map(Value::I32).boxed(),
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => any::<i64>().prop_map(Value::I64).boxed(),
+            Kind::Uint32 | Kind::Fixed32 => any::<u32>().prop_map(Value::U32).boxed(),
+            Kind::Uint64 | Kind::Fixed64 => any::<u64>().prop_map(Value::U64).boxed(),
+            Kind::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
+            Kind::String => any::<String>().prop_map(Value::String).boxed(),
+            Kind::Bytes => any::<Vec<u8>>().prop_map(|b| Value::Bytes(b.into())).boxed(),
+            Kind::Enum(e) => {
+                let named: Vec<i32> = e.values().map(|v| v.number()).collect();
+                // Numbers the enum does not name are kept, and printed as numbers.
+                prop_oneof![prop::sample::select(named), any::<i32>()].prop_map(Value::EnumNumber).boxed()
+            }
+            Kind::Message(m) if depth > 0 => message(m, depth - 1).prop_map(Value::Message).boxed(),
+            Kind::Message(_) => return None,
+        })
+    }
+
+    fn print_options() -> impl Strategy<Value = PrintOptions> {
+        any::<[bool; 4]>().prop_map(|[a, b, c, d]| PrintOptions {
+            add_whitespace: a,
+            always_print_primitive_fields: b,
+            always_print_enums_as_ints: c,
+            preserve_proto_field_names: d,
+        })
+    }
+
+    fn any_demo_message() -> impl Strategy<Value = DynamicMessage> {
+        prop::sample::select(demo_messages()).prop_flat_map(|m| message(m, 3))
+    }
+
+    /// JSON documents made of the demo types' field names and values that mean something to
+    /// some field, any text among them.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value as J;
+        let mut names: Vec<String> = demo_messages()
+            .iter()
+            .flat_map(|m| m.fields())
+            .flat_map(|f| [f.name().into(), f.json_name().into()])
+            .collect();
+        names.extend(["@type", "seconds", "x"].map(String::from));
+        let strings = prop::sample::select(vec![
+            "ORDER_STATUS_PAID",
+            "PAYMENT_STATE_CAPTURED",
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00.5-01:00",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "1.5s",
+            "-315576000000s",
+            "NaN",
+            "-Infinity",
+            "1e3",
+            "-1",
+            "9223372036854775807",
+            "18446744073709551616",
+            "AAA=",
+            "_-8",
+            "",
+            "USD",
+        ]);
+        let leaf = prop_oneof![
+            Just(J::Null),
+            any::<bool>().prop_map(J::Bool),
+            any::<i64>().prop_map(J::from),
+            any::<u64>().prop_map(J::from),
+            any::<f64>().prop_map(J::from),
+            strings.prop_map(|s| J::String(s.into())),
+            any::<String>().prop_map(J::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(J::Array),
+                prop::collection::vec((prop::sample::select(names.clone()), inner), 0..4)
+                    .prop_map(|fields| J::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// JSON text: a generated document, cut short sometimes, or any bytes.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let document = json_value().prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()).boxed();
+        let cut =
+            (document.clone(), any::<prop::sample::Index>()).prop_map(|(d, at)| d[..at.index(d.len() + 1)].to_vec());
+        // A value, then more fields: what a body wrapped as `{"field": <body>}` must not take.
+        let more = (document.clone(), json_value()).prop_map(|(d, v)| {
+            let mut out = d;
+            out.extend_from_slice(br#", "id": "#);
+            out.extend_from_slice(&serde_json::to_vec(&v).unwrap_or_default());
+            out
+        });
+        prop_oneof![3 => document, 1 => cut, 1 => more, 1 => any::<Vec<u8>>()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn encode_then_decode_is_the_identity(message in any_demo_message(), print in print_options()) {
+            let json = encode(&message, &print).map_err(|e| TestCaseError::fail(e.message))?;
+            let decoded = decode(message.descriptor(), &json, false)
+                .map_err(|e| TestCaseError::fail(format!("{}: {}", e.message, String::from_utf8_lossy(&json))))?;
+            prop_assert_eq!(decoded.encode_to_vec(), message.encode_to_vec(), "{}", String::from_utf8_lossy(&json));
+        }
+
+        #[test]
+        fn any_body_decodes_or_errs_and_what_decodes_round_trips(
+            descriptor in prop::sample::select(demo_messages()),
+            body in body(),
+            ignore_unknown in any::<bool>(),
+        ) {
+            if let Ok(message) = decode(descriptor.clone(), &body, ignore_unknown) {
+                let json = encode(&message, &PrintOptions::default()).map_err(|e| TestCaseError::fail(e.message))?;
+                let again = decode(descriptor, &json, false).map_err(|e| TestCaseError::fail(e.message))?;
+                prop_assert_eq!(again.encode_to_vec(), message.encode_to_vec());
+            }
+        }
+
+        #[test]
+        fn any_body_decodes_into_a_field_or_errs(
+            descriptor in prop::sample::select(demo_messages()),
+            field in any::<prop::sample::Index>(),
+            body in body(),
+            ignore_unknown in any::<bool>(),
+        ) {
+            let fields: Vec<FieldDescriptor> = descriptor.fields().collect();
+            prop_assume!(!fields.is_empty());
+            let field = field.get(&fields);
+            let mut message = DynamicMessage::new(descriptor);
+            if decode_into_field(&mut message, field, &body, ignore_unknown).is_ok() {
+                prop_assert!(serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok(), "one JSON value");
+                // Only the field is set, to what the body says.
+                prop_assert!(message.fields().all(|(f, _)| f == *field));
+                let printed = encode_field(&message, field, &PrintOptions::default())
+                    .map_err(|e| TestCaseError::fail(e.message))?;
+                let mut again = DynamicMessage::new(message.descriptor());
+                decode_into_field(&mut again, field, &printed, false).map_err(|e| TestCaseError::fail(e.message))?;
+                prop_assert_eq!(again.encode_to_vec(), message.encode_to_vec());
+            }
+        }
     }
 }

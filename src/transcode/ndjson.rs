@@ -107,3 +107,67 @@ mod tests {
         assert_eq!(lines.pending(), 0);
     }
 }
+
+/// Properties over any bytes in any chunks: the stream comes from a client.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes rich in line ends and blanks, or any bytes.
+    fn input() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(prop::sample::select(b"\n\n \r\t{}a\x0b\x0c\xff".to_vec()), 0..64),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    /// Cuts `input` into chunks of the given sizes (cycled), empty chunks included.
+    fn chunks<'a>(input: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        let mut rest = input;
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at((*size).min(rest.len()));
+            out.push(chunk);
+            rest = tail;
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn the_same_lines_come_out_whatever_the_chunking(
+            input in input(),
+            sizes in prop::collection::vec(0..10usize, 1..8),
+        ) {
+            prop_assume!(sizes.iter().any(|s| *s > 0));
+            let mut lines = Lines::default();
+            let mut out = Vec::new();
+            for chunk in chunks(&input, &sizes) {
+                lines.push(chunk);
+                while let Some((n, line)) = lines.next_line() {
+                    out.push((n, line.to_vec()));
+                }
+            }
+            // Each byte examined once, however it came; what follows the last '\n' is pending.
+            prop_assert_eq!(lines.examined(), input.len() as u64);
+            let after_last_newline = input.iter().rev().take_while(|b| **b != b'\n').count();
+            prop_assert_eq!(lines.pending(), after_last_newline);
+            out.extend(lines.finish().map(|(n, line)| (n, line.to_vec())));
+            prop_assert_eq!(lines.pending(), 0);
+
+            let whole: Vec<(usize, Vec<u8>)> = input
+                .split(|b| *b == b'\n')
+                .enumerate()
+                .map(|(i, line)| (i + 1, line.to_vec()))
+                .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+                .collect();
+            prop_assert_eq!(out, whole);
+        }
+    }
+}

@@ -219,3 +219,137 @@ mod tests {
         assert!(pairs(&format!("{}=1", vec!["a"; MAX_DEPTH].join(".")), false).is_ok());
     }
 }
+
+/// Properties over generated query strings and key paths: both come from clients.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    use proptest::prelude::*;
+    use prost::Message;
+    use prost_reflect::DescriptorPool;
+    use std::sync::LazyLock;
+
+    static POOL: LazyLock<DescriptorPool> =
+        LazyLock::new(|| DescriptorPool::decode(crate::demo::DESCRIPTOR_SET).expect("demo set"));
+
+    /// Every message type of the demo set, the imported google ones (recursive ones included) too.
+    fn messages() -> Vec<MessageDescriptor> {
+        POOL.all_messages().collect()
+    }
+
+    /// Values that mean something to some field kind, and anything at all.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "",
+                "0",
+                "1",
+                "-1",
+                "true",
+                "false",
+                "NaN",
+                "-Infinity",
+                "1e400",
+                "-0",
+                "4294967296",
+                "9223372036854775808",
+                "-9223372036854775809",
+                "ORDER_STATUS_PAID",
+                "order_status_paid",
+                "2024-02-30T25:61:61Z",
+                "2024-01-01T00:00:00.123456789+01:00",
+                "10000-01-01T00:00:00Z",
+                "1.5s",
+                "-0.5s",
+                "315576000001s",
+                "99999999999999999999s",
+                "a.b,cD",
+                "AAA=",
+                "-_8",
+                "////",
+            ])
+            .prop_map(str::to_owned),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn pairs_never_panic_and_stay_bounded(query in "[a.=&%2B+é]{0,40}", any_query in any::<String>(), plus in any::<bool>()) {
+            for q in [&query, &any_query] {
+                if let Ok(pairs) = pairs(q, plus) {
+                    prop_assert!(pairs.len() <= MAX_PAIRS);
+                    prop_assert!(pairs.iter().all(|(k, _)| k.split('.').count() <= MAX_DEPTH));
+                }
+            }
+        }
+
+        #[test]
+        fn the_bounds_are_exact(
+            count in prop_oneof![0..MAX_PAIRS + 3, MAX_PAIRS - 2..MAX_PAIRS + 3],
+            depth in 1..MAX_DEPTH + 3,
+            plus in any::<bool>(),
+        ) {
+            let key = vec!["a"; depth].join(".");
+            let query = vec![format!("{key}=1"); count].join("&");
+            let parsed = pairs(&query, plus);
+            prop_assert_eq!(parsed.is_ok(), count <= MAX_PAIRS && (count == 0 || depth <= MAX_DEPTH), "{:?}", parsed);
+            // Empty pairs are skipped, not counted.
+            prop_assert_eq!(pairs(&format!("&&{query}&"), plus).is_ok(), parsed.is_ok());
+        }
+
+        #[test]
+        fn percent_encoded_pairs_round_trip(
+            given in prop::collection::vec((any::<String>(), any::<String>()), 0..12),
+            plus in any::<bool>(),
+        ) {
+            let given: Vec<(String, String)> =
+                given.into_iter().filter(|(k, _)| k.split('.').count() <= MAX_DEPTH).collect();
+            let encode = |s: &str| {
+                let encoded = utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+                // With `unescape_plus`, a client may write a space as '+' (HTML forms do).
+                if plus { encoded.replace("%20", "+") } else { encoded }
+            };
+            let query: Vec<String> = given.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+            prop_assert_eq!(pairs(&query.join("&"), plus), Ok(given));
+        }
+
+        #[test]
+        fn set_path_never_panics(
+            message in prop::sample::select(messages()),
+            walk in prop::collection::vec((any::<prop::sample::Index>(), 0..8u8), 0..6),
+            value in value(),
+            case_insensitive_enums in any::<bool>(),
+        ) {
+            // A key path that mostly follows real fields (by proto or JSON name), sometimes not.
+            let mut path = Vec::new();
+            let mut current = Some(message.clone());
+            for (index, how) in walk {
+                let field = current.as_ref().and_then(|m| {
+                    let fields: Vec<_> = m.fields().collect();
+                    (!fields.is_empty()).then(|| index.get(&fields).clone())
+                });
+                let name = match (&field, how) {
+                    (Some(f), 0..=3) => f.name().to_owned(),
+                    (Some(f), 4..=6) => f.json_name().to_owned(),
+                    _ => ["", "x", "value", "seconds", "name"][index.index(5)].to_owned(),
+                };
+                current = field.and_then(|f| f.kind().as_message().cloned());
+                path.push(name);
+            }
+            let mut dynamic = DynamicMessage::new(message);
+            let result = set_path(&mut dynamic, &path, &value, BindOptions { case_insensitive_enums });
+            match result {
+                // Whatever was set can go on the wire.
+                Ok(()) => { let _ = dynamic.encode_to_vec(); }
+                // An error names the path as given, or a prefix of it.
+                Err(BindError::UnknownField(named) | BindError::BadValue { field: named, .. }) => {
+                    prop_assert!(path.join(".").starts_with(&named), "{:?} not in {:?}", named, path);
+                }
+            }
+        }
+    }
+}

@@ -364,3 +364,224 @@ mod tests {
         assert!(variable.same_shape(&Template::parse("/v1/users/{name}").expect("valid")));
     }
 }
+
+/// Properties over generated templates and paths: templates come from descriptors, paths from
+/// clients, and neither may panic the parser or the matcher.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
+    use proptest::prelude::*;
+
+    /// What a client must escape in a path segment: '/' splits segments, '%' starts an escape.
+    const SEGMENT: &AsciiSet = &CONTROLS.add(b'/').add(b'%');
+
+    /// A segment of a generated template.
+    #[derive(Debug, Clone)]
+    enum Piece {
+        Literal(String),
+        Star,
+    }
+
+    /// A top-level part: a segment, or a variable over a pattern (empty: a plain `{name}`).
+    #[derive(Debug, Clone)]
+    enum Part {
+        Segment(Piece),
+        Variable(Vec<Piece>),
+    }
+
+    /// What ends the template: nothing, `**`, or a variable whose pattern ends in `**`.
+    #[derive(Debug, Clone)]
+    enum Tail {
+        None,
+        Multi,
+        Variable(Vec<Piece>),
+    }
+
+    #[derive(Debug, Clone)]
+    struct Shape {
+        parts: Vec<Part>,
+        tail: Tail,
+        verb: Option<String>,
+    }
+
+    fn piece() -> impl Strategy<Value = Piece> {
+        prop_oneof![Just(Piece::Star), "[a-zA-Z0-9._~=-]{1,5}".prop_map(Piece::Literal)]
+    }
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        let part = prop_oneof![
+            piece().prop_map(Part::Segment),
+            prop::collection::vec(piece(), 0..3).prop_map(Part::Variable),
+        ];
+        let tail = prop_oneof![
+            Just(Tail::None),
+            Just(Tail::Multi),
+            prop::collection::vec(piece(), 0..2).prop_map(Tail::Variable)
+        ];
+        (prop::collection::vec(part, 1..5), tail, proptest::option::of("[a-zA-Z][a-zA-Z0-9_]{0,5}"))
+            .prop_map(|(parts, tail, verb)| Shape { parts, tail, verb })
+    }
+
+    fn write_pieces(out: &mut String, pieces: &[Piece]) {
+        for (n, p) in pieces.iter().enumerate() {
+            if n > 0 {
+                out.push('/');
+            }
+            out.push_str(match p {
+                Piece::Literal(l) => l,
+                Piece::Star => "*",
+            });
+        }
+    }
+
+    impl Shape {
+        /// The template's text, written as Display writes it.
+        fn text(&self) -> String {
+            let mut out = String::new();
+            for (i, part) in self.parts.iter().enumerate() {
+                out.push('/');
+                match part {
+                    Part::Segment(p) => write_pieces(&mut out, std::slice::from_ref(p)),
+                    Part::Variable(pattern) if pattern.is_empty() || matches!(pattern[..], [Piece::Star]) => {
+                        out.push_str(&format!("{{v{i}}}"));
+                    }
+                    Part::Variable(pattern) => {
+                        out.push_str(&format!("{{v{i}.x="));
+                        write_pieces(&mut out, pattern);
+                        out.push('}');
+                    }
+                }
+            }
+            match &self.tail {
+                Tail::None => {}
+                Tail::Multi => out.push_str("/**"),
+                Tail::Variable(pattern) => {
+                    out.push_str("/{tail=");
+                    write_pieces(&mut out, pattern);
+                    out.push_str(if pattern.is_empty() { "**}" } else { "/**}" });
+                }
+            }
+            if let Some(verb) = &self.verb {
+                out.push(':');
+                out.push_str(verb);
+            }
+            out
+        }
+
+        /// A path for this template, taking segment values from `values` in turn and
+        /// `multi` segments for the `**`, and the values each variable must bind.
+        fn path(&self, values: &[String], multi: &[String], escape: &'static AsciiSet) -> (String, Vec<String>) {
+            let mut next = values.iter().cycle();
+            let mut segments = Vec::new();
+            let mut bound = Vec::new();
+            // One segment: its text in the path and its decoded value. A value in a variable of
+            // several segments cannot hold '/': its %2F stays encoded (http.proto).
+            let mut fill = |p: &Piece, single: bool| match p {
+                Piece::Literal(l) => (l.clone(), l.clone()),
+                Piece::Star => {
+                    let value = next.next().cloned().unwrap_or_else(|| "x".into());
+                    let value = if single { value } else { value.replace('/', "_") };
+                    (utf8_percent_encode(&value, escape).to_string(), value)
+                }
+            };
+            for part in &self.parts {
+                match part {
+                    Part::Segment(p) => segments.push(fill(p, true).0),
+                    Part::Variable(pattern) if pattern.len() <= 1 => {
+                        let (text, value) = fill(pattern.first().unwrap_or(&Piece::Star), true);
+                        segments.push(text);
+                        bound.push(value);
+                    }
+                    Part::Variable(pattern) => {
+                        let (texts, values): (Vec<_>, Vec<_>) = pattern.iter().map(|p| fill(p, false)).unzip();
+                        segments.extend(texts);
+                        bound.push(values.join("/"));
+                    }
+                }
+            }
+            let mut tail_values = Vec::new();
+            if let Tail::Variable(pattern) = &self.tail {
+                let (texts, values): (Vec<_>, Vec<_>) = pattern.iter().map(|p| fill(p, false)).unzip();
+                segments.extend(texts);
+                tail_values = values;
+            }
+            if !matches!(self.tail, Tail::None) {
+                for value in multi {
+                    let value = value.replace('/', "_");
+                    segments.push(utf8_percent_encode(&value, escape).to_string());
+                    tail_values.push(value);
+                }
+            }
+            if let Tail::Variable(_) = self.tail {
+                bound.push(tail_values.join("/"));
+            }
+            let mut path = if segments.is_empty() { "/".to_owned() } else { format!("/{}", segments.join("/")) };
+            if let Some(verb) = &self.verb {
+                path.push(':');
+                path.push_str(verb);
+            }
+            (path, bound)
+        }
+    }
+
+    /// A non-empty segment value: any characters, '/' and '%' included.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![prop::collection::vec(any::<char>(), 1..6).prop_map(String::from_iter), "[a-z/%:2F ]{1,6}",]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn parse_never_panics_and_display_reparses_equal(text in "/?[/{}=*.:ab_%?#é0 ]{0,24}") {
+            if let Ok(template) = Template::parse(&text) {
+                let shown = template.to_string();
+                prop_assert_eq!(Template::parse(&shown), Ok(template), "{:?} shown as {:?}", text, shown);
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_any_text(text in any::<String>()) {
+            let _ = Template::parse(&text);
+            let _ = Template::parse(&format!("/{text}"));
+        }
+
+        #[test]
+        fn generated_templates_parse_and_display_as_written(shape in shape()) {
+            let text = shape.text();
+            let template = Template::parse(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(template.to_string(), text);
+        }
+
+        #[test]
+        fn matches_never_panics_on_any_path(shape in shape(), path in "[/:a%2Fé*]{0,20}", any_path in any::<String>()) {
+            let template = Template::parse(&shape.text()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let _ = template.matches(&path);
+            let _ = template.matches(&any_path);
+            let _ = template.matches(&format!("/{any_path}"));
+        }
+
+        #[test]
+        fn a_path_built_from_a_template_binds_its_values(
+            shape in shape(),
+            values in prop::collection::vec(value(), 1..8),
+            multi in prop::collection::vec(value(), 0..4),
+            escape_all in any::<bool>(),
+        ) {
+            let template = Template::parse(&shape.text()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let escape = if escape_all { NON_ALPHANUMERIC } else { SEGMENT };
+            let (path, expected) = shape.path(&values, &multi, escape);
+            let bound = template.matches(&path);
+            let expected: Vec<(usize, String)> = expected.into_iter().enumerate().collect();
+            prop_assert_eq!(bound, Some(expected), "{} on {:?}", template, path);
+        }
+
+        #[test]
+        fn a_slash_in_a_multi_segment_value_stays_encoded(rest in "[a-z ]{1,6}/[a-z ]{1,6}") {
+            let template = Template::parse("/v1/{name=files/**}").map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let path = format!("/v1/files/{}", utf8_percent_encode(&rest, NON_ALPHANUMERIC));
+            prop_assert_eq!(template.matches(&path), Some(vec![(0, format!("files/{}", rest.replace('/', "%2F")))]));
+        }
+    }
+}

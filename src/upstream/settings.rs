@@ -198,3 +198,75 @@ mod tests {
         assert_eq!(parser.feed(&settings(&[(MAX_CONCURRENT_STREAMS, 1)], 0)), None, "stopped following");
     }
 }
+
+/// Properties over any bytes in any chunks: what a backend sends first is not trusted.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A first frame of any type, flags and settings, then anything; or any bytes.
+    fn wire() -> impl Strategy<Value = Vec<u8>> {
+        let entry = (prop_oneof![Just(MAX_CONCURRENT_STREAMS), any::<u16>()], any::<u32>());
+        let framed = (
+            prop_oneof![Just(SETTINGS), any::<u8>()],
+            prop_oneof![Just(0u8), Just(ACK), any::<u8>()],
+            prop::collection::vec(entry, 0..4),
+            0..3usize,
+            prop::collection::vec(any::<u8>(), 0..20),
+        )
+            .prop_map(|(kind, flags, entries, extra, rest)| {
+                // `extra` payload bytes that are no whole entry: ignored.
+                let len = entries.len() * 6 + extra;
+                let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags, 0, 0, 0, 0];
+                for (id, value) in entries {
+                    out.extend_from_slice(&id.to_be_bytes());
+                    out.extend_from_slice(&value.to_be_bytes());
+                }
+                out.extend(std::iter::repeat_n(0xee, extra));
+                out.extend(rest);
+                out
+            });
+        prop_oneof![framed, prop::collection::vec(any::<u8>(), 0..40)]
+    }
+
+    /// What the first frame says, read independently of the parser.
+    fn expected(wire: &[u8]) -> Option<u32> {
+        let header = wire.get(..9)?;
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let payload = wire.get(9..9 + len)?;
+        if header[3] != SETTINGS || header[4] & ACK != 0 {
+            return None;
+        }
+        // The last MAX_CONCURRENT_STREAMS wins (RFC 9113, 6.5: processed in order).
+        let mut limit = UNLIMITED;
+        for setting in payload.chunks_exact(6) {
+            if setting[..2] == MAX_CONCURRENT_STREAMS.to_be_bytes() {
+                limit = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+            }
+        }
+        Some(limit)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn the_same_limit_whatever_the_chunking(wire in wire(), sizes in prop::collection::vec(0..12usize, 1..6)) {
+            let mut parser = Parser::default();
+            let whole: Vec<u32> = parser.feed(&wire).into_iter().collect();
+            prop_assert_eq!(whole.first().copied(), expected(&wire));
+
+            let mut parser = Parser::default();
+            let mut chunked = Vec::new();
+            let mut rest = &wire[..];
+            for size in sizes.iter().cycle().take(wire.len() + sizes.len()) {
+                let (chunk, tail) = rest.split_at((*size).min(rest.len()));
+                chunked.extend(parser.feed(chunk));
+                rest = tail;
+            }
+            chunked.extend(parser.feed(rest));
+            prop_assert_eq!(chunked, whole);
+        }
+    }
+}
