@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderMap;
+use http::header::{self, HeaderName};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::Instant;
@@ -51,23 +52,28 @@ pub struct Call {
     pub body: Body,
 }
 
+/// gRPC's own header names, parsed once.
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
 /// Headers that frame one HTTP hop, never call metadata (RFC 9110 7.6.1's hop-by-hop headers,
 /// and the length and type of the body): each hop sets its own, so a client must not set them
-/// for the backend, nor a backend for the client.
-pub const FRAMING_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "host",
-    "content-length",
-    "content-type",
+/// for the backend, nor a backend for the client. Names, not strings: removing them costs a hash,
+/// not a parse.
+pub static FRAMING_HEADERS: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
 ];
 
-pub fn is_framing_header(name: &str) -> bool {
-    FRAMING_HEADERS.contains(&name)
+pub fn is_framing_header(name: &HeaderName) -> bool {
+    FRAMING_HEADERS.contains(name)
 }
 
 /// Trailers carrying a final status (`grpc-status`, `grpc-message` percent-encoded,
@@ -94,10 +100,10 @@ impl Reply {
     /// one header block) becomes an empty body ending with that block as its trailers, so that
     /// every reply ends the same way; the framing headers of the backend's hop stay behind.
     pub fn from_grpc(mut headers: HeaderMap, body: Body) -> Reply {
-        for name in FRAMING_HEADERS.iter().filter(|n| **n != "content-type") {
-            headers.remove(*name);
+        for name in FRAMING_HEADERS.iter().filter(|n| **n != header::CONTENT_TYPE) {
+            headers.remove(name);
         }
-        if !headers.contains_key("grpc-status") {
+        if !headers.contains_key(&GRPC_STATUS) {
             return Reply { metadata: headers, body, early_status: None };
         }
         // gRPC over HTTP/2: everything but the content type belongs to the trailers.

@@ -14,8 +14,11 @@ use crate::error::{GatewayError, Origin};
 /// the transport: `grpc-timeout` becomes the deadline), and a `-bin` value that is base64, as
 /// gRPC over HTTP/2 requires.
 pub(crate) fn check(name: &HeaderName, value: &HeaderValue) -> Result<bool, GatewayError> {
+    if is_framing_header(name) {
+        return Ok(false);
+    }
     let name = name.as_str();
-    if is_framing_header(name) || name.starts_with("grpc-") {
+    if name.starts_with("grpc-") {
         return Ok(false);
     }
     if name.ends_with("-bin") && !is_base64(value.as_bytes()) {
@@ -35,6 +38,8 @@ fn is_base64(value: &[u8]) -> bool {
     let trimmed = value.strip_suffix(b"==").or_else(|| value.strip_suffix(b"=")).unwrap_or(value);
     STANDARD_NO_PAD.decode(trimmed).is_ok() || URL_SAFE_NO_PAD.decode(trimmed).is_ok()
 }
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The client at the other end of a connection, with what this hop adds to the forwarding
 /// headers formatted once per connection rather than per call.
@@ -61,18 +66,18 @@ impl Peer {
 /// Adds this hop to `X-Forwarded-For` and `Forwarded` (RFC 7239), after whatever the client's own
 /// proxies wrote in `headers` (every line of them, joined).
 pub(crate) fn add_forwarded(headers: &HeaderMap, out: &mut HeaderMap, peer: &Peer) {
-    let chain = |name: &str, this: &str, alone: &Option<HeaderValue>| -> Option<HeaderValue> {
+    let chain = |name: &HeaderName, this: &str, alone: &Option<HeaderValue>| -> Option<HeaderValue> {
         let prior: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
         if prior.is_empty() {
             return alone.clone();
         }
         HeaderValue::from_str(&format!("{}, {this}", prior.join(", "))).ok()
     };
-    if let Some(value) = chain("x-forwarded-for", &peer.ip, &peer.xff) {
-        out.insert("x-forwarded-for", value);
+    if let Some(value) = chain(&X_FORWARDED_FOR, &peer.ip, &peer.xff) {
+        out.insert(X_FORWARDED_FOR.clone(), value);
     }
-    if let Some(value) = chain("forwarded", &peer.node, &peer.forwarded) {
-        out.insert("forwarded", value);
+    if let Some(value) = chain(&http::header::FORWARDED, &peer.node, &peer.forwarded) {
+        out.insert(http::header::FORWARDED, value);
     }
 }
 

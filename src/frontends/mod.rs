@@ -25,7 +25,7 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 /// `grpc-timeout`: at most 8 digits and a unit, H M S m u n (gRPC over HTTP/2). Read by every
 /// frontend, since any client may send it.
 pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, GatewayError> {
-    let Some(value) = headers.get("grpc-timeout") else { return Ok(None) };
+    let Some(value) = headers.get(&crate::call::GRPC_TIMEOUT) else { return Ok(None) };
     let bad = || GatewayError::new(Code::InvalidArgument, Origin::Client, format!("malformed grpc-timeout {value:?}"));
     let text = value.to_str().map_err(|_| bad())?;
     if text.len() < 2 || text.len() > 9 {

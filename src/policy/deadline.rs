@@ -75,7 +75,8 @@ impl DeadlineBody {
     /// A backend that gives up at the deadline may call it CANCELLED (tonic servers do); past
     /// the deadline, the call's outcome is DEADLINE_EXCEEDED whoever noticed first.
     fn past_deadline(&self, frame: Frame<Bytes>) -> Frame<Bytes> {
-        let cancelled = frame.trailers_ref().and_then(|t| t.get("grpc-status")).is_some_and(|s| s.as_bytes() == b"1");
+        let cancelled =
+            frame.trailers_ref().and_then(|t| t.get(&crate::call::GRPC_STATUS)).is_some_and(|s| s.as_bytes() == b"1");
         if cancelled && Instant::now() >= self.sleep.deadline() {
             return Frame::trailers(status_trailers(&GatewayError::deadline_exceeded().to_status()));
         }

@@ -88,7 +88,7 @@ impl Upstream {
         }
         headers.insert(TE, HeaderValue::from_static("trailers"));
         if let Some(deadline) = call.deadline {
-            headers.insert("grpc-timeout", grpc_timeout(deadline)?);
+            headers.insert(crate::call::GRPC_TIMEOUT.clone(), grpc_timeout(deadline)?);
         }
 
         let response = sender.send_request(request).await.map_err(|e| {

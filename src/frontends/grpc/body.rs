@@ -136,7 +136,10 @@ impl http_body::Body for ReplyBody {
         };
         if frame.is_trailers() {
             self.state = State::Done;
-            let failed = frame.trailers_ref().and_then(|t| t.get("grpc-status")).is_some_and(|s| s.as_bytes() != b"0");
+            let failed = frame
+                .trailers_ref()
+                .and_then(|t| t.get(&crate::call::GRPC_STATUS))
+                .is_some_and(|s| s.as_bytes() != b"0");
             return Poll::Ready(Some(Ok(match (failed, self.request_error.get()) {
                 (true, Some(error)) => Frame::trailers(status_trailers(&error.to_status())),
                 _ => frame,

@@ -149,8 +149,8 @@ fn metadata(mut headers: HeaderMap, peer: &Peer) -> HeaderMap {
     let content_type = headers.remove(CONTENT_TYPE);
     let mut forwarded = HeaderMap::new();
     super::metadata::add_forwarded(&headers, &mut forwarded, peer);
-    for name in crate::call::FRAMING_HEADERS.iter().chain(&["grpc-timeout"]) {
-        headers.remove(*name);
+    for name in crate::call::FRAMING_HEADERS.iter().chain([&crate::call::GRPC_TIMEOUT]) {
+        headers.remove(name);
     }
     headers.extend(forwarded);
     if let Some(content_type) = content_type {

@@ -200,13 +200,20 @@ impl RestFrontend {
             if !bytes.is_empty() && !route.body.is_http_body(&descriptor.input()) && not_json(content_type) {
                 return refuse(unsupported_media_type(content_type));
             }
-            let (route, query, content_type, options) =
-                (route.clone(), parts.uri.query().map(str::to_owned), content_type.map(str::to_owned), options.clone());
-            let size = bytes.len();
-            let framed = offload::run(size, move || {
-                request::frame(&route, &bound, query.as_deref(), &bytes, content_type.as_deref(), &options)
-            });
-            let frame = match framed.await.map_err(Refusal::from).and_then(|framed| framed) {
+            let framed = if offload::is_big(bytes.len()) {
+                let (route, query, content_type, options) = (
+                    route.clone(),
+                    parts.uri.query().map(str::to_owned),
+                    content_type.map(str::to_owned),
+                    options.clone(),
+                );
+                let work =
+                    move || request::frame(&route, &bound, query.as_deref(), &bytes, content_type.as_deref(), &options);
+                offload::run(work).await.map_err(Refusal::from).and_then(|framed| framed)
+            } else {
+                request::frame(route, &bound, parts.uri.query(), &bytes, content_type, options)
+            };
+            let frame = match framed {
                 Ok(frame) => frame,
                 Err(refusal) => return refuse(refusal),
             };

@@ -14,7 +14,7 @@ use tonic::Code;
 use crate::error::{GatewayError, Origin};
 
 /// Below this, a transcode costs less than handing it to another thread (tens of microseconds).
-pub(super) const THRESHOLD: usize = 64 << 10;
+const THRESHOLD: usize = 64 << 10;
 
 fn permits() -> Arc<Semaphore> {
     static PERMITS: OnceLock<Arc<Semaphore>> = OnceLock::new();
@@ -23,16 +23,18 @@ fn permits() -> Arc<Semaphore> {
         .clone()
 }
 
-/// Runs `work`, here when `size` is small, on the blocking pool when it is not. Fails only if
-/// `work` panicked there.
-pub(super) async fn run<T, F>(size: usize, work: F) -> Result<T, GatewayError>
+/// True for work big enough to go off the worker.
+pub(super) fn is_big(size: usize) -> bool {
+    size >= THRESHOLD
+}
+
+/// Runs `work` on the blocking pool. Fails only if `work` panicked there. Callers run small work
+/// in place, without the copies moving it to another thread needs.
+pub(super) async fn run<T, F>(work: F) -> Result<T, GatewayError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    if size < THRESHOLD {
-        return Ok(work());
-    }
     // Never closed: acquiring only waits. The permit goes with the work, so that a caller who
     // gives up (the client went away) does not free it while the work still runs.
     let permit = permits().acquire_owned().await;

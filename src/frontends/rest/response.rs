@@ -81,17 +81,14 @@ pub(super) async fn unary(
     if status.code() != Code::Ok {
         return failed(&status, &pool, &reply.metadata, &trailers, options);
     }
-    let (owned_route, owned_options) = (route.clone(), options.clone());
-    let rendered = offload::run(message.len(), move || {
-        let output = owned_route.method.descriptor.output();
-        match DynamicMessage::decode(output, message) {
-            Ok(decoded) => render(&decoded, &owned_route, &owned_options),
-            Err(e) => error_response(&Status::internal(format!("the backend's response does not decode: {e}")), None),
+    let mut response = if offload::is_big(message.len()) {
+        let (route, options) = (route.clone(), options.clone());
+        match offload::run(move || decode_and_render(message, &route, &options)).await {
+            Ok(response) => response,
+            Err(error) => return error_response(&error.to_status(), None),
         }
-    });
-    let mut response = match rendered.await {
-        Ok(response) => response,
-        Err(error) => return error_response(&error.to_status(), None),
+    } else {
+        decode_and_render(message, route, options)
     };
     add_metadata(response.headers_mut(), &reply.metadata, &options.response_header_prefix, options);
     if trailers_wanted {
@@ -118,6 +115,13 @@ fn failed(
     add_metadata(response.headers_mut(), metadata, &options.response_header_prefix, options);
     add_metadata(response.headers_mut(), trailers, &options.response_trailer_prefix, options);
     response
+}
+
+fn decode_and_render(message: Bytes, route: &Route, options: &RestOptions) -> Response<ResponseBody> {
+    match DynamicMessage::decode(route.method.descriptor.output(), message) {
+        Ok(decoded) => render(&decoded, route, options),
+        Err(e) => error_response(&Status::internal(format!("the backend's response does not decode: {e}")), None),
+    }
 }
 
 /// The response message as the HTTP body: JSON, the `response_body` field, or HttpBody bytes.
@@ -288,18 +292,18 @@ struct MessageStream {
 }
 
 impl MessageStream {
-    /// One streamed message as compact JSON; off the worker when it is big.
+    /// One streamed message as compact JSON; off the worker when it is big. (Returns a future
+    /// that does not borrow the stream, whose body is not `Sync`.)
     fn message_json(&self, message: Bytes) -> impl Future<Output = Result<Vec<u8>, Status>> + Send + use<> {
-        let (output, print) = (self.output.clone(), json::PrintOptions { add_whitespace: false, ..self.print });
-        let holds_any = self.holds_any;
-        let encoded = offload::run(message.len(), move || match DynamicMessage::decode(output, message) {
-            Ok(decoded) if holds_any => {
-                json::check_nesting(&decoded).and_then(|()| json::encode(&decoded, &print)).map_err(no_json_form)
+        let (output, holds_any) = (self.output.clone(), self.holds_any);
+        let print = json::PrintOptions { add_whitespace: false, ..self.print };
+        async move {
+            if !offload::is_big(message.len()) {
+                return stream_json(output, holds_any, &print, message);
             }
-            Ok(decoded) => json::encode(&decoded, &print).map_err(no_json_form),
-            Err(e) => Err(Status::internal(format!("a streamed message does not decode: {e}"))),
-        });
-        async move { encoded.await.map_err(|e| e.to_status()).and_then(|json| json) }
+            let encoded = offload::run(move || stream_json(output, holds_any, &print, message));
+            encoded.await.map_err(|e| e.to_status()).and_then(|json| json)
+        }
     }
 
     fn message_chunk(&mut self, json: Result<Vec<u8>, Status>) -> Bytes {
@@ -371,6 +375,21 @@ impl MessageStream {
         }
         Bytes::from(out)
     }
+}
+
+/// A streamed message as JSON.
+fn stream_json(
+    output: MessageDescriptor,
+    holds_any: bool,
+    print: &json::PrintOptions,
+    message: Bytes,
+) -> Result<Vec<u8>, Status> {
+    let decoded = DynamicMessage::decode(output, message)
+        .map_err(|e| Status::internal(format!("a streamed message does not decode: {e}")))?;
+    if holds_any {
+        json::check_nesting(&decoded).map_err(no_json_form)?;
+    }
+    json::encode(&decoded, print).map_err(no_json_form)
 }
 
 impl MessageStream {

@@ -112,12 +112,12 @@ impl RequestStream {
         if line.len() as u64 > self.options.max_request_body_size {
             return Some(self.too_long());
         }
-        if line.len() < offload::THRESHOLD {
+        if !offload::is_big(line.len()) {
             let framed = frame(&self.route, &self.bound, &line, &self.options).map_err(numbered);
             return Some(self.deliver(framed));
         }
         let (route, bound, options) = (self.route.clone(), self.bound.clone(), self.options.clone());
-        let work = offload::run(line.len(), move || frame(&route, &bound, &line, &options));
+        let work = offload::run(move || frame(&route, &bound, &line, &options));
         self.framing = Some(Box::pin(async move { work.await.and_then(|framed| framed).map_err(numbered) }));
         None
     }
