@@ -162,24 +162,33 @@ async fn run_worker(
             // Closed gracefully (GOAWAY, or `Connection: close` once the response in flight is
             // sent) when the gateway stops, when no request starts within header_read_timeout of
             // the preface (HTTP/2 heads have no timer of hyper's), or when it sits idle.
-            let ended = tokio::select! {
-                result = served.as_mut() => Some(result),
-                _ = stopping.wait_for(|s| *s) => None,
-                () = connection.activity.idle(limits.header_read_timeout, limits.idle_timeout) => {
-                    tracing::debug!(%peer, "closing an idle connection");
-                    None
-                }
+            let idle = tokio::select! {
+                result = served.as_mut() => Err(result),
+                _ = stopping.wait_for(|s| *s) => Ok(false),
+                () = connection.activity.idle(limits.header_read_timeout, limits.idle_timeout) => Ok(true),
             };
-            let result = match ended {
-                Some(result) => result,
-                None => {
+            let result = match idle {
+                Err(result) => result,
+                // Stopping: calls in flight finish, within the worker's drain_timeout.
+                Ok(false) => {
                     served.as_mut().graceful_shutdown();
-                    // A client that does not answer the GOAWAY's PING would hold the connection
-                    // until its keep-alive gave up; nothing is in flight or it would not be idle
-                    // (and a stop has drain_timeout): a bounded wait, then it is dropped.
-                    match tokio::time::timeout(limits.header_read_timeout, served).await {
-                        Ok(result) => result,
-                        Err(_) => Ok(()),
+                    served.await
+                }
+                // Idle: a client that neither closes nor answers the GOAWAY's PING would hold the
+                // connection until its keep-alive gave up; once nothing is in flight (a stream
+                // may have started after the idle check), it gets a bounded time, then is dropped.
+                Ok(true) => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    served.as_mut().graceful_shutdown();
+                    loop {
+                        match tokio::time::timeout(limits.header_read_timeout, served.as_mut()).await {
+                            Ok(result) => break result,
+                            Err(_) if connection.activity.in_flight() == 0 => {
+                                tracing::debug!(%peer, "dropped a connection that did not close");
+                                break Ok(());
+                            }
+                            Err(_) => {}
+                        }
                     }
                 }
             };

@@ -399,5 +399,6 @@ async fn ndjson_lines_big_and_too_big() {
     let huge = format!("{{\"name\":\"{}\"}}\n", "x".repeat(400_000));
     let reply = http(gw.address, "POST", "/v1/messages:chat", &ndjson, huge.as_bytes()).await;
     let text = reply.text();
+    assert_eq!(reply.status, 429, "RESOURCE_EXHAUSTED: {}", &text[..text.len().min(300)]);
     assert!(text.contains("longer than 300000 bytes"), "{}", &text[..text.len().min(300)]);
 }

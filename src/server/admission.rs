@@ -63,6 +63,11 @@ pub(super) struct Activity {
 }
 
 impl Activity {
+    /// Requests whose response has not ended.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// Resolves once the connection should close for want of requests: none started within
     /// `first` of the connection being served, or none in flight and none started or ended for a
     /// whole `idle` period since (between one and two periods after its last response ended).

@@ -250,7 +250,9 @@ pub fn holds_any(descriptor: &MessageDescriptor) -> bool {
         if !seen.insert(message.full_name().to_owned()) {
             continue;
         }
-        todo.extend(message.fields().filter_map(|f| match f.kind() {
+        // Its fields, and the extensions the pool defines for it (written to JSON too).
+        let kinds = message.fields().map(|f| f.kind()).chain(message.extensions().map(|x| x.kind()));
+        todo.extend(kinds.filter_map(|kind| match kind {
             prost_reflect::Kind::Message(m) => Some(m),
             _ => None,
         }));
@@ -283,7 +285,7 @@ fn nesting(message: &DynamicMessage, depth: usize) -> Result<(), JsonError> {
         // An Any that does not open has no JSON form, and encode says so: no nesting to follow.
         return inner.map_or(Ok(()), |inner| nesting(&inner, depth + 1));
     }
-    for (_, value) in message.fields() {
+    for value in message.fields().map(|(_, v)| v).chain(message.extensions().map(|(_, v)| v)) {
         match value {
             prost_reflect::Value::Message(m) => nesting(m, depth + 1)?,
             prost_reflect::Value::List(list) => {

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 
-use super::settings::{Sniffed, UNLIMITED};
+use super::settings::{Heard, Sniffed};
 use crate::call::Body;
 use crate::config::{Backend, ServiceRule};
 
@@ -52,9 +52,17 @@ pub(super) struct Endpoint {
 }
 
 enum Dial {
-    Idle,
+    /// Nothing under way; `failures` dials in a row failed (or gave connections that closed at
+    /// once) before the last one.
+    Idle {
+        failures: u32,
+    },
     Dialing(watch::Receiver<Dialed>),
-    BackingOff { until: Instant, failures: u32, error: String },
+    BackingOff {
+        until: Instant,
+        failures: u32,
+        error: String,
+    },
 }
 
 /// Where an endpoint stands for a call.
@@ -68,22 +76,33 @@ pub(super) enum Status {
 
 impl Endpoint {
     pub(super) fn new(backend: Backend, rule: Arc<ServiceRule>, freed: Arc<Notify>) -> Self {
-        Endpoint { backend, rule, live: ArcSwapOption::empty(), dial: Mutex::new(Dial::Idle), freed }
+        Endpoint { backend, rule, live: ArcSwapOption::empty(), dial: Mutex::new(Dial::Idle { failures: 0 }), freed }
     }
 
     /// The endpoint's state, starting a dial when it has no connection and is not backing off.
     pub(super) fn status(self: &Arc<Self>) -> Status {
-        if let Some(connection) = self.live.load().as_ref().filter(|c| !c.sender.is_closed()) {
+        let live = self.live.load();
+        if let Some(connection) = live.as_ref().filter(|c| c.is_usable()) {
             return Status::Ready(connection.clone());
         }
         let mut dial = self.dial.lock().unwrap_or_else(PoisonError::into_inner);
+        // A connection that went (closed, or GOAWAY) within the first back-off of opening was no
+        // success: a backend at its connection limit answers SETTINGS then goes away.
+        if let (Dial::Idle { .. }, Some(gone)) = (&*dial, live.as_ref()) {
+            if gone.opened.elapsed() < BACKOFF_FIRST {
+                let failures = gone.failures_before.saturating_add(1);
+                let error = "the backend closed the connection at once".to_owned();
+                *dial = back_off(&self.backend, failures, error.clone());
+                self.live.store(None);
+                return Status::BackingOff(error);
+            }
+        }
         let failures = match &*dial {
             Dial::Dialing(receiver) => return Status::Dialing(receiver.clone()),
             Dial::BackingOff { until, error, .. } if Instant::now() < *until => {
                 return Status::BackingOff(error.clone());
             }
-            Dial::BackingOff { failures, .. } => *failures,
-            Dial::Idle => 0,
+            Dial::BackingOff { failures, .. } | Dial::Idle { failures } => *failures,
         };
         let (done, receiver) = watch::channel(None);
         *dial = Dial::Dialing(receiver.clone());
@@ -92,21 +111,21 @@ impl Endpoint {
         // it has gone; the guard puts the endpoint back to idle should the task itself be lost.
         let guard = DialGuard { endpoint: self.clone(), done: Some(done) };
         tokio::spawn(async move {
-            let result = guard.endpoint.connect().await.map(Arc::new);
+            let result = guard.endpoint.connect(failures).await.map(Arc::new);
             guard.finish(result, failures);
         });
         Status::Dialing(receiver)
     }
 
-    async fn connect(&self) -> Result<Connection, String> {
+    async fn connect(&self, failures_before: u32) -> Result<Connection, String> {
         let timeout = self.rule.connect_timeout;
-        let limit = Arc::new(AtomicU32::new(UNLIMITED));
+        let heard = Arc::new(Heard::new(self.freed.clone()));
         let (spoke, spoken) = oneshot::channel();
         let connect = async {
             let tcp = TcpStream::connect(&self.backend.authority).await.map_err(|e| e.to_string())?;
             let _ = tcp.set_nodelay(true);
             let sender = match &self.rule.tls {
-                None => handshake(Sniffed::new(tcp, limit.clone(), spoke)).await?,
+                None => handshake(Sniffed::new(tcp, heard.clone(), spoke), self.freed.clone()).await?,
                 Some(config) => {
                     let name = self.rule.tls_server_name.clone().unwrap_or_else(|| self.backend.host.clone());
                     let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
@@ -114,7 +133,7 @@ impl Endpoint {
                         .connect(name, tcp)
                         .await
                         .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                    handshake(Sniffed::new(tls, limit.clone(), spoke)).await?
+                    handshake(Sniffed::new(tls, heard.clone(), spoke), self.freed.clone()).await?
                 }
             };
             // hyper's handshake returns once the preface is written: the backend is up when it
@@ -126,8 +145,22 @@ impl Endpoint {
             Ok(result) => result?,
             Err(_) => return Err(format!("no HTTP/2 answer within {timeout:?}")),
         };
-        Ok(Connection { sender, limit, in_flight: AtomicU32::new(0), freed: self.freed.clone() })
+        Ok(Connection {
+            sender,
+            heard,
+            in_flight: AtomicU32::new(0),
+            freed: self.freed.clone(),
+            opened: Instant::now(),
+            failures_before,
+        })
     }
+}
+
+/// The back-off after the `failures`-th failure in a row: 500 ms, doubling to 30 s.
+fn back_off(backend: &Backend, failures: u32, error: String) -> Dial {
+    let backoff = BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(BACKOFF_MAX);
+    tracing::warn!(%backend, %error, ?backoff, "backend unreachable");
+    Dial::BackingOff { until: Instant::now() + backoff, failures, error }
 }
 
 /// Records the outcome of a dial, and puts the endpoint back to idle if the dial task is lost
@@ -144,14 +177,9 @@ impl DialGuard {
         match &result {
             Ok(connection) => {
                 endpoint.live.store(Some(connection.clone()));
-                *dial = Dial::Idle;
+                *dial = Dial::Idle { failures: 0 };
             }
-            Err(error) => {
-                let failures = failures.saturating_add(1);
-                let backoff = BACKOFF_FIRST.saturating_mul(1 << (failures - 1).min(10)).min(BACKOFF_MAX);
-                tracing::warn!(backend = %endpoint.backend, error = %error, ?backoff, "backend unreachable");
-                *dial = Dial::BackingOff { until: Instant::now() + backoff, failures, error: error.clone() };
-            }
+            Err(error) => *dial = back_off(&endpoint.backend, failures.saturating_add(1), error.clone()),
         }
         drop(dial);
         if let Some(done) = self.done.take() {
@@ -163,7 +191,9 @@ impl DialGuard {
 impl Drop for DialGuard {
     fn drop(&mut self) {
         if self.done.is_some() {
-            *self.endpoint.dial.lock().unwrap_or_else(PoisonError::into_inner) = Dial::Idle;
+            let error = "the dial was abandoned".to_owned();
+            *self.endpoint.dial.lock().unwrap_or_else(PoisonError::into_inner) =
+                back_off(&self.endpoint.backend, 1, error);
         }
     }
 }
@@ -179,19 +209,27 @@ pub(super) async fn dialed(mut receiver: watch::Receiver<Dialed>) -> Result<Arc<
 /// An open HTTP/2 connection and its streams.
 pub(super) struct Connection {
     sender: SendRequest<Body>,
-    /// The backend's `SETTINGS_MAX_CONCURRENT_STREAMS`, as its SETTINGS frames say.
-    limit: Arc<AtomicU32>,
+    /// The backend's stream limit and GOAWAY, as its frames say.
+    heard: Arc<Heard>,
     in_flight: AtomicU32,
     freed: Arc<Notify>,
+    opened: Instant,
+    /// The endpoint's failures in a row before this connection.
+    failures_before: u32,
 }
 
 impl Connection {
-    /// A stream, if one can be opened now (the connection is open and under its limit).
+    /// Open, and not going away: new streams may be opened on it.
+    fn is_usable(&self) -> bool {
+        !self.sender.is_closed() && !self.heard.draining.load(Ordering::Relaxed)
+    }
+
+    /// A stream, if one can be opened now (the connection is usable and under its limit).
     pub(super) fn try_stream(self: &Arc<Self>) -> Option<Stream> {
-        if self.sender.is_closed() {
+        if !self.is_usable() {
             return None;
         }
-        let limit = self.limit.load(Ordering::Relaxed);
+        let limit = self.heard.limit.load(Ordering::Relaxed);
         let opened =
             self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1));
         opened.is_ok().then(|| Stream { connection: self.clone() })
@@ -199,7 +237,7 @@ impl Connection {
 
     /// The backend's limit, for messages.
     pub(super) fn limit(&self) -> u32 {
-        self.limit.load(Ordering::Relaxed)
+        self.heard.limit.load(Ordering::Relaxed)
     }
 }
 
@@ -217,11 +255,12 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.connection.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.connection.freed.notify_waiters();
+        // One stream freed: one waiter (a waiter that gives up passes the wake-up on).
+        self.connection.freed.notify_one();
     }
 }
 
-async fn handshake<I>(io: I) -> Result<SendRequest<Body>, String>
+async fn handshake<I>(io: I, freed: Arc<Notify>) -> Result<SendRequest<Body>, String>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -239,6 +278,8 @@ where
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "backend connection closed");
         }
+        // Calls waiting for room on it look again: the endpoint dials anew.
+        freed.notify_waiters();
     });
     Ok(sender)
 }

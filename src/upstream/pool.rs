@@ -1,10 +1,11 @@
 //! The backends of one config rule, and how calls spread over them: round-robin over the
 //! endpoints that can take a call now, without waiting on those that cannot.
 //!
-//! A call first looks for a live connection with a free stream, starting from the next endpoint
-//! in turn; endpoints in back-off are skipped, idle ones start dialing in the background. Only
-//! when none can take it now does the call wait — for the first dial under way to succeed, or
-//! for a stream to free up on any connection at its limit.
+//! A call looks for a live connection with a free stream, starting from the next endpoint in
+//! turn; endpoints in back-off are skipped, idle ones start dialing in the background. Only when
+//! none can take it now does the call wait — for the first dial under way to succeed, or for a
+//! stream to free up on any connection at its limit — and then it looks at every endpoint again:
+//! a connection may have closed, a backend raised its limit, another endpoint come back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,13 +15,14 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::connection::{Connection, Endpoint, Status, Stream, dialed};
+use super::connection::{Endpoint, Status, Stream, dialed};
 use crate::config::ServiceRule;
 
 pub(super) struct Pool {
     endpoints: Box<[Arc<Endpoint>]>,
     next: AtomicUsize,
-    /// Told whenever a stream frees up on any of the pool's connections.
+    /// Told when a stream frees up on any of the pool's connections (one waiter), and when a
+    /// connection closes, goes away or raises its limit (every waiter).
     freed: Arc<Notify>,
 }
 
@@ -44,50 +46,45 @@ impl Pool {
     /// connection to free a stream.
     pub(super) async fn stream(&self, patience: Duration) -> Result<(Stream, &Endpoint), NoStream> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.endpoints.len();
-        let mut dialing = Vec::new();
-        let mut failures = Vec::new();
-        let mut full: Vec<(Arc<Connection>, &Endpoint)> = Vec::new();
-        for i in 0..n {
-            let endpoint = &self.endpoints[(start + i) % n];
-            match endpoint.status() {
-                Status::Ready(connection) => match connection.try_stream() {
-                    Some(stream) => return Ok((stream, endpoint)),
-                    None => full.push((connection, endpoint)),
-                },
-                Status::Dialing(receiver) => {
-                    dialing.push(dialed(receiver).map(move |r| r.map(|c| (c, endpoint))).boxed());
-                }
-                Status::BackingOff(error) => failures.push(format!("{}: {error}", endpoint.backend)),
-            }
-        }
-        // Nothing can take the call now: the first dial to succeed...
-        if !dialing.is_empty() {
-            match futures_util::future::select_ok(dialing).await {
-                Ok(((connection, endpoint), _)) => match connection.try_stream() {
-                    Some(stream) => return Ok((stream, endpoint)),
-                    None => full.push((connection, endpoint)),
-                },
-                Err(error) => failures.push(error),
-            }
-        }
-        if full.is_empty() {
-            return Err(NoStream::Unreachable(failures.join("; ")));
-        }
-        // ...or a stream freed on any connection at its limit.
         let give_up = Instant::now() + patience;
+        let n = self.endpoints.len();
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             // Registered before looking, so a stream freed in between is not missed.
             freed.as_mut().enable();
-            for (connection, endpoint) in &full {
-                if let Some(stream) = connection.try_stream() {
-                    return Ok((stream, endpoint));
+            let mut dialing = Vec::new();
+            let mut failures = Vec::new();
+            let mut full = None;
+            for i in 0..n {
+                let endpoint = &self.endpoints[(start + i) % n];
+                match endpoint.status() {
+                    Status::Ready(connection) => match connection.try_stream() {
+                        Some(stream) => return Ok((stream, endpoint)),
+                        None => full = full.max(Some(connection.limit())),
+                    },
+                    Status::Dialing(receiver) => {
+                        dialing.push(dialed(receiver).map(move |r| r.map(|c| (c, endpoint))).boxed());
+                    }
+                    Status::BackingOff(error) => failures.push(format!("{}: {error}", endpoint.backend)),
                 }
             }
+            // Nothing can take the call now: the first dial to succeed...
+            if !dialing.is_empty() {
+                match futures_util::future::select_ok(dialing).await {
+                    Ok(((connection, endpoint), _)) => match connection.try_stream() {
+                        Some(stream) => return Ok((stream, endpoint)),
+                        None => continue,
+                    },
+                    // Now in back-off: the next look reports them.
+                    Err(_) => continue,
+                }
+            }
+            let Some(limit) = full else {
+                return Err(NoStream::Unreachable(failures.join("; ")));
+            };
+            // ...or a change on a connection at its limit, then look again.
             if tokio::time::timeout_at(give_up, freed).await.is_err() {
-                let limit = full.iter().map(|(c, _)| c.limit()).max().unwrap_or_default();
                 return Err(NoStream::Full { limit });
             }
         }

@@ -11,11 +11,11 @@
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// Unlimited, RFC 9113's initial value, until the server says otherwise.
 pub(super) const UNLIMITED: u32 = u32::MAX;
@@ -24,6 +24,8 @@ pub(super) const UNLIMITED: u32 = u32::MAX;
 const SETTINGS: u8 = 0x4;
 const ACK: u8 = 0x1;
 const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+/// GOAWAY frame type (RFC 9113, 6.8).
+const GOAWAY: u8 = 0x7;
 
 /// A SETTINGS payload larger than this is not believed (h2 refuses frames over its maximum frame
 /// size anyway); the parser then stops following the connection.
@@ -40,6 +42,8 @@ struct Parser {
     remaining: usize,
     /// The current frame is a SETTINGS frame whose payload is collected.
     collecting: bool,
+    /// The server has sent GOAWAY: it takes no new streams on this connection.
+    goaway: bool,
     lost: bool,
 }
 
@@ -58,6 +62,7 @@ impl Parser {
                 }
                 let length = u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]]) as usize;
                 self.collecting = self.header[3] == SETTINGS && self.header[4] & ACK == 0;
+                self.goaway |= self.header[3] == GOAWAY;
                 if self.collecting && length > MAX_SETTINGS_PAYLOAD {
                     self.lost = true;
                     break;
@@ -85,7 +90,10 @@ impl Parser {
                     .filter(|s| u16::from_be_bytes([s[0], s[1]]) == MAX_CONCURRENT_STREAMS)
                     .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
                     .next_back();
-                found = Some(limit);
+                // A later frame that does not mention the limit leaves an earlier one's standing.
+                if limit.is_some() || found.is_none() {
+                    found = Some(limit);
+                }
                 self.settings.clear();
                 self.collecting = false;
             }
@@ -95,18 +103,35 @@ impl Parser {
     }
 }
 
-/// A backend connection whose reads are watched for the server's SETTINGS.
+/// What the frames have told about a connection, shared with its endpoint.
+#[derive(Debug)]
+pub(super) struct Heard {
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub(super) limit: AtomicU32,
+    /// The server sent GOAWAY: the connection only finishes the streams it has.
+    pub(super) draining: AtomicBool,
+    /// Told when the limit rises (streams waiting for room may go).
+    pub(super) roomier: Arc<Notify>,
+}
+
+impl Heard {
+    pub(super) fn new(roomier: Arc<Notify>) -> Self {
+        Heard { limit: AtomicU32::new(UNLIMITED), draining: AtomicBool::new(false), roomier }
+    }
+}
+
+/// A backend connection whose reads are watched for the server's SETTINGS and GOAWAY.
 pub(super) struct Sniffed<IO> {
     io: IO,
     parser: Parser,
-    limit: Arc<AtomicU32>,
+    heard: Arc<Heard>,
     /// Told when the server's first SETTINGS frame has arrived.
     spoke: Option<oneshot::Sender<()>>,
 }
 
 impl<IO> Sniffed<IO> {
-    pub(super) fn new(io: IO, limit: Arc<AtomicU32>, spoke: oneshot::Sender<()>) -> Self {
-        Sniffed { io, parser: Parser::default(), limit, spoke: Some(spoke) }
+    pub(super) fn new(io: IO, heard: Arc<Heard>, spoke: oneshot::Sender<()>) -> Self {
+        Sniffed { io, parser: Parser::default(), heard, spoke: Some(spoke) }
     }
 }
 
@@ -118,11 +143,18 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Sniffed<IO> {
         if let Some(limit) = this.parser.feed(&buf.filled()[before..]) {
             // A SETTINGS frame that does not mention the limit leaves it as it was.
             if let Some(limit) = limit {
-                this.limit.store(limit, Ordering::Relaxed);
+                let old = this.heard.limit.swap(limit, Ordering::Relaxed);
+                if limit > old {
+                    this.heard.roomier.notify_waiters();
+                }
             }
             if let Some(spoke) = this.spoke.take() {
                 let _ = spoke.send(());
             }
+        }
+        if this.parser.goaway && !this.heard.draining.swap(true, Ordering::Relaxed) {
+            // Calls waiting for room look elsewhere (the endpoint dials anew).
+            this.heard.roomier.notify_waiters();
         }
         polled
     }
@@ -184,6 +216,22 @@ mod tests {
     }
 
     #[test]
+    fn a_later_frame_without_the_limit_leaves_it_standing() {
+        let mut wire = settings(&[(MAX_CONCURRENT_STREAMS, 2)], 0);
+        wire.extend_from_slice(&settings(&[(0x4, 65535)], 0));
+        assert_eq!(Parser::default().feed(&wire), Some(Some(2)), "both frames in one read");
+    }
+
+    #[test]
+    fn goaway_is_noticed() {
+        let mut parser = Parser::default();
+        parser.feed(&settings(&[], 0));
+        assert!(!parser.goaway);
+        parser.feed(&[0, 0, 8, GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
+        assert!(parser.goaway);
+    }
+
+    #[test]
     fn settings_without_the_limit_leave_it_alone() {
         let mut parser = Parser::default();
         assert_eq!(parser.feed(&settings(&[(0x4, 65535)], 0)), Some(None));
@@ -205,17 +253,16 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    /// A first frame of any type, flags and settings, then anything; or any bytes.
+    /// Frames of any type, flags and settings (SETTINGS likelier), then anything; or any bytes.
     fn wire() -> impl Strategy<Value = Vec<u8>> {
         let entry = (prop_oneof![Just(MAX_CONCURRENT_STREAMS), any::<u16>()], any::<u32>());
-        let framed = (
+        let frame = (
             prop_oneof![Just(SETTINGS), any::<u8>()],
             prop_oneof![Just(0u8), Just(ACK), any::<u8>()],
             prop::collection::vec(entry, 0..4),
             0..3usize,
-            prop::collection::vec(any::<u8>(), 0..20),
         )
-            .prop_map(|(kind, flags, entries, extra, rest)| {
+            .prop_map(|(kind, flags, entries, extra)| {
                 // `extra` payload bytes that are no whole entry: ignored.
                 let len = entries.len() * 6 + extra;
                 let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags, 0, 0, 0, 0];
@@ -224,9 +271,10 @@ mod properties {
                     out.extend_from_slice(&value.to_be_bytes());
                 }
                 out.extend(std::iter::repeat_n(0xee, extra));
-                out.extend(rest);
                 out
             });
+        let framed = (prop::collection::vec(frame, 1..5), prop::collection::vec(any::<u8>(), 0..20))
+            .prop_map(|(frames, rest)| frames.into_iter().flatten().chain(rest).collect());
         prop_oneof![framed, prop::collection::vec(any::<u8>(), 0..40)]
     }
 
