@@ -32,7 +32,7 @@ pub(super) struct RawSet {
 }
 
 /// Splits an encoded set into its files, each decoded and kept encoded.
-fn split_set(bytes: &[u8], origin: &Path) -> Result<Vec<Sourced>, CatalogError> {
+pub(super) fn split_set(bytes: &[u8], origin: &Path) -> Result<Vec<Sourced>, CatalogError> {
     let set = RawSet::decode(bytes).map_err(|e| CatalogError::file(origin, format!("not a FileDescriptorSet: {e}")))?;
     set.file
         .into_iter()

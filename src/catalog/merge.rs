@@ -12,7 +12,7 @@ use prost_reflect::DescriptorPool;
 use prost_types::{DescriptorProto, FileDescriptorProto};
 
 use super::CatalogError;
-use super::load::{RawSet, Sourced, well_known};
+use super::load::{RawSet, Sourced, split_set, well_known};
 use prost::Message;
 
 pub(super) fn merge(files: Vec<Sourced>) -> Result<DescriptorPool, CatalogError> {
@@ -34,6 +34,7 @@ pub(super) fn merge(files: Vec<Sourced>) -> Result<DescriptorPool, CatalogError>
         }
     }
     add_missing_well_known(&mut by_name);
+    add_google_rpc(&mut by_name);
 
     let mut symbols: HashMap<String, &Sourced> = HashMap::new();
     for file in by_name.values() {
@@ -84,6 +85,25 @@ fn add_missing_well_known(files: &mut BTreeMap<String, Sourced>) {
         for file in well_known(&name, &origin).unwrap_or_default() {
             files.entry(file.proto.name().to_owned()).or_insert(file);
         }
+    }
+}
+
+/// googleapis' google/rpc files (status, code, error details), compiled by build.rs.
+const GOOGLE_RPC: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/google_rpc.binpb"));
+
+/// Adds googleapis' google/rpc files, so that the standard error details (`ErrorInfo`,
+/// `RetryInfo`, `BadRequest`...) a backend sends render as JSON whatever the loaded sets import,
+/// as protobuf's well-known types do. A loaded file of the same name, or one defining any of the
+/// same symbols, wins: ours is then left out.
+fn add_google_rpc(files: &mut BTreeMap<String, Sourced>) {
+    let Ok(builtin) = split_set(GOOGLE_RPC, std::path::Path::new("(built in)")) else { return };
+    let defined: std::collections::HashSet<String> = files.values().flat_map(|f| file_symbols(&f.proto)).collect();
+    for file in builtin {
+        let name = file.proto.name().to_owned();
+        if files.contains_key(&name) || file_symbols(&file.proto).iter().any(|s| defined.contains(s)) {
+            continue;
+        }
+        files.insert(name, file);
     }
 }
 

@@ -3,7 +3,9 @@
 //! The deadline is the client's (`grpc-timeout`, set by the frontend) or, when the client set
 //! none, the service's configured `timeout`. Waiting for the reply's headers and streaming its
 //! body both stop at the deadline with `DEADLINE_EXCEEDED`; dropping the backend's stream then
-//! resets it there. Backends also get the remainder as `grpc-timeout` from the upstream.
+//! resets it there. Backends also get the remainder as `grpc-timeout` from the upstream (rounded
+//! up, so theirs never ends before ours), and a failure that arrives once the deadline has passed
+//! is reported as `DEADLINE_EXCEEDED`, whatever code the backend gave it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,8 +57,17 @@ where
         };
         let reply = self.inner.call(call);
         Box::pin(async move {
-            let Reply { metadata, body, early_status } =
-                tokio::time::timeout_at(deadline, reply).await.map_err(|_| GatewayError::deadline_exceeded())??;
+            let reply =
+                tokio::time::timeout_at(deadline, reply).await.map_err(|_| GatewayError::deadline_exceeded())?;
+            // Past the deadline, any failure is the deadline's, whoever noticed it first.
+            let passed = || Instant::now() >= deadline;
+            let Reply { metadata, body, early_status } = match reply {
+                Err(_) if passed() => return Err(GatewayError::deadline_exceeded()),
+                reply => reply?,
+            };
+            if early_status.as_ref().is_some_and(|s| s.code() != tonic::Code::Ok) && passed() {
+                return Err(GatewayError::deadline_exceeded());
+            }
             let body =
                 DeadlineBody { inner: body, sleep: Box::pin(tokio::time::sleep_until(deadline)), expired: false };
             Ok(Reply { metadata, body: body.boxed_unsync(), early_status })
@@ -72,15 +83,23 @@ struct DeadlineBody {
 }
 
 impl DeadlineBody {
-    /// A backend that gives up at the deadline may call it CANCELLED (tonic servers do); past
-    /// the deadline, the call's outcome is DEADLINE_EXCEEDED whoever noticed first.
-    fn past_deadline(&self, frame: Frame<Bytes>) -> Frame<Bytes> {
-        let cancelled =
-            frame.trailers_ref().and_then(|t| t.get(&crate::call::GRPC_STATUS)).is_some_and(|s| s.as_bytes() == b"1");
-        if cancelled && Instant::now() >= self.sleep.deadline() {
-            return Frame::trailers(status_trailers(&GatewayError::deadline_exceeded().to_status()));
+    /// A backend that gives up at the deadline may call it anything: CANCELLED (tonic servers),
+    /// UNKNOWN "context deadline exceeded" (a Go handler returning its context's error). Past the
+    /// deadline, a failed call's outcome is DEADLINE_EXCEEDED whoever noticed first, as a gRPC
+    /// client library would report it (504 on REST, not 500).
+    fn past_deadline(&self, frame: Result<Frame<Bytes>, GatewayError>) -> Result<Frame<Bytes>, GatewayError> {
+        let passed = || Instant::now() >= self.sleep.deadline();
+        match frame {
+            Err(_) if passed() => Err(GatewayError::deadline_exceeded()),
+            Ok(frame) => {
+                let status = frame.trailers_ref().and_then(|t| t.get(&crate::call::GRPC_STATUS));
+                if status.is_some_and(|s| s.as_bytes() != b"0") && passed() {
+                    return Ok(Frame::trailers(status_trailers(&GatewayError::deadline_exceeded().to_status())));
+                }
+                Ok(frame)
+            }
+            error => error,
         }
-        frame
     }
 }
 
@@ -93,7 +112,7 @@ impl http_body::Body for DeadlineBody {
             return Poll::Ready(None);
         }
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame.map(|frame| frame.map(|f| self.past_deadline(f))));
+            return Poll::Ready(frame.map(|frame| self.past_deadline(frame)));
         }
         match self.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {

@@ -123,9 +123,11 @@ fn grpc_timeout(deadline: Instant) -> Result<HeaderValue, GatewayError> {
     if left.is_zero() {
         return Err(GatewayError::deadline_exceeded());
     }
-    let micros = left.as_micros();
+    // Rounded up: the backend's deadline then never falls before the gateway's, so a failure it
+    // reports at its deadline is past ours (see policy::deadline).
+    let micros = left.as_nanos().div_ceil(1000);
     let value =
-        if micros < 100_000_000 { format!("{micros}u") } else { format!("{}m", (left.as_millis()).min(99_999_999)) };
+        if micros < 100_000_000 { format!("{micros}u") } else { format!("{}m", micros.div_ceil(1000).min(99_999_999)) };
     HeaderValue::from_str(&value).map_err(|_| GatewayError::deadline_exceeded())
 }
 

@@ -718,3 +718,35 @@ pub async fn start_held() -> (SocketAddr, HeldFrames) {
     });
     (address, frames)
 }
+
+/// A gRPC backend that refuses every call with these headers as a Trailers-Only response (a
+/// `grpc-status`, a `grpc-message`, `grpc-status-details-bin`...).
+pub async fn start_refusing(status: http::HeaderMap) -> SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let status = status.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let status = status.clone();
+                    async move {
+                        let _ = request.into_body().collect().await;
+                        let mut response = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                        *response.headers_mut() = status;
+                        response
+                            .headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    address
+}

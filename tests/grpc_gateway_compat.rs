@@ -1,0 +1,204 @@
+//! What users coming from grpc-gateway rely on: the standard error details written as JSON
+//! objects, repeated fields in path variables, PATCH without an update mask, and a missed
+//! deadline that is a 504 whoever noticed it first.
+
+mod support;
+
+use base64::Engine;
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, Value as V};
+use serde_json::json;
+use support::{TestGateway, http};
+
+/// googleapis' error details as the gateway builds them in (proto/google/rpc).
+fn rpc_pool() -> prost_reflect::DescriptorPool {
+    let root = support::root();
+    let set =
+        dragoman::catalog::compile_set(&[root.join("proto/google/rpc/error_details.proto")], &[root.join("proto")])
+            .expect("compiles");
+    prost_reflect::DescriptorPool::decode(set.as_slice()).expect("pool")
+}
+
+/// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// A detail as an Any, built by field names.
+fn detail(pool: &prost_reflect::DescriptorPool, name: &str, fields: &[(&str, V)]) -> prost_types::Any {
+    let mut message = DynamicMessage::new(pool.get_message_by_name(name).expect("a google.rpc type"));
+    for (field, value) in fields {
+        message.set_field_by_name(field, value.clone());
+    }
+    prost_types::Any { type_url: format!("type.googleapis.com/{name}"), value: message.encode_to_vec() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_error_details_are_json_objects() {
+    let pool = rpc_pool();
+    let message = |name: &str, fields: &[(&str, V)]| {
+        let mut m = DynamicMessage::new(pool.get_message_by_name(name).expect("type"));
+        for (field, value) in fields {
+            m.set_field_by_name(field, value.clone());
+        }
+        V::Message(m)
+    };
+    let s = |v: &str| V::String(v.to_owned());
+    let details = vec![
+        detail(&pool, "google.rpc.ErrorInfo", &[("reason", s("STOCKOUT")), ("domain", s("shop.example"))]),
+        detail(
+            &pool,
+            "google.rpc.RetryInfo",
+            &[("retry_delay", message("google.protobuf.Duration", &[("seconds", V::I64(3))]))],
+        ),
+        detail(
+            &pool,
+            "google.rpc.DebugInfo",
+            &[("detail", s("at line 7")), ("stack_entries", V::List(vec![s("a"), s("b")]))],
+        ),
+        detail(
+            &pool,
+            "google.rpc.QuotaFailure",
+            &[(
+                "violations",
+                V::List(vec![message("google.rpc.QuotaFailure.Violation", &[("subject", s("clientip:1.2.3.4"))])]),
+            )],
+        ),
+        detail(
+            &pool,
+            "google.rpc.PreconditionFailure",
+            &[(
+                "violations",
+                V::List(vec![message("google.rpc.PreconditionFailure.Violation", &[("type", s("TOS"))])]),
+            )],
+        ),
+        detail(
+            &pool,
+            "google.rpc.BadRequest",
+            &[(
+                "field_violations",
+                V::List(vec![message("google.rpc.BadRequest.FieldViolation", &[("field", s("items.quantity"))])]),
+            )],
+        ),
+        detail(&pool, "google.rpc.RequestInfo", &[("request_id", s("r-1"))]),
+        detail(&pool, "google.rpc.ResourceInfo", &[("resource_name", s("orders/o-1"))]),
+        detail(
+            &pool,
+            "google.rpc.Help",
+            &[("links", V::List(vec![message("google.rpc.Help.Link", &[("url", s("https://shop.example/help"))])]))],
+        ),
+        detail(&pool, "google.rpc.LocalizedMessage", &[("locale", s("fr-FR")), ("message", s("épuisé"))]),
+    ];
+    let status = RpcStatus { code: 9, message: "out of stock".into(), details };
+    let mut headers = http::HeaderMap::new();
+    headers.insert("grpc-status", http::HeaderValue::from_static("9"));
+    headers.insert("grpc-message", http::HeaderValue::from_static("out%20of%20stock"));
+    let bin = base64::engine::general_purpose::STANDARD_NO_PAD.encode(status.encode_to_vec());
+    headers.insert("grpc-status-details-bin", http::HeaderValue::from_str(&bin).expect("base64"));
+    let backend = support::start_refusing(headers).await;
+    // The demo's descriptors bring no google/rpc file of their own: the gateway's are used.
+    let gw = TestGateway::builder().backend("shop.orders.v1.OrderService", &backend.to_string()).start().await;
+    let reply = http(gw.address, "GET", "/v1/orders/o-1", &[], b"").await;
+    assert_eq!(reply.status, 400, "FAILED_PRECONDITION: {}", reply.text());
+    let body = reply.json();
+    let details = body["details"].as_array().expect("details");
+    assert_eq!(details.len(), 10, "{body}");
+    for detail in details {
+        assert!(detail.get("value").is_none(), "a JSON object, not base64: {detail}");
+    }
+    assert_eq!(
+        details[0],
+        json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "STOCKOUT", "domain": "shop.example"})
+    );
+    assert_eq!(details[1], json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3s"}));
+    assert_eq!(details[2]["stackEntries"], json!(["a", "b"]));
+    assert_eq!(details[3]["violations"][0]["subject"], "clientip:1.2.3.4");
+    assert_eq!(details[5]["fieldViolations"][0]["field"], "items.quantity");
+    assert_eq!(details[9]["message"], "épuisé");
+}
+
+#[test]
+fn a_set_that_brings_its_own_google_rpc_files_wins() {
+    // Their copy of error_details.proto, smaller than ours: theirs is the one loaded.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("google/rpc")).expect("dir");
+    std::fs::write(
+        dir.path().join("google/rpc/error_details.proto"),
+        "syntax = \"proto3\";\npackage google.rpc;\nmessage ErrorInfo { string reason = 1; }\n",
+    )
+    .expect("write");
+    let yaml = format!("descriptors: [{}]\n", dir.path().display());
+    let config = dragoman::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
+    let catalog = dragoman::catalog::Catalog::load(&config).expect("no conflict with the built-in copy");
+    let info = catalog.pool().get_message_by_name("google.rpc.ErrorInfo").expect("ErrorInfo");
+    assert_eq!(info.fields().count(), 1, "their ErrorInfo, not ours");
+    assert!(catalog.pool().get_message_by_name("google.rpc.Status").is_some(), "ours fill the rest");
+}
+
+/// A gRPC backend that waits for its deadline (the `grpc-timeout` it is given) and then fails as a
+/// Go handler returning its context's error does: UNKNOWN "context deadline exceeded".
+async fn start_deadline_keeper() -> std::net::SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                    let timeout = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).unwrap_or("1S");
+                    let (digits, unit) = timeout.split_at(timeout.len() - 1);
+                    let n: u64 = digits.parse().unwrap_or(1);
+                    let wait = match unit {
+                        "u" => std::time::Duration::from_micros(n),
+                        "m" => std::time::Duration::from_millis(n),
+                        _ => std::time::Duration::from_secs(n),
+                    };
+                    let _ = request.into_body().collect().await;
+                    // As precise as Go's timers: tokio's round up to the next millisecond, which
+                    // would let the gateway's own timer win every race.
+                    #[allow(clippy::disallowed_methods, reason = "a blocking thread of its own, for precision")]
+                    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(wait)).await;
+                    let mut response = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                    let headers = response.headers_mut();
+                    headers.insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                    headers.insert("grpc-status", http::HeaderValue::from_static("2"));
+                    headers.insert("grpc-message", http::HeaderValue::from_static("context%20deadline%20exceeded"));
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_deadline_is_a_504_whoever_noticed_it_first() {
+    let backend = start_deadline_keeper().await;
+    let gw = TestGateway::builder().backend("shop.users.v1.UserService", &backend.to_string()).start().await;
+    // The backend's own failure at its deadline races the gateway's timer: it must never win.
+    for _ in 0..30 {
+        let reply = http(gw.address, "GET", "/v1/users/u-1", &[("grpc-timeout", "10m")], b"").await;
+        assert_eq!(reply.status, 504, "{}", reply.text());
+        assert_eq!(reply.json()["code"], 4);
+    }
+    for _ in 0..10 {
+        let reply = support::raw_unary(
+            gw.address,
+            "/shop.users.v1.UserService/GetUser",
+            &dragoman::demo::pb::shop::users::v1::GetUserRequest { id: "u-1".into() },
+            &[("grpc-timeout", "10m")],
+        )
+        .await;
+        assert_eq!(reply.status(), Some(4), "DEADLINE_EXCEEDED over gRPC too");
+    }
+}
