@@ -202,3 +202,57 @@ async fn a_missed_deadline_is_a_504_whoever_noticed_it_first() {
         assert_eq!(reply.status(), Some(4), "DEADLINE_EXCEEDED over gRPC too");
     }
 }
+
+/// The compat service (tests/proto/compat.proto) behind the mirror, which answers with the
+/// request it got: what comes back is what the gateway bound.
+async fn mirrored(rest: &str) -> TestGateway {
+    let mirror = support::start_mirror().await;
+    let proto = std::fs::read(support::root().join("tests/proto/compat.proto")).expect("test proto");
+    TestGateway::builder()
+        .sets(vec![("compat.proto", proto)])
+        .include_repo_protos()
+        .without_demo_rules()
+        .rules(&format!("  - match: compat.*\n    backends: [http://{mirror}]\n"))
+        .rest(rest)
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_fields_in_path_variables_take_comma_separated_values() {
+    let gw = mirrored("").await;
+    // Floats, doubles, 64-bit integers beyond 2^53, booleans, strings, bytes in URL-safe base64,
+    // enums by name and number, every integer encoding.
+    let path = "/v1/repeated/1.5,-1.5/2.25,NaN/9007199254740993,-1/18446744073709551615,0/-7,7/1,2/3,4/true,false/a,b%20c,%E2%82%AC/_-8,AQID/42,0/RED,2/-8,8/-9,9/-10,10/-11,11";
+    let reply = http(gw.address, "GET", path, &[], b"").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({
+            "f": [1.5, -1.5], "d": [2.25, "NaN"], "i64": ["9007199254740993", "-1"], "u64": ["18446744073709551615", "0"],
+            "i32": [-7, 7], "f64": ["1", "2"], "f32": [3, 4], "b": [true, false], "s": ["a", "b c", "€"],
+            "by": ["/+8=", "AQID"], "u32": [42, 0], "e": ["RED", "GREEN"], "sf32": [-8, 8], "sf64": ["-9", "9"],
+            "si32": [-10, 10], "si64": ["-11", "11"]
+        })
+    );
+    // A value that does not fit its kind is a 400 naming the field and the value.
+    let bad = path.replace("/true,false/", "/true,maybe/");
+    let reply = http(gw.address, "GET", &bad, &[], b"").await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("path variable b") && reply.text().contains("maybe"), "{}", reply.text());
+    // The OpenAPI document says how: an array in the `simple` style.
+    let doc = http(gw.address, "GET", "/openapi/compat.v1.Compat.json", &[], b"").await.json();
+    let operation = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .find(|(p, _)| p.starts_with("/v1/repeated/"))
+        .expect("documented")
+        .1;
+    let parameter = &operation["get"]["parameters"][0];
+    assert_eq!(
+        (parameter["style"].as_str(), parameter["schema"]["type"].as_str()),
+        (Some("simple"), Some("array")),
+        "{parameter}"
+    );
+}

@@ -158,21 +158,25 @@ fn binding(rule: &HttpRule, method: &MethodDescriptor) -> Result<Binding, String
     Ok(Binding { method: verb, template, body, response_body })
 }
 
-/// A path variable must name singular fields all the way down, ending in a scalar.
+/// A path variable must name singular fields all the way down, ending in a scalar — or, as
+/// grpc-gateway allows (an extension: google/api/http.proto forbids it), in a repeated scalar
+/// field, whose values the path gives comma-separated.
 fn check_field_path(message: &prost_reflect::MessageDescriptor, path: &[String]) -> Result<(), String> {
     let mut current = message.clone();
     for (i, name) in path.iter().enumerate() {
         let field =
             current.get_field_by_name(name).ok_or_else(|| format!("no field {name:?} in {}", current.full_name()))?;
-        if field.is_list() || field.is_map() {
-            return Err(format!("{name} is repeated"));
+        let last = i + 1 == path.len();
+        if field.is_map() || (field.is_list() && !last) {
+            return Err(format!("{name} is a {}", if field.is_map() { "map" } else { "repeated field" }));
         }
         match field.kind() {
-            prost_reflect::Kind::Message(m) if i + 1 < path.len() => current = m,
+            prost_reflect::Kind::Message(m) if !last => current = m,
+            prost_reflect::Kind::Message(_) if field.is_list() => return Err(format!("{name} is a repeated message")),
             prost_reflect::Kind::Message(m) if !super::query::is_scalar_like(&m) => {
                 return Err(format!("{name} is a message"));
             }
-            _ if i + 1 < path.len() => return Err(format!("{name} is not a message")),
+            _ if !last => return Err(format!("{name} is not a message")),
             _ => {}
         }
     }

@@ -92,6 +92,51 @@ pub fn set_path<S: AsRef<str>>(
     Ok(())
 }
 
+/// Sets the field a path variable names, as [`set_path`] does — except that a repeated field takes
+/// the comma-separated values the path gives (`/v1/items/1,2,3`), replacing whatever it held.
+/// google/api/http.proto forbids repeated fields in paths; grpc-gateway allows them this way, and
+/// clients written for it rely on it.
+pub fn set_path_variable<S: AsRef<str>>(
+    message: &mut DynamicMessage,
+    path: &[S],
+    value: &str,
+    options: BindOptions,
+) -> Result<(), BindError> {
+    // Which field the path ends at, by the descriptors alone.
+    let mut descriptor = message.descriptor();
+    let mut leaf = None;
+    for (i, name) in path.iter().enumerate() {
+        let Some(field) = field_named(&descriptor, name.as_ref()) else { break };
+        match field.kind() {
+            Kind::Message(m) if i + 1 < path.len() && !field.is_list() => descriptor = m,
+            _ if i + 1 == path.len() => leaf = Some(field),
+            _ => break,
+        }
+    }
+    let Some(leaf) = leaf.filter(FieldDescriptor::is_list) else { return set_path(message, path, value, options) };
+    let mut current = message;
+    for name in &path[..path.len() - 1] {
+        let field =
+            field_named(&current.descriptor(), name.as_ref()).ok_or_else(|| BindError::UnknownField(joined(path)))?;
+        current = match current.get_field_mut(&field) {
+            Value::Message(m) => m,
+            _ => return Err(BindError::UnknownField(joined(path))),
+        };
+    }
+    current.clear_field(&leaf);
+    for part in value.split(',') {
+        let parsed = parse(&leaf.kind(), part, options).map_err(|reason| bad(&joined(path), part, &reason))?;
+        if let Value::List(list) = current.get_field_mut(&leaf) {
+            list.push(parsed);
+        }
+    }
+    Ok(())
+}
+
+fn joined<S: AsRef<str>>(path: &[S]) -> String {
+    path.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(".")
+}
+
 fn bad(field: &str, value: &str, reason: &str) -> BindError {
     BindError::BadValue { field: field.to_owned(), value: value.to_owned(), reason: reason.to_owned() }
 }

@@ -94,7 +94,7 @@ pub(super) fn bind_path(
         if options.path_body_conflict == PathBodyConflict::Reject {
             // Compared as values of the field's type: "5" in the path is 5 in the body.
             let mut probe = DynamicMessage::new(message.descriptor());
-            query::set_path(&mut probe, path, value, bind_options(options))
+            query::set_path_variable(&mut probe, path, value, bind_options(options))
                 .map_err(|e| bind_error(e, "path variable"))?;
             if let (Some(existing), Some(bound)) = (value_at(message, path), value_at(&probe, path)) {
                 if existing != bound {
@@ -106,7 +106,8 @@ pub(super) fn bind_path(
                 }
             }
         }
-        query::set_path(message, path, value, bind_options(options)).map_err(|e| bind_error(e, "path variable"))?;
+        query::set_path_variable(message, path, value, bind_options(options))
+            .map_err(|e| bind_error(e, "path variable"))?;
     }
     Ok(())
 }

@@ -126,8 +126,19 @@ impl Builder {
             .variables
             .iter()
             .map(|v| {
-                let mut schema = field_at(&input, &v.field_path)
-                    .map_or_else(|| json!({"type": "string"}), |f| self.schemas.text(&f));
+                let field = field_at(&input, &v.field_path);
+                if let Some(f) = field.as_ref().filter(|f| f.is_list()) {
+                    // A repeated field's values, comma-separated (grpc-gateway's extension): the
+                    // `simple` style of a path parameter. A value holds no comma of its own.
+                    let mut items = self.schemas.text(f);
+                    if let Some(o) = items.as_object_mut().filter(|o| o.get("type").is_some_and(|t| t == "string")) {
+                        o.entry("pattern").or_insert_with(|| "^[^,]*$".into());
+                    }
+                    let schema = json!({"type": "array", "items": items, "minItems": 1});
+                    return json!({"name": parameter_name(v), "in": "path", "required": true, "style": "simple",
+                        "explode": false, "schema": schema});
+                }
+                let mut schema = field.map_or_else(|| json!({"type": "string"}), |f| self.schemas.text(&f));
                 if let Some(o) = schema.as_object_mut() {
                     // An empty segment matches no template.
                     if o.get("type").is_some_and(|t| t == "string") {

@@ -62,9 +62,15 @@ impl Schemas {
         let mut branches = Vec::new();
         // Not descriptor.proto's own types: every set carries them for the annotations, no API
         // sends them in an Any, and their deep schemas would swamp the document and its
-        // consumers. An Any holding one is still read; the document does not offer it.
-        let messages =
-            any.parent_pool().all_messages().filter(|m| m.parent_file().name() != "google/protobuf/descriptor.proto");
+        // consumers. Nor google/rpc's (the gateway adds them to every catalog): error details
+        // travel in error responses, and google.rpc.Status, an Any holding Anys, defeats schema-
+        // driven generators (schemathesis). An Any holding one is still read; the document does
+        // not offer it.
+        let offered = |m: &MessageDescriptor| {
+            let file = m.parent_file();
+            file.name() != "google/protobuf/descriptor.proto" && !file.name().starts_with("google/rpc/")
+        };
+        let messages = any.parent_pool().all_messages().filter(offered);
         for message in messages {
             let name = message.full_name().replace('.', "\\.");
             let type_url = json!({"type": "string", "pattern": format!("/{name}$")});
