@@ -32,8 +32,11 @@ fi
 #   etcd-server, golang-etcd-server-dev (etcd's protos, with gogoproto and googleapis),
 #   protobuf-compiler, libprotobuf-dev — tests/etcd.rs: etcd's own set, compiled with protoc,
 #   in front of a real etcd.
+#   golang-go, golang-github-grpc-ecosystem-grpc-gateway-dev — tests/grpc_gateway_examples.rs:
+#   grpc-gateway's own example protos, and its example server built from them.
 need=()
-for package in chromium etcd-server golang-etcd-server-dev protobuf-compiler libprotobuf-dev; do
+for package in chromium etcd-server golang-etcd-server-dev protobuf-compiler libprotobuf-dev golang-go \
+  golang-github-grpc-ecosystem-grpc-gateway-dev; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -42,3 +45,29 @@ fi
 chromium --version 2>/dev/null
 etcd --version | head -1
 protoc --version
+# grpc-gateway 1.6.4's example gRPC server (examples/server in the Debian package), built in
+# GOPATH mode against Debian's Go packages (Go modules cannot be downloaded here).
+if [ ! -x "$tools/grpc-gateway-example" ]; then
+  mkdir -p "$tools/go/src/ggexample"
+  cat >"$tools/go/src/ggexample/main.go" <<'GO'
+package main
+
+import (
+	"context"
+	"flag"
+
+	"github.com/grpc-ecosystem/grpc-gateway/examples/server"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:9090", "listen address")
+	flag.Parse()
+	if err := server.Run(context.Background(), "tcp", *addr); err != nil {
+		panic(err)
+	}
+}
+GO
+  (cd "$tools/go" && GO111MODULE=off GOPATH="$tools/go:/usr/share/gocode" GOFLAGS= GOCACHE="$tools/go/cache" \
+    go build -o "$tools/grpc-gateway-example" ggexample)
+fi
+echo "grpc-gateway example server: $tools/grpc-gateway-example"

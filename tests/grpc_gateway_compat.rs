@@ -256,3 +256,31 @@ async fn repeated_fields_in_path_variables_take_comma_separated_values() {
         "{parameter}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_without_an_update_mask_gets_one_from_its_body() {
+    let gw = mirrored("").await;
+    let json = [("content-type", "application/json")];
+    let body = br#"{"displayName": "x", "address": {"city": "Paris"}, "labels": {"a": "b"}, "tags": ["t"], "updated": "2024-01-01T00:00:00Z"}"#;
+    let reply = http(gw.address, "PATCH", "/v1/things/t-1", &json, body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let echoed = reply.json();
+    // A FieldMask's JSON form: the paths in lowerCamelCase, comma-separated. Nested message
+    // fields as dotted paths; a map, a repeated field, a well-known type: the whole field.
+    let mut paths: Vec<&str> = echoed["updateMask"].as_str().expect("a mask was set").split(',').collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["address.city", "displayName", "labels", "tags", "updated"], "{echoed}");
+    assert_eq!(echoed["thing"]["id"], "t-1");
+
+    // A mask the client sent is the client's.
+    let reply = http(gw.address, "PATCH", "/v1/things/t-1?update_mask=tags", &json, body).await;
+    assert_eq!(reply.json()["updateMask"], "tags");
+    // Only PATCH fills it.
+    let reply = http(gw.address, "PUT", "/v1/things/t-1", &json, body).await;
+    assert!(reply.json().get("updateMask").is_none(), "{}", reply.text());
+
+    // And the switch turns it off.
+    let off = mirrored("  patch_update_mask_from_body: false\n").await;
+    let reply = http(off.address, "PATCH", "/v1/things/t-1", &json, body).await;
+    assert!(reply.json().get("updateMask").is_none(), "{}", reply.text());
+}

@@ -40,6 +40,10 @@ pub struct RestFile {
     pub response_headers_unprefixed: Vec<String>,
     /// A request header giving the call's deadline in milliseconds (besides `grpc-timeout`).
     pub timeout_header: String,
+    /// For a PATCH whose body is one message field and whose request has an `update_mask`
+    /// (google.protobuf.FieldMask) the client left unset, fill it with the paths of the keys the
+    /// body sets, as grpc-gateway does. Default true.
+    pub patch_update_mask_from_body: bool,
     /// Cross-origin requests from browsers; off unless set.
     pub cors: Option<CorsFile>,
 }
@@ -61,6 +65,7 @@ impl Default for RestFile {
             response_trailer_prefix: "grpc-trailer-".into(),
             response_headers_unprefixed: Vec::new(),
             timeout_header: "x-timeout-ms".into(),
+            patch_update_mask_from_body: true,
             cors: None,
         }
     }
@@ -126,6 +131,7 @@ pub struct RestOptions {
     pub response_trailer_prefix: String,
     pub response_headers_unprefixed: Vec<http::HeaderName>,
     pub timeout_header: http::HeaderName,
+    pub patch_update_mask_from_body: bool,
     pub cors: Option<CorsFile>,
     /// From `server:`: how long a body the frontend reads whole may take to arrive...
     pub body_read_timeout: std::time::Duration,
@@ -158,6 +164,7 @@ impl RestOptions {
             response_trailer_prefix: file.response_trailer_prefix.to_ascii_lowercase(),
             response_headers_unprefixed: headers("response_headers_unprefixed", &file.response_headers_unprefixed)?,
             timeout_header: header("timeout_header", &file.timeout_header)?,
+            patch_update_mask_from_body: file.patch_update_mask_from_body,
             cors: file.cors,
             body_read_timeout: server.body_read_timeout,
             max_message_size: server.max_message_size,

@@ -233,6 +233,43 @@ pub fn encode(message: &DynamicMessage, print: &PrintOptions) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// The field mask a JSON object sets, as grpc-gateway fills a PATCH's `update_mask` from the body:
+/// one path per key present, in proto field names, nested objects as dotted paths (`address.city`)
+/// for singular message fields. A map, a repeated field, a well-known type with a JSON form of its
+/// own, and a `null` are leaves: the whole field is meant. Keys that name no field are skipped
+/// (reading the body into the message has said whether they are allowed).
+pub fn field_mask_paths(descriptor: &MessageDescriptor, json: &[u8]) -> Result<Vec<String>, JsonError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| JsonError { message: format!("malformed JSON: {e}") })?;
+    let mut paths = Vec::new();
+    if let serde_json::Value::Object(object) = &value {
+        mask_paths(descriptor, object, "", &mut paths);
+    }
+    Ok(paths)
+}
+
+fn mask_paths(
+    descriptor: &MessageDescriptor,
+    object: &serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
+    for (key, value) in object {
+        let Some(field) = descriptor.get_field_by_json_name(key).or_else(|| descriptor.get_field_by_name(key)) else {
+            continue;
+        };
+        let path = format!("{prefix}{}", field.name());
+        match (field.kind(), value) {
+            (prost_reflect::Kind::Message(m), serde_json::Value::Object(inner))
+                if !field.is_list() && !field.is_map() && !m.full_name().starts_with("google.protobuf.") =>
+            {
+                mask_paths(&m, inner, &format!("{path}."), out);
+            }
+            _ => out.push(path),
+        }
+    }
+}
+
 /// How deep messages may nest in JSON written by the gateway, `Any`s counted as a level. Decoding
 /// a message bounds its nesting (prost's recursion limit), but each `Any` holds a message decoded
 /// afresh when it is written, so a chain of `Any`s would nest without bound and overflow the stack.

@@ -66,7 +66,30 @@ fn message(
     if let Some(query) = query {
         bind_query(&mut message, route, query, options)?;
     }
+    fill_patch_mask(&mut message, route, body, options)?;
     Ok(message)
+}
+
+/// A PATCH whose client set no `update_mask` gets one from the keys its body sets, so that
+/// `PATCH {"displayName": "x"}` changes that field instead of blanking the others (grpc-gateway
+/// does the same; `rest.patch_update_mask_from_body: false` turns it off).
+fn fill_patch_mask(
+    message: &mut DynamicMessage,
+    route: &Route,
+    body: &[u8],
+    options: &RestOptions,
+) -> Result<(), GatewayError> {
+    let (Some(mask), BodyInto::Field(field)) = (&route.patch_mask, &route.body) else { return Ok(()) };
+    if !options.patch_update_mask_from_body || body.is_empty() || message.has_field(mask) {
+        return Ok(());
+    }
+    let Kind::Message(target) = field.kind() else { return Ok(()) };
+    let paths = json::field_mask_paths(&target, body).map_err(|e| invalid(e.message))?;
+    let Kind::Message(mask_type) = mask.kind() else { return Ok(()) };
+    let mut value = DynamicMessage::new(mask_type);
+    value.set_field_by_name("paths", Value::List(paths.into_iter().map(Value::String).collect()));
+    message.set_field(mask, Value::Message(value));
+    Ok(())
 }
 
 /// A `google.api.HttpBody` holding the raw request body.

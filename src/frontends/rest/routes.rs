@@ -38,14 +38,30 @@ pub struct Route {
     pub body: BodyInto,
     /// The reply can hold a `google.protobuf.Any`: its nesting is checked before it is written.
     pub reply_holds_any: bool,
+    /// For a PATCH whose body is one message field and whose request has a
+    /// `google.protobuf.FieldMask update_mask`: that field, which the body's keys fill when the
+    /// client sets no mask (grpc-gateway's behaviour).
+    pub patch_mask: Option<FieldDescriptor>,
 }
 
 impl Route {
     fn new(method: Arc<MethodRoute>, binding: Binding) -> Self {
         let body = BodyInto::of(&binding, &method.descriptor.input());
         let reply_holds_any = crate::transcode::json::holds_any(&method.descriptor.output());
-        Route { method, binding, body, reply_holds_any }
+        let patch_mask = patch_mask(&binding, &body, &method.descriptor.input());
+        Route { method, binding, body, reply_holds_any, patch_mask }
     }
+}
+
+/// The `update_mask` a PATCH's body fills (see [`Route::patch_mask`]).
+fn patch_mask(binding: &Binding, body: &BodyInto, input: &MessageDescriptor) -> Option<FieldDescriptor> {
+    let BodyInto::Field(field) = body else { return None };
+    if binding.method != Method::PATCH || !matches!(field.kind(), Kind::Message(_)) || field.is_list() {
+        return None;
+    }
+    let mask = input.get_field_by_name("update_mask")?;
+    let is_mask = matches!(mask.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask");
+    (is_mask && !mask.is_list()).then_some(mask)
 }
 
 /// Where the body goes for this route, with the field resolved.
