@@ -284,3 +284,22 @@ async fn a_patch_without_an_update_mask_gets_one_from_its_body() {
     let reply = http(off.address, "PATCH", "/v1/things/t-1", &json, body).await;
     assert!(reply.json().get("updateMask").is_none(), "{}", reply.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_mask_in_json_is_its_string_form_only() {
+    let mirror = support::start_mirror().await;
+    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
+    let gw = TestGateway::builder()
+        .sets(vec![("conformance.proto", proto)])
+        .include_repo_protos()
+        .without_demo_rules()
+        .rules(&format!("  - match: conformance.*\n    backends: [http://{mirror}]\n"))
+        .start()
+        .await;
+    let json = [("content-type", "application/json")];
+    let string = http(gw.address, "PUT", "/v1/kinds/1", &json, br#"{"mask": "displayName,address.city"}"#).await;
+    assert_eq!(string.json()["mask"], "displayName,address.city", "{}", string.text());
+    let object = http(gw.address, "PUT", "/v1/kinds/1", &json, br#"{"mask": {"paths": ["display_name"]}}"#).await;
+    assert_eq!(object.status, 400, "{}", object.text());
+    assert!(object.text().contains("mask"), "{}", object.text());
+}
