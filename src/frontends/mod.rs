@@ -4,6 +4,7 @@
 
 pub mod grpc;
 mod metadata;
+pub(crate) mod offload;
 pub mod rest;
 
 use std::time::Duration;

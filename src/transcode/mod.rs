@@ -8,4 +8,5 @@ pub mod http_rule;
 pub mod json;
 pub mod ndjson;
 pub mod query;
+pub mod status;
 pub mod template;

@@ -18,7 +18,6 @@
 mod body;
 mod cors;
 pub mod error;
-mod offload;
 pub mod openapi;
 mod request;
 mod response;
@@ -29,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName};
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -37,7 +36,7 @@ use tokio::time::Instant;
 use tonic::Code;
 use tower::ServiceExt;
 
-use super::{Peer, ResponseBody};
+use super::{Peer, ResponseBody, offload};
 use crate::call::{Body, Call, Protocol};
 use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};
@@ -219,7 +218,7 @@ impl RestFrontend {
             };
             Full::new(frame).map_err(|never| match never {}).boxed_unsync()
         };
-        let metadata = match metadata(&parts.headers, options, peer) {
+        let metadata = match super::metadata::from_headers(&parts.headers, options, peer) {
             Ok(metadata) => metadata,
             Err(error) => return refuse(error.into()),
         };
@@ -320,27 +319,4 @@ fn deadline(headers: &HeaderMap, options: &RestOptions) -> Result<Option<Duratio
         )
     })?;
     Ok(Some(Duration::from_millis(ms)))
-}
-
-/// The request headers that become gRPC metadata: the configured ones, those with the metadata
-/// prefix (without it), and `X-Forwarded-For`/`Forwarded` with this hop added. Framing headers
-/// and `grpc-` names never do, whatever the config says; a `-bin` value must be base64.
-fn metadata(headers: &HeaderMap, options: &RestOptions, peer: &Peer) -> Result<HeaderMap, GatewayError> {
-    let mut out = HeaderMap::new();
-    for name in &options.forward_headers {
-        for value in headers.get_all(name) {
-            if super::metadata::check(name, value)? {
-                out.append(name.clone(), value.clone());
-            }
-        }
-    }
-    for (name, value) in headers {
-        let Some(stripped) = name.as_str().strip_prefix(options.metadata_header_prefix.as_str()) else { continue };
-        let Ok(name) = HeaderName::from_bytes(stripped.as_bytes()) else { continue };
-        if super::metadata::check(&name, value)? {
-            out.append(name, value.clone());
-        }
-    }
-    super::metadata::add_forwarded(headers, &mut out, peer);
-    Ok(out)
 }

@@ -12,12 +12,12 @@ use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage};
 use tonic::{Code, Status};
 
 use super::error::{error_response, status_json};
-use super::offload;
 use super::routes::Route;
 use super::stream::Progress;
 use crate::call::{Body, Reply};
 use crate::config::{RestOptions, StreamFormat};
 use crate::error::{GatewayError, Origin};
+use crate::frontends::offload;
 use crate::frontends::{BoxError, ResponseBody};
 use crate::transcode::framing::Deframer;
 use crate::transcode::json;

@@ -13,10 +13,11 @@ use http_body::Frame;
 use hyper::body::Incoming;
 use tonic::Code;
 
+use super::request;
 use super::routes::Route;
-use super::{offload, request};
 use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};
+use crate::frontends::offload;
 use crate::transcode::framing;
 use crate::transcode::ndjson::Lines;
 

@@ -24,13 +24,13 @@ fn permits() -> Arc<Semaphore> {
 }
 
 /// True for work big enough to go off the worker.
-pub(super) fn is_big(size: usize) -> bool {
+pub(crate) fn is_big(size: usize) -> bool {
     size >= THRESHOLD
 }
 
 /// Runs `work` on the blocking pool. Fails only if `work` panicked there. Callers run small work
 /// in place, without the copies moving it to another thread needs.
-pub(super) async fn run<T, F>(work: F) -> Result<T, GatewayError>
+pub(crate) async fn run<T, F>(work: F) -> Result<T, GatewayError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,

@@ -1,0 +1,52 @@
+//! A gRPC status as JSON: `google.rpc.Status` (`{"code", "message", "details"}`), the error body
+//! of the REST frontend and the final status frame of the WebSocket frontend.
+
+use prost::Message;
+
+/// `google.rpc.Status` as carried in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// The JSON body of an error: `{"code", "message", "details"}`. Details are rendered as the
+/// Any JSON mapping when their type is in `pool`, else as `{"@type", "value": <base64>}`.
+pub fn status_json(status: &tonic::Status, pool: Option<&prost_reflect::DescriptorPool>) -> Vec<u8> {
+    let details: Vec<serde_json::Value> = RpcStatus::decode(status.details())
+        .map(|s| s.details)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|any| detail_json(&any, pool))
+        .collect();
+    /// Field order as in google.rpc.Status.
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        code: i32,
+        message: &'a str,
+        details: Vec<serde_json::Value>,
+    }
+    let body = Body { code: status.code() as i32, message: status.message(), details };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn detail_json(any: &prost_types::Any, pool: Option<&prost_reflect::DescriptorPool>) -> serde_json::Value {
+    let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
+    let known = pool.and_then(|p| p.get_message_by_name(type_name));
+    if let Some(descriptor) = known {
+        let message = prost_reflect::DynamicMessage::decode(descriptor, any.value.as_slice()).ok();
+        // A detail nesting Anys without bound would overflow the stack when written: base64 then.
+        if let Some(message) = message.filter(|m| super::json::check_nesting(m).is_ok()) {
+            if let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(&message) {
+                fields.insert("@type".into(), any.type_url.clone().into());
+                return serde_json::Value::Object(fields);
+            }
+        }
+    }
+    use base64::Engine;
+    serde_json::json!({ "@type": any.type_url, "value": base64::engine::general_purpose::STANDARD.encode(&any.value) })
+}
