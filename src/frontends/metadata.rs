@@ -82,6 +82,30 @@ pub(crate) fn add_forwarded(headers: &HeaderMap, out: &mut HeaderMap, peer: &Pee
     }
 }
 
+/// The request headers that become gRPC metadata, as `rest:` configures them for REST and
+/// WebSocket alike: the forwarded ones, those with the metadata prefix (without it), and
+/// `X-Forwarded-For`/`Forwarded` with this hop added. Framing headers and `grpc-` names never do,
+/// whatever the config says; a `-bin` value must be base64.
+pub(crate) fn from_headers(headers: &HeaderMap, options: &RestOptions, peer: &Peer) -> Result<HeaderMap, GatewayError> {
+    let mut out = HeaderMap::new();
+    for name in &options.forward_headers {
+        for value in headers.get_all(name) {
+            if check(name, value)? {
+                out.append(name.clone(), value.clone());
+            }
+        }
+    }
+    for (name, value) in headers {
+        let Some(stripped) = name.as_str().strip_prefix(options.metadata_header_prefix.as_str()) else { continue };
+        let Ok(name) = HeaderName::from_bytes(stripped.as_bytes()) else { continue };
+        if check(&name, value)? {
+            out.append(name, value.clone());
+        }
+    }
+    add_forwarded(headers, &mut out, peer);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,28 +146,4 @@ mod tests {
             assert!(check(&name, &HeaderValue::from_static(bad)).is_err(), "{bad}");
         }
     }
-}
-
-/// The request headers that become gRPC metadata, as `rest:` configures them for REST and
-/// WebSocket alike: the forwarded ones, those with the metadata prefix (without it), and
-/// `X-Forwarded-For`/`Forwarded` with this hop added. Framing headers and `grpc-` names never do,
-/// whatever the config says; a `-bin` value must be base64.
-pub(crate) fn from_headers(headers: &HeaderMap, options: &RestOptions, peer: &Peer) -> Result<HeaderMap, GatewayError> {
-    let mut out = HeaderMap::new();
-    for name in &options.forward_headers {
-        for value in headers.get_all(name) {
-            if check(name, value)? {
-                out.append(name.clone(), value.clone());
-            }
-        }
-    }
-    for (name, value) in headers {
-        let Some(stripped) = name.as_str().strip_prefix(options.metadata_header_prefix.as_str()) else { continue };
-        let Ok(name) = HeaderName::from_bytes(stripped.as_bytes()) else { continue };
-        if check(&name, value)? {
-            out.append(name, value.clone());
-        }
-    }
-    add_forwarded(headers, &mut out, peer);
-    Ok(out)
 }

@@ -50,3 +50,36 @@ fn detail_json(any: &prost_types::Any, pool: Option<&prost_reflect::DescriptorPo
     use base64::Engine;
     serde_json::json!({ "@type": any.type_url, "value": base64::engine::general_purpose::STANDARD.encode(&any.value) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn a_detail_nesting_anys_without_bound_is_sent_as_base64() {
+        let mut any = prost_types::Any { type_url: "type.googleapis.com/google.protobuf.Empty".into(), value: vec![] };
+        for _ in 0..3000 {
+            let value = any.encode_to_vec();
+            any = prost_types::Any { type_url: "type.googleapis.com/google.protobuf.Any".into(), value };
+        }
+        let rpc = RpcStatus { code: 13, message: "deep".into(), details: vec![any] };
+        let status = tonic::Status::with_details(Code::Internal, "deep", rpc.encode_to_vec().into());
+        let pool = prost_reflect::DescriptorPool::global();
+        let json: serde_json::Value = serde_json::from_slice(&status_json(&status, Some(&pool))).expect("json");
+        assert_eq!(json["details"][0]["@type"], "type.googleapis.com/google.protobuf.Any");
+        assert!(json["details"][0]["value"].is_string(), "as base64, not opened: {json}");
+    }
+
+    #[test]
+    fn details_travel_as_any_json() {
+        let detail = prost_types::Any { type_url: "type.googleapis.com/example.Unknown".into(), value: vec![1, 2, 3] };
+        let rpc = RpcStatus { code: 5, message: "gone".into(), details: vec![detail] };
+        let status = tonic::Status::with_details(Code::NotFound, "gone", rpc.encode_to_vec().into());
+        let json: serde_json::Value = serde_json::from_slice(&status_json(&status, None)).expect("json");
+        assert_eq!(json["code"], 5);
+        assert_eq!(json["message"], "gone");
+        assert_eq!(json["details"][0]["@type"], "type.googleapis.com/example.Unknown");
+        assert_eq!(json["details"][0]["value"], "AQID");
+    }
+}
