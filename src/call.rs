@@ -14,9 +14,11 @@ use http::header::{self, HeaderName};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::Instant;
+use tonic::Status;
 
 use crate::catalog::MethodRoute;
 use crate::error::GatewayError;
+use crate::transcode::framing::Deframer;
 
 /// A stream of gRPC-framed messages; trailers carry the status.
 pub type Body = UnsyncBoxBody<Bytes, GatewayError>;
@@ -26,6 +28,7 @@ pub type Body = UnsyncBoxBody<Bytes, GatewayError>;
 pub enum Protocol {
     Grpc,
     Rest,
+    WebSocket,
 }
 
 impl Protocol {
@@ -33,6 +36,7 @@ impl Protocol {
         match self {
             Protocol::Grpc => "grpc",
             Protocol::Rest => "rest",
+            Protocol::WebSocket => "websocket",
         }
     }
 }
@@ -118,5 +122,45 @@ impl Reply {
             .with_trailers(std::future::ready(Some(Ok(trailers))))
             .boxed_unsync();
         Reply { metadata: headers, body, early_status }
+    }
+}
+
+/// Status of a finished call from its trailers.
+fn trailer_status(trailers: &HeaderMap) -> Status {
+    Status::from_header_map(trailers).unwrap_or_else(|| Status::internal("the backend ended the call without a status"))
+}
+
+/// What comes next in a reply.
+pub enum Next {
+    Message(Bytes),
+    End(Status, HeaderMap),
+}
+
+/// Reads a reply until a whole message is buffered or the call ends. The status of a reply that
+/// breaks off or ends without one is INTERNAL, saying why.
+pub async fn next(body: &mut Body, deframer: &mut Deframer) -> Next {
+    loop {
+        match deframer.next_message() {
+            Ok(Some(message)) => return Next::Message(message),
+            Ok(None) => {}
+            Err(e) => return Next::End(Status::internal(format!("the backend's response: {e}")), HeaderMap::new()),
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => deframer.push(data),
+                Err(frame) => {
+                    let trailers = frame.into_trailers().unwrap_or_default();
+                    return Next::End(trailer_status(&trailers), trailers);
+                }
+            },
+            Some(Err(e)) => return Next::End(e.to_status(), HeaderMap::new()),
+            None => {
+                let status = match deframer.finish() {
+                    Ok(()) => Status::internal("the backend ended the call without a status"),
+                    Err(e) => Status::internal(e.to_string()),
+                };
+                return Next::End(status, HeaderMap::new());
+            }
+        }
     }
 }

@@ -19,6 +19,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::frontends::grpc::GrpcFrontend;
 use crate::frontends::rest::{self, RestFrontend};
+use crate::frontends::websocket::WebSocketFrontend;
 use crate::stack;
 use crate::upstream::Upstream;
 
@@ -54,6 +55,7 @@ impl Snapshot {
 pub struct Worker {
     pub grpc: GrpcFrontend,
     pub rest: RestFrontend,
+    pub websocket: WebSocketFrontend,
 }
 
 /// The outcome of the latest reloads, for whoever wants to follow them (tests, an admin API).
@@ -118,7 +120,12 @@ impl Gateway {
         let stack = stack::build(Upstream::new(&self.shared.config), self.shared.health_service.clone());
         Worker {
             grpc: GrpcFrontend { stack: stack.clone(), max_message_size: self.shared.config.server.max_message_size },
-            rest: RestFrontend { stack, options: self.shared.config.rest.clone() },
+            rest: RestFrontend { stack: stack.clone(), options: self.shared.config.rest.clone() },
+            websocket: WebSocketFrontend {
+                stack,
+                options: self.shared.config.websocket.clone(),
+                rest: self.shared.config.rest.clone(),
+            },
         }
     }
 

@@ -30,10 +30,10 @@ use tokio::time::Instant;
 
 use crate::call::Protocol;
 use crate::config::ServerLimits;
-use crate::frontends::{Peer, ResponseBody, grpc, rest};
+use crate::frontends::{Peer, ResponseBody, grpc, rest, websocket};
 use crate::gateway::{Gateway, Worker};
 use crate::observe::access_log;
-use admission::{Activity, Admission, Tracked};
+use admission::{Activity, Admission, CallGuard, Tracked};
 
 /// Serves on `listener` with `workers` threads (0: one per core) until `shutdown` resolves, then
 /// drains open connections.
@@ -135,29 +135,30 @@ async fn run_worker(
             admission,
             activity: Arc::new(Activity::default()),
             peer: Peer::new(address),
+            _permit: permit,
+            stopping: stopping.clone(),
+            tasks: connections.clone(),
         });
         let service = {
             let connection = connection.clone();
             hyper::service::service_fn(move |request| {
                 let connection = connection.clone();
                 async move {
-                    let guard = connection.admission.call(&connection.activity);
-                    let response = match &guard {
-                        Some(_) => connection.route(request).await,
-                        None => overloaded(&request, &connection.peer),
+                    let response = match connection.admission.call(&connection.activity) {
+                        Some(guard) => connection.route(request, guard).await,
+                        None => overloaded(&request, &connection.peer).map(|body| Tracked::new(body, None)),
                     };
-                    Ok::<_, std::convert::Infallible>(response.map(|body| Tracked::new(body, guard)))
+                    Ok::<_, std::convert::Infallible>(response)
                 }
             })
         };
         let (builder, limits, mut stopping) = (builder.clone(), limits.clone(), stopping.clone());
         connections.spawn(async move {
-            let _permit = permit;
             let peer = connection.peer.address;
             let Some(stream) = preface::read(stream, limits.header_read_timeout).await else {
                 return tracing::debug!(%peer, "closed: nothing sent within header_read_timeout");
             };
-            let served = builder.serve_connection(TokioIo::new(stream), service);
+            let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(served);
             // Closed gracefully (GOAWAY, or `Connection: close` once the response in flight is
             // sent) when the gateway stops, when no request starts within header_read_timeout of
@@ -201,23 +202,62 @@ async fn run_worker(
     let _ = tokio::time::timeout(limits.drain_timeout, connections.wait()).await;
 }
 
-/// One client connection, as its requests see it.
+/// One client connection, as its requests see it. A WebSocket holds it for as long as it is open,
+/// and with it the connection's place under `max_connections`.
 struct Connection {
     gateway: Gateway,
     worker: Arc<Worker>,
     admission: &'static Admission,
     activity: Arc<Activity>,
     peer: Peer,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    stopping: watch::Receiver<bool>,
+    /// The worker's tasks: connections, and the WebSockets that outlive their connection's
+    /// HTTP exchange.
+    tasks: tokio_util::task::TaskTracker,
+}
+
+/// The frontend a request is for.
+enum Frontend {
+    /// gRPC over HTTP/2, told apart by its content type.
+    Grpc,
+    /// `Upgrade: websocket`.
+    WebSocket,
+    /// Everything else.
+    Rest,
+}
+
+impl Frontend {
+    fn of<B>(request: &Request<B>) -> Self {
+        if grpc::is_grpc(request) {
+            Frontend::Grpc
+        } else if websocket::is_upgrade(request) {
+            Frontend::WebSocket
+        } else {
+            Frontend::Rest
+        }
+    }
 }
 
 impl Connection {
-    async fn route(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+    /// Serves a request counted in by `guard`, which is held until its response ends (or, for a
+    /// WebSocket, until the socket closes).
+    async fn route(self: &Arc<Self>, request: Request<Incoming>, guard: CallGuard) -> Response<Tracked<ResponseBody>> {
         let snapshot = self.gateway.snapshot();
-        // gRPC over HTTP/2 is told apart by its content type; everything else is REST.
-        if grpc::is_grpc(&request) {
-            return self.worker.grpc.serve(request, &snapshot.catalog, &self.peer).await;
-        }
-        self.worker.rest.serve(request, &snapshot.rest, &self.peer).await
+        let response = match Frontend::of(&request) {
+            Frontend::Grpc => self.worker.grpc.serve(request, &snapshot.catalog, &self.peer).await,
+            Frontend::Rest => self.worker.rest.serve(request, &snapshot.rest, &self.peer).await,
+            Frontend::WebSocket => {
+                let lease = websocket::Lease {
+                    hold: Box::new((guard, self.clone())),
+                    stopping: self.stopping.clone(),
+                    tasks: self.tasks.clone(),
+                };
+                let response = self.worker.websocket.serve(request, &self.gateway, &self.peer, lease).await;
+                return response.map(|body| Tracked::new(body, None));
+            }
+        };
+        response.map(|body| Tracked::new(body, Some(guard)))
     }
 }
 

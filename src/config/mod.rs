@@ -14,9 +14,11 @@ use serde::Deserialize;
 mod rest;
 mod server;
 mod tls;
+mod websocket;
 
 pub use rest::{CorsFile, PathBodyConflict, RestFile, RestOptions, StreamFormat};
 pub use server::ServerLimits;
+pub use websocket::{AllowedOrigins, WebSocketFile, WebSocketOptions};
 
 /// The configuration file as written.
 #[derive(Debug, Deserialize)]
@@ -44,6 +46,9 @@ pub struct FileConfig {
     /// The REST/JSON frontend.
     #[serde(default)]
     pub rest: RestFile,
+    /// The WebSocket frontend.
+    #[serde(default)]
+    pub websocket: WebSocketFile,
     /// Which backends serve which services. The most specific `match` wins: an exact service name
     /// before a pattern, a longer pattern before a shorter one.
     #[serde(default)]
@@ -108,6 +113,7 @@ pub struct Config {
     pub workers: usize,
     pub server: Arc<ServerLimits>,
     pub rest: Arc<RestOptions>,
+    pub websocket: Arc<WebSocketOptions>,
     pub descriptors: Vec<PathBuf>,
     pub proto_include: Vec<PathBuf>,
     pub watch: bool,
@@ -228,11 +234,13 @@ impl Config {
             .collect::<Result<_, _>>()?;
         file.server.validate()?;
         let rest = Arc::new(RestOptions::from_file(file.rest, &file.server)?);
+        let websocket = Arc::new(WebSocketOptions::from_file(file.websocket, &file.server)?);
         Ok(Config {
             listen,
             workers: file.workers,
             server: Arc::new(file.server),
             rest,
+            websocket,
             descriptors: file.descriptors.into_iter().map(resolve).collect(),
             proto_include: file.proto_include.into_iter().map(resolve).collect(),
             watch: file.watch,

@@ -31,6 +31,19 @@ pub fn encode<M: prost::Message>(message: &M, limit: u32) -> Result<Bytes, Frami
     Ok(out.freeze())
 }
 
+/// Frames a message that is already encoded (a protobuf message as a client sent it).
+pub fn frame_encoded(message: &[u8], limit: u32) -> Result<Bytes, FramingError> {
+    let size = u32::try_from(message.len()).unwrap_or(u32::MAX);
+    if message.len() > limit as usize {
+        return Err(FramingError::TooLarge { size, limit });
+    }
+    let mut out = BytesMut::with_capacity(5 + message.len());
+    out.put_u8(0);
+    out.put_u32(size);
+    out.put_slice(message);
+    Ok(out.freeze())
+}
+
 /// Splits a byte stream into messages, whatever the chunking. A length prefix over the limit is
 /// an error before any of that message is buffered.
 #[derive(Debug)]

@@ -19,7 +19,7 @@ mod body;
 mod cors;
 pub mod error;
 pub mod openapi;
-mod request;
+pub(crate) mod request;
 mod response;
 pub mod routes;
 mod stream;
@@ -306,7 +306,7 @@ fn unsupported_media_type(content_type: Option<&str>) -> Refusal {
 }
 
 /// The call's deadline: `grpc-timeout`, else the configured milliseconds header.
-fn deadline(headers: &HeaderMap, options: &RestOptions) -> Result<Option<Duration>, GatewayError> {
+pub(crate) fn deadline(headers: &HeaderMap, options: &RestOptions) -> Result<Option<Duration>, GatewayError> {
     if let Some(timeout) = super::grpc_timeout(headers)? {
         return Ok(Some(timeout));
     }

@@ -105,7 +105,7 @@ fn bind_options(options: &RestOptions) -> BindOptions {
 }
 
 /// Path variables; they win over the body unless the config says a conflict is an error.
-pub(super) fn bind_path(
+pub(crate) fn bind_path(
     message: &mut DynamicMessage,
     route: &Route,
     bound: &[(usize, String)],
@@ -234,7 +234,7 @@ fn overlaps(a: &[String], b: &[String]) -> bool {
 
 /// One message of a streamed request body (a line of NDJSON): the body is the whole message,
 /// path variables apply to each.
-pub(super) fn stream_message(
+pub(crate) fn stream_message(
     route: &Route,
     bound: &[(usize, String)],
     line: &[u8],

@@ -14,51 +14,13 @@ use tonic::{Code, Status};
 use super::error::{error_response, status_json};
 use super::routes::Route;
 use super::stream::Progress;
-use crate::call::{Body, Reply};
+use crate::call::{Body, Next, Reply, next};
 use crate::config::{RestOptions, StreamFormat};
 use crate::error::{GatewayError, Origin};
 use crate::frontends::offload;
 use crate::frontends::{BoxError, ResponseBody};
 use crate::transcode::framing::Deframer;
 use crate::transcode::json;
-
-/// Status of a finished call from its trailers.
-fn trailer_status(trailers: &HeaderMap) -> Status {
-    Status::from_header_map(trailers).unwrap_or_else(|| Status::internal("the backend ended the call without a status"))
-}
-
-/// Reads the reply until a whole message is buffered or the call ends.
-enum Next {
-    Message(Bytes),
-    End(Status, HeaderMap),
-}
-
-async fn next(body: &mut Body, deframer: &mut Deframer) -> Next {
-    loop {
-        match deframer.next_message() {
-            Ok(Some(message)) => return Next::Message(message),
-            Ok(None) => {}
-            Err(e) => return Next::End(Status::internal(format!("the backend's response: {e}")), HeaderMap::new()),
-        }
-        match body.frame().await {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => deframer.push(data),
-                Err(frame) => {
-                    let trailers = frame.into_trailers().unwrap_or_default();
-                    return Next::End(trailer_status(&trailers), trailers);
-                }
-            },
-            Some(Err(e)) => return Next::End(e.to_status(), HeaderMap::new()),
-            None => {
-                let status = match deframer.finish() {
-                    Ok(()) => Status::internal("the backend ended the call without a status"),
-                    Err(e) => Status::internal(e.to_string()),
-                };
-                return Next::End(status, HeaderMap::new());
-            }
-        }
-    }
-}
 
 /// A unary reply: the one message as JSON (or HttpBody bytes), or the status as a JSON error.
 pub(super) async fn unary(

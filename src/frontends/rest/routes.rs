@@ -29,6 +29,9 @@ use crate::catalog::{Catalog, MethodRoute};
 use crate::transcode::http_rule::{self, Binding, BodyTarget};
 use crate::transcode::template::Template;
 
+/// Path variables bound by a template: field-path index and the matched text.
+pub type Bound = Vec<(usize, String)>;
+
 /// One binding of one method.
 #[derive(Debug)]
 pub struct Route {
@@ -183,6 +186,22 @@ impl Routes {
         }
         let allowed = self.methods_except(Some(method), path);
         if allowed.is_empty() { Found::NotFound } else { Found::MethodNotAllowed(allowed) }
+    }
+
+    /// The route a WebSocket opened at `path` calls, whatever HTTP method its binding names (a
+    /// WebSocket always opens with GET): the method's gRPC path first, then its `google.api.http`
+    /// templates — GET's, then the other methods' in the order of their names.
+    pub fn find_any(&self, path: &str) -> Option<(&Arc<Route>, Bound)> {
+        if let Some(route) = self.by_grpc_path.get(path) {
+            return Some((route, Vec::new()));
+        }
+        let verb = self.verb_of(path);
+        let mut methods: Vec<&Method> = self.by_method.keys().collect();
+        methods.sort_by_key(|m| (**m != Method::GET, m.as_str()));
+        methods.into_iter().flat_map(|m| &self.by_method[m]).find_map(|route| {
+            let bound = matches(&route.binding.template, verb, path)?;
+            Some((route, bound))
+        })
     }
 
     /// Every annotated route, for the OpenAPI document.

@@ -1,0 +1,305 @@
+//! The multiplexed socket: many calls on one socket, each message a JSON envelope with the call's
+//! id (README, "Many calls on one socket").
+//!
+//! The client sends `{"id", "call": "/pkg.Service/Method", "metadata"?, "timeout_ms"?,
+//! "message"?, "end"?}` to start a call, `{"id", "message"}` for each further message,
+//! `{"id", "end": true}` to half-close and `{"id", "cancel": true}` to cancel. The gateway answers
+//! with the single socket's `headers`, `result` and `status` frames, each with the call's `id`.
+//! A call's status is its last frame; the socket stays open for the next calls.
+//!
+//! Each call runs as a task of its own: a slow reply pump holds back only its own call. Requests
+//! are passed on in the order they arrive: the reader waits while a call's backend is not taking
+//! its messages, so a backend that stops reading holds back the requests of every call on the
+//! socket (head-of-line), never the gateway's memory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, Id, JoinSet};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tonic::Status;
+
+use super::WebSocketFrontend;
+use super::exchange::{self, Requests, Start};
+use super::frames::{self, Replies};
+use super::socket::{self, Clocks, Socket};
+use crate::gateway::Gateway;
+
+/// Everything a multiplexed socket needs.
+pub(super) struct Session {
+    pub frontend: WebSocketFrontend,
+    pub gateway: Gateway,
+    /// Metadata from the upgrade request, which every call on the socket carries.
+    pub metadata: HeaderMap,
+    pub peer: SocketAddr,
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// One frame from the client.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    id: &'a RawValue,
+    call: Option<String>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+    timeout_ms: Option<u64>,
+    #[serde(borrow)]
+    message: Option<&'a RawValue>,
+    #[serde(default)]
+    end: bool,
+    #[serde(default)]
+    cancel: bool,
+}
+
+/// A call in progress, as the socket's reader sees it.
+struct Open {
+    /// Where its messages go; `None` once the client has ended its side.
+    requests: Option<Requests>,
+    one_message: bool,
+    frames: Arc<frames::Requests>,
+    /// Its task: to stop it, and to tell it from a newer call with the same id.
+    task: AbortHandle,
+    pool: prost_reflect::DescriptorPool,
+}
+
+/// The socket's calls and the tasks that pump their replies.
+struct Calls {
+    open: HashMap<Arc<str>, Open>,
+    tasks: JoinSet<(Status, HeaderMap)>,
+    /// Task ids to call ids, for the tasks still running.
+    ids: HashMap<Id, Arc<str>>,
+}
+
+pub(super) async fn run(socket: Socket, session: Session) {
+    let (sink, mut stream) = socket.split();
+    let (queue, outgoing) = mpsc::channel(socket::QUEUE);
+    let clocks = Arc::new(Clocks::new());
+    let mux = Mux { session, queue, clocks };
+    let reader = &mut stream;
+    // Owns the queue's senders (the calls' are dropped with them): when the socket is done, the
+    // writer sees the queue close and stops.
+    let serve = async move { mux.serve(reader).await };
+    let ((), closing) = tokio::join!(socket::write(sink, outgoing), serve);
+    if closing {
+        socket::await_close(&mut stream).await;
+    }
+}
+
+struct Mux {
+    session: Session,
+    queue: mpsc::Sender<Message>,
+    clocks: Arc<Clocks>,
+}
+
+impl Mux {
+    /// Runs the socket until the client leaves (false) or the gateway closes it (true).
+    async fn serve(self, stream: &mut futures_util::stream::SplitStream<Socket>) -> bool {
+        let options = self.session.frontend.options.clone();
+        let mut stopping = self.session.stopping.clone();
+        let mut calls = Calls { open: HashMap::new(), tasks: JoinSet::new(), ids: HashMap::new() };
+        let keepalive = self.clocks.keepalive(&self.queue, options.ping_interval);
+        tokio::pin!(keepalive);
+        let mut idle = Box::pin(self.clocks.idle(options.idle_timeout));
+        loop {
+            self.clocks.reading();
+            tokio::select! {
+                frame = stream.next() => {
+                    let frame = match frame {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(WsError::Capacity(e))) => {
+                            let why = format!("{e} (websocket.max_message_size is {})", options.max_message_size);
+                            return self.close(&mut calls, CloseCode::Size, &why).await;
+                        }
+                        Some(Err(_)) | None => return false,
+                    };
+                    match frame {
+                        Message::Text(text) => self.envelope(&mut calls, text.as_str()).await,
+                        Message::Binary(_) => {
+                            let why = "the multiplexed socket takes JSON envelopes in text frames";
+                            self.send(frames::status(None, &Status::invalid_argument(why), &HeaderMap::new(), None)).await;
+                        }
+                        Message::Close(_) => return false,
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                }
+                Some(joined) = calls.tasks.join_next_with_id(), if !calls.tasks.is_empty() => {
+                    // An aborted task's call has had its status already.
+                    let Ok((task, (status, trailers))) = joined else { continue };
+                    let Some(id) = calls.ids.remove(&task) else { continue };
+                    if let Some(open) = calls.open.remove(&id) {
+                        self.send(frames::status(Some(&id), &status, &trailers, Some(&open.pool))).await;
+                    }
+                }
+                () = &mut keepalive => return false,
+                () = &mut idle => {
+                    if calls.open.is_empty() {
+                        let why = format!("no call for {:?} (websocket.idle_timeout)", options.idle_timeout);
+                        return self.close(&mut calls, CloseCode::Normal, &why).await;
+                    }
+                    idle = Box::pin(self.clocks.idle(options.idle_timeout));
+                }
+                () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                    return self.close(&mut calls, CloseCode::Away, "the gateway is shutting down").await;
+                }
+            }
+        }
+    }
+
+    /// Ends every open call with UNAVAILABLE and closes the socket.
+    async fn close(&self, calls: &mut Calls, code: CloseCode, why: &str) -> bool {
+        calls.tasks.abort_all();
+        for (id, open) in calls.open.drain() {
+            let status = Status::unavailable(format!("the socket is closing: {why}"));
+            self.send(frames::status(Some(&id), &status, &HeaderMap::new(), Some(&open.pool))).await;
+        }
+        self.send(frames::close_with(code, why)).await;
+        true
+    }
+
+    async fn send(&self, frame: Message) {
+        let _ = self.queue.send(frame).await;
+    }
+
+    /// Ends one call with `status`: its task is stopped and its status sent.
+    async fn end(&self, calls: &mut Calls, id: &Arc<str>, status: Status) {
+        let pool = calls.open.remove(id).map(|open| {
+            open.task.abort();
+            calls.ids.remove(&open.task.id());
+            open.pool
+        });
+        self.send(frames::status(Some(id), &status, &HeaderMap::new(), pool.as_ref())).await;
+    }
+
+    /// Acts on one envelope. A frame that is not one answers with a status without an id.
+    async fn envelope(&self, calls: &mut Calls, text: &str) {
+        let envelope: Envelope = match serde_json::from_str(text) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                let status = Status::invalid_argument(format!("not an envelope: {e}"));
+                return self.send(frames::status(None, &status, &HeaderMap::new(), None)).await;
+            }
+        };
+        let id_text = envelope.id.get();
+        if !(id_text.starts_with('"') || id_text.starts_with(|c: char| c == '-' || c.is_ascii_digit())) {
+            let status = Status::invalid_argument("an envelope's id is a string or a number");
+            return self.send(frames::status(None, &status, &HeaderMap::new(), None)).await;
+        }
+        let id: Arc<str> = Arc::from(id_text);
+        if envelope.cancel {
+            if calls.open.contains_key(&id) {
+                self.end(calls, &id, Status::cancelled("cancelled by the client")).await;
+            }
+            return;
+        }
+        if let Some(method) = &envelope.call {
+            if calls.open.contains_key(&id) {
+                let why = format!("call id {id} is already in use; the call that had it is ended");
+                return self.end(calls, &id, Status::invalid_argument(why)).await;
+            }
+            if calls.open.len() >= self.session.frontend.options.max_calls_per_socket {
+                let why = format!(
+                    "this socket has {} calls open, its limit (websocket.max_calls_per_socket)",
+                    calls.open.len()
+                );
+                let status = Status::resource_exhausted(why);
+                return self.send(frames::status(Some(&id), &status, &HeaderMap::new(), None)).await;
+            }
+            if let Err(status) = self.start(calls, &id, method, &envelope) {
+                return self.send(frames::status(Some(&id), &status, &HeaderMap::new(), None)).await;
+            }
+        } else if !calls.open.contains_key(&id) {
+            // A call that has ended (its status may be on its way) takes nothing more.
+            return;
+        }
+        if let Some(message) = envelope.message
+            && let Err(status) = self.pass(calls, &id, message.get()).await
+        {
+            return self.end(calls, &id, status).await;
+        }
+        if envelope.end
+            && let Some(open) = calls.open.get_mut(&id)
+        {
+            open.requests = None;
+        }
+    }
+
+    /// Starts the call an envelope asks for.
+    fn start(&self, calls: &mut Calls, id: &Arc<str>, method: &str, envelope: &Envelope<'_>) -> Result<(), Status> {
+        let frontend = &self.session.frontend;
+        let snapshot = self.session.gateway.snapshot();
+        let Some((route, bound)) = snapshot.rest.routes.find_any(method) else {
+            return Err(Status::unimplemented(format!("unknown method {method}")));
+        };
+        let mut metadata = self.session.metadata.clone();
+        for (name, value) in &envelope.metadata {
+            let bad = |what: &str| Status::invalid_argument(format!("metadata {name:?}: {what}"));
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("not a metadata name"))?;
+            let value = HeaderValue::from_str(value).map_err(|_| bad("not a metadata value"))?;
+            if crate::frontends::metadata::check(&name, &value).map_err(|e| e.to_status())? {
+                metadata.append(name, value);
+            }
+        }
+        let descriptor = &route.method.descriptor;
+        let start = Start {
+            stack: frontend.stack.clone(),
+            method: route.method.clone(),
+            metadata,
+            deadline: envelope.timeout_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms)),
+            peer: self.session.peer,
+        };
+        let replies = Arc::new(Replies {
+            output: descriptor.output(),
+            holds_any: route.reply_holds_any,
+            print: frontend.rest.print,
+            proto: false,
+        });
+        let max = frontend.options.max_message_size;
+        let (requests, pump) =
+            exchange::start(start, replies, Some(id.clone()), self.queue.clone(), self.clocks.clone(), max);
+        let task = calls.tasks.spawn(pump);
+        calls.ids.insert(task.id(), id.clone());
+        let open = Open {
+            requests: Some(requests),
+            one_message: !descriptor.is_client_streaming(),
+            frames: Arc::new(frames::Requests { route: route.clone(), bound, rest: frontend.rest.clone() }),
+            task,
+            pool: descriptor.parent_pool().clone(),
+        };
+        calls.open.insert(id.clone(), open);
+        Ok(())
+    }
+
+    /// Passes one message to its call, waiting while the call's backend is not taking them.
+    async fn pass(&self, calls: &mut Calls, id: &Arc<str>, message: &str) -> Result<(), Status> {
+        let Some(open) = calls.open.get_mut(id) else { return Ok(()) };
+        let Some(requests) = open.requests.clone() else {
+            let why = if open.one_message {
+                "this method takes one request message; the call was sent another"
+            } else {
+                "a message came after the call's end"
+            };
+            return Err(Status::invalid_argument(why));
+        };
+        let framed: Bytes =
+            open.frames.json(Bytes::copy_from_slice(message.as_bytes())).await.map_err(|e| e.to_status())?;
+        if open.one_message {
+            open.requests = None;
+        }
+        self.clocks.message();
+        self.clocks.paused();
+        // A call whose backend has answered no longer reads: the message is dropped.
+        let _ = requests.send(Ok(framed)).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,116 @@
+//! What every socket needs whatever it carries: one writer behind a bounded queue, pings, and the
+//! clocks of the keep-alive and the idle timeout.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Frames waiting for the writer. Small: a client that reads slowly holds back whoever writes
+/// (a call's reply pump, and so its backend through HTTP/2 flow control) instead of letting
+/// frames pile up here.
+pub(super) const QUEUE: usize = 4;
+
+/// Writes queued frames until the queue closes or a close frame is written. Frames already
+/// queued are written together, then flushed once.
+pub(super) async fn write(mut sink: SplitSink<Socket, Message>, mut queue: mpsc::Receiver<Message>) {
+    while let Some(first) = queue.recv().await {
+        let mut closing = matches!(first, Message::Close(_));
+        if sink.feed(first).await.is_err() {
+            return;
+        }
+        while !closing {
+            let Ok(next) = queue.try_recv() else { break };
+            closing = matches!(next, Message::Close(_));
+            if sink.feed(next).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() || closing {
+            return;
+        }
+    }
+}
+
+/// After its close frame went out, a socket waits this long for the client's, as RFC 6455 asks
+/// (the server closes the TCP connection once the client has answered), then drops it.
+pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads and drops whatever comes until the client's close frame (or the end of the connection),
+/// at most [`CLOSE_WAIT`].
+pub(super) async fn await_close(stream: &mut futures_util::stream::SplitStream<Socket>) {
+    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
+}
+
+const NOT_READING: u64 = u64::MAX;
+
+/// When the client was last heard from and when a message last passed either way.
+pub(super) struct Clocks {
+    start: Instant,
+    /// Milliseconds after `start`: when the reader last started waiting on the socket.
+    reading_since: AtomicU64,
+    /// ...when a message last passed, either way.
+    message: AtomicU64,
+}
+
+impl Clocks {
+    pub(super) fn new() -> Self {
+        Clocks { start: Instant::now(), reading_since: AtomicU64::new(0), message: AtomicU64::new(0) }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The reader starts waiting for the client's next frame: silence counts from now...
+    pub(super) fn reading(&self) {
+        self.reading_since.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// ...and not while the reader waits for a call to take a message (backpressure), when
+    /// frames, pongs included, stay unread.
+    pub(super) fn paused(&self) {
+        self.reading_since.store(NOT_READING, Ordering::Relaxed);
+    }
+
+    /// A message passed, either way.
+    pub(super) fn message(&self) {
+        self.message.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// Pings the client every `interval`; resolves when it has sent nothing, not even the pong,
+    /// for two intervals of reading.
+    pub(super) async fn keepalive(&self, queue: &mpsc::Sender<Message>, interval: Duration) {
+        let limit = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).saturating_mul(2);
+        loop {
+            tokio::time::sleep(interval).await;
+            let since = self.reading_since.load(Ordering::Relaxed);
+            if since != NOT_READING && self.now().saturating_sub(since) > limit {
+                return;
+            }
+            // A full queue means frames are flowing anyway.
+            let _ = queue.try_send(Message::Ping(bytes::Bytes::new()));
+        }
+    }
+
+    /// Resolves once no message has passed either way for `timeout`.
+    pub(super) async fn idle(&self, timeout: Duration) {
+        loop {
+            let last = self.message.load(Ordering::Relaxed);
+            tokio::time::sleep_until(self.start + Duration::from_millis(last) + timeout).await;
+            if self.message.load(Ordering::Relaxed) == last {
+                return;
+            }
+        }
+    }
+}
