@@ -56,6 +56,7 @@ impl TestGateway {
             backends: Vec::new(),
             rest_yaml: String::new(),
             server_yaml: String::new(),
+            websocket_yaml: String::new(),
             include: false,
         }
     }
@@ -126,6 +127,7 @@ pub struct Builder {
     backends: Vec<(String, String)>,
     rest_yaml: String,
     server_yaml: String,
+    websocket_yaml: String,
     include: bool,
 }
 
@@ -167,6 +169,12 @@ impl Builder {
         self
     }
 
+    /// Lines of the config's `websocket:` section (indented two spaces).
+    pub fn websocket(mut self, yaml: &str) -> Self {
+        self.websocket_yaml.push_str(yaml);
+        self
+    }
+
     /// Leave the demo services without backends.
     pub fn without_demo_rules(mut self) -> Self {
         self.demo_rules = false;
@@ -197,6 +205,9 @@ impl Builder {
         let mut rest = if self.rest_yaml.is_empty() { String::new() } else { format!("rest:\n{}", self.rest_yaml) };
         if !self.server_yaml.is_empty() {
             rest.push_str(&format!("server:\n{}", self.server_yaml));
+        }
+        if !self.websocket_yaml.is_empty() {
+            rest.push_str(&format!("websocket:\n{}", self.websocket_yaml));
         }
         if self.include {
             rest.push_str(&format!("proto_include: [{}]\n", root().join("proto").display()));
