@@ -1,7 +1,7 @@
 //! A real browser as the user: headless Chromium loads a page from another origin, and the page
 //! calls the gateway's REST API with fetch() — CORS preflight, JSON, an error, and a server
 //! stream read line by line as it arrives. A page from an origin the config does not allow is
-//! refused by the browser itself.
+//! refused by the browser itself. A page also drives a bidirectional stream over a WebSocket.
 
 mod support;
 
@@ -131,4 +131,63 @@ async fn a_web_page_on_another_origin_calls_the_api() {
     // The other origin: the browser itself refuses to hand the page the answers.
     let seen = browse(&format!("{foreign_url}/"), &mut foreign_reports).await;
     assert!(seen.contains("Failed to fetch"), "CORS blocked it: {seen}");
+}
+
+/// A page that talks to the demo's bidirectional LiveCart over a WebSocket: two actions, each
+/// answered before the next, then the half-close; it reports the carts, the status and the close.
+fn cart_page(gateway: SocketAddr) -> String {
+    format!(
+        r##"<!doctype html><html><body><ul id="carts"></ul><pre id="out">pending</pre><script>
+const seen = {{carts: [], frames: 0}};
+const ws = new WebSocket("ws://{gateway}/shop.orders.v1.OrderService/LiveCart", ["bearer", "page-token"]);
+const actions = [{{add: {{productId: "p-2", quantity: 2}}}}, {{add: {{productId: "p-3", quantity: 1}}}}];
+ws.onopen = () => {{ seen.protocol = ws.protocol; ws.send(JSON.stringify(actions.shift())); }};
+ws.onmessage = (event) => {{
+  seen.frames++;
+  const frame = JSON.parse(event.data);
+  if (frame.result) {{
+    const li = document.createElement("li");
+    li.textContent = frame.result.revision + ": " + frame.result.items.map(i => i.productId + " x" + i.quantity).join(", ");
+    document.getElementById("carts").appendChild(li);
+    seen.carts.push(li.textContent);
+    if (actions.length) ws.send(JSON.stringify(actions.shift())); else ws.send("");
+  }}
+  if (frame.status) seen.status = frame.status.code;
+}};
+ws.onclose = async (event) => {{
+  seen.close = event.code;
+  seen.rendered = [...document.querySelectorAll("#carts li")].map(li => li.textContent);
+  document.getElementById("out").textContent = JSON.stringify(seen);
+  await fetch("/report", {{method: "POST", body: JSON.stringify(seen)}});
+}};
+</script></body></html>"##
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_drives_a_bidirectional_stream_over_a_websocket() {
+    let allowed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let foreign = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (allowed_url, foreign_url) = (
+        format!("http://{}", allowed.local_addr().expect("address")),
+        format!("http://{}", foreign.local_addr().expect("address")),
+    );
+    let gw = TestGateway::builder().websocket(&format!("  allow_origins: [\"{allowed_url}\"]\n")).start().await;
+    let mut allowed_reports = serve_page(allowed, cart_page(gw.address));
+    let mut foreign_reports = serve_page(foreign, cart_page(gw.address));
+
+    let seen = browse(&format!("{allowed_url}/"), &mut allowed_reports).await;
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap_or_else(|e| panic!("{e}: {seen}"));
+    assert_eq!(seen["protocol"], "bearer", "the browser kept the socket: the gateway echoed its subprotocol");
+    let carts = serde_json::json!(["1: p-2 x2", "2: p-2 x2, p-3 x1"]);
+    assert_eq!(seen["rendered"], carts, "the page rendered each reply: {seen}");
+    assert_eq!(seen["status"], 0, "{seen}");
+    assert_eq!(seen["close"], 1000, "{seen}");
+
+    // A page from an origin the gateway does not allow: the upgrade is refused (403), and the
+    // browser reports an abnormal close.
+    let seen = browse(&format!("{foreign_url}/"), &mut foreign_reports).await;
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap_or_else(|e| panic!("{e}: {seen}"));
+    assert_eq!(seen["close"], 1006, "{seen}");
+    assert_eq!(seen["frames"], 0, "{seen}");
 }
