@@ -514,3 +514,115 @@ async fn the_multiplexed_socket_limits_its_calls() {
     assert_eq!(frame["status"]["code"], 8, "{frame}");
     assert!(frame["status"]["message"].as_str().is_some_and(|m| m.contains("max_calls_per_socket")), "{frame}");
 }
+
+/// An OrderService whose WatchOrder never ends: 1 KiB events as fast as the stream is read,
+/// counted as the backend hands them to its transport.
+struct Endless(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+#[tonic::async_trait]
+impl dragoman::demo::pb::shop::orders::v1::order_service_server::OrderService for Endless {
+    async fn create_order(
+        &self,
+        _: tonic::Request<dragoman::demo::pb::shop::orders::v1::CreateOrderRequest>,
+    ) -> Result<tonic::Response<dragoman::demo::pb::shop::orders::v1::Order>, tonic::Status> {
+        Err(tonic::Status::unimplemented("endless only watches"))
+    }
+    async fn get_order(
+        &self,
+        _: tonic::Request<dragoman::demo::pb::shop::orders::v1::GetOrderRequest>,
+    ) -> Result<tonic::Response<dragoman::demo::pb::shop::orders::v1::Order>, tonic::Status> {
+        Err(tonic::Status::unimplemented("endless only watches"))
+    }
+    type WatchOrderStream = std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<Item = Result<dragoman::demo::pb::shop::orders::v1::OrderEvent, tonic::Status>>
+                + Send,
+        >,
+    >;
+    async fn watch_order(
+        &self,
+        _: tonic::Request<dragoman::demo::pb::shop::orders::v1::WatchOrderRequest>,
+    ) -> Result<tonic::Response<Self::WatchOrderStream>, tonic::Status> {
+        let produced = self.0.clone();
+        let events = futures_util::stream::repeat_with(move || {
+            produced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(dragoman::demo::pb::shop::orders::v1::OrderEvent { order_id: "o".repeat(1024), ..Default::default() })
+        });
+        Ok(tonic::Response::new(Box::pin(events)))
+    }
+    async fn add_line_items(
+        &self,
+        _: tonic::Request<tonic::Streaming<dragoman::demo::pb::shop::orders::v1::AddLineItemRequest>>,
+    ) -> Result<tonic::Response<dragoman::demo::pb::shop::orders::v1::Order>, tonic::Status> {
+        Err(tonic::Status::unimplemented("endless only watches"))
+    }
+    type LiveCartStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<dragoman::demo::pb::shop::orders::v1::Cart, tonic::Status>> + Send>,
+    >;
+    async fn live_cart(
+        &self,
+        _: tonic::Request<tonic::Streaming<dragoman::demo::pb::shop::orders::v1::CartAction>>,
+    ) -> Result<tonic::Response<Self::LiveCartStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("endless only watches"))
+    }
+}
+
+async fn start_endless() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use dragoman::demo::pb::shop::orders::v1::order_service_server::OrderServiceServer;
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(OrderServiceServer::new(Endless(produced.clone())))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (address, produced)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_the_backend_back() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (endless, produced) = start_endless().await;
+    let gw = TestGateway::builder().backend("shop.orders.v1.OrderService", &endless.to_string()).start().await;
+    let mut ws = open(&gw, WATCH_ORDER).await;
+    send(&mut ws, json!({"id": "o-1"})).await;
+    let _headers = json(&mut ws).await;
+    assert!(json(&mut ws).await["result"]["orderId"].is_string());
+    // The client reads no more: the backend must stall once the buffers on the way are full
+    // (HTTP/2 windows, the socket's queue of four frames, the kernel's TCP buffers).
+    let mut last = produced.load(Relaxed);
+    let mut stalled = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = produced.load(Relaxed);
+        if now == last {
+            stalled = true;
+            break;
+        }
+        last = now;
+    }
+    assert!(stalled, "the backend kept producing while nobody read: {last} events");
+    assert!(last < 100_000, "{last} events of 1 KiB went somewhere: more than the buffers on the way hold");
+    // Reading again lets it go on.
+    for _ in 0..(last + 100) {
+        let _ = json(&mut ws).await;
+    }
+    assert!(produced.load(Relaxed) > last, "the stream went on once the client read again");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_is_dropped_and_its_call_cancelled() {
+    let gw = TestGateway::builder().websocket("  ping_interval: 200ms\n").start().await;
+    let watches = gw.backends.shop.watches();
+    let mut ws = open(&gw, WATCH_ORDER).await;
+    send(&mut ws, json!({"id": "o-1", "interval": "60s"})).await;
+    let _headers = json(&mut ws).await;
+    let _first = json(&mut ws).await;
+    // Pings get answered only while the client reads (tungstenite answers as it reads): from
+    // here on it is a client that has gone without closing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*watches.borrow(), 1, "one ping interval on, still there");
+    wait_for(watches, "the silent client is dropped and the backend's stream cancelled", |open| *open == 0).await;
+    drop(ws);
+}

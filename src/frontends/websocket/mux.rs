@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, Id, JoinSet};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::WebSocketFrontend;
@@ -70,6 +71,9 @@ struct Open {
     frames: Arc<frames::Requests>,
     /// Its task: to stop it, and to tell it from a newer call with the same id.
     task: AbortHandle,
+    /// Cancelled when its task ends: a message waiting for room in a call that has ended is
+    /// dropped instead of waiting for ever.
+    ended: CancellationToken,
     pool: prost_reflect::DescriptorPool,
 }
 
@@ -85,12 +89,12 @@ pub(super) async fn run(socket: Socket, session: Session) {
     let (sink, mut stream) = socket.split();
     let (queue, outgoing) = mpsc::channel(socket::QUEUE);
     let clocks = Arc::new(Clocks::new());
-    let mux = Mux { session, queue, clocks };
+    let mux = Mux { session, queue, clocks: clocks.clone() };
     let reader = &mut stream;
     // Owns the queue's senders (the calls' are dropped with them): when the socket is done, the
     // writer sees the queue close and stops.
     let serve = async move { mux.serve(reader).await };
-    let ((), closing) = tokio::join!(socket::write(sink, outgoing), serve);
+    let ((), closing) = tokio::join!(socket::write(sink, outgoing, &clocks), serve);
     if closing {
         socket::await_close(&mut stream).await;
     }
@@ -267,13 +271,19 @@ impl Mux {
         let max = frontend.options.max_message_size;
         let (requests, pump) =
             exchange::start(start, replies, Some(id.clone()), self.queue.clone(), self.clocks.clone(), max);
-        let task = calls.tasks.spawn(pump);
+        let ended = CancellationToken::new();
+        let ending = ended.clone().drop_guard();
+        let task = calls.tasks.spawn(async move {
+            let _ending = ending;
+            pump.await
+        });
         calls.ids.insert(task.id(), id.clone());
         let open = Open {
             requests: Some(requests),
             one_message: !descriptor.is_client_streaming(),
             frames: Arc::new(frames::Requests { route: route.clone(), bound, rest: frontend.rest.clone() }),
             task,
+            ended,
             pool: descriptor.parent_pool().clone(),
         };
         calls.open.insert(id.clone(), open);
@@ -298,8 +308,12 @@ impl Mux {
         }
         self.clocks.message();
         self.clocks.paused();
-        // A call whose backend has answered no longer reads: the message is dropped.
-        let _ = requests.send(Ok(framed)).await;
+        // A call that has ended (or whose backend no longer reads) drops the message.
+        let ended = open.ended.clone();
+        tokio::select! {
+            _ = requests.send(Ok(framed)) => {}
+            () = ended.cancelled() => {}
+        }
         Ok(())
     }
 }

@@ -47,6 +47,7 @@ pub(super) async fn run(socket: Socket, session: Session) {
     let clocks = Arc::new(Clocks::new());
     let max = options.max_message_size;
     let (call_requests, pump) = exchange::start(start, replies, None, queue.clone(), clocks.clone(), max);
+    let writer_clocks = clocks.clone();
     let reader = &mut stream;
     // Owns `queue`: when the session ends, the writer sees the queue close and stops.
     let session = async move {
@@ -64,7 +65,7 @@ pub(super) async fn run(socket: Socket, session: Session) {
         let _ = queue.send(frames::close(&status)).await;
         true
     };
-    let ((), closing) = tokio::join!(socket::write(sink, outgoing), session);
+    let ((), closing) = tokio::join!(socket::write(sink, outgoing, &writer_clocks), session);
     if closing {
         socket::await_close(&mut stream).await;
     }

@@ -21,22 +21,28 @@ pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 pub(super) const QUEUE: usize = 4;
 
 /// Writes queued frames until the queue closes or a close frame is written. Frames already
-/// queued are written together, then flushed once.
-pub(super) async fn write(mut sink: SplitSink<Socket, Message>, mut queue: mpsc::Receiver<Message>) {
+/// queued are written together, then flushed once; a batch with more than pings in it counts as
+/// the client reading (see [`Clocks::keepalive`]).
+pub(super) async fn write(mut sink: SplitSink<Socket, Message>, mut queue: mpsc::Receiver<Message>, clocks: &Clocks) {
     while let Some(first) = queue.recv().await {
         let mut closing = matches!(first, Message::Close(_));
+        let mut pings_only = matches!(first, Message::Ping(_));
         if sink.feed(first).await.is_err() {
             return;
         }
         while !closing {
             let Ok(next) = queue.try_recv() else { break };
             closing = matches!(next, Message::Close(_));
+            pings_only &= matches!(next, Message::Ping(_));
             if sink.feed(next).await.is_err() {
                 return;
             }
         }
         if sink.flush().await.is_err() || closing {
             return;
+        }
+        if !pings_only {
+            clocks.written.store(clocks.now(), Ordering::Relaxed);
         }
     }
 }
@@ -61,11 +67,18 @@ pub(super) struct Clocks {
     reading_since: AtomicU64,
     /// ...when a message last passed, either way.
     message: AtomicU64,
+    /// ...when frames other than pings were last written out to the client.
+    written: AtomicU64,
 }
 
 impl Clocks {
     pub(super) fn new() -> Self {
-        Clocks { start: Instant::now(), reading_since: AtomicU64::new(0), message: AtomicU64::new(0) }
+        Clocks {
+            start: Instant::now(),
+            reading_since: AtomicU64::new(0),
+            message: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+        }
     }
 
     fn now(&self) -> u64 {
@@ -88,14 +101,17 @@ impl Clocks {
         self.message.store(self.now(), Ordering::Relaxed);
     }
 
-    /// Pings the client every `interval`; resolves when it has sent nothing, not even the pong,
-    /// for two intervals of reading.
+    /// Pings the client every `interval`; resolves when for two intervals it has sent nothing,
+    /// not even the pong, while the gateway was reading, and has taken no frame but pings. A
+    /// client that reads a long stream slowly fills the queue, so that no ping gets in; the
+    /// frames it does take show it is there.
     pub(super) async fn keepalive(&self, queue: &mpsc::Sender<Message>, interval: Duration) {
         let limit = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).saturating_mul(2);
         loop {
             tokio::time::sleep(interval).await;
-            let since = self.reading_since.load(Ordering::Relaxed);
-            if since != NOT_READING && self.now().saturating_sub(since) > limit {
+            let (now, since) = (self.now(), self.reading_since.load(Ordering::Relaxed));
+            let silent = since != NOT_READING && now.saturating_sub(since) > limit;
+            if silent && now.saturating_sub(self.written.load(Ordering::Relaxed)) > limit {
                 return;
             }
             // A full queue means frames are flowing anyway.
