@@ -248,10 +248,16 @@ impl Connection {
             Frontend::Grpc => self.worker.grpc.serve(request, &snapshot.catalog, &self.peer).await,
             Frontend::Rest => self.worker.rest.serve(request, &snapshot.rest, &self.peer).await,
             Frontend::WebSocket => {
+                let connection = self.clone();
+                let admit: websocket::Admit = Arc::new(move || {
+                    let guard = connection.admission.call(&connection.activity)?;
+                    Some(Box::new(guard) as Box<dyn Send + Sync>)
+                });
                 let lease = websocket::Lease {
                     hold: Box::new((guard, self.clone())),
                     stopping: self.stopping.clone(),
                     tasks: self.tasks.clone(),
+                    admit,
                 };
                 let response = self.worker.websocket.serve(request, &self.gateway, &self.peer, lease).await;
                 return response.map(|body| Tracked::new(body, None));

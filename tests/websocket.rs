@@ -325,13 +325,14 @@ async fn a_bad_frame_ends_its_call_with_invalid_argument_and_nothing_else() {
         assert_eq!(close, 4003);
     }
 
-    // A message after the half-close, and a second message to a unary method.
-    let mut ws = open(&gw, ADD_LINE_ITEMS).await;
-    half_close(&mut ws).await;
-    send(&mut ws, json!({"orderId": "o-1"})).await;
-    let (frames, _, _) = to_close(&mut ws).await;
-    let code = status_of(&frames)["code"].as_i64();
-    assert!(matches!(code, Some(3)), "{frames:?}");
+    // A second message to a one-message method, while its stream is still going.
+    let mut ws = open(&gw, WATCH_ORDER).await;
+    send(&mut ws, json!({"id": "o-1", "interval": "60s"})).await;
+    send(&mut ws, json!({"id": "o-1", "interval": "60s"})).await;
+    let (frames, close, _) = to_close(&mut ws).await;
+    assert_eq!(status_of(&frames)["code"], 3, "{frames:?}");
+    assert_eq!(status_of(&frames)["message"], "this method takes one request message; the socket sent another");
+    assert_eq!(close, 4003);
 
     send(&mut bystander, json!({"add": {"productId": "p-3", "quantity": 1}})).await;
     assert_eq!(json(&mut bystander).await["result"]["revision"], 2, "the other socket is still served");
@@ -490,11 +491,20 @@ async fn many_calls_share_the_multiplexed_socket() {
     let frame = json(&mut ws).await;
     assert_eq!((frame["id"].clone(), frame["status"]["code"].clone()), (json!(3), json!(3)), "{frame}");
 
-    // Still serving.
+    // An id in use ends the call that had it; messages for it are then dropped.
+    send(&mut ws, json!({"id": 5, "call": LIVE_CART})).await;
+    assert!(json(&mut ws).await["headers"].is_object());
+    send(&mut ws, json!({"id": 5, "call": LIVE_CART})).await;
+    let frame = json(&mut ws).await;
+    assert_eq!((frame["id"].clone(), frame["status"]["code"].clone()), (json!(5), json!(3)), "{frame}");
+    send(&mut ws, json!({"id": 5, "message": {"clear": true}})).await;
+
+    // Still serving, and nothing more about call 5.
     send(&mut ws, json!({"id": 4, "call": "/v1/users/u-1", "message": {}})).await;
     let mut seen = Vec::new();
     assert_eq!(until_status(&mut ws, &json!(4), &mut seen).await["code"], 0);
     assert!(seen.iter().any(|f| f["result"]["id"] == "u-1"), "{seen:?}");
+    assert!(seen.iter().all(|f| f["id"] == 4), "{seen:?}");
 }
 
 #[tokio::test]
@@ -516,7 +526,7 @@ async fn the_multiplexed_socket_limits_its_calls() {
 }
 
 /// An OrderService whose WatchOrder never ends: 1 KiB events as fast as the stream is read,
-/// counted as the backend hands them to its transport.
+/// counted as the backend hands them to its transport; its LiveCart never answers nor ends.
 struct Endless(std::sync::Arc<std::sync::atomic::AtomicU64>);
 
 #[tonic::async_trait]
@@ -559,11 +569,12 @@ impl dragoman::demo::pb::shop::orders::v1::order_service_server::OrderService fo
     type LiveCartStream = std::pin::Pin<
         Box<dyn futures_util::Stream<Item = Result<dragoman::demo::pb::shop::orders::v1::Cart, tonic::Status>> + Send>,
     >;
+    /// Answers nothing and never ends, whatever the client sends or half-closes.
     async fn live_cart(
         &self,
         _: tonic::Request<tonic::Streaming<dragoman::demo::pb::shop::orders::v1::CartAction>>,
     ) -> Result<tonic::Response<Self::LiveCartStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("endless only watches"))
+        Ok(tonic::Response::new(Box::pin(futures_util::stream::pending())))
     }
 }
 
@@ -591,24 +602,78 @@ async fn a_client_that_stops_reading_holds_the_backend_back() {
     assert!(json(&mut ws).await["result"]["orderId"].is_string());
     // The client reads no more: the backend must stall once the buffers on the way are full
     // (HTTP/2 windows, the socket's queue of four frames, the kernel's TCP buffers).
-    let mut last = produced.load(Relaxed);
-    let mut stalled = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = produced.load(Relaxed);
-        if now == last {
-            stalled = true;
-            break;
-        }
-        last = now;
-    }
-    assert!(stalled, "the backend kept producing while nobody read: {last} events");
+    let last = wait_for_stall(&produced).await;
     assert!(last < 100_000, "{last} events of 1 KiB went somewhere: more than the buffers on the way hold");
     // Reading again lets it go on.
     for _ in 0..(last + 100) {
         let _ = json(&mut ws).await;
     }
     assert!(produced.load(Relaxed) > last, "the stream went on once the client read again");
+}
+
+#[tokio::test]
+async fn a_message_after_the_half_close_ends_the_call() {
+    let (endless, _) = start_endless().await;
+    let gw = TestGateway::builder().backend("shop.orders.v1.OrderService", &endless.to_string()).start().await;
+    let mut ws = open(&gw, LIVE_CART).await;
+    send(&mut ws, json!({"clear": true})).await;
+    half_close(&mut ws).await;
+    send(&mut ws, json!({"clear": true})).await;
+    let (frames, close, _) = to_close(&mut ws).await;
+    assert_eq!(status_of(&frames)["code"], 3, "{frames:?}");
+    assert_eq!(status_of(&frames)["message"], "a message came after the half-close (the empty text frame)");
+    assert_eq!(close, 4003);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_frees_its_connection() {
+    let (endless, produced) = start_endless().await;
+    let gw = TestGateway::builder()
+        .backend("shop.orders.v1.OrderService", &endless.to_string())
+        .server("  max_connections: 1\n")
+        .websocket("  ping_interval: 200ms\n")
+        .start()
+        .await;
+    let mut ws = open(&gw, WATCH_ORDER).await;
+    send(&mut ws, json!({"id": "o-1"})).await;
+    let _headers = json(&mut ws).await;
+    // It reads no more (and so answers no ping): its socket holds the one connection allowed.
+    wait_for_stall(&produced).await;
+    let freed = async {
+        loop {
+            if let Ok(Ok(mut tcp)) =
+                tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(gw.address)).await
+            {
+                let request = "GET /v1/users/u-1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes()).await;
+                let mut answer = Vec::new();
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer).await;
+                if answer.starts_with(b"HTTP/1.1 200") {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), freed)
+        .await
+        .expect("the stuck socket is dropped and its connection slot serves another client");
+    drop(ws);
+}
+
+/// Waits until the backend has stopped producing (the buffers on the way are full).
+async fn wait_for_stall(produced: &std::sync::atomic::AtomicU64) -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut last = produced.load(Relaxed);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = produced.load(Relaxed);
+        if now == last && now > 0 {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the backend kept producing while nobody read: {last} events");
 }
 
 #[tokio::test]
@@ -625,4 +690,110 @@ async fn a_client_that_stops_answering_pings_is_dropped_and_its_call_cancelled()
     assert_eq!(*watches.borrow(), 1, "one ping interval on, still there");
     wait_for(watches, "the silent client is dropped and the backend's stream cancelled", |open| *open == 0).await;
     drop(ws);
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close() {
+    let gw = TestGateway::start().await;
+    for path in [LIVE_CART, "/ws"] {
+        let mut ws = open(&gw, path).await;
+        ws.close(None).await.expect("close");
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer within 5 s");
+        assert!(matches!(reply, Some(Ok(Message::Close(_)))), "{path}: the close is answered, not cut: {reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn stopping_the_gateway_ends_open_sockets_with_unavailable() {
+    let mut gw = TestGateway::start().await;
+    let mut single = open(&gw, LIVE_CART).await;
+    let mut mux = open(&gw, "/ws").await;
+    send(&mut mux, json!({"id": 1, "call": LIVE_CART})).await;
+    assert!(json(&mut mux).await["headers"].is_object());
+    gw.stop();
+    let (frames, close, _) = to_close(&mut single).await;
+    assert_eq!((status_of(&frames)["code"].clone(), close), (json!(14), 4014), "{frames:?}");
+    let (frames, close, _) = to_close(&mut mux).await;
+    assert_eq!(
+        frames,
+        [
+            json!({"id": 1, "status": {"code": 14, "message": "the socket is closing: the gateway is shutting down", "details": []}, "trailers": {}})
+        ]
+    );
+    assert_eq!(close, 1001, "going away");
+}
+
+#[tokio::test]
+async fn metadata_from_the_url_or_an_envelope_cannot_pose_as_headers() {
+    let gw = TestGateway::start().await;
+    for query in
+        ["metadata.x-forwarded-for=10.9.9.9", "metadata.forwarded=for%3D10.9.9.9", "metadata.x-a=1&metadata.x-a=2"]
+    {
+        let (status, body) = refused(&gw, &format!("{GET_USER}?{query}"), &[]).await;
+        assert_eq!((status, body["code"].clone()), (400, json!(3)), "{query}: {body}");
+    }
+    let (status, body) =
+        refused(&gw, &format!("{GET_USER}?metadata.authorization=x"), &[("authorization", "Bearer h")]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("already set")), "{body}");
+    let (status, _) = refused(&gw, "/ws", &[("sec-websocket-protocol", "dragoman.proto")]).await;
+    assert_eq!(status, 400, "the multiplexed socket speaks JSON only");
+
+    let mut ws = open(&gw, "/ws").await;
+    send(
+        &mut ws,
+        json!({"id": 1, "call": GET_USER, "metadata": {"x-forwarded-for": "10.9.9.9"}, "message": {"id": "u-1"}}),
+    )
+    .await;
+    let frame = json(&mut ws).await;
+    assert_eq!((frame["id"].clone(), frame["status"]["code"].clone()), (json!(1), json!(3)), "{frame}");
+}
+
+#[tokio::test]
+async fn each_multiplexed_call_counts_under_max_calls_in_flight() {
+    let gw = TestGateway::builder().server("  max_calls_in_flight: 2\n").start().await;
+    let mut ws = open(&gw, "/ws").await; // the socket itself: one
+    send(&mut ws, json!({"id": 1, "call": LIVE_CART})).await; // two
+    assert!(json(&mut ws).await["headers"].is_object());
+    send(&mut ws, json!({"id": 2, "call": LIVE_CART})).await;
+    let frame = json(&mut ws).await;
+    assert_eq!((frame["id"].clone(), frame["status"]["code"].clone()), (json!(2), json!(14)), "{frame}");
+    send(&mut ws, json!({"id": 1, "end": true})).await;
+    let mut seen = Vec::new();
+    assert_eq!(until_status(&mut ws, &json!(1), &mut seen).await["code"], 0);
+    send(&mut ws, json!({"id": 3, "call": GET_USER, "message": {"id": "u-1"}})).await;
+    assert_eq!(until_status(&mut ws, &json!(3), &mut seen).await["code"], 0, "a slot was freed: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_quiet_call_keeps_the_multiplexed_socket_open_without_spinning() {
+    let gw = TestGateway::builder().websocket("  idle_timeout: 100ms\n").start().await;
+    let mut ws = open(&gw, "/ws").await;
+    send(&mut ws, json!({"id": 1, "call": LIVE_CART})).await;
+    assert!(json(&mut ws).await["headers"].is_object());
+    let cpu = || {
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+        let fields: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        fields.iter().sum::<u64>()
+    };
+    let before = cpu();
+    tokio::time::sleep(Duration::from_secs(1)).await; // ten idle timeouts
+    let ticks = cpu() - before;
+    assert!(ticks < 50, "the process used {ticks} of 100 clock ticks while a call sat quiet: the idle timer spins");
+    // The call is still open: it answers.
+    send(&mut ws, json!({"id": 1, "message": {"add": {"productId": "p-2", "quantity": 1}}})).await;
+    assert_eq!(json(&mut ws).await["result"]["revision"], 1);
+    // Once it ends, the idle socket is closed.
+    send(&mut ws, json!({"id": 1, "end": true})).await;
+    let (frames, close, _) = to_close(&mut ws).await;
+    assert_eq!(status_of(&frames)["code"], 0, "{frames:?}");
+    assert_eq!(close, 1000);
 }

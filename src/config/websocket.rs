@@ -26,7 +26,8 @@ pub struct WebSocketFile {
     /// the multiplexed socket when it has no call open. Default 5m.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Largest message a client may send in one frame, in bytes. Default: `server.max_message_size`.
+    /// Largest message on a socket either way, in bytes: a client's frame, a backend's reply.
+    /// Default: `server.max_message_size`.
     pub max_message_size: Option<u32>,
     /// Most calls open at once on one multiplexed socket. Default 100.
     pub max_calls_per_socket: usize,
@@ -44,6 +45,10 @@ impl Default for WebSocketFile {
         }
     }
 }
+
+/// The longest `ping_interval` or `idle_timeout`: a day (longer ones are mistakes, and would
+/// overflow the clocks).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Which page origins may open a WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +72,12 @@ pub struct WebSocketOptions {
 }
 
 impl WebSocketOptions {
+    /// How long a write to a client may make no progress before the socket is dropped: as long
+    /// as a silent client is given (two ping intervals).
+    pub fn stall(&self) -> Duration {
+        self.ping_interval.saturating_mul(2)
+    }
+
     pub(super) fn from_file(file: WebSocketFile, server: &super::ServerLimits) -> Result<Self, String> {
         let at = |key: &str| format!("at `websocket.{key}`");
         let allow_origins = if file.allow_origins.iter().any(|o| o == "*") {
@@ -91,8 +102,8 @@ impl WebSocketOptions {
             return Err(format!("{}: must start with /, got {:?}", at("multiplex_path"), file.multiplex_path));
         }
         for (key, value) in [("ping_interval", file.ping_interval), ("idle_timeout", file.idle_timeout)] {
-            if value.is_zero() {
-                return Err(format!("{}: must be longer than zero", at(key)));
+            if value.is_zero() || value > MAX_DURATION {
+                return Err(format!("{}: must be longer than zero and at most 24h", at(key)));
             }
         }
         let max_message_size = file.max_message_size.unwrap_or(server.max_message_size);

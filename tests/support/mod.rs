@@ -84,6 +84,13 @@ impl TestGateway {
         command.output().expect("grpcurl runs")
     }
 
+    /// Stops the gateway (as a shutdown signal would): it drains, its backends keep running.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Waits until reloads have reached `generation` catalogs or `failures` failures.
     pub async fn wait_reload(
         &self,

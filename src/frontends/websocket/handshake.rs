@@ -120,8 +120,7 @@ fn check_origin(headers: &HeaderMap, allowed: &AllowedOrigins) -> Result<(), Ref
         AllowedOrigins::Listed(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
         AllowedOrigins::SameOrigin => {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-            let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-            host.zip(origin_host).is_some_and(|(host, origin_host)| host.eq_ignore_ascii_case(origin_host))
+            host.is_some_and(|host| same_origin(origin, host))
         }
     };
     if ok {
@@ -131,6 +130,20 @@ fn check_origin(headers: &HeaderMap, allowed: &AllowedOrigins) -> Result<(), Ref
         StatusCode::FORBIDDEN,
         format!("pages from origin {origin:?} may not open WebSockets here (websocket.allow_origins)"),
     ))
+}
+
+/// Whether a page's origin (`http://host[:port]` or `https://...`) names the host the request
+/// went to. The scheme's default port may be written or not, on either side; the scheme itself
+/// cannot be checked (TLS may end in front of the gateway), but only http and https pages pass.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let strip = |a: &str| a.strip_suffix(default).unwrap_or(a).to_ascii_lowercase();
+    strip(authority) == strip(host)
 }
 
 /// `101 Switching Protocols`, answering the handshake.
@@ -191,6 +204,12 @@ mod tests {
         assert!(accept(&upgrade(&[("origin", "https://APP.example")]), &listed).is_ok());
         assert!(accept(&upgrade(&[("origin", "http://gw.example:8080")]), &listed).is_err());
         assert!(accept(&upgrade(&[("origin", "null")]), &AllowedOrigins::Any).is_ok());
+        assert!(accept(&upgrade(&[("origin", "null")]), &same).is_err());
+        assert!(accept(&upgrade(&[("origin", "ftp://gw.example:8080")]), &same).is_err());
+        assert!(accept(&upgrade(&[("origin", "http://gw.example:8080.evil")]), &same).is_err());
+        assert!(same_origin("https://gw.example", "gw.example:443"));
+        assert!(same_origin("http://GW.example:80", "gw.example"));
+        assert!(!same_origin("https://gw.example", "gw.example:80"));
         assert!(accept(&upgrade(&[]), &listed).is_ok(), "no Origin: not a browser page");
     }
 

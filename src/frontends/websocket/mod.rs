@@ -48,6 +48,10 @@ pub struct WebSocketFrontend {
     pub rest: Arc<RestOptions>,
 }
 
+/// Takes a slot under the server's `max_calls_in_flight` for one more call (None: at the
+/// limit); the slot is freed when what it returns is dropped.
+pub type Admit = Arc<dyn Fn() -> Option<Box<dyn Send + Sync>> + Send + Sync>;
+
 /// What an open socket holds on to after its request has been answered.
 pub struct Lease {
     /// The server's accounting of the socket's connection and call (`max_connections`,
@@ -57,6 +61,8 @@ pub struct Lease {
     pub stopping: watch::Receiver<bool>,
     /// The worker's tasks, which the gateway drains before it exits.
     pub tasks: TaskTracker,
+    /// Slots for the multiplexed socket's calls (the socket's own slot covers one call).
+    pub admit: Admit,
 }
 
 /// What the socket at a path carries.
@@ -90,6 +96,13 @@ impl WebSocketFrontend {
             Err(refused) => return refuse(refused.status, refused.error),
         };
         let target = if path == self.options.multiplex_path {
+            if accepted.mode == handshake::Mode::Proto {
+                let message = format!("the multiplexed socket speaks JSON ({}) only", handshake::JSON_PROTOCOL);
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    GatewayError::new(Code::InvalidArgument, Origin::Client, message),
+                );
+            }
             Target::Multiplexed
         } else {
             match gateway.snapshot().rest.routes.find_any(&path) {
@@ -112,7 +125,7 @@ impl WebSocketFrontend {
         let upgrade = hyper::upgrade::on(&mut request);
         let this = self.clone();
         let (gateway, peer) = (gateway.clone(), peer.address);
-        let Lease { hold, stopping, tasks } = lease;
+        let Lease { hold, stopping, tasks, admit } = lease;
         tasks.spawn(async move {
             let _hold = hold;
             let upgraded = match upgrade.await {
@@ -146,7 +159,7 @@ impl WebSocketFrontend {
                     single::run(socket, session).await;
                 }
                 Target::Multiplexed => {
-                    let session = mux::Session { frontend: this, gateway, metadata, peer, stopping };
+                    let session = mux::Session { frontend: this, gateway, metadata, peer, stopping, admit };
                     mux::run(socket, session).await;
                 }
             }
@@ -179,14 +192,7 @@ impl WebSocketFrontend {
         for pair in request.uri().query().unwrap_or_default().split('&') {
             let Some((name, value)) = pair.split_once('=') else { continue };
             let Some(name) = name.strip_prefix("metadata.") else { continue };
-            let bad = |what: &str| {
-                GatewayError::new(Code::InvalidArgument, Origin::Client, format!("query metadata.{name}: {what}"))
-            };
-            let name = HeaderName::from_bytes(decode(name).as_bytes()).map_err(|_| bad("not a metadata name"))?;
-            let value = HeaderValue::from_str(&decode(value)).map_err(|_| bad("not a metadata value"))?;
-            if super::metadata::check(&name, &value)? {
-                metadata.append(name, value);
-            }
+            add_metadata(&mut metadata, &decode(name), &decode(value))?;
         }
         if let Some(bearer) = bearer
             && !metadata.contains_key(http::header::AUTHORIZATION)
@@ -195,6 +201,27 @@ impl WebSocketFrontend {
         }
         Ok(metadata)
     }
+}
+
+/// Adds metadata a client wrote into a URL or an envelope. It may not add to what is set already
+/// (by the request's headers, which a proxy in front may have written), nor name the forwarding
+/// headers this hop writes: such values could pose as the proxy's or the hop's. gRPC's and
+/// framing names are dropped, as from headers.
+fn add_metadata(metadata: &mut HeaderMap, name: &str, value: &str) -> Result<(), GatewayError> {
+    let bad =
+        |what: &str| GatewayError::new(Code::InvalidArgument, Origin::Client, format!("metadata {name:?}: {what}"));
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("not a metadata name"))?;
+    let value = HeaderValue::from_str(value).map_err(|_| bad("not a metadata value"))?;
+    if name == "x-forwarded-for" || name == http::header::FORWARDED {
+        return Err(bad("set by the gateway for this hop, not by clients"));
+    }
+    if metadata.contains_key(&name) {
+        return Err(bad("already set for this socket (by its request's headers or query)"));
+    }
+    if super::metadata::check(&name, &value)? {
+        metadata.append(name, value);
+    }
+    Ok(())
 }
 
 /// A query component decoded (`+` is a space, as in forms).

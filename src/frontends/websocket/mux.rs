@@ -8,18 +8,22 @@
 //! A call's status is its last frame; the socket stays open for the next calls.
 //!
 //! Each call runs as a task of its own: a slow reply pump holds back only its own call. Requests
-//! are passed on in the order they arrive: the reader waits while a call's backend is not taking
-//! its messages, so a backend that stops reading holds back the requests of every call on the
-//! socket (head-of-line), never the gateway's memory.
+//! are passed on in the order they arrive: the reader stops reading while a call's backend is not
+//! taking its messages, so a backend that stops reading holds back the requests of every call on
+//! the socket, cancels included (head-of-line), never the gateway's memory; the call's end (its
+//! deadline, its backend's answer) releases them. Each call counts under the server's
+//! `max_calls_in_flight`, as a call of any other protocol does.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
@@ -43,6 +47,8 @@ pub(super) struct Session {
     pub metadata: HeaderMap,
     pub peer: SocketAddr,
     pub stopping: watch::Receiver<bool>,
+    /// A slot under the server's `max_calls_in_flight`, held by each call.
+    pub admit: super::Admit,
 }
 
 /// One frame from the client.
@@ -77,6 +83,10 @@ struct Open {
     pool: prost_reflect::DescriptorPool,
 }
 
+/// A message on its way into a call whose backend has no room for it yet: the socket reads
+/// nothing more until it has gone in (or the call has ended).
+type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// The socket's calls and the tasks that pump their replies.
 struct Calls {
     open: HashMap<Arc<str>, Open>,
@@ -89,12 +99,13 @@ pub(super) async fn run(socket: Socket, session: Session) {
     let (sink, mut stream) = socket.split();
     let (queue, outgoing) = mpsc::channel(socket::QUEUE);
     let clocks = Arc::new(Clocks::new());
+    let stall = session.frontend.options.stall();
     let mux = Mux { session, queue, clocks: clocks.clone() };
     let reader = &mut stream;
     // Owns the queue's senders (the calls' are dropped with them): when the socket is done, the
     // writer sees the queue close and stops.
     let serve = async move { mux.serve(reader).await };
-    let ((), closing) = tokio::join!(socket::write(sink, outgoing, &clocks), serve);
+    let ((), closing) = tokio::join!(socket::write(sink, outgoing, &clocks, stall), serve);
     if closing {
         socket::await_close(&mut stream).await;
     }
@@ -106,6 +117,14 @@ struct Mux {
     clocks: Arc<Clocks>,
 }
 
+/// Waits for the pending message, if there is one (else for ever: the branch is off then).
+async fn wait(pending: &mut Option<Pending>) {
+    match pending {
+        Some(pending) => pending.await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Mux {
     /// Runs the socket until the client leaves (false) or the gateway closes it (true).
     async fn serve(self, stream: &mut futures_util::stream::SplitStream<Socket>) -> bool {
@@ -115,10 +134,13 @@ impl Mux {
         let keepalive = self.clocks.keepalive(&self.queue, options.ping_interval);
         tokio::pin!(keepalive);
         let mut idle = Box::pin(self.clocks.idle(options.idle_timeout));
+        let mut pending: Option<Pending> = None;
         loop {
-            self.clocks.reading();
+            if pending.is_none() {
+                self.clocks.reading();
+            }
             tokio::select! {
-                frame = stream.next() => {
+                frame = stream.next(), if pending.is_none() => {
                     let frame = match frame {
                         Some(Ok(frame)) => frame,
                         Some(Err(WsError::Capacity(e))) => {
@@ -128,7 +150,7 @@ impl Mux {
                         Some(Err(_)) | None => return false,
                     };
                     match frame {
-                        Message::Text(text) => self.envelope(&mut calls, text.as_str()).await,
+                        Message::Text(text) => pending = self.envelope(&mut calls, text.as_str()).await,
                         Message::Binary(_) => {
                             let why = "the multiplexed socket takes JSON envelopes in text frames";
                             self.send(frames::status(None, &Status::invalid_argument(why), &HeaderMap::new(), None)).await;
@@ -137,6 +159,7 @@ impl Mux {
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
+                () = wait(&mut pending), if pending.is_some() => pending = None,
                 Some(joined) = calls.tasks.join_next_with_id(), if !calls.tasks.is_empty() => {
                     // An aborted task's call has had its status already.
                     let Ok((task, (status, trailers))) = joined else { continue };
@@ -151,6 +174,8 @@ impl Mux {
                         let why = format!("no call for {:?} (websocket.idle_timeout)", options.idle_timeout);
                         return self.close(&mut calls, CloseCode::Normal, &why).await;
                     }
+                    // Open calls keep the socket; their deadlines are theirs. Counted from now.
+                    self.clocks.message();
                     idle = Box::pin(self.clocks.idle(options.idle_timeout));
                 }
                 () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
@@ -185,57 +210,66 @@ impl Mux {
         self.send(frames::status(Some(id), &status, &HeaderMap::new(), pool.as_ref())).await;
     }
 
-    /// Acts on one envelope. A frame that is not one answers with a status without an id.
-    async fn envelope(&self, calls: &mut Calls, text: &str) {
+    async fn refuse(&self, id: Option<&str>, status: Status) -> Option<Pending> {
+        self.send(frames::status(id, &status, &HeaderMap::new(), None)).await;
+        None
+    }
+
+    /// Acts on one envelope; a message that has to wait for room in its call is returned.
+    /// A frame that is not an envelope is answered with a status without an id.
+    async fn envelope(&self, calls: &mut Calls, text: &str) -> Option<Pending> {
         let envelope: Envelope = match serde_json::from_str(text) {
             Ok(envelope) => envelope,
-            Err(e) => {
-                let status = Status::invalid_argument(format!("not an envelope: {e}"));
-                return self.send(frames::status(None, &status, &HeaderMap::new(), None)).await;
-            }
+            Err(e) => return self.refuse(None, Status::invalid_argument(format!("not an envelope: {e}"))).await,
         };
         let id_text = envelope.id.get();
         if !(id_text.starts_with('"') || id_text.starts_with(|c: char| c == '-' || c.is_ascii_digit())) {
-            let status = Status::invalid_argument("an envelope's id is a string or a number");
-            return self.send(frames::status(None, &status, &HeaderMap::new(), None)).await;
+            return self.refuse(None, Status::invalid_argument("an envelope's id is a string or a number")).await;
         }
         let id: Arc<str> = Arc::from(id_text);
         if envelope.cancel {
             if calls.open.contains_key(&id) {
                 self.end(calls, &id, Status::cancelled("cancelled by the client")).await;
             }
-            return;
+            return None;
         }
         if let Some(method) = &envelope.call {
             if calls.open.contains_key(&id) {
                 let why = format!("call id {id} is already in use; the call that had it is ended");
-                return self.end(calls, &id, Status::invalid_argument(why)).await;
+                self.end(calls, &id, Status::invalid_argument(why)).await;
+                return None;
             }
             if calls.open.len() >= self.session.frontend.options.max_calls_per_socket {
                 let why = format!(
                     "this socket has {} calls open, its limit (websocket.max_calls_per_socket)",
                     calls.open.len()
                 );
-                let status = Status::resource_exhausted(why);
-                return self.send(frames::status(Some(&id), &status, &HeaderMap::new(), None)).await;
+                return self.refuse(Some(&id), Status::resource_exhausted(why)).await;
             }
             if let Err(status) = self.start(calls, &id, method, &envelope) {
-                return self.send(frames::status(Some(&id), &status, &HeaderMap::new(), None)).await;
+                return self.refuse(Some(&id), status).await;
             }
         } else if !calls.open.contains_key(&id) {
             // A call that has ended (its status may be on its way) takes nothing more.
-            return;
+            return None;
         }
-        if let Some(message) = envelope.message
-            && let Err(status) = self.pass(calls, &id, message.get()).await
-        {
-            return self.end(calls, &id, status).await;
-        }
+        let pending = match envelope.message {
+            Some(message) => match self.pass(calls, &id, message.get()).await {
+                Ok(pending) => pending,
+                Err(status) => {
+                    self.end(calls, &id, status).await;
+                    return None;
+                }
+            },
+            None => None,
+        };
+        // The pending message holds a sender of its own: the half-close follows it.
         if envelope.end
             && let Some(open) = calls.open.get_mut(&id)
         {
             open.requests = None;
         }
+        pending
     }
 
     /// Starts the call an envelope asks for.
@@ -247,19 +281,24 @@ impl Mux {
         };
         let mut metadata = self.session.metadata.clone();
         for (name, value) in &envelope.metadata {
-            let bad = |what: &str| Status::invalid_argument(format!("metadata {name:?}: {what}"));
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("not a metadata name"))?;
-            let value = HeaderValue::from_str(value).map_err(|_| bad("not a metadata value"))?;
-            if crate::frontends::metadata::check(&name, &value).map_err(|e| e.to_status())? {
-                metadata.append(name, value);
-            }
+            super::add_metadata(&mut metadata, name, value).map_err(|e| e.to_status())?;
         }
+        let deadline = match envelope.timeout_ms {
+            Some(ms) => Some(
+                tokio::time::Instant::now()
+                    .checked_add(Duration::from_millis(ms))
+                    .ok_or_else(|| Status::invalid_argument(format!("timeout_ms {ms} is too far away")))?,
+            ),
+            None => None,
+        };
+        let slot = (self.session.admit)()
+            .ok_or_else(|| Status::unavailable("the gateway is at its limit of calls in flight; retry later"))?;
         let descriptor = &route.method.descriptor;
         let start = Start {
             stack: frontend.stack.clone(),
             method: route.method.clone(),
             metadata,
-            deadline: envelope.timeout_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms)),
+            deadline,
             peer: self.session.peer,
         };
         let replies = Arc::new(Replies {
@@ -274,7 +313,7 @@ impl Mux {
         let ended = CancellationToken::new();
         let ending = ended.clone().drop_guard();
         let task = calls.tasks.spawn(async move {
-            let _ending = ending;
+            let _held = (slot, ending);
             pump.await
         });
         calls.ids.insert(task.id(), id.clone());
@@ -290,9 +329,10 @@ impl Mux {
         Ok(())
     }
 
-    /// Passes one message to its call, waiting while the call's backend is not taking them.
-    async fn pass(&self, calls: &mut Calls, id: &Arc<str>, message: &str) -> Result<(), Status> {
-        let Some(open) = calls.open.get_mut(id) else { return Ok(()) };
+    /// Turns one message into its call's request; when the call has no room for it yet, the
+    /// sending is returned, to be awaited before anything more is read.
+    async fn pass(&self, calls: &mut Calls, id: &Arc<str>, message: &str) -> Result<Option<Pending>, Status> {
+        let Some(open) = calls.open.get_mut(id) else { return Ok(None) };
         let Some(requests) = open.requests.clone() else {
             let why = if open.one_message {
                 "this method takes one request message; the call was sent another"
@@ -307,13 +347,22 @@ impl Mux {
             open.requests = None;
         }
         self.clocks.message();
-        self.clocks.paused();
-        // A call that has ended (or whose backend no longer reads) drops the message.
-        let ended = open.ended.clone();
-        tokio::select! {
-            _ = requests.send(Ok(framed)) => {}
-            () = ended.cancelled() => {}
-        }
-        Ok(())
+        let permit = match requests.try_reserve_owned() {
+            Ok(permit) => permit,
+            // The call no longer reads (its backend has answered): the message is dropped.
+            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(None),
+            Err(mpsc::error::TrySendError::Full(requests)) => {
+                self.clocks.paused();
+                let ended = open.ended.clone();
+                return Ok(Some(Box::pin(async move {
+                    tokio::select! {
+                        _ = requests.send(Ok(framed)) => {}
+                        () = ended.cancelled() => {}
+                    }
+                })));
+            }
+        };
+        permit.send(Ok(framed));
+        Ok(None)
     }
 }

@@ -40,6 +40,7 @@ enum Ended {
 
 pub(super) async fn run(socket: Socket, session: Session) {
     let Session { start, requests, replies, options, mut stopping } = session;
+    let stall = options.stall();
     let pool = start.method.descriptor.parent_pool().clone();
     let one_message = !start.method.descriptor.is_client_streaming();
     let (sink, mut stream) = socket.split();
@@ -65,7 +66,7 @@ pub(super) async fn run(socket: Socket, session: Session) {
         let _ = queue.send(frames::close(&status)).await;
         true
     };
-    let ((), closing) = tokio::join!(socket::write(sink, outgoing, &writer_clocks), session);
+    let ((), closing) = tokio::join!(socket::write(sink, outgoing, &writer_clocks, stall), session);
     if closing {
         socket::await_close(&mut stream).await;
     }

@@ -22,29 +22,43 @@ pub(super) const QUEUE: usize = 4;
 
 /// Writes queued frames until the queue closes or a close frame is written. Frames already
 /// queued are written together, then flushed once; a batch with more than pings in it counts as
-/// the client reading (see [`Clocks::keepalive`]).
-pub(super) async fn write(mut sink: SplitSink<Socket, Message>, mut queue: mpsc::Receiver<Message>, clocks: &Clocks) {
+/// the client reading (see [`Clocks::keepalive`]). A write that makes no progress for `stall`
+/// ends the writer: a client that stops reading cannot hold the socket (and its place under
+/// the server's limits) for ever. When the queue closes first, a close the client started is
+/// answered (RFC 6455 5.5.1).
+pub(super) async fn write(
+    mut sink: SplitSink<Socket, Message>,
+    mut queue: mpsc::Receiver<Message>,
+    clocks: &Clocks,
+    stall: Duration,
+) {
     while let Some(first) = queue.recv().await {
         let mut closing = matches!(first, Message::Close(_));
         let mut pings_only = matches!(first, Message::Ping(_));
-        if sink.feed(first).await.is_err() {
+        if !within(stall, sink.feed(first)).await {
             return;
         }
         while !closing {
             let Ok(next) = queue.try_recv() else { break };
             closing = matches!(next, Message::Close(_));
             pings_only &= matches!(next, Message::Ping(_));
-            if sink.feed(next).await.is_err() {
+            if !within(stall, sink.feed(next)).await {
                 return;
             }
         }
-        if sink.flush().await.is_err() || closing {
+        if !within(stall, sink.flush()).await || closing {
             return;
         }
         if !pings_only {
             clocks.written.store(clocks.now(), Ordering::Relaxed);
         }
     }
+    within(stall, sink.close()).await;
+}
+
+/// True when `write` completes, without error, within `stall`.
+async fn within<E>(stall: Duration, write: impl Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(stall, write).await, Ok(Ok(())))
 }
 
 /// After its close frame went out, a socket waits this long for the client's, as RFC 6455 asks
@@ -123,7 +137,9 @@ impl Clocks {
     pub(super) async fn idle(&self, timeout: Duration) {
         loop {
             let last = self.message.load(Ordering::Relaxed);
-            tokio::time::sleep_until(self.start + Duration::from_millis(last) + timeout).await;
+            let at = self.start.checked_add(Duration::from_millis(last)).and_then(|t| t.checked_add(timeout));
+            let Some(at) = at else { return std::future::pending().await };
+            tokio::time::sleep_until(at).await;
             if self.message.load(Ordering::Relaxed) == last {
                 return;
             }
