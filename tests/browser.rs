@@ -184,8 +184,17 @@ async fn a_web_page_drives_a_bidirectional_stream_over_a_websocket() {
     assert_eq!(seen["status"], 0, "{seen}");
     assert_eq!(seen["close"], 1000, "{seen}");
 
-    // A page from an origin the gateway does not allow: the upgrade is refused (403), and the
-    // browser reports an abnormal close.
+    // A page from an origin the gateway does not allow: the upgrade is refused (403, checked
+    // here with the page's own Origin), and the browser reports an abnormal close.
+    let upgrade = [
+        ("origin", foreign_url.as_str()),
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let refused = support::http(gw.address, "GET", "/shop.orders.v1.OrderService/LiveCart", &upgrade, b"").await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
     let seen = browse(&format!("{foreign_url}/"), &mut foreign_reports).await;
     let seen: serde_json::Value = serde_json::from_str(&seen).unwrap_or_else(|e| panic!("{e}: {seen}"));
     assert_eq!(seen["close"], 1006, "{seen}");
