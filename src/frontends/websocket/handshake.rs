@@ -81,8 +81,13 @@ pub(super) fn accept<B>(request: &Request<B>, origins: &AllowedOrigins) -> Resul
         // RFC 6455 4.4: 426 with the versions the server speaks.
         return Err(refused(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is spoken here".into()));
     }
+    // RFC 6455 4.1: 16 random bytes, base64-encoded.
+    let sixteen_bytes = |key: &HeaderValue| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).is_ok_and(|k| k.len() == 16)
+    };
     let key = match headers.get(&SEC_WEBSOCKET_KEY) {
-        Some(key) if key.len() == 24 => key.clone(),
+        Some(key) if sixteen_bytes(key) => key.clone(),
         _ => return Err(refused(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing or malformed".into())),
     };
     check_origin(headers, origins)?;

@@ -32,33 +32,35 @@ pub(super) async fn write(
     clocks: &Clocks,
     stall: Duration,
 ) {
-    while let Some(first) = queue.recv().await {
-        let mut closing = matches!(first, Message::Close(_));
-        let mut pings_only = matches!(first, Message::Ping(_));
-        if !within(stall, sink.feed(first)).await {
-            return;
-        }
-        while !closing {
-            let Ok(next) = queue.try_recv() else { break };
-            closing = matches!(next, Message::Close(_));
-            pings_only &= matches!(next, Message::Ping(_));
-            if !within(stall, sink.feed(next)).await {
-                return;
+    let frames = async {
+        while let Some(first) = queue.recv().await {
+            clocks.writing_since.store(clocks.now(), Ordering::Relaxed);
+            let mut closing = matches!(first, Message::Close(_));
+            let mut pings_only = matches!(first, Message::Ping(_));
+            sink.feed(first).await?;
+            while !closing {
+                let Ok(next) = queue.try_recv() else { break };
+                closing = matches!(next, Message::Close(_));
+                pings_only &= matches!(next, Message::Ping(_));
+                sink.feed(next).await?;
+            }
+            sink.flush().await?;
+            if closing {
+                return Ok(());
+            }
+            let now = clocks.now();
+            clocks.writing_since.store(NOT_WRITING, Ordering::Relaxed);
+            if !pings_only {
+                clocks.written.store(now, Ordering::Relaxed);
             }
         }
-        if !within(stall, sink.flush()).await || closing {
-            return;
-        }
-        if !pings_only {
-            clocks.written.store(clocks.now(), Ordering::Relaxed);
-        }
+        clocks.writing_since.store(clocks.now(), Ordering::Relaxed);
+        sink.close().await
+    };
+    tokio::select! {
+        _ = frames => {}
+        () = clocks.stalled(stall) => {}
     }
-    within(stall, sink.close()).await;
-}
-
-/// True when `write` completes, without error, within `stall`.
-async fn within<E>(stall: Duration, write: impl Future<Output = Result<(), E>>) -> bool {
-    matches!(tokio::time::timeout(stall, write).await, Ok(Ok(())))
 }
 
 /// After its close frame went out, a socket waits this long for the client's, as RFC 6455 asks
@@ -73,6 +75,7 @@ pub(super) async fn await_close(stream: &mut futures_util::stream::SplitStream<S
 }
 
 const NOT_READING: u64 = u64::MAX;
+const NOT_WRITING: u64 = u64::MAX;
 
 /// When the client was last heard from and when a message last passed either way.
 pub(super) struct Clocks {
@@ -83,6 +86,9 @@ pub(super) struct Clocks {
     message: AtomicU64,
     /// ...when frames other than pings were last written out to the client.
     written: AtomicU64,
+    /// ...when the writer started the write it is in (one timer per socket watches it, rather
+    /// than one per write).
+    writing_since: AtomicU64,
 }
 
 impl Clocks {
@@ -92,6 +98,7 @@ impl Clocks {
             reading_since: AtomicU64::new(0),
             message: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            writing_since: AtomicU64::new(NOT_WRITING),
         }
     }
 
@@ -130,6 +137,18 @@ impl Clocks {
             }
             // A full queue means frames are flowing anyway.
             let _ = queue.try_send(Message::Ping(bytes::Bytes::new()));
+        }
+    }
+
+    /// Resolves once a write has been in progress for longer than `stall`.
+    async fn stalled(&self, stall: Duration) {
+        let limit = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            tokio::time::sleep(stall / 2).await;
+            let since = self.writing_since.load(Ordering::Relaxed);
+            if since != NOT_WRITING && self.now().saturating_sub(since) > limit {
+                return;
+            }
         }
     }
 
