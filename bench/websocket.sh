@@ -54,9 +54,11 @@ hold() { # kind
 }
 echo "# $(date -u +%F) $(nproc) cores; LiveCart"
 start_gateway; hold ws
+start_gateway; hold mux
 start_gateway; hold grpc
 for c in 1 32; do
   "$client" pingpong grpc "$orders" $c "$D" | sed 's/^/direct   /'
   "$client" pingpong grpc "127.0.0.1:$port" $c "$D" | sed 's/^/dragoman /'
   "$client" pingpong ws "127.0.0.1:$port" $c "$D" | sed 's/^/dragoman /'
+  "$client" pingpong mux "127.0.0.1:$port" $c "$D" | sed 's/^/dragoman /'
 done

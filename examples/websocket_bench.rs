@@ -2,11 +2,12 @@
 //! WebSockets and over native gRPC, so the two are compared in one run.
 //!
 //! ```text
-//! websocket_bench hold ws|grpc <address> <streams> <seconds>   open streams, each with one
+//! websocket_bench hold ws|mux|grpc <address> <streams> <seconds>   open streams, each with one
 //!     exchange done, print `held`, keep them open for <seconds>
-//! websocket_bench pingpong ws|grpc <address> <concurrency> <seconds>   round trips on one stream
+//! websocket_bench pingpong ws|mux|grpc <address> <concurrency> <seconds>   round trips on one stream
 //!     per worker: send an action, wait for its cart; prints messages/s and latency percentiles
 //! ```
+//! `ws` opens a socket at the method's path, `mux` a call on a socket of its own at `/ws`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,7 @@ fn action_json(n: u64) -> &'static str {
 
 /// One bidirectional stream: a round trip at a time.
 enum Stream {
+    Mux(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>),
     Ws(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>),
     Grpc(mpsc::Sender<CartAction>, tonic::Streaming<dragoman::demo::pb::shop::orders::v1::Cart>),
 }
@@ -44,6 +46,11 @@ impl Stream {
         if kind == "ws" {
             let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}{PATH}")).await?;
             return Ok(Stream::Ws(ws));
+        }
+        if kind == "mux" {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws")).await?;
+            ws.send(Message::text(format!(r#"{{"id":1,"call":"{PATH}"}}"#))).await?;
+            return Ok(Stream::Mux(ws));
         }
         let channel = match channel {
             Some(channel) => channel,
@@ -64,6 +71,16 @@ impl Stream {
                     match ws.next().await.ok_or_else(|| anyhow::anyhow!("socket closed"))?? {
                         Message::Text(text) if text.starts_with("{\"result\"") => return Ok(()),
                         Message::Text(text) if text.starts_with("{\"status\"") => anyhow::bail!("call ended: {text}"),
+                        _ => {}
+                    }
+                }
+            }
+            Stream::Mux(ws) => {
+                ws.send(Message::text(format!(r#"{{"id":1,"message":{}}}"#, action_json(n)))).await?;
+                loop {
+                    match ws.next().await.ok_or_else(|| anyhow::anyhow!("socket closed"))?? {
+                        Message::Text(text) if text.starts_with("{\"id\":1,\"result\"") => return Ok(()),
+                        Message::Text(text) if text.contains("\"status\"") => anyhow::bail!("call ended: {text}"),
                         _ => {}
                     }
                 }
