@@ -78,6 +78,13 @@ fn serve_page(listener: tokio::net::TcpListener, html: String) -> tokio::sync::m
     received
 }
 
+/// A page origin of its own: a bound listener and its URL.
+async fn origin() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    (listener, url)
+}
+
 /// Opens a page in headless Chromium and waits for the page's report.
 async fn browse(url: &str, reports: &mut tokio::sync::mpsc::Receiver<String>) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
@@ -108,12 +115,7 @@ async fn browse(url: &str, reports: &mut tokio::sync::mpsc::Receiver<String>) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_web_page_on_another_origin_calls_the_api() {
     // Two page origins, one of them allowed by the gateway's CORS config.
-    let allowed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let foreign = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (allowed_url, foreign_url) = (
-        format!("http://{}", allowed.local_addr().expect("address")),
-        format!("http://{}", foreign.local_addr().expect("address")),
-    );
+    let ((allowed, allowed_url), (foreign, foreign_url)) = (origin().await, origin().await);
     let gw = TestGateway::builder().rest(&format!("  cors:\n    allow_origins: [\"{allowed_url}\"]\n")).start().await;
     let mut allowed_reports = serve_page(allowed, page(gw.address));
     let mut foreign_reports = serve_page(foreign, page(gw.address));
@@ -166,12 +168,7 @@ ws.onclose = async (event) => {{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_web_page_drives_a_bidirectional_stream_over_a_websocket() {
-    let allowed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let foreign = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (allowed_url, foreign_url) = (
-        format!("http://{}", allowed.local_addr().expect("address")),
-        format!("http://{}", foreign.local_addr().expect("address")),
-    );
+    let ((allowed, allowed_url), (foreign, foreign_url)) = (origin().await, origin().await);
     let gw = TestGateway::builder().websocket(&format!("  allow_origins: [\"{allowed_url}\"]\n")).start().await;
     let mut allowed_reports = serve_page(allowed, cart_page(gw.address));
     let mut foreign_reports = serve_page(foreign, cart_page(gw.address));
