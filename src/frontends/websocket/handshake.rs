@@ -98,8 +98,12 @@ pub(super) fn accept<B>(request: &Request<B>, origins: &AllowedOrigins) -> Resul
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let mode = if offered.contains(&PROTO_PROTOCOL) { Mode::Proto } else { Mode::Json };
-    let bearer = match offered.iter().position(|p| *p == BEARER_PROTOCOL) {
+    let bearer_at = offered.iter().position(|p| *p == BEARER_PROTOCOL);
+    // The token after `bearer` is not a subprotocol, whatever it spells.
+    let protocols =
+        || offered.iter().enumerate().filter(|(i, _)| Some(*i) != bearer_at.map(|b| b + 1)).map(|(_, p)| *p);
+    let mode = if protocols().any(|p| p == PROTO_PROTOCOL) { Mode::Proto } else { Mode::Json };
+    let bearer = match bearer_at {
         Some(at) => {
             let token = offered.get(at + 1).filter(|t| !t.is_empty()).ok_or_else(|| {
                 refused(StatusCode::BAD_REQUEST, "the subprotocol `bearer` must be followed by the token".into())
@@ -110,7 +114,7 @@ pub(super) fn accept<B>(request: &Request<B>, origins: &AllowedOrigins) -> Resul
         }
         None => None,
     };
-    let protocol = [PROTO_PROTOCOL, JSON_PROTOCOL, BEARER_PROTOCOL].into_iter().find(|p| offered.contains(p));
+    let protocol = [PROTO_PROTOCOL, JSON_PROTOCOL, BEARER_PROTOCOL].into_iter().find(|p| protocols().any(|o| o == *p));
     Ok(Accepted { key, mode, protocol, bearer })
 }
 
@@ -143,12 +147,22 @@ fn check_origin(headers: &HeaderMap, allowed: &AllowedOrigins) -> Result<(), Ref
 fn same_origin(origin: &str, host: &str) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else { return false };
     let default = match scheme.to_ascii_lowercase().as_str() {
-        "http" => ":80",
-        "https" => ":443",
+        "http" => 80,
+        "https" => 443,
         _ => return false,
     };
-    let strip = |a: &str| a.strip_suffix(default).unwrap_or(a).to_ascii_lowercase();
-    strip(authority) == strip(host)
+    host_port(authority, default).is_some_and(|a| host_port(host, default) == Some(a))
+}
+
+/// `host[:port]` as its lowercased host and its port (`default` when none is written); None when
+/// the port is not a number.
+fn host_port(authority: &str, default: u16) -> Option<(String, u16)> {
+    // An IPv6 literal keeps its colons inside brackets.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, port.parse().ok()?),
+        _ => (authority, default),
+    };
+    Some((host.to_ascii_lowercase(), port))
 }
 
 /// `101 Switching Protocols`, answering the handshake.
@@ -215,6 +229,10 @@ mod tests {
         assert!(same_origin("https://gw.example", "gw.example:443"));
         assert!(same_origin("http://GW.example:80", "gw.example"));
         assert!(!same_origin("https://gw.example", "gw.example:80"));
+        assert!(!same_origin("http://gw.example:580", "gw.example:5"), "ports compare as numbers");
+        assert!(!same_origin("http://127.0.0.1:18081:80", "127.0.0.1:18081"));
+        assert!(same_origin("http://[::1]:8080", "[::1]:8080"));
+        assert!(same_origin("http://[::1]", "[::1]:80"));
         assert!(accept(&upgrade(&[]), &listed).is_ok(), "no Origin: not a browser page");
     }
 
@@ -230,6 +248,10 @@ mod tests {
             .expect("accepted");
         assert_eq!((a.mode, a.protocol), (Mode::Proto, Some("dragoman.proto")));
         assert!(accept(&upgrade(&[("sec-websocket-protocol", "bearer")]), &AllowedOrigins::Any).is_err());
+        let a = accept(&upgrade(&[("sec-websocket-protocol", "bearer, dragoman.proto")]), &AllowedOrigins::Any)
+            .ok()
+            .expect("accepted");
+        assert_eq!((a.mode, a.protocol), (Mode::Json, Some("bearer")), "a token is not a subprotocol");
     }
 
     #[test]

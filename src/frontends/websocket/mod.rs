@@ -143,7 +143,7 @@ impl WebSocketFrontend {
                             stack: this.stack.clone(),
                             method: route.method.clone(),
                             metadata,
-                            deadline: timeout.map(|t| started + t),
+                            deadline: timeout.and_then(|t| started.checked_add(t)),
                             peer,
                         },
                         replies: Arc::new(frames::Replies {
@@ -212,8 +212,8 @@ fn add_metadata(metadata: &mut HeaderMap, name: &str, value: &str) -> Result<(),
         |what: &str| GatewayError::new(Code::InvalidArgument, Origin::Client, format!("metadata {name:?}: {what}"));
     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("not a metadata name"))?;
     let value = HeaderValue::from_str(value).map_err(|_| bad("not a metadata value"))?;
-    if name == "x-forwarded-for" || name == http::header::FORWARDED {
-        return Err(bad("set by the gateway for this hop, not by clients"));
+    if name == http::header::FORWARDED || name.as_str().starts_with("x-forwarded-") || name == "x-real-ip" {
+        return Err(bad("a forwarding header: set by proxies and this hop, not by clients"));
     }
     if metadata.contains_key(&name) {
         return Err(bad("already set for this socket (by its request's headers or query)"));

@@ -135,10 +135,8 @@ impl Mux {
         tokio::pin!(keepalive);
         let mut idle = Box::pin(self.clocks.idle(options.idle_timeout));
         let mut pending: Option<Pending> = None;
+        self.clocks.reading();
         loop {
-            if pending.is_none() {
-                self.clocks.reading();
-            }
             tokio::select! {
                 frame = stream.next(), if pending.is_none() => {
                     let frame = match frame {
@@ -158,17 +156,29 @@ impl Mux {
                         Message::Close(_) => return false,
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
+                    if pending.is_none() {
+                        self.clocks.reading();
+                    }
                 }
-                () = wait(&mut pending), if pending.is_some() => pending = None,
+                () = wait(&mut pending), if pending.is_some() => {
+                    pending = None;
+                    self.clocks.reading();
+                }
                 Some(joined) = calls.tasks.join_next_with_id(), if !calls.tasks.is_empty() => {
-                    // An aborted task's call has had its status already.
-                    let Ok((task, (status, trailers))) = joined else { continue };
+                    let (task, (status, trailers)) = match joined {
+                        Ok(done) => done,
+                        // A call that panicked; one that was aborted has had its status already.
+                        Err(e) if e.is_panic() => (e.id(), (Status::internal("the call failed in the gateway"), HeaderMap::new())),
+                        Err(_) => continue,
+                    };
                     let Some(id) = calls.ids.remove(&task) else { continue };
                     if let Some(open) = calls.open.remove(&id) {
                         self.send(frames::status(Some(&id), &status, &trailers, Some(&open.pool))).await;
                     }
                 }
                 () = &mut keepalive => return false,
+                // The writer gave up on the client (a stalled write, or a broken connection).
+                () = self.queue.closed() => return false,
                 () = &mut idle => {
                     if calls.open.is_empty() {
                         let why = format!("no call for {:?} (websocket.idle_timeout)", options.idle_timeout);

@@ -56,6 +56,8 @@ pub(super) async fn run(socket: Socket, session: Session) {
             (status, trailers) = pump => Ended::Status(status, trailers),
             ended = read(reader, call_requests, &requests, one_message, &clocks, max) => ended,
             () = clocks.keepalive(&queue, options.ping_interval) => Ended::Gone,
+            // The writer gave up on the client (a stalled write, or a broken connection).
+            () = queue.closed() => Ended::Gone,
             () = clocks.idle(options.idle_timeout) => Ended::Status(idle(&options), HeaderMap::new()),
             () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
                 Ended::Status(Status::unavailable("the gateway is shutting down"), HeaderMap::new())

@@ -20,12 +20,11 @@ pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 /// frames pile up here.
 pub(super) const QUEUE: usize = 4;
 
-/// Writes queued frames until the queue closes or a close frame is written. Frames already
-/// queued are written together, then flushed once; a batch with more than pings in it counts as
-/// the client reading (see [`Clocks::keepalive`]). A write that makes no progress for `stall`
-/// ends the writer: a client that stops reading cannot hold the socket (and its place under
-/// the server's limits) for ever. When the queue closes first, a close the client started is
-/// answered (RFC 6455 5.5.1).
+/// Writes queued frames until the queue closes or a close frame is written: what is queued (up to
+/// [`QUEUE`] frames) is written, then flushed once. A frame or a flush that takes longer than
+/// `stall` ends the writer (and with it the socket: its session sees the queue close): a client
+/// that stops reading cannot hold the socket, and its place under the server's limits, for ever.
+/// When the queue closes first, a close the client started is answered (RFC 6455 5.5.1).
 pub(super) async fn write(
     mut sink: SplitSink<Socket, Message>,
     mut queue: mpsc::Receiver<Message>,
@@ -34,27 +33,29 @@ pub(super) async fn write(
 ) {
     let frames = async {
         while let Some(first) = queue.recv().await {
-            clocks.writing_since.store(clocks.now(), Ordering::Relaxed);
-            let mut closing = matches!(first, Message::Close(_));
-            let mut pings_only = matches!(first, Message::Ping(_));
-            sink.feed(first).await?;
-            while !closing {
-                let Ok(next) = queue.try_recv() else { break };
-                closing = matches!(next, Message::Close(_));
-                pings_only &= matches!(next, Message::Ping(_));
-                sink.feed(next).await?;
+            let (mut next, mut written, mut ping) = (Some(first), 0, false);
+            while let Some(frame) = next.take() {
+                let closing = matches!(frame, Message::Close(_));
+                ping |= matches!(frame, Message::Ping(_));
+                clocks.writing();
+                sink.feed(frame).await?;
+                if closing {
+                    return sink.flush().await;
+                }
+                written += 1;
+                if written < QUEUE {
+                    next = queue.try_recv().ok();
+                }
             }
+            clocks.writing();
             sink.flush().await?;
-            if closing {
-                return Ok(());
-            }
             let now = clocks.now();
             clocks.writing_since.store(NOT_WRITING, Ordering::Relaxed);
-            if !pings_only {
-                clocks.written.store(now, Ordering::Relaxed);
+            if ping {
+                clocks.ping_written.store(now, Ordering::Relaxed);
             }
         }
-        clocks.writing_since.store(clocks.now(), Ordering::Relaxed);
+        clocks.writing();
         sink.close().await
     };
     tokio::select! {
@@ -76,6 +77,7 @@ pub(super) async fn await_close(stream: &mut futures_util::stream::SplitStream<S
 
 const NOT_READING: u64 = u64::MAX;
 const NOT_WRITING: u64 = u64::MAX;
+const NEVER: u64 = u64::MAX;
 
 /// When the client was last heard from and when a message last passed either way.
 pub(super) struct Clocks {
@@ -84,10 +86,10 @@ pub(super) struct Clocks {
     reading_since: AtomicU64,
     /// ...when a message last passed, either way.
     message: AtomicU64,
-    /// ...when frames other than pings were last written out to the client.
-    written: AtomicU64,
-    /// ...when the writer started the write it is in (one timer per socket watches it, rather
-    /// than one per write).
+    /// ...when a ping was last written out to the client (`NEVER` before the first).
+    ping_written: AtomicU64,
+    /// ...when the writer started the frame or flush it is in (one timer per socket watches it,
+    /// rather than one per write).
     writing_since: AtomicU64,
 }
 
@@ -97,8 +99,8 @@ impl Clocks {
             start: Instant::now(),
             reading_since: AtomicU64::new(0),
             message: AtomicU64::new(0),
-            written: AtomicU64::new(0),
             writing_since: AtomicU64::new(NOT_WRITING),
+            ping_written: AtomicU64::new(NEVER),
         }
     }
 
@@ -122,22 +124,36 @@ impl Clocks {
         self.message.store(self.now(), Ordering::Relaxed);
     }
 
-    /// Pings the client every `interval`; resolves when for two intervals it has sent nothing,
-    /// not even the pong, while the gateway was reading, and has taken no frame but pings. A
-    /// client that reads a long stream slowly fills the queue, so that no ping gets in; the
-    /// frames it does take show it is there.
+    /// Pings the client every `interval`; resolves when a ping written out to it has had no
+    /// answer (nor any other frame) for two intervals. Pings queue behind the frames before them,
+    /// and the clock starts when the writer has written one, so a client reading a long backlog
+    /// slowly is not taken for a dead one; a client that reads nothing at all is the writer's
+    /// stall timer's to find. While the reader waits for a call to take a message (frames, pongs
+    /// among them, stay unread) nothing is counted.
     pub(super) async fn keepalive(&self, queue: &mpsc::Sender<Message>, interval: Duration) {
         let limit = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).saturating_mul(2);
         loop {
             tokio::time::sleep(interval).await;
-            let (now, since) = (self.now(), self.reading_since.load(Ordering::Relaxed));
-            let silent = since != NOT_READING && now.saturating_sub(since) > limit;
-            if silent && now.saturating_sub(self.written.load(Ordering::Relaxed)) > limit {
-                return;
+            let heard = self.reading_since.load(Ordering::Relaxed);
+            if heard == NOT_READING {
+                continue;
             }
-            // A full queue means frames are flowing anyway.
+            let pinged = self.ping_written.load(Ordering::Relaxed);
+            if pinged != NEVER && heard < pinged {
+                // A ping is out, unanswered.
+                if self.now().saturating_sub(pinged) > limit {
+                    return;
+                }
+                continue;
+            }
+            // A full queue: the ping waits for the next round.
             let _ = queue.try_send(Message::Ping(bytes::Bytes::new()));
         }
+    }
+
+    /// The writer starts a write.
+    fn writing(&self) {
+        self.writing_since.store(self.now(), Ordering::Relaxed);
     }
 
     /// Resolves once a write has been in progress for longer than `stall`.
