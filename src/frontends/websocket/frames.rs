@@ -118,7 +118,7 @@ fn reason(text: &str) -> String {
 /// encoding. Path variables of the URL the socket opened at apply to every message.
 pub(super) struct Requests {
     pub route: Arc<Route>,
-    pub bound: Vec<(usize, String)>,
+    pub bound: crate::frontends::rest::routes::Bound,
     pub rest: Arc<RestOptions>,
 }
 

@@ -68,7 +68,7 @@ pub struct Lease {
 /// What the socket at a path carries.
 enum Target {
     /// One call of the method the path names.
-    Single(Arc<crate::frontends::rest::routes::Route>, Vec<(usize, String)>),
+    Single(Arc<crate::frontends::rest::routes::Route>, crate::frontends::rest::routes::Bound),
     /// Many calls, each naming its method.
     Multiplexed,
 }
