@@ -679,14 +679,15 @@ async fn a_client_that_reads_slowly_but_steadily_is_not_dropped() {
     let (endless, _) = start_endless().await;
     let gw = TestGateway::builder()
         .backend("shop.orders.v1.OrderService", &endless.to_string())
-        .websocket("  ping_interval: 300ms\n")
+        .websocket("  ping_interval: 500ms\n")
         .start()
         .await;
     let mut ws = open(&gw, WATCH_ORDER).await;
     send(&mut ws, json!({"id": "big"})).await;
     // 256 KiB frames, one read every 20 ms: slower than the gateway can write, so the buffers on
-    // the way stay full and every write waits on the client, for five times the two ping
-    // intervals a silent or stuck client is given. It is reading: it stays.
+    // the way stay full and every write waits on the client, for three times the two ping
+    // intervals a silent or stuck client is given. It is reading: it stays. (A ping waits
+    // behind the buffered frames, ~300 ms here; its answer may take two intervals.)
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut read = 0;
     while tokio::time::Instant::now() < until {
@@ -763,7 +764,7 @@ async fn served(address: std::net::SocketAddr) {
 
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_dropped_and_its_call_cancelled() {
-    let gw = TestGateway::builder().websocket("  ping_interval: 200ms\n").start().await;
+    let gw = TestGateway::builder().websocket("  ping_interval: 500ms\n").start().await;
     let watches = gw.backends.shop.watches();
     let mut ws = open(&gw, WATCH_ORDER).await;
     send(&mut ws, json!({"id": "o-1", "interval": "60s"})).await;
@@ -772,7 +773,7 @@ async fn a_client_that_stops_answering_pings_is_dropped_and_its_call_cancelled()
     // Pings get answered only while the client reads (tungstenite answers as it reads): from
     // here on it is a client that has gone without closing.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(*watches.borrow(), 1, "one ping interval on, still there");
+    assert_eq!(*watches.borrow(), 1, "no ping has gone unanswered yet: still there");
     wait_for(watches, "the silent client is dropped and the backend's stream cancelled", |open| *open == 0).await;
     drop(ws);
 }
@@ -880,4 +881,29 @@ async fn each_multiplexed_call_counts_under_max_calls_in_flight() {
         }
     };
     tokio::time::timeout(Duration::from_secs(10), admitted).await.expect("the closed socket's slots are freed");
+}
+
+#[tokio::test]
+async fn a_multiplexed_socket_held_up_by_a_call_that_reads_nothing_closes_when_idle() {
+    let (endless, _) = start_endless().await;
+    let gw = TestGateway::builder()
+        .backend("shop.orders.v1.OrderService", &endless.to_string())
+        .server("  max_connections: 1\n")
+        .websocket("  idle_timeout: 500ms\n")
+        .start()
+        .await;
+    let mut ws = open(&gw, "/ws").await;
+    // The backend's LiveCart reads nothing: once its windows are full the socket stops reading,
+    // so it cannot hear the client; the client then says nothing more.
+    send(&mut ws, json!({"id": 1, "call": LIVE_CART})).await;
+    let big = json!({"id": 1, "message": {"add": {"productId": "p".repeat(60_000), "quantity": 1}}}).to_string();
+    for _ in 0..100 {
+        if tokio::time::timeout(Duration::from_millis(500), ws.send(Message::text(big.clone()))).await.is_err() {
+            break; // the socket has stopped reading
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(10), served(gw.address))
+        .await
+        .expect("after an idle period the held-up socket closes and frees its connection");
+    drop(ws);
 }

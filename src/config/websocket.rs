@@ -49,6 +49,8 @@ impl Default for WebSocketFile {
 /// The longest `ping_interval` or `idle_timeout`: a day (longer ones are mistakes, and would
 /// overflow the clocks).
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The shortest: the clocks count milliseconds.
+const MIN_DURATION: Duration = Duration::from_millis(10);
 
 /// Which page origins may open a WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +104,8 @@ impl WebSocketOptions {
             return Err(format!("{}: must start with /, got {:?}", at("multiplex_path"), file.multiplex_path));
         }
         for (key, value) in [("ping_interval", file.ping_interval), ("idle_timeout", file.idle_timeout)] {
-            if value.is_zero() || value > MAX_DURATION {
-                return Err(format!("{}: must be longer than zero and at most 24h", at(key)));
+            if value < MIN_DURATION || value > MAX_DURATION {
+                return Err(format!("{}: must be between 10ms and 24h", at(key)));
             }
         }
         let max_message_size = file.max_message_size.unwrap_or(server.max_message_size);

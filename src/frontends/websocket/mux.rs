@@ -180,8 +180,11 @@ impl Mux {
                 // The writer gave up on the client (a stalled write, or a broken connection).
                 () = self.queue.closed() => return false,
                 () = &mut idle => {
-                    if calls.open.is_empty() {
-                        let why = format!("no call for {:?} (websocket.idle_timeout)", options.idle_timeout);
+                    // A socket held up by a call that takes no messages cannot hear the client
+                    // either: after an idle period without a message either way, it closes too.
+                    if calls.open.is_empty() || pending.is_some() {
+                        let what = if calls.open.is_empty() { "no call" } else { "no message either way" };
+                        let why = format!("{what} for {:?} (websocket.idle_timeout)", options.idle_timeout);
                         return self.close(&mut calls, CloseCode::Normal, &why).await;
                     }
                     // Open calls keep the socket; their deadlines are theirs. Counted from now.

@@ -65,8 +65,8 @@ pub(super) async fn run(socket: Socket, session: Session) {
         };
         let Ended::Status(status, trailers) = ended else { return false };
         let _ = queue.send(frames::status(None, &status, &trailers, Some(&pool))).await;
-        let _ = queue.send(frames::close(&status)).await;
-        true
+        // Waiting for the client's close only makes sense if ours went out.
+        queue.send(frames::close(&status)).await.is_ok()
     };
     let ((), closing) = tokio::join!(socket::write(sink, outgoing, &writer_clocks, stall), session);
     if closing {

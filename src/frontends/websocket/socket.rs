@@ -33,11 +33,14 @@ pub(super) async fn write(
 ) {
     let frames = async {
         while let Some(first) = queue.recv().await {
-            let (mut next, mut written, mut ping) = (Some(first), 0, false);
+            let (mut next, mut written) = (Some(first), 0);
             while let Some(frame) = next.take() {
                 let closing = matches!(frame, Message::Close(_));
-                ping |= matches!(frame, Message::Ping(_));
                 clocks.writing();
+                if matches!(frame, Message::Ping(_)) {
+                    // Stamped as it goes: its answer may be read before this batch is flushed.
+                    clocks.ping_written.store(clocks.now(), Ordering::Relaxed);
+                }
                 sink.feed(frame).await?;
                 if closing {
                     return sink.flush().await;
@@ -49,11 +52,7 @@ pub(super) async fn write(
             }
             clocks.writing();
             sink.flush().await?;
-            let now = clocks.now();
             clocks.writing_since.store(NOT_WRITING, Ordering::Relaxed);
-            if ping {
-                clocks.ping_written.store(now, Ordering::Relaxed);
-            }
         }
         clocks.writing();
         sink.close().await
