@@ -592,6 +592,18 @@ impl dragoman::demo::pb::shop::orders::v1::order_service_server::OrderService fo
     }
 }
 
+/// A gateway whose orders service is [`Endless`], with extra `server:` and `websocket:` lines.
+async fn endless_gateway(server: &str, websocket: &str) -> (TestGateway, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let (endless, produced) = start_endless().await;
+    let gw = TestGateway::builder()
+        .backend("shop.orders.v1.OrderService", &endless.to_string())
+        .server(server)
+        .websocket(websocket)
+        .start()
+        .await;
+    (gw, produced)
+}
+
 async fn start_endless() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     use dragoman::demo::pb::shop::orders::v1::order_service_server::OrderServiceServer;
     let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -608,8 +620,7 @@ async fn start_endless() -> (std::net::SocketAddr, std::sync::Arc<std::sync::ato
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_the_backend_back() {
     use std::sync::atomic::Ordering::Relaxed;
-    let (endless, produced) = start_endless().await;
-    let gw = TestGateway::builder().backend("shop.orders.v1.OrderService", &endless.to_string()).start().await;
+    let (gw, produced) = endless_gateway("", "").await;
     let mut ws = open(&gw, WATCH_ORDER).await;
     send(&mut ws, json!({"id": "o-1"})).await;
     let _headers = json(&mut ws).await;
@@ -627,8 +638,7 @@ async fn a_client_that_stops_reading_holds_the_backend_back() {
 
 #[tokio::test]
 async fn a_message_after_the_half_close_ends_the_call() {
-    let (endless, _) = start_endless().await;
-    let gw = TestGateway::builder().backend("shop.orders.v1.OrderService", &endless.to_string()).start().await;
+    let (gw, _) = endless_gateway("", "").await;
     let mut ws = open(&gw, LIVE_CART).await;
     send(&mut ws, json!({"clear": true})).await;
     half_close(&mut ws).await;
@@ -641,13 +651,7 @@ async fn a_message_after_the_half_close_ends_the_call() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_frees_its_connection() {
-    let (endless, produced) = start_endless().await;
-    let gw = TestGateway::builder()
-        .backend("shop.orders.v1.OrderService", &endless.to_string())
-        .server("  max_connections: 1\n")
-        .websocket("  ping_interval: 200ms\n")
-        .start()
-        .await;
+    let (gw, produced) = endless_gateway("  max_connections: 1\n", "  ping_interval: 200ms\n").await;
     let mut ws = open(&gw, WATCH_ORDER).await;
     send(&mut ws, json!({"id": "o-1"})).await;
     let _headers = json(&mut ws).await;
@@ -676,12 +680,7 @@ async fn wait_for_stall(produced: &std::sync::atomic::AtomicU64) -> u64 {
 
 #[tokio::test]
 async fn a_client_that_reads_slowly_but_steadily_is_not_dropped() {
-    let (endless, _) = start_endless().await;
-    let gw = TestGateway::builder()
-        .backend("shop.orders.v1.OrderService", &endless.to_string())
-        .websocket("  ping_interval: 500ms\n")
-        .start()
-        .await;
+    let (gw, _) = endless_gateway("", "  ping_interval: 500ms\n").await;
     let mut ws = open(&gw, WATCH_ORDER).await;
     send(&mut ws, json!({"id": "big"})).await;
     // 256 KiB frames, one read every 20 ms: slower than the gateway can write, so the buffers on
@@ -702,12 +701,7 @@ async fn a_client_that_reads_slowly_but_steadily_is_not_dropped() {
 
 #[tokio::test]
 async fn a_client_that_vanishes_is_dropped_though_replies_still_trickle_out() {
-    let (endless, produced) = start_endless().await;
-    let gw = TestGateway::builder()
-        .backend("shop.orders.v1.OrderService", &endless.to_string())
-        .websocket("  ping_interval: 200ms\n")
-        .start()
-        .await;
+    let (gw, produced) = endless_gateway("", "  ping_interval: 200ms\n").await;
     let mut ws = open(&gw, WATCH_ORDER).await;
     send(&mut ws, json!({"id": "o-1", "interval": "0.05s"})).await;
     let _headers = json(&mut ws).await;
@@ -720,13 +714,7 @@ async fn a_client_that_vanishes_is_dropped_though_replies_still_trickle_out() {
 
 #[tokio::test]
 async fn a_multiplexed_socket_whose_client_stops_reading_is_dropped_though_it_sends_pings() {
-    let (endless, produced) = start_endless().await;
-    let gw = TestGateway::builder()
-        .backend("shop.orders.v1.OrderService", &endless.to_string())
-        .server("  max_connections: 1\n")
-        .websocket("  ping_interval: 200ms\n")
-        .start()
-        .await;
+    let (gw, produced) = endless_gateway("  max_connections: 1\n", "  ping_interval: 200ms\n").await;
     let mut ws = open(&gw, "/ws").await;
     send(&mut ws, json!({"id": 1, "call": WATCH_ORDER, "message": {"id": "o-1"}})).await;
     wait_for_stall(&produced).await;
@@ -885,13 +873,7 @@ async fn each_multiplexed_call_counts_under_max_calls_in_flight() {
 
 #[tokio::test]
 async fn a_multiplexed_socket_held_up_by_a_call_that_reads_nothing_closes_when_idle() {
-    let (endless, _) = start_endless().await;
-    let gw = TestGateway::builder()
-        .backend("shop.orders.v1.OrderService", &endless.to_string())
-        .server("  max_connections: 1\n")
-        .websocket("  idle_timeout: 500ms\n")
-        .start()
-        .await;
+    let (gw, _) = endless_gateway("  max_connections: 1\n", "  idle_timeout: 500ms\n").await;
     let mut ws = open(&gw, "/ws").await;
     // The backend's LiveCart reads nothing: once its windows are full the socket stops reading,
     // so it cannot hear the client; the client then says nothing more.
