@@ -26,7 +26,8 @@ use crate::upstream::Upstream;
 /// One catalog and everything derived from it, read by requests as a unit.
 pub struct Snapshot {
     pub catalog: Arc<Catalog>,
-    pub rest: rest::Tables,
+    /// Shared, so a WebSocket's later calls can load the tables of the snapshot current then.
+    pub rest: Arc<rest::Tables>,
 }
 
 impl Snapshot {
@@ -34,7 +35,7 @@ impl Snapshot {
     /// the OpenAPI document says what `rest:` makes the gateway accept); what `dragoman check`
     /// validates too.
     pub fn build(catalog: Catalog, config: &Config) -> Result<Self, CatalogError> {
-        let rest = rest::Tables::new(&catalog, &config.rest);
+        let rest = Arc::new(rest::Tables::new(&catalog, &config.rest));
         Ok(Snapshot { catalog: Arc::new(catalog), rest })
     }
 

@@ -259,7 +259,9 @@ impl Connection {
                     tasks: self.tasks.clone(),
                     admit,
                 };
-                let response = self.worker.websocket.serve(request, &self.gateway, &self.peer, lease).await;
+                let gateway = self.gateway.clone();
+                let tables: websocket::CurrentTables = Arc::new(move || gateway.snapshot().rest.clone());
+                let response = self.worker.websocket.serve(request, tables, &self.peer, lease).await;
                 return response.map(|body| Tracked::new(body, None));
             }
         };

@@ -24,7 +24,8 @@ pub struct BindOptions {
     pub case_insensitive_enums: bool,
 }
 
-const WRAPPERS: &[&str] = &[
+/// The wrapper types, whose JSON form (and query text) is their `value` field's.
+pub const WRAPPERS: &[&str] = &[
     "google.protobuf.DoubleValue",
     "google.protobuf.FloatValue",
     "google.protobuf.Int64Value",

@@ -596,62 +596,28 @@ pub fn no_body() -> http_body_util::combinators::BoxBody<bytes::Bytes, std::conv
     http_body_util::Empty::new().boxed()
 }
 
-/// A gRPC backend that answers every call with the request's own messages (for methods whose
-/// output type is their input type): what the gateway sent is what comes back.
-pub async fn start_mirror() -> SocketAddr {
+/// A gRPC backend over h2c on a loopback port that answers every call with what `answer` makes
+/// of the request's body: response headers (besides the content type), body and trailers.
+async fn start_grpc_backend<F>(answer: F) -> SocketAddr
+where
+    F: Fn(bytes::Bytes) -> (http::HeaderMap, bytes::Bytes, Option<http::HeaderMap>) + Clone + Send + Sync + 'static,
+{
     use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
-                    let body = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                    trailers.insert("x-mirror-trailer", http::HeaderValue::from_static("done"));
-                    let body = http_body_util::Full::new(body).with_trailers(std::future::ready(Some(Ok(trailers))));
-                    let mut response = http::Response::new(body);
-                    response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
-                    Ok::<_, std::convert::Infallible>(response)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    address
-}
-
-/// A gRPC backend that answers every call with these encoded messages, then status OK: for
-/// replies no honest client could make a mirror send back.
-pub async fn start_answering(messages: Vec<Vec<u8>>) -> SocketAddr {
-    use http_body_util::BodyExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    let mut frames = Vec::new();
-    for message in &messages {
-        frames.push(0u8);
-        frames.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
-        frames.extend_from_slice(message);
-    }
-    let frames = bytes::Bytes::from(frames);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let frames = frames.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let frames = frames.clone();
+                    let answer = answer.clone();
                     async move {
-                        let _ = request.into_body().collect().await;
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                        let body =
-                            http_body_util::Full::new(frames).with_trailers(std::future::ready(Some(Ok(trailers))));
+                        let body = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let (headers, body, trailers) = answer(body);
+                        let body = http_body_util::Full::new(body).with_trailers(std::future::ready(trailers.map(Ok)));
                         let mut response = http::Response::new(body);
+                        *response.headers_mut() = headers;
                         response
                             .headers_mut()
                             .insert("content-type", http::HeaderValue::from_static("application/grpc"));
@@ -665,6 +631,37 @@ pub async fn start_answering(messages: Vec<Vec<u8>>) -> SocketAddr {
         }
     });
     address
+}
+
+/// Trailers with `grpc-status: 0`.
+fn ok_trailers() -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    trailers
+}
+
+/// A gRPC backend that answers every call with the request's own messages (for methods whose
+/// output type is their input type): what the gateway sent is what comes back.
+pub async fn start_mirror() -> SocketAddr {
+    start_grpc_backend(|body| {
+        let mut trailers = ok_trailers();
+        trailers.insert("x-mirror-trailer", http::HeaderValue::from_static("done"));
+        (http::HeaderMap::new(), body, Some(trailers))
+    })
+    .await
+}
+
+/// A gRPC backend that answers every call with these encoded messages, then status OK: for
+/// replies no honest client could make a mirror send back.
+pub async fn start_answering(messages: Vec<Vec<u8>>) -> SocketAddr {
+    let mut frames = Vec::new();
+    for message in &messages {
+        frames.push(0u8);
+        frames.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+        frames.extend_from_slice(message);
+    }
+    let frames = bytes::Bytes::from(frames);
+    start_grpc_backend(move |_| (http::HeaderMap::new(), frames.clone(), Some(ok_trailers()))).await
 }
 
 /// What the gateway logs, captured for tests that check a detail went to the log rather than
@@ -740,31 +737,5 @@ pub async fn start_held() -> (SocketAddr, HeldFrames) {
 /// A gRPC backend that refuses every call with these headers as a Trailers-Only response (a
 /// `grpc-status`, a `grpc-message`, `grpc-status-details-bin`...).
 pub async fn start_refusing(status: http::HeaderMap) -> SocketAddr {
-    use http_body_util::BodyExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let status = status.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let status = status.clone();
-                    async move {
-                        let _ = request.into_body().collect().await;
-                        let mut response = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
-                        *response.headers_mut() = status;
-                        response
-                            .headers_mut()
-                            .insert("content-type", http::HeaderValue::from_static("application/grpc"));
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    address
+    start_grpc_backend(move |_| (status.clone(), bytes::Bytes::new(), None)).await
 }

@@ -35,7 +35,6 @@ use crate::call::Protocol;
 use crate::config::{RestOptions, WebSocketOptions};
 use crate::error::{GatewayError, Origin};
 use crate::frontends::rest::error::error_response;
-use crate::gateway::Gateway;
 use crate::observe::access_log;
 use crate::stack::Stack;
 pub use handshake::is_upgrade;
@@ -51,6 +50,10 @@ pub struct WebSocketFrontend {
 /// Takes a slot under the server's `max_calls_in_flight` for one more call (None: at the
 /// limit); the slot is freed when what it returns is dropped.
 pub type Admit = Arc<dyn Fn() -> Option<Box<dyn Send + Sync>> + Send + Sync>;
+
+/// The REST tables of the current catalog snapshot: the multiplexed socket loads them for each
+/// call it starts, so a reload changes what later calls find.
+pub type CurrentTables = Arc<dyn Fn() -> Arc<crate::frontends::rest::Tables> + Send + Sync>;
 
 /// What an open socket holds on to after its request has been answered.
 pub struct Lease {
@@ -78,7 +81,7 @@ impl WebSocketFrontend {
     pub async fn serve(
         &self,
         mut request: Request<Incoming>,
-        gateway: &Gateway,
+        tables: CurrentTables,
         peer: &Peer,
         lease: Lease,
     ) -> Response<ResponseBody> {
@@ -105,7 +108,7 @@ impl WebSocketFrontend {
             }
             Target::Multiplexed
         } else {
-            match gateway.snapshot().rest.routes.find_any(&path) {
+            match tables().routes.find_any(&path) {
                 Some((route, bound)) => Target::Single(route.clone(), bound),
                 None => {
                     let message = format!("no method at {path} to open a WebSocket on");
@@ -124,7 +127,7 @@ impl WebSocketFrontend {
         let response = handshake::switching(&accepted);
         let upgrade = hyper::upgrade::on(&mut request);
         let this = self.clone();
-        let (gateway, peer) = (gateway.clone(), peer.address);
+        let peer = peer.address;
         let Lease { hold, stopping, tasks, admit } = lease;
         tasks.spawn(async move {
             let _hold = hold;
@@ -159,7 +162,7 @@ impl WebSocketFrontend {
                     single::run(socket, session).await;
                 }
                 Target::Multiplexed => {
-                    let session = mux::Session { frontend: this, gateway, metadata, peer, stopping, admit };
+                    let session = mux::Session { frontend: this, tables, metadata, peer, stopping, admit };
                     mux::run(socket, session).await;
                 }
             }

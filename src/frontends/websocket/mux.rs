@@ -37,12 +37,11 @@ use super::WebSocketFrontend;
 use super::exchange::{self, Requests, Start};
 use super::frames::{self, Replies};
 use super::socket::{self, Clocks, Socket};
-use crate::gateway::Gateway;
 
 /// Everything a multiplexed socket needs.
 pub(super) struct Session {
     pub frontend: WebSocketFrontend,
-    pub gateway: Gateway,
+    pub tables: super::CurrentTables,
     /// Metadata from the upgrade request, which every call on the socket carries.
     pub metadata: HeaderMap,
     pub peer: SocketAddr,
@@ -288,8 +287,8 @@ impl Mux {
     /// Starts the call an envelope asks for.
     fn start(&self, calls: &mut Calls, id: &Arc<str>, method: &str, envelope: &Envelope<'_>) -> Result<(), Status> {
         let frontend = &self.session.frontend;
-        let snapshot = self.session.gateway.snapshot();
-        let Some((route, bound)) = snapshot.rest.routes.find_any(method) else {
+        let tables = (self.session.tables)();
+        let Some((route, bound)) = tables.routes.find_any(method) else {
             return Err(Status::unimplemented(format!("unknown method {method}")));
         };
         let mut metadata = self.session.metadata.clone();

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::transcode::query::WRAPPERS;
 use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
@@ -266,19 +267,6 @@ impl Schemas {
 }
 
 const ANY: &str = "google.protobuf.Any";
-
-/// The wrapper types, whose JSON form (and query text) is their `value` field's.
-const WRAPPERS: &[&str] = &[
-    "google.protobuf.DoubleValue",
-    "google.protobuf.FloatValue",
-    "google.protobuf.Int64Value",
-    "google.protobuf.UInt64Value",
-    "google.protobuf.Int32Value",
-    "google.protobuf.UInt32Value",
-    "google.protobuf.BoolValue",
-    "google.protobuf.StringValue",
-    "google.protobuf.BytesValue",
-];
 
 /// `schema` or `null`: a type list gains "null", anything else becomes one branch of an `anyOf`.
 pub(super) fn nullable(schema: Value) -> Value {
