@@ -889,3 +889,29 @@ async fn a_multiplexed_socket_held_up_by_a_call_that_reads_nothing_closes_when_i
         .expect("after an idle period the held-up socket closes and frees its connection");
     drop(ws);
 }
+
+#[tokio::test]
+async fn an_open_socket_holds_its_place_under_max_connections() {
+    let gw = TestGateway::builder().server("  max_connections: 1\n").start().await;
+    let ws = open(&gw, LIVE_CART).await;
+    // The upgrade's HTTP exchange is over, but the socket still holds the one connection allowed.
+    let refused = tokio::time::timeout(Duration::from_millis(1500), served(gw.address)).await;
+    assert!(refused.is_err(), "another client was served while the socket was open");
+    drop(ws);
+    tokio::time::timeout(Duration::from_secs(10), served(gw.address))
+        .await
+        .expect("once the socket closes, its place serves another client");
+}
+
+#[tokio::test]
+async fn a_multiplexed_call_ends_at_its_timeout() {
+    let gw = TestGateway::start().await;
+    let watches = gw.backends.shop.watches();
+    let mut ws = open(&gw, "/ws").await;
+    let call = json!({"id": 1, "call": WATCH_ORDER, "timeout_ms": 300, "message": {"id": "o-1", "interval": "60s"}});
+    send(&mut ws, call).await;
+    let mut seen = Vec::new();
+    let status = until_status(&mut ws, &json!(1), &mut seen).await;
+    assert_eq!(status["code"], 4, "DEADLINE_EXCEEDED: {seen:?}");
+    wait_for(watches, "the backend's stream ends with the deadline", |open| *open == 0).await;
+}
