@@ -528,96 +528,9 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
+    use crate::transcode::generate::{Text, any_demo_message, demo_messages};
     use proptest::prelude::*;
     use prost::Message;
-    use prost_reflect::{DescriptorPool, Kind, Value};
-    use std::sync::LazyLock;
-
-    static POOL: LazyLock<DescriptorPool> =
-        LazyLock::new(|| DescriptorPool::decode(crate::demo::DESCRIPTOR_SET).expect("demo set"));
-
-    fn demo_messages() -> Vec<MessageDescriptor> {
-        POOL.all_messages().filter(|m| m.full_name().starts_with("shop.")).collect()
-    }
-
-    /// Any message of `descriptor`'s type that has a JSON form: Timestamps and Durations within
-    /// the range the mapping allows, finite floats; nested messages `depth` deep at most.
-    fn message(descriptor: MessageDescriptor, depth: u32) -> BoxedStrategy<DynamicMessage> {
-        let set = |descriptor: &MessageDescriptor, fields: Vec<(&str, Value)>| {
-            let mut message = DynamicMessage::new(descriptor.clone());
-            for (name, value) in fields {
-                message.set_field_by_name(name, value);
-            }
-            message
-        };
-        match descriptor.full_name() {
-            "google.protobuf.Timestamp" => {
-                return (-62_135_596_800i64..=253_402_300_799, 0..1_000_000_000i32)
-                    .prop_map(move |(s, n)| {
-                        set(&descriptor, vec![("seconds", Value::I64(s)), ("nanos", Value::I32(n))])
-                    })
-                    .boxed();
-            }
-            "google.protobuf.Duration" => {
-                return (-315_576_000_000i64..=315_576_000_000, 0..1_000_000_000i32)
-                    .prop_map(move |(s, n)| {
-                        // Seconds and nanos have the same sign.
-                        let n = if s < 0 { -n } else { n };
-                        set(&descriptor, vec![("seconds", Value::I64(s)), ("nanos", Value::I32(n))])
-                    })
-                    .boxed();
-            }
-            _ => {}
-        }
-        let fields: Vec<FieldDescriptor> = descriptor.fields().filter(|f| !f.is_map()).collect();
-        let values: Vec<BoxedStrategy<Option<Value>>> = fields
-            .iter()
-            .map(|f| {
-                let one = value(f.kind(), depth);
-                match (one, f.is_list()) {
-                    (None, _) => Just(None).boxed(),
-                    (Some(one), false) => proptest::option::of(one).boxed(),
-                    (Some(one), true) => {
-                        proptest::option::of(prop::collection::vec(one, 0..3).prop_map(Value::List)).boxed()
-                    }
-                }
-            })
-            .collect();
-        values
-            .prop_map(move |values| {
-                let mut message = DynamicMessage::new(descriptor.clone());
-                for (field, value) in fields.iter().zip(values) {
-                    if let Some(value) = value {
-                        message.set_field(field, value);
-                    }
-                }
-                message
-            })
-            .boxed()
-    }
-
-    /// One value of a field's kind; None for a message kind past the depth.
-    fn value(kind: Kind, depth: u32) -> Option<BoxedStrategy<Value>> {
-        use prop::num::{f32, f64};
-        Some(match kind {
-            Kind::Double => (f64::NORMAL | f64::SUBNORMAL | f64::ZERO).prop_map(Value::F64).boxed(),
-            Kind::Float => (f32::NORMAL | f32::SUBNORMAL | f32::ZERO).prop_map(Value::F32).boxed(),
-            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => any::<i32>().prop_map(Value::I32).boxed(),
-            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => any::<i64>().prop_map(Value::I64).boxed(),
-            Kind::Uint32 | Kind::Fixed32 => any::<u32>().prop_map(Value::U32).boxed(),
-            Kind::Uint64 | Kind::Fixed64 => any::<u64>().prop_map(Value::U64).boxed(),
-            Kind::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
-            Kind::String => any::<String>().prop_map(Value::String).boxed(),
-            Kind::Bytes => any::<Vec<u8>>().prop_map(|b| Value::Bytes(b.into())).boxed(),
-            Kind::Enum(e) => {
-                let named: Vec<i32> = e.values().map(|v| v.number()).collect();
-                // Numbers the enum does not name are kept, and printed as numbers.
-                prop_oneof![prop::sample::select(named), any::<i32>()].prop_map(Value::EnumNumber).boxed()
-            }
-            Kind::Message(m) if depth > 0 => message(m, depth - 1).prop_map(Value::Message).boxed(),
-            Kind::Message(_) => return None,
-        })
-    }
 
     fn print_options() -> impl Strategy<Value = PrintOptions> {
         any::<[bool; 4]>().prop_map(|[a, b, c, d]| PrintOptions {
@@ -626,10 +539,6 @@ mod properties {
             always_print_enums_as_ints: c,
             preserve_proto_field_names: d,
         })
-    }
-
-    fn any_demo_message() -> impl Strategy<Value = DynamicMessage> {
-        prop::sample::select(demo_messages()).prop_flat_map(|m| message(m, 3))
     }
 
     /// JSON documents made of the demo types' field names and values that mean something to
@@ -699,7 +608,7 @@ mod properties {
         #![proptest_config(ProptestConfig::with_cases(200))]
 
         #[test]
-        fn encode_then_decode_is_the_identity(message in any_demo_message(), print in print_options()) {
+        fn encode_then_decode_is_the_identity(message in any_demo_message(Text::Any), print in print_options()) {
             let json = encode(&message, &print).map_err(|e| TestCaseError::fail(e.message))?;
             let decoded = decode(message.descriptor(), &json, false)
                 .map_err(|e| TestCaseError::fail(format!("{}: {}", e.message, String::from_utf8_lossy(&json))))?;

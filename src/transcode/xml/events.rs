@@ -1,0 +1,205 @@
+//! The safe event reader every XML input goes through: quick-xml's namespace-aware reader, with
+//! DTDs refused, only predefined entities and character references, bounded depth, UTF-8 only.
+
+use quick_xml::NsReader;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+
+use super::{MAX_DEPTH, XSI, XmlError};
+
+/// What the decoder sees of a document.
+#[derive(Debug)]
+pub enum Node {
+    Start(Element),
+    /// Character data: a text run, a CDATA section, or one resolved reference.
+    Text(String),
+    End,
+    Eof,
+}
+
+/// An opening tag, by namespace URI and local name.
+#[derive(Debug)]
+pub struct Element {
+    /// `None`: in no namespace.
+    pub namespace: Option<String>,
+    pub name: String,
+    /// `xsi:nil="true"`.
+    pub nil: bool,
+}
+
+impl Element {
+    /// In `namespace`, or in none.
+    pub fn is_in(&self, namespace: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+    }
+}
+
+/// A document read event by event.
+pub struct Events<'a> {
+    reader: NsReader<&'a [u8]>,
+    depth: usize,
+    /// Element names from the root, for error messages.
+    path: Vec<String>,
+}
+
+impl<'a> Events<'a> {
+    pub fn new(xml: &'a [u8]) -> Self {
+        let mut reader = NsReader::from_reader(xml);
+        let config = reader.config_mut();
+        config.expand_empty_elements = true;
+        config.check_end_names = true;
+        Events { reader, depth: 0, path: Vec::new() }
+    }
+
+    /// Where the reader is, as element names from the root: `/Envelope/Body/GetOrder`.
+    pub fn path(&self) -> String {
+        let mut path = String::new();
+        for name in &self.path {
+            path.push('/');
+            path.push_str(name);
+        }
+        if path.is_empty() { "/".to_owned() } else { path }
+    }
+
+    /// An error at the current element.
+    pub fn error(&self, message: impl std::fmt::Display) -> XmlError {
+        XmlError::new(format!("{message} (at {})", self.path()))
+    }
+
+    pub fn node(&mut self) -> Result<Node, XmlError> {
+        loop {
+            let position = self.reader.buffer_position();
+            let (resolved, event) = self
+                .reader
+                .read_resolved_event()
+                .map_err(|e| XmlError::new(format!("malformed XML at byte {position}: {e}")))?;
+            let namespace = match resolved {
+                ResolveResult::Bound(ns) => Some(String::from_utf8_lossy(ns.as_ref()).into_owned()),
+                ResolveResult::Unbound => None,
+                ResolveResult::Unknown(prefix) => {
+                    let prefix = String::from_utf8_lossy(&prefix).into_owned();
+                    return Err(self.error(format!("the namespace prefix {prefix:?} is not declared")));
+                }
+            };
+            return match event {
+                Event::Start(start) => {
+                    self.depth += 1;
+                    let name = utf8(start.local_name().as_ref())?.to_owned();
+                    self.path.push(name.clone());
+                    if self.depth > MAX_DEPTH {
+                        return Err(self.error(format!("elements nest deeper than {MAX_DEPTH} levels")));
+                    }
+                    let mut nil = false;
+                    for attribute in start.attributes() {
+                        let attribute = attribute.map_err(|e| self.error(format!("malformed attribute: {e}")))?;
+                        let (ns, local) = self.reader.resolve_attribute(attribute.key);
+                        if matches!(ns, ResolveResult::Bound(n) if n.as_ref() == XSI.as_bytes())
+                            && local.as_ref() == b"nil"
+                        {
+                            let value = attribute
+                                .unescape_value()
+                                .map_err(|e| self.error(format!("malformed xsi:nil: {e}")))?;
+                            nil = match value.trim() {
+                                "true" | "1" => true,
+                                "false" | "0" => false,
+                                other => {
+                                    return Err(self.error(format!("xsi:nil must be true or false, not {other:?}")));
+                                }
+                            };
+                        }
+                    }
+                    Ok(Node::Start(Element { namespace, name, nil }))
+                }
+                Event::End(_) => {
+                    self.depth -= 1;
+                    self.path.pop();
+                    Ok(Node::End)
+                }
+                Event::Text(text) => Ok(Node::Text(utf8(&text)?.to_owned())),
+                Event::CData(data) => Ok(Node::Text(utf8(&data)?.to_owned())),
+                Event::GeneralRef(reference) => {
+                    if let Some(c) = reference.resolve_char_ref().map_err(|e| self.error(e))? {
+                        if !is_xml_char(c) {
+                            return Err(self.error(format!(
+                                "character reference to U+{:04X}, which XML 1.0 does not allow",
+                                c as u32
+                            )));
+                        }
+                        return Ok(Node::Text(c.to_string()));
+                    }
+                    let name = utf8(&reference)?;
+                    match quick_xml::escape::resolve_predefined_entity(name) {
+                        Some(text) => Ok(Node::Text(text.to_owned())),
+                        None => Err(self.error(format!(
+                            "the entity &{name}; is not defined: only the five predefined XML entities are accepted"
+                        ))),
+                    }
+                }
+                Event::DocType(_) => Err(XmlError::new(
+                    "a document type declaration (DTD) is not accepted: Dragoman does not process DTDs or entities",
+                )),
+                Event::Decl(decl) => {
+                    if let Some(Ok(encoding)) = decl.encoding() {
+                        if !encoding.eq_ignore_ascii_case(b"utf-8") && !encoding.eq_ignore_ascii_case(b"utf8") {
+                            let encoding = String::from_utf8_lossy(&encoding).into_owned();
+                            return Err(XmlError::new(format!("the document is in {encoding}: only UTF-8 is read")));
+                        }
+                    }
+                    continue;
+                }
+                Event::Comment(_) | Event::PI(_) => continue,
+                Event::Empty(_) => unreachable!("empty elements are expanded"),
+                Event::Eof => Ok(Node::Eof),
+            };
+        }
+    }
+
+    /// Reads the rest of the current element, whatever it holds.
+    pub fn skip(&mut self) -> Result<(), XmlError> {
+        let mut depth = 0usize;
+        loop {
+            match self.node()? {
+                Node::Start(_) => depth += 1,
+                Node::End if depth == 0 => return Ok(()),
+                Node::End => depth -= 1,
+                Node::Text(_) => {}
+                Node::Eof => return Err(self.error("the document ends inside an element")),
+            }
+        }
+    }
+
+    /// The text content of the current element, which must hold no elements.
+    pub fn text(&mut self) -> Result<String, XmlError> {
+        let mut text = String::new();
+        loop {
+            match self.node()? {
+                Node::Text(t) => text.push_str(&t),
+                Node::End => return Ok(text),
+                Node::Start(element) => {
+                    return Err(self.error(format!("element <{}> where only text is expected", element.name)));
+                }
+                Node::Eof => return Err(self.error("the document ends inside an element")),
+            }
+        }
+    }
+
+    /// Reads to the end of the document, which must hold nothing more than whitespace.
+    pub fn finish(&mut self) -> Result<(), XmlError> {
+        loop {
+            match self.node()? {
+                Node::Eof => return Ok(()),
+                Node::Text(t) if t.trim().is_empty() => {}
+                _ => return Err(self.error("content after the document's root element")),
+            }
+        }
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, XmlError> {
+    std::str::from_utf8(bytes).map_err(|_| XmlError::new("the document is not valid UTF-8"))
+}
+
+/// XML 1.0's `Char` production.
+pub(crate) fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
