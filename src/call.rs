@@ -29,6 +29,7 @@ pub enum Protocol {
     Grpc,
     Rest,
     WebSocket,
+    Soap,
 }
 
 impl Protocol {
@@ -37,6 +38,7 @@ impl Protocol {
             Protocol::Grpc => "grpc",
             Protocol::Rest => "rest",
             Protocol::WebSocket => "websocket",
+            Protocol::Soap => "soap",
         }
     }
 }

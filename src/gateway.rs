@@ -19,6 +19,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::frontends::grpc::GrpcFrontend;
 use crate::frontends::rest::{self, RestFrontend};
+use crate::frontends::soap::{self, SoapFrontend};
 use crate::frontends::websocket::WebSocketFrontend;
 use crate::stack;
 use crate::upstream::Upstream;
@@ -28,6 +29,7 @@ pub struct Snapshot {
     pub catalog: Arc<Catalog>,
     /// Shared, so a WebSocket's later calls can load the tables of the snapshot current then.
     pub rest: Arc<rest::Tables>,
+    pub soap: soap::Tables,
 }
 
 impl Snapshot {
@@ -36,7 +38,8 @@ impl Snapshot {
     /// validates too.
     pub fn build(catalog: Catalog, config: &Config) -> Result<Self, CatalogError> {
         let rest = Arc::new(rest::Tables::new(&catalog, &config.rest));
-        Ok(Snapshot { catalog: Arc::new(catalog), rest })
+        let soap = soap::Tables::new(&catalog, &config.soap);
+        Ok(Snapshot { catalog: Arc::new(catalog), rest, soap })
     }
 
     /// What the snapshot serves differently from what the descriptors ask for (HTTP bindings it
@@ -57,6 +60,7 @@ pub struct Worker {
     pub grpc: GrpcFrontend,
     pub rest: RestFrontend,
     pub websocket: WebSocketFrontend,
+    pub soap: SoapFrontend,
 }
 
 /// The outcome of the latest reloads, for whoever wants to follow them (tests, an admin API).
@@ -123,8 +127,13 @@ impl Gateway {
             grpc: GrpcFrontend { stack: stack.clone(), max_message_size: self.shared.config.server.max_message_size },
             rest: RestFrontend { stack: stack.clone(), options: self.shared.config.rest.clone() },
             websocket: WebSocketFrontend {
-                stack,
+                stack: stack.clone(),
                 options: self.shared.config.websocket.clone(),
+                rest: self.shared.config.rest.clone(),
+            },
+            soap: SoapFrontend {
+                stack,
+                options: self.shared.config.soap.clone(),
                 rest: self.shared.config.rest.clone(),
             },
         }

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::call::Protocol;
 use crate::config::ServerLimits;
-use crate::frontends::{Peer, ResponseBody, grpc, rest, websocket};
+use crate::frontends::{Peer, ResponseBody, grpc, rest, soap, websocket};
 use crate::gateway::{Gateway, Worker};
 use crate::observe::access_log;
 use admission::{Activity, Admission, CallGuard, Tracked};
@@ -223,16 +223,20 @@ enum Frontend {
     Grpc,
     /// `Upgrade: websocket`.
     WebSocket,
+    /// A path under the SOAP prefix.
+    Soap,
     /// Everything else.
     Rest,
 }
 
 impl Frontend {
-    fn of<B>(request: &Request<B>) -> Self {
+    fn of<B>(request: &Request<B>, soap_options: &crate::config::SoapOptions) -> Self {
         if grpc::is_grpc(request) {
             Frontend::Grpc
         } else if websocket::is_upgrade(request) {
             Frontend::WebSocket
+        } else if soap::is_soap(request, soap_options) {
+            Frontend::Soap
         } else {
             Frontend::Rest
         }
@@ -244,9 +248,10 @@ impl Connection {
     /// WebSocket, until the socket closes).
     async fn route(self: &Arc<Self>, request: Request<Incoming>, guard: CallGuard) -> Response<Tracked<ResponseBody>> {
         let snapshot = self.gateway.snapshot();
-        let response = match Frontend::of(&request) {
+        let response = match Frontend::of(&request, &self.worker.soap.options) {
             Frontend::Grpc => self.worker.grpc.serve(request, &snapshot.catalog, &self.peer).await,
             Frontend::Rest => self.worker.rest.serve(request, &snapshot.rest, &self.peer).await,
+            Frontend::Soap => self.worker.soap.serve(request, &snapshot.soap, &self.peer).await,
             Frontend::WebSocket => {
                 let connection = self.clone();
                 let admit: websocket::Admit = Arc::new(move || {

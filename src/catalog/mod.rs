@@ -165,3 +165,12 @@ impl Catalog {
         }
     }
 }
+
+/// The leading comment at a descriptor's source path, when the set carries source info.
+pub fn comment_at(file: &prost_reflect::FileDescriptor, path: &[i32]) -> Option<String> {
+    let info = file.file_descriptor_proto().source_code_info.as_ref()?;
+    let location = info.location.iter().find(|l| l.path == path)?;
+    let text = location.leading_comments.as_deref().or(location.trailing_comments.as_deref())?;
+    let text = text.lines().map(str::trim).collect::<Vec<_>>().join("\n").trim().to_owned();
+    (!text.is_empty()).then_some(text)
+}

@@ -13,11 +13,13 @@ use serde::Deserialize;
 
 mod rest;
 mod server;
+mod soap;
 mod tls;
 mod websocket;
 
 pub use rest::{CorsFile, PathBodyConflict, RestFile, RestOptions, StreamFormat};
 pub use server::ServerLimits;
+pub use soap::{SoapFile, SoapOptions};
 pub use websocket::{AllowedOrigins, WebSocketFile, WebSocketOptions};
 
 /// The configuration file as written.
@@ -49,6 +51,9 @@ pub struct FileConfig {
     /// The WebSocket frontend.
     #[serde(default)]
     pub websocket: WebSocketFile,
+    /// The SOAP frontend.
+    #[serde(default)]
+    pub soap: SoapFile,
     /// Which backends serve which services. The most specific `match` wins: an exact service name
     /// before a pattern, a longer pattern before a shorter one.
     #[serde(default)]
@@ -114,6 +119,7 @@ pub struct Config {
     pub server: Arc<ServerLimits>,
     pub rest: Arc<RestOptions>,
     pub websocket: Arc<WebSocketOptions>,
+    pub soap: Arc<SoapOptions>,
     pub descriptors: Vec<PathBuf>,
     pub proto_include: Vec<PathBuf>,
     pub watch: bool,
@@ -235,12 +241,14 @@ impl Config {
         file.server.validate()?;
         let rest = Arc::new(RestOptions::from_file(file.rest, &file.server)?);
         let websocket = Arc::new(WebSocketOptions::from_file(file.websocket, &file.server)?);
+        let soap = Arc::new(SoapOptions::from_file(file.soap)?);
         Ok(Config {
             listen,
             workers: file.workers,
             server: Arc::new(file.server),
             rest,
             websocket,
+            soap,
             descriptors: file.descriptors.into_iter().map(resolve).collect(),
             proto_include: file.proto_include.into_iter().map(resolve).collect(),
             watch: file.watch,

@@ -6,6 +6,7 @@ pub mod grpc;
 mod metadata;
 pub(crate) mod offload;
 pub mod rest;
+pub mod soap;
 pub mod websocket;
 
 use std::time::Duration;

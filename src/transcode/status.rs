@@ -17,12 +17,7 @@ struct RpcStatus {
 /// The JSON body of an error: `{"code", "message", "details"}`. Details are rendered as the
 /// Any JSON mapping when their type is in `pool`, else as `{"@type", "value": <base64>}`.
 pub fn status_json(status: &tonic::Status, pool: Option<&prost_reflect::DescriptorPool>) -> Vec<u8> {
-    let details: Vec<serde_json::Value> = RpcStatus::decode(status.details())
-        .map(|s| s.details)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|any| detail_json(&any, pool))
-        .collect();
+    let details = details_json(status, pool);
     /// Field order as in google.rpc.Status.
     #[derive(serde::Serialize)]
     struct Body<'a> {
@@ -32,6 +27,41 @@ pub fn status_json(status: &tonic::Status, pool: Option<&prost_reflect::Descript
     }
     let body = Body { code: status.code() as i32, message: status.message(), details };
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The status's details (`grpc-status-details-bin`), each as the Any JSON mapping (see
+/// [`status_json`]).
+pub fn details_json(status: &tonic::Status, pool: Option<&prost_reflect::DescriptorPool>) -> Vec<serde_json::Value> {
+    RpcStatus::decode(status.details())
+        .map(|s| s.details)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|any| detail_json(&any, pool))
+        .collect()
+}
+
+/// A code's name as google/rpc/code.proto spells it: `NOT_FOUND`.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 fn detail_json(any: &prost_types::Any, pool: Option<&prost_reflect::DescriptorPool>) -> serde_json::Value {

@@ -17,7 +17,7 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// Why a body could not be read.
 #[derive(Debug)]
-pub(super) enum BodyError {
+pub(crate) enum BodyError {
     /// Past the limit, announced by `Content-Length` or found while reading.
     TooLarge { limit: u64 },
     /// Not all there within the timeout.
@@ -26,8 +26,31 @@ pub(super) enum BodyError {
     Broken(String),
 }
 
+impl BodyError {
+    /// The HTTP status, the gRPC code and the words that tell the client.
+    pub(crate) fn explain(self) -> (http::StatusCode, tonic::Code, String) {
+        use http::StatusCode;
+        use tonic::Code;
+        match self {
+            BodyError::TooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::ResourceExhausted,
+                format!("the request body is larger than the limit of {limit} bytes"),
+            ),
+            BodyError::TooSlow { timeout } => (
+                StatusCode::REQUEST_TIMEOUT,
+                Code::DeadlineExceeded,
+                format!("the request body did not arrive within {timeout:?}"),
+            ),
+            BodyError::Broken(e) => {
+                (StatusCode::BAD_REQUEST, Code::Cancelled, format!("the request body could not be read: {e}"))
+            }
+        }
+    }
+}
+
 /// The whole body.
-pub(super) async fn read(
+pub(crate) async fn read(
     body: Incoming,
     headers: &HeaderMap,
     limit: u64,

@@ -15,7 +15,7 @@
 //! - `response_body` naming a scalar or repeated field is printed compactly whatever
 //!   `add_whitespace` says.
 
-mod body;
+pub(crate) mod body;
 mod cors;
 pub mod error;
 pub mod openapi;
@@ -268,21 +268,7 @@ impl From<GatewayError> for Refusal {
 
 impl From<body::BodyError> for Refusal {
     fn from(error: body::BodyError) -> Self {
-        let (status, code, message) = match error {
-            body::BodyError::TooLarge { limit } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Code::ResourceExhausted,
-                format!("the request body is larger than the limit of {limit} bytes"),
-            ),
-            body::BodyError::TooSlow { timeout } => (
-                StatusCode::REQUEST_TIMEOUT,
-                Code::DeadlineExceeded,
-                format!("the request body did not arrive within {timeout:?}"),
-            ),
-            body::BodyError::Broken(e) => {
-                (StatusCode::BAD_REQUEST, Code::Cancelled, format!("the request body could not be read: {e}"))
-            }
-        };
+        let (status, code, message) = error.explain();
         Refusal::with_status(status, code, message)
     }
 }

@@ -128,6 +128,19 @@ pub fn decode_content(
     }
 }
 
+/// The content of the element just opened as a message of type `descriptor`: its fields'
+/// elements, or for a well-known type its text. Reads up to and including the end tag.
+pub fn decode_element(
+    events: &mut Events<'_>,
+    descriptor: MessageDescriptor,
+    options: DecodeOptions,
+) -> Result<DynamicMessage, XmlError> {
+    let Some(special) = Special::of(&descriptor) else { return decode_content(events, descriptor, options) };
+    let at = events.path();
+    let text = events.text()?;
+    special_value(&descriptor, special, &text).map_err(|e| XmlError::new(format!("{e} (at {at})")))
+}
+
 fn field_named(descriptor: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
     descriptor.get_field_by_json_name(name).or_else(|| descriptor.get_field_by_name(name))
 }

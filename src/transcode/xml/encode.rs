@@ -68,7 +68,15 @@ impl Writer {
 
     /// `message` as the element `name` in namespace `ns`, where `scope` is the default namespace
     /// in scope ("" for none).
+    /// A well-known type is written as its text.
     pub fn message(&mut self, name: &str, ns: &str, scope: &str, message: &DynamicMessage) -> Result<(), XmlError> {
+        if let Some(special) = Special::of(&message.descriptor()) {
+            let text = special_text(message, special)?;
+            let close = self.open(name, ns, scope, ns);
+            self.text(&text)?;
+            self.close(name, close);
+            return Ok(());
+        }
         let content = namespace(message.descriptor().package_name());
         let close = self.open(name, ns, scope, &content);
         self.fields(message, &content)?;

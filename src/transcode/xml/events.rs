@@ -25,12 +25,22 @@ pub struct Element {
     pub name: String,
     /// `xsi:nil="true"`.
     pub nil: bool,
+    /// Its other attributes (not namespace declarations): namespace, local name, value.
+    pub attributes: Vec<(Option<String>, String, String)>,
 }
 
 impl Element {
     /// In `namespace`, or in none.
     pub fn is_in(&self, namespace: &str) -> bool {
         self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+    }
+
+    /// The value of the attribute `name` in `namespace`.
+    pub fn attribute(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(ns, n, _)| ns.as_deref() == Some(namespace) && n == name)
+            .map(|(_, _, v)| v.as_str())
     }
 }
 
@@ -89,26 +99,30 @@ impl<'a> Events<'a> {
                     if self.depth > MAX_DEPTH {
                         return Err(self.error(format!("elements nest deeper than {MAX_DEPTH} levels")));
                     }
-                    let mut nil = false;
+                    let mut attributes = Vec::new();
                     for attribute in start.attributes() {
                         let attribute = attribute.map_err(|e| self.error(format!("malformed attribute: {e}")))?;
-                        let (ns, local) = self.reader.resolve_attribute(attribute.key);
-                        if matches!(ns, ResolveResult::Bound(n) if n.as_ref() == XSI.as_bytes())
-                            && local.as_ref() == b"nil"
-                        {
-                            let value = attribute
-                                .unescape_value()
-                                .map_err(|e| self.error(format!("malformed xsi:nil: {e}")))?;
-                            nil = match value.trim() {
-                                "true" | "1" => true,
-                                "false" | "0" => false,
-                                other => {
-                                    return Err(self.error(format!("xsi:nil must be true or false, not {other:?}")));
-                                }
-                            };
+                        let key = attribute.key.as_ref();
+                        if key == b"xmlns" || key.starts_with(b"xmlns:") {
+                            continue;
                         }
+                        let (ns, local) = self.reader.resolve_attribute(attribute.key);
+                        let ns = match ns {
+                            ResolveResult::Bound(n) => Some(utf8(n.as_ref())?.to_owned()),
+                            _ => None,
+                        };
+                        let value = attribute
+                            .unescape_value()
+                            .map_err(|e| self.error(format!("malformed attribute value: {e}")))?;
+                        attributes.push((ns, utf8(local.as_ref())?.to_owned(), value.into_owned()));
                     }
-                    Ok(Node::Start(Element { namespace, name, nil }))
+                    let mut element = Element { namespace, name, nil: false, attributes };
+                    element.nil = match element.attribute(XSI, "nil").map(str::trim) {
+                        None | Some("false" | "0") => false,
+                        Some("true" | "1") => true,
+                        Some(other) => return Err(self.error(format!("xsi:nil must be true or false, not {other:?}"))),
+                    };
+                    Ok(Node::Start(element))
                 }
                 Event::End(_) => {
                     self.depth -= 1;

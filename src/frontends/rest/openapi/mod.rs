@@ -417,23 +417,14 @@ fn field_at(message: &MessageDescriptor, path: &[String]) -> Option<FieldDescrip
     current.get_field_by_name(last)
 }
 
-/// The leading comment at a descriptor's source path, when the set carries source info.
-fn comment_at(file: &prost_reflect::FileDescriptor, path: &[i32]) -> Option<String> {
-    let info = file.file_descriptor_proto().source_code_info.as_ref()?;
-    let location = info.location.iter().find(|l| l.path == path)?;
-    let text = location.leading_comments.as_deref().or(location.trailing_comments.as_deref())?;
-    let text = text.lines().map(str::trim).collect::<Vec<_>>().join("\n").trim().to_owned();
-    (!text.is_empty()).then_some(text)
-}
-
 fn comments(method: &MethodDescriptor) -> Option<String> {
-    comment_at(&method.parent_file(), method.path())
+    crate::catalog::comment_at(&method.parent_file(), method.path())
 }
 
 fn message_comments(message: &MessageDescriptor) -> Option<String> {
-    comment_at(&message.parent_file(), message.path())
+    crate::catalog::comment_at(&message.parent_file(), message.path())
 }
 
 fn field_comments(field: &FieldDescriptor) -> Option<String> {
-    comment_at(&field.parent_file(), field.path())
+    crate::catalog::comment_at(&field.parent_file(), field.path())
 }
