@@ -29,6 +29,25 @@ pub fn status_json(status: &tonic::Status, pool: Option<&prost_reflect::Descript
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// The XML body of an error: `google.rpc.Status` by the XML mapping (crate::transcode::xml),
+/// each detail an Any, so its JSON text (see [`status_json`]).
+pub fn status_xml(status: &tonic::Status, pool: Option<&prost_reflect::DescriptorPool>) -> String {
+    use super::xml::escape;
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Status xmlns=\"{}\"><code>{}</code><message>{}</message>",
+        super::xml::namespace("google.rpc"),
+        status.code() as i32,
+        escape(status.message())
+    );
+    for detail in details_json(status, pool) {
+        out.push_str("<details>");
+        out.push_str(&escape(&detail.to_string()));
+        out.push_str("</details>");
+    }
+    out.push_str("</Status>");
+    out
+}
+
 /// The status's details (`grpc-status-details-bin`), each as the Any JSON mapping (see
 /// [`status_json`]).
 pub fn details_json(status: &tonic::Status, pool: Option<&prost_reflect::DescriptorPool>) -> Vec<serde_json::Value> {

@@ -32,6 +32,48 @@ pub fn error_response(status: &tonic::Status, pool: Option<&prost_reflect::Descr
     json_response(http_status(status.code()), status_json(status, pool))
 }
 
+/// The body format a REST client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    /// `application/xml`, by the XML mapping (crate::transcode::xml).
+    Xml,
+}
+
+impl Format {
+    /// XML when `Accept` lists an XML type first, or when the request's body is XML and `Accept`
+    /// does not ask for JSON; JSON otherwise. A browser's `Accept` starts with `text/html`: JSON.
+    pub fn of(headers: &http::HeaderMap) -> Format {
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let first = accept.split(',').next().unwrap_or_default();
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if is_xml(Some(first)) || (is_xml(content_type) && !accept.contains("json")) { Format::Xml } else { Format::Json }
+    }
+
+    /// The error response in this format.
+    pub fn error(self, status: &tonic::Status, pool: Option<&prost_reflect::DescriptorPool>) -> Response<ResponseBody> {
+        match self {
+            Format::Json => error_response(status, pool),
+            Format::Xml => {
+                let body = crate::transcode::status::status_xml(status, pool);
+                let mut response = json_response(http_status(status.code()), body.into_bytes());
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(XML));
+                response
+            }
+        }
+    }
+}
+
+/// The content type of XML replies.
+pub const XML: &str = "application/xml; charset=utf-8";
+
+/// `application/xml` or `text/xml`, with any parameters.
+pub fn is_xml(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return false };
+    let essence = ct.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/xml") || essence.eq_ignore_ascii_case("text/xml")
+}
+
 /// A JSON response with a status code.
 pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());

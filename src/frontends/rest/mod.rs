@@ -109,16 +109,17 @@ impl RestFrontend {
     pub async fn serve(&self, request: Request<Incoming>, tables: &Tables, peer: &Peer) -> Response<ResponseBody> {
         let started = Instant::now();
         let origin = request.headers().get(http::header::ORIGIN).cloned();
+        let format = error::Format::of(request.headers());
         let mut response = match classify(request.method(), request.uri().path(), tables) {
             // Fetch (CORS) preflight, and RFC 9110 OPTIONS: what this path allows.
             Target::Options(methods) => cors::preflight(request.headers(), &methods, &self.options),
             Target::OpenApi(document) => openapi::response(document),
             // google/api/http.proto: the request is bound to the method's input message.
-            Target::Call(route, bound) => self.call(request, route, bound, peer, started).await,
+            Target::Call(route, bound) => self.call(request, route, bound, peer, started, format).await,
             // RFC 9110 15.5.6: 405 names the methods the path allows.
             Target::MethodNotAllowed(allowed) => {
                 let path = request.uri().path();
-                let response = response::method_not_allowed(request.method(), path, &allowed);
+                let response = response::method_not_allowed(request.method(), path, &allowed, format);
                 access_log::record(
                     Protocol::Rest,
                     path,
@@ -133,7 +134,7 @@ impl RestFrontend {
                 let path = request.uri().path();
                 let message = format!("no route for {} {path}", request.method());
                 access_log::record(Protocol::Rest, path, Some(peer.address), Code::NotFound, &message, started);
-                response::refused_with(StatusCode::NOT_FOUND, Code::NotFound, message)
+                response::refused_with(StatusCode::NOT_FOUND, Code::NotFound, message, format)
             }
         };
         if let Some(origin) = origin {
@@ -149,6 +150,7 @@ impl RestFrontend {
         bound: Vec<(usize, String)>,
         peer: &Peer,
         started: Instant,
+        format: error::Format,
     ) -> Response<ResponseBody> {
         let options = &self.options;
         let descriptor = &route.method.descriptor;
@@ -163,7 +165,7 @@ impl RestFrontend {
                 &error.message,
                 started,
             );
-            let mut response = response::refused(error, Some(descriptor.parent_pool()));
+            let mut response = response::refused(error, Some(descriptor.parent_pool()), format);
             if let Some(status) = refusal.status {
                 *response.status_mut() = status;
             }
@@ -174,7 +176,7 @@ impl RestFrontend {
             Ok(timeout) => timeout.map(|t| started + t),
             Err(error) => return refuse(error.into()),
         };
-        let format = descriptor.is_server_streaming().then(|| {
+        let stream_format = descriptor.is_server_streaming().then(|| {
             let accept = parts.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
             response::stream_format(accept, options.stream_format)
         });
@@ -186,7 +188,7 @@ impl RestFrontend {
         let call_body: Body = if let Some(progress) = &progress {
             let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
             if not_json(content_type) {
-                return refuse(unsupported_media_type(content_type));
+                return refuse(unsupported_media_type(content_type, "a client stream is newline-delimited JSON"));
             }
             stream::RequestStream::new(body, route.clone(), bound, options.clone(), progress.clone()).boxed_unsync()
         } else {
@@ -196,8 +198,9 @@ impl RestFrontend {
                 Ok(bytes) => bytes,
                 Err(error) => return refuse(error.into()),
             };
-            if !bytes.is_empty() && !route.body.is_http_body(&descriptor.input()) && not_json(content_type) {
-                return refuse(unsupported_media_type(content_type));
+            let readable = !not_json(content_type) || error::is_xml(content_type);
+            if !bytes.is_empty() && !route.body.is_http_body(&descriptor.input()) && !readable {
+                return refuse(unsupported_media_type(content_type, "send application/json or application/xml"));
             }
             let framed = if offload::is_big(bytes.len()) {
                 let (route, query, content_type, options) = (
@@ -231,17 +234,17 @@ impl RestFrontend {
             body: call_body,
         };
         let reply = self.stack.clone().oneshot(call).await;
-        let response = match (reply, format) {
+        let response = match (reply, stream_format) {
             // A server stream reports a bad request line itself, in the stream.
-            (Ok(reply), Some(format)) => {
-                return response::streaming(reply, route, options, format, progress).await;
+            (Ok(reply), Some(stream_format)) => {
+                return response::streaming(reply, route, options, stream_format, progress).await;
             }
-            (Ok(reply), None) => response::unary(reply, route, options, trailers_wanted).await,
-            (Err(error), _) => response::refused(&error, Some(descriptor.parent_pool())),
+            (Ok(reply), None) => response::unary(reply, route, options, trailers_wanted, format).await,
+            (Err(error), _) => response::refused(&error, Some(descriptor.parent_pool()), format),
         };
         // A bad line of a client stream is the answer, whatever the reset it caused made of the call.
         match progress.as_deref().and_then(stream::Progress::error) {
-            Some(error) => response::refused(error, Some(descriptor.parent_pool())),
+            Some(error) => response::refused(error, Some(descriptor.parent_pool()), format),
             None => response,
         }
     }
@@ -286,8 +289,8 @@ fn not_json(content_type: Option<&str>) -> bool {
     starts(b"multipart/") || ends(b"/xml") || ends(b"+xml")
 }
 
-fn unsupported_media_type(content_type: Option<&str>) -> Refusal {
-    let message = format!("content-type {:?} is not JSON; send application/json", content_type.unwrap_or(""));
+fn unsupported_media_type(content_type: Option<&str>, what: &str) -> Refusal {
+    let message = format!("content-type {:?} cannot be read here: {what}", content_type.unwrap_or(""));
     Refusal::with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument, message)
 }
 

@@ -9,7 +9,8 @@ use super::routes::{BodyInto, Route};
 use crate::config::{PathBodyConflict, RestOptions};
 use crate::error::{GatewayError, Origin};
 use crate::transcode::query::{self, BindError, BindOptions};
-use crate::transcode::{framing, json};
+use super::error::is_xml;
+use crate::transcode::{framing, json, xml};
 
 pub(super) const HTTP_BODY: &str = "google.api.HttpBody";
 
@@ -48,6 +49,9 @@ fn message(
         BodyInto::Nothing => DynamicMessage::new(input.clone()),
         BodyInto::Message if target.is_http_body(&input) => http_body(input.clone(), body, content_type),
         BodyInto::Message if body.is_empty() => DynamicMessage::new(input.clone()),
+        BodyInto::Message if is_xml(content_type) => {
+            xml::decode(input.clone(), body, xml_options(options)).map_err(|e| invalid(e.message))?
+        }
         BodyInto::Message => {
             json::decode(input.clone(), body, options.ignore_unknown_fields).map_err(|e| invalid(e.message))?
         }
@@ -55,6 +59,8 @@ fn message(
             let mut message = DynamicMessage::new(input.clone());
             if let (true, Kind::Message(m)) = (target.is_http_body(&input), field.kind()) {
                 message.set_field(field, Value::Message(http_body(m, body, content_type)));
+            } else if !body.is_empty() && is_xml(content_type) {
+                xml::decode_body(&mut message, field, body, xml_options(options)).map_err(|e| invalid(e.message))?;
             } else if !body.is_empty() {
                 json::decode_into_field(&mut message, field, body, options.ignore_unknown_fields)
                     .map_err(|e| invalid(e.message))?;
@@ -66,7 +72,9 @@ fn message(
     if let Some(query) = query {
         bind_query(&mut message, route, query, options)?;
     }
-    fill_patch_mask(&mut message, route, body, options)?;
+    if !is_xml(content_type) {
+        fill_patch_mask(&mut message, route, body, options)?;
+    }
     Ok(message)
 }
 
@@ -90,6 +98,10 @@ fn fill_patch_mask(
     value.set_field_by_name("paths", Value::List(paths.into_iter().map(Value::String).collect()));
     message.set_field(mask, Value::Message(value));
     Ok(())
+}
+
+fn xml_options(options: &RestOptions) -> xml::DecodeOptions {
+    xml::DecodeOptions { ignore_unknown_fields: options.ignore_unknown_fields }
 }
 
 /// A `google.api.HttpBody` holding the raw request body.

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage};
 use tonic::{Code, Status};
 
-use super::error::{error_response, status_json};
+use super::error::{Format, XML, error_response, status_json};
 use super::routes::Route;
 use super::stream::Progress;
 use crate::call::{Body, Next, Reply, next};
@@ -20,7 +20,7 @@ use crate::error::{GatewayError, Origin};
 use crate::frontends::offload;
 use crate::frontends::{BoxError, ResponseBody};
 use crate::transcode::framing::Deframer;
-use crate::transcode::json;
+use crate::transcode::{json, xml};
 
 /// A unary reply: the one message as JSON (or HttpBody bytes), or the status as a JSON error.
 pub(super) async fn unary(
@@ -28,29 +28,30 @@ pub(super) async fn unary(
     route: &Arc<Route>,
     options: &Arc<RestOptions>,
     trailers_wanted: bool,
+    format: Format,
 ) -> Response<ResponseBody> {
     let pool = route.method.descriptor.parent_pool().clone();
     let mut body = reply.body;
     let mut deframer = Deframer::new(options.max_message_size);
     let message = match next(&mut body, &mut deframer).await {
         Next::Message(message) => message,
-        Next::End(status, trailers) => return failed(&status, &pool, &reply.metadata, &trailers, options),
+        Next::End(status, trailers) => return failed(&status, &pool, &reply.metadata, &trailers, options, format),
     };
     let (status, trailers) = match next(&mut body, &mut deframer).await {
         Next::End(status, trailers) => (status, trailers),
         Next::Message(_) => (Status::internal("the backend sent more than one response message"), HeaderMap::new()),
     };
     if status.code() != Code::Ok {
-        return failed(&status, &pool, &reply.metadata, &trailers, options);
+        return failed(&status, &pool, &reply.metadata, &trailers, options, format);
     }
     let mut response = if offload::is_big(message.len()) {
         let (route, options) = (route.clone(), options.clone());
-        match offload::run(move || decode_and_render(message, &route, &options)).await {
+        match offload::run(move || decode_and_render(message, &route, &options, format)).await {
             Ok(response) => response,
-            Err(error) => return error_response(&error.to_status(), None),
+            Err(error) => return format.error(&error.to_status(), None),
         }
     } else {
-        decode_and_render(message, route, options)
+        decode_and_render(message, route, options, format)
     };
     add_metadata(response.headers_mut(), &reply.metadata, &options.response_header_prefix, options);
     if trailers_wanted {
@@ -72,18 +73,43 @@ fn failed(
     metadata: &HeaderMap,
     trailers: &HeaderMap,
     options: &RestOptions,
+    format: Format,
 ) -> Response<ResponseBody> {
-    let mut response = error_response(status, Some(pool));
+    let mut response = format.error(status, Some(pool));
     add_metadata(response.headers_mut(), metadata, &options.response_header_prefix, options);
     add_metadata(response.headers_mut(), trailers, &options.response_trailer_prefix, options);
     response
 }
 
-fn decode_and_render(message: Bytes, route: &Route, options: &RestOptions) -> Response<ResponseBody> {
+fn decode_and_render(message: Bytes, route: &Route, options: &RestOptions, format: Format) -> Response<ResponseBody> {
     match DynamicMessage::decode(route.method.descriptor.output(), message) {
+        Ok(decoded) if format == Format::Xml => render_xml(&decoded, route),
         Ok(decoded) => render(&decoded, route, options),
-        Err(e) => error_response(&Status::internal(format!("the backend's response does not decode: {e}")), None),
+        Err(e) => format.error(&Status::internal(format!("the backend's response does not decode: {e}")), None),
     }
+}
+
+/// The response message as XML: the message, or its `response_body` field; HttpBody as bytes.
+fn render_xml(message: &DynamicMessage, route: &Route) -> Response<ResponseBody> {
+    let field = route.binding.response_body.as_deref().and_then(|name| message.descriptor().get_field_by_name(name));
+    let xml = match &field {
+        None if is_http_body(&message.descriptor()) => return http_body_response(message),
+        None => xml::encode(message),
+        Some(f) => match message.get_field(f).as_message() {
+            Some(inner) if !f.is_list() && is_http_body(&inner.descriptor()) => return http_body_response(inner),
+            _ => xml::encode_body(message, f),
+        },
+    };
+    let xml = match xml {
+        Ok(xml) => xml,
+        Err(e) => {
+            let message = format!("the backend's response cannot be written as XML: {}", e.message);
+            return Format::Xml.error(&Status::internal(message), None);
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::from(xml)).map_err(|never| match never {}).boxed_unsync());
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(XML));
+    response
 }
 
 /// The response message as the HTTP body: JSON, the `response_body` field, or HttpBody bytes.
@@ -199,7 +225,7 @@ pub(super) async fn streaming(
     }
     if let Some(Next::End(status, trailers)) = &pending {
         if status.code() != Code::Ok {
-            return failed(status, &pool, &reply.metadata, trailers, options);
+            return failed(status, &pool, &reply.metadata, trailers, options, Format::Json);
         }
     }
     let stream = MessageStream {
@@ -383,19 +409,28 @@ impl MessageStream {
 }
 
 /// An error before any response: the gateway's own or the stack's.
-pub(super) fn refused(error: &GatewayError, pool: Option<&prost_reflect::DescriptorPool>) -> Response<ResponseBody> {
-    error_response(&error.to_status(), pool)
+pub(super) fn refused(
+    error: &GatewayError,
+    pool: Option<&prost_reflect::DescriptorPool>,
+    format: Format,
+) -> Response<ResponseBody> {
+    format.error(&error.to_status(), pool)
 }
 
 /// A 405 with `Allow`.
-pub(super) fn method_not_allowed(method: &http::Method, path: &str, allow: &[http::Method]) -> Response<ResponseBody> {
+pub(super) fn method_not_allowed(
+    method: &http::Method,
+    path: &str,
+    allow: &[http::Method],
+    format: Format,
+) -> Response<ResponseBody> {
     let list = allow.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
     let error = GatewayError::new(
         Code::Unimplemented,
         Origin::Client,
         format!("{method} is not allowed on {path}; allowed: {list}"),
     );
-    let mut response = refused(&error, None);
+    let mut response = refused(&error, None, format);
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     if let Ok(value) = HeaderValue::from_str(&list) {
         response.headers_mut().insert(header::ALLOW, value);
@@ -404,8 +439,8 @@ pub(super) fn method_not_allowed(method: &http::Method, path: &str, allow: &[htt
 }
 
 /// An error of the gateway's own with an HTTP status the gRPC code alone would not give.
-pub(super) fn refused_with(status: StatusCode, code: Code, message: String) -> Response<ResponseBody> {
-    let mut response = refused(&GatewayError::new(code, Origin::Client, message), None);
+pub(super) fn refused_with(status: StatusCode, code: Code, message: String, format: Format) -> Response<ResponseBody> {
+    let mut response = refused(&GatewayError::new(code, Origin::Client, message), None, format);
     *response.status_mut() = status;
     response
 }

@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use tonic::Status;
 
 use super::envelope::Version;
-use super::wsdl::escape;
+use crate::transcode::xml::escape;
 use crate::frontends::ResponseBody;
 use crate::frontends::rest::error::http_status;
 use crate::transcode::status::{code_name, details_json};

@@ -109,7 +109,7 @@ fn listing_page(services: &BTreeMap<String, prost_reflect::ServiceDescriptor>, p
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>SOAP services</title></head><body>\n<h1>SOAP services</h1>\n<ul>\n",
     );
     for (name, service) in services {
-        let name = wsdl::escape(name);
+        let name = xml::escape(name);
         let _ = write!(page, "<li><a href=\"{prefix}/{name}?wsdl\">{name}</a>: ");
         let operations: Vec<String> = service
             .methods()
@@ -120,7 +120,7 @@ fn listing_page(services: &BTreeMap<String, prost_reflect::ServiceDescriptor>, p
                 (true, true) => format!("{} (bidirectional, half-duplex)", m.name()),
             })
             .collect();
-        page.push_str(&wsdl::escape(&operations.join(", ")));
+        page.push_str(&xml::escape(&operations.join(", ")));
         page.push_str("</li>\n");
     }
     page.push_str("</ul>\n</body></html>\n");

@@ -12,7 +12,7 @@ use std::fmt::Write;
 use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, ServiceDescriptor};
 
 use crate::catalog::comment_at;
-use crate::transcode::xml::{self, Item, Special, layout, local_type_name, namespace, strip_package};
+use crate::transcode::xml::{Item, Special, escape, layout, local_type_name, namespace, strip_package};
 
 pub(super) const SOAP11_BINDING: &str = "http://schemas.xmlsoap.org/wsdl/soap/";
 pub(super) const SOAP12_BINDING: &str = "http://schemas.xmlsoap.org/wsdl/soap12/";
@@ -349,20 +349,4 @@ fn documentation(out: &mut String, prefix: &str, text: Option<&str>, depth: usiz
     } else {
         let _ = writeln!(out, "{indent}<wsdl:documentation>{text}</wsdl:documentation>");
     }
-}
-
-/// Text and attribute values, escaped; characters XML cannot carry are dropped.
-pub(super) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            c if xml::is_xml_char(c) => out.push(c),
-            _ => {}
-        }
-    }
-    out
 }

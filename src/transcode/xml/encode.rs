@@ -267,6 +267,22 @@ fn scalar_into(out: &mut String, kind: &Kind, value: &Value) -> Result<(), XmlEr
     Ok(())
 }
 
+/// Text or an attribute value that must be written whatever it holds (an error message, a
+/// comment), escaped; characters XML 1.0 cannot carry become U+FFFD.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("&quot;"),
+            c if is_xml_char(c) => {
+                let _ = escape_into(&mut out, c.encode_utf8(&mut [0; 4]));
+            }
+            _ => out.push('\u{FFFD}'),
+        }
+    }
+    out
+}
+
 /// Text content, escaped; CR as a reference, since XML readers turn a raw CR into LF.
 fn escape_into(out: &mut String, text: &str) -> Result<(), XmlError> {
     for c in text.chars() {

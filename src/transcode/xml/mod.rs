@@ -40,8 +40,7 @@ mod encode;
 mod events;
 
 pub use decode::{DecodeOptions, decode, decode_body, decode_content, decode_element};
-pub use encode::{Writer, encode, encode_body};
-pub(crate) use events::is_xml_char;
+pub use encode::{Writer, encode, encode_body, escape};
 pub use events::{Element, Events, Node};
 
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, OneofDescriptor};
