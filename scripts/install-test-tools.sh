@@ -34,9 +34,10 @@ fi
 #   in front of a real etcd.
 #   golang-go, golang-github-grpc-ecosystem-grpc-gateway-dev — tests/grpc_gateway_examples.rs:
 #   grpc-gateway's own example protos, and its example server built from them.
+#   libxml2-utils — xmllint, which validates the generated WSDL's schemas (tests/soap.rs).
 need=()
 for package in chromium etcd-server golang-etcd-server-dev protobuf-compiler libprotobuf-dev golang-go \
-  golang-github-grpc-ecosystem-grpc-gateway-dev; do
+  golang-github-grpc-ecosystem-grpc-gateway-dev libxml2-utils; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -45,6 +46,7 @@ fi
 chromium --version 2>/dev/null
 etcd --version | sed -n 1p
 protoc --version
+xmllint --version 2>&1 | sed -n 1p
 # grpc-gateway 1.6.4's example gRPC server (examples/server in the Debian package), built in
 # GOPATH mode against Debian's Go packages (Go modules cannot be downloaded here).
 if [ ! -x "$tools/grpc-gateway-example" ]; then
@@ -71,3 +73,10 @@ GO
     go build -o "$tools/grpc-gateway-example" ggexample)
 fi
 echo "grpc-gateway example server: $tools/grpc-gateway-example"
+# zeep 4.3 — a WSDL-driven SOAP client nobody here wrote, for tests/soap.rs. A venv of its own.
+if [ ! -x "$tools/zeep/bin/python" ] || ! "$tools/zeep/bin/python" -c 'import zeep' 2>/dev/null; then
+  rm -rf "$tools/zeep"
+  python3 -m venv "$tools/zeep"
+  PIP_ROOT_USER_ACTION=ignore "$tools/zeep/bin/pip" install --quiet --disable-pip-version-check 'zeep==4.3.1'
+fi
+"$tools/zeep/bin/python" -c 'import zeep; print("zeep", zeep.__version__)'

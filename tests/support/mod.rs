@@ -57,6 +57,7 @@ impl TestGateway {
             rest_yaml: String::new(),
             server_yaml: String::new(),
             websocket_yaml: String::new(),
+            soap_yaml: String::new(),
             include: false,
         }
     }
@@ -135,6 +136,7 @@ pub struct Builder {
     rest_yaml: String,
     server_yaml: String,
     websocket_yaml: String,
+    soap_yaml: String,
     include: bool,
 }
 
@@ -182,6 +184,12 @@ impl Builder {
         self
     }
 
+    /// Lines of the config's `soap:` section (indented two spaces).
+    pub fn soap(mut self, yaml: &str) -> Self {
+        self.soap_yaml.push_str(yaml);
+        self
+    }
+
     /// Leave the demo services without backends.
     pub fn without_demo_rules(mut self) -> Self {
         self.demo_rules = false;
@@ -215,6 +223,9 @@ impl Builder {
         }
         if !self.websocket_yaml.is_empty() {
             rest.push_str(&format!("websocket:\n{}", self.websocket_yaml));
+        }
+        if !self.soap_yaml.is_empty() {
+            rest.push_str(&format!("soap:\n{}", self.soap_yaml));
         }
         if self.include {
             rest.push_str(&format!("proto_include: [{}]\n", root().join("proto").display()));
@@ -256,6 +267,13 @@ pub fn grpcurl() -> PathBuf {
     }
     let path = root().join("target/tools/grpcurl");
     assert!(path.exists(), "grpcurl missing: run scripts/install-test-tools.sh (the test command does)");
+    path
+}
+
+/// The Python with zeep 4.3 installed, a WSDL-driven SOAP client (scripts/install-test-tools.sh).
+pub fn zeep_python() -> PathBuf {
+    let path = root().join("target/tools/zeep/bin/python");
+    assert!(path.exists(), "zeep missing: run scripts/install-test-tools.sh (the test command does)");
     path
 }
 
@@ -449,9 +467,13 @@ pub async fn http(address: SocketAddr, method: &str, path: &str, headers: &[(&st
     let mut request = http::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", address.to_string())
         .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body)))
         .expect("request");
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        request
+            .headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_str(&address.to_string()).expect("host"));
+    }
     for (name, value) in headers {
         request.headers_mut().append(
             http::HeaderName::from_bytes(name.as_bytes()).expect("name"),

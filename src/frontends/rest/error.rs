@@ -47,7 +47,11 @@ impl Format {
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let first = accept.split(',').next().unwrap_or_default();
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        if is_xml(Some(first)) || (is_xml(content_type) && !accept.contains("json")) { Format::Xml } else { Format::Json }
+        if is_xml(Some(first)) || (is_xml(content_type) && !accept.contains("json")) {
+            Format::Xml
+        } else {
+            Format::Json
+        }
     }
 
     /// The error response in this format.

@@ -5,11 +5,11 @@ use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Val
 use tonic::Code;
 
 use super::Refusal;
+use super::error::is_xml;
 use super::routes::{BodyInto, Route};
 use crate::config::{PathBodyConflict, RestOptions};
 use crate::error::{GatewayError, Origin};
 use crate::transcode::query::{self, BindError, BindOptions};
-use super::error::is_xml;
 use crate::transcode::{framing, json, xml};
 
 pub(super) const HTTP_BODY: &str = "google.api.HttpBody";

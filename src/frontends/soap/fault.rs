@@ -22,10 +22,10 @@ use http_body_util::{BodyExt, Full};
 use tonic::Status;
 
 use super::envelope::Version;
-use crate::transcode::xml::escape;
 use crate::frontends::ResponseBody;
 use crate::frontends::rest::error::http_status;
 use crate::transcode::status::{code_name, details_json};
+use crate::transcode::xml::escape;
 
 /// The namespace of the gRPC status in a fault's detail.
 pub(super) const GRPC_NS: &str = "urn:dragoman:grpc";
