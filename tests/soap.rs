@@ -561,15 +561,13 @@ async fn validate(gateway: &TestGateway, dir: &std::path::Path, service: &str, o
     }
     let main = file_of(&found[0].0);
     let namespace = format!("urn:dragoman:{}", &service[..service.rfind('.').expect("package")]);
+    let soap_body = regex::Regex::new(r"(?s)<env:Body>(.*)</env:Body>").expect("regex");
     for (operation, inner) in operations {
         let request = format!("<{operation} xmlns=\"{namespace}\">{inner}</{operation}>");
         let envelope = format!(r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body>{request}</s:Body></s:Envelope>"#);
         let reply = soap11(gateway, &format!("/soap/{service}"), "", &envelope).await;
         assert_eq!(reply.status, 200, "{operation}: {}", reply.text());
-        let body =
-            regex::Regex::new(r"(?s)<env:Body>(.*)</env:Body>").expect("regex").captures(&reply.text()).expect("body")
-                [1]
-            .to_owned();
+        let body = soap_body.captures(&reply.text()).expect("body")[1].to_owned();
         for (what, instance) in [("request", request), ("response", body)] {
             let file = dir.join(format!("{operation}-{what}.xml"));
             std::fs::write(&file, &instance).expect("write");
