@@ -146,7 +146,7 @@ async fn run_worker(
                 async move {
                     let response = match connection.admission.call(&connection.activity) {
                         Some(guard) => connection.route(request, guard).await,
-                        None => overloaded(&request, &connection.peer).map(|body| Tracked::new(body, None)),
+                        None => overloaded(&request, &connection).map(|body| Tracked::new(body, None)),
                     };
                     Ok::<_, std::convert::Infallible>(response)
                 }
@@ -277,10 +277,13 @@ impl Connection {
 /// The answer when `max_calls_in_flight` is reached: refused at once, in the client's protocol,
 /// so that it can retry elsewhere instead of queueing here. Logged as a call (the access log's
 /// level), not as a warning: under overload that would be a flood of them.
-fn overloaded<B>(request: &Request<B>, peer: &Peer) -> Response<ResponseBody> {
+fn overloaded<B>(request: &Request<B>, connection: &Connection) -> Response<ResponseBody> {
+    let peer = &connection.peer;
     let message = "the gateway is at its limit of calls in flight; retry later";
     let (protocol, response) = if grpc::is_grpc(request) {
         (Protocol::Grpc, grpc::trailers_only(tonic::Status::unavailable(message)))
+    } else if soap::is_soap(request, &connection.worker.soap.options) {
+        (Protocol::Soap, soap::fault(request, tonic::Status::unavailable(message)))
     } else {
         (Protocol::Rest, rest::error::error_response(&tonic::Status::unavailable(message), None))
     };

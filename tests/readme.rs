@@ -239,6 +239,34 @@ const CASES: &[Case] = &[
         let message = error["message"].as_str().unwrap_or_default();
         assert!(error["code"] == 3 && message.contains("email") && message.contains("column"), "{error}");
     }),
+    // SOAP: the listing, a WSDL whose address is the host asked for, a 1.1 call, a 1.2 fault.
+    Case::ok("soap/ -H 'accept: text/html'", |ran| {
+        assert!(ran.stdout.contains("<a href=\"/soap/shop.orders.v1.OrderService?wsdl\">"), "{}", ran.stdout);
+    }),
+    Case::ok("UserService?wsdl", |ran| {
+        assert!(ran.stdout.starts_with("<?xml"), "{}", ran.stdout);
+        // The address is the host the client asked for.
+        let address = regex::Regex::new(
+            r#"<soap:address location="http://127\.0\.0\.1:\d+/soap/shop\.users\.v1\.UserService"/>"#,
+        );
+        assert!(address.expect("regex").is_match(&ran.stdout), "{}", ran.stdout);
+        assert!(ran.stdout.contains("<xs:complexType name=\"User\">"), "{}", ran.stdout);
+    }),
+    Case::ok("SOAPAction", |ran| {
+        let answer = "<GetUserResponse xmlns=\"urn:dragoman:shop.users.v1\"><id>u-1</id><email>ada@example.com</email>";
+        assert!(ran.stdout.contains(answer), "{}", ran.stdout);
+        let readme = readme();
+        assert!(readme.contains(&format!("`{answer}...`")), "the README shows the answer");
+    }),
+    Case::error("application/soap+xml", |ran| {
+        assert_eq!(ran.http_status(), 400);
+        assert!(ran.stdout.contains("<env:Value>env:Sender</env:Value>"), "{}", ran.stdout);
+        assert!(ran.stdout.contains(">grpc:NOT_FOUND</env:Value>"), "{}", ran.stdout);
+    }),
+    Case::ok("accept: application/xml", |ran| {
+        assert_eq!(ran.header("content-type").as_deref(), Some("application/xml; charset=utf-8"));
+        assert!(ran.stdout.contains("<Product xmlns=\"urn:dragoman:shop.products.v1\"><id>p-2</id>"), "{}", ran.stdout);
+    }),
     Case::ok("/openapi.json", |ran| {
         let doc = ran.json();
         assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "OpenAPI 3.1: {}", doc["openapi"]);

@@ -607,6 +607,11 @@ async fn rest_routes_take_and_give_xml() {
         http(gateway.address, "POST", "/v1/orders", &[("content-type", "application/xml")], b"<!DOCTYPE x><x/>").await;
     assert_eq!(reply.status, 400);
     assert!(reply.text().contains("(DTD) is not accepted"), "{}", reply.text());
+    // A raw HttpBody route takes XML as its bytes, and answers in JSON.
+    let reply =
+        http(gateway.address, "POST", "/v1/products:import", &[("content-type", "application/xml")], b"<x/>").await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["message"], "expected text/csv, got \"application/xml\"");
     // Other XML types are still refused; a browser's Accept gets JSON.
     let reply = http(gateway.address, "POST", "/v1/orders", &[("content-type", "application/atom+xml")], b"<x/>").await;
     assert_eq!(reply.status, 415);

@@ -41,17 +41,15 @@ pub enum Format {
 }
 
 impl Format {
-    /// XML when `Accept` lists an XML type first, or when the request's body is XML and `Accept`
-    /// does not ask for JSON; JSON otherwise. A browser's `Accept` starts with `text/html`: JSON.
-    pub fn of(headers: &http::HeaderMap) -> Format {
+    /// XML when `Accept` lists an XML type first, or when the request's body is read as XML
+    /// (`xml_body`: not a raw `google.api.HttpBody`) and `Accept` does not ask for JSON; JSON
+    /// otherwise. A browser's `Accept` starts with `text/html`: JSON.
+    pub fn of(headers: &http::HeaderMap, xml_body: bool) -> Format {
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let first = accept.split(',').next().unwrap_or_default();
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        if is_xml(Some(first)) || (is_xml(content_type) && !accept.contains("json")) {
-            Format::Xml
-        } else {
-            Format::Json
-        }
+        let by_body = xml_body && is_xml(content_type) && !accept.contains("json");
+        if is_xml(Some(first)) || by_body { Format::Xml } else { Format::Json }
     }
 
     /// The error response in this format.

@@ -109,7 +109,7 @@ impl RestFrontend {
     pub async fn serve(&self, request: Request<Incoming>, tables: &Tables, peer: &Peer) -> Response<ResponseBody> {
         let started = Instant::now();
         let origin = request.headers().get(http::header::ORIGIN).cloned();
-        let format = error::Format::of(request.headers());
+        let format = error::Format::of(request.headers(), true);
         let mut response = match classify(request.method(), request.uri().path(), tables) {
             // Fetch (CORS) preflight, and RFC 9110 OPTIONS: what this path allows.
             Target::Options(methods) => cors::preflight(request.headers(), &methods, &self.options),
@@ -154,6 +154,12 @@ impl RestFrontend {
     ) -> Response<ResponseBody> {
         let options = &self.options;
         let descriptor = &route.method.descriptor;
+        // A raw HttpBody in XML is no reason to answer in XML.
+        let format = if route.body.is_http_body(&descriptor.input()) {
+            error::Format::of(request.headers(), false)
+        } else {
+            format
+        };
         // Every refusal before the stack is logged here, once.
         let refuse = |refusal: Refusal| {
             let error = &refusal.error;

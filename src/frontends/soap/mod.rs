@@ -134,6 +134,14 @@ pub fn is_soap<B>(request: &Request<B>, options: &SoapOptions) -> bool {
         && path.strip_prefix(options.path_prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// `status` as a fault in the SOAP version of `request`'s content type (1.1 when it names none),
+/// for refusals made before the frontend (the server's limits).
+pub fn fault<B>(request: &Request<B>, status: Status) -> Response<ResponseBody> {
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let version = Version::of(content_type).map_or(Version::V11, |(version, _)| version);
+    Fault::status(status).response(version, None)
+}
+
 /// The SOAP frontend: the stack calls go through, and its settings.
 #[derive(Clone)]
 pub struct SoapFrontend {

@@ -5,7 +5,7 @@ use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 
-use super::{MAX_DEPTH, XSI, XmlError};
+use super::{MAX_ATTRIBUTES, MAX_DEPTH, XSI, XmlError};
 
 /// What the decoder sees of a document.
 #[derive(Debug)]
@@ -100,7 +100,12 @@ impl<'a> Events<'a> {
                         return Err(self.error(format!("elements nest deeper than {MAX_DEPTH} levels")));
                     }
                     let mut attributes = Vec::new();
-                    for attribute in start.attributes() {
+                    // Unchecked for duplicates (quick-xml's check is quadratic in their number);
+                    // the count is bounded instead, and the first of a name is the one read.
+                    for (n, attribute) in start.attributes().with_checks(false).enumerate() {
+                        if n == MAX_ATTRIBUTES {
+                            return Err(self.error(format!("an element with more than {MAX_ATTRIBUTES} attributes")));
+                        }
                         let attribute = attribute.map_err(|e| self.error(format!("malformed attribute: {e}")))?;
                         let key = attribute.key.as_ref();
                         if key == b"xmlns" || key.starts_with(b"xmlns:") {

@@ -32,7 +32,8 @@
 //! Input is read with quick-xml, which expands nothing by itself; on top of it a document
 //! type declaration is refused outright (no DTD, so no external entities and no entity
 //! expansion), only the five predefined entities and character references are accepted, depth is
-//! bounded ([`MAX_DEPTH`]), and only UTF-8 is read. Size is bounded by the caller's body limit.
+//! bounded ([`MAX_DEPTH`]), so are attributes per element ([`MAX_ATTRIBUTES`]; namespace
+//! lookups scan the declarations in scope), and only UTF-8 is read. Size is bounded by the caller's body limit.
 
 mod decode;
 mod duration;
@@ -47,6 +48,10 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, OneofDescriptor};
 
 /// Deepest element nesting accepted in a request, the SOAP envelope included.
 pub const MAX_DEPTH: usize = 64;
+
+/// Most attributes on one element, namespace declarations included: what a message needs is
+/// `xsi:nil` and a few declarations.
+pub const MAX_ATTRIBUTES: usize = 32;
 
 /// The XML Schema instance namespace (`xsi:nil`).
 pub const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";

@@ -147,6 +147,9 @@ fn dtds_and_entities_are_refused() {
         let error = read(kinds(), xml).expect_err(xml);
         assert!(error.contains("document type declaration (DTD) is not accepted"), "{error}");
     }
+    let many: String = (0..10_000).map(|n| format!(" xmlns:p{n}=\"urn:{n}\"")).collect();
+    let error = read(kinds(), &format!("<Kinds{many}><i32>1</i32></Kinds>")).expect_err("attributes");
+    assert!(error.contains("more than 32 attributes"), "{error}");
     let tree = CONFORMANCE.get_message_by_name("conformance.v1.Tree").expect("Tree");
     let deep = format!("{}{}", "<child>".repeat(70), "</child>".repeat(70));
     let error = read(tree, &format!("<Tree>{deep}</Tree>")).expect_err("deep");

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# SOAP beside REST/JSON and native gRPC for the same methods, through one Dragoman, in one run
+# (issue 9): the peers' Items backend (../shared/peers/setup.sh builds it). GetItem (a small
+# message) and CreateItem (a message with a nested one and a list, sent and returned) as
+#   gRPC straight to the backend (h2load) | gRPC through Dragoman (h2load) |
+#   REST JSON (wrk) | REST XML (wrk, Accept/Content-Type application/xml) | SOAP 1.1 and 1.2 (wrk).
+# Usage: bench/soap.sh [seconds]   env: DRAGOMAN=target/release/dragoman CONNS=32
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${1:-8}; C=${CONNS:-32}
+peers=$(cd ../shared/peers && pwd)
+b=${PEERS_BUILD:-$peers/build}; [ -x "$b/backend" ] || b=${XDG_CACHE_HOME:-$HOME/.cache}/dragoman-peers
+[ -x "$b/backend" ] || { echo "peers not built: run ../shared/peers/setup.sh"; exit 1; }
+bin=${DRAGOMAN:-target/release/dragoman}
+run=$(mktemp -d -t dragoman-soap.XXXXXX); pids=()
+trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; done; sleep 0.3; rm -rf "$run"' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+BP=$(port); "$b/backend" -addr 127.0.0.1:$BP >/dev/null 2>&1 & pids+=($!); wait_port $BP
+DP=$(port)
+printf 'listen: 127.0.0.1:%s\ndescriptors: [%s]\nservices:\n  - match: "bench.v1.*"\n    backends: [http://127.0.0.1:%s]\n' $DP "$b/bench.binpb" $BP >"$run/dragoman.yaml"
+RUST_LOG=${RUST_LOG:-warn} "$bin" serve --config "$run/dragoman.yaml" >/dev/null 2>&1 & pids+=($!); wait_port $DP
+
+ns=urn:dragoman:bench.v1
+item_json='{"id":"7","name":"a reasonably named catalogue item","tags":["red","large","sale"],"price":{"currency":"EUR","units":"19","nanos":990000000},"inStock":true}'
+item_xml='<id>7</id><name>a reasonably named catalogue item</name><tags>red</tags><tags>large</tags><tags>sale</tags><price><currency>EUR</currency><units>19</units><nanos>990000000</nanos></price><inStock>true</inStock>'
+env11() { printf '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><%s xmlns="%s">%s</%s></s:Body></s:Envelope>' "$1" $ns "$2" "$1"; }
+env12() { printf '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><%s xmlns="%s">%s</%s></s:Body></s:Envelope>' "$1" $ns "$2" "$1"; }
+lua() { # file method body content-type [accept]
+  printf 'wrk.method = "%s"\nwrk.body = [[%s]]\nwrk.headers["Content-Type"] = "%s"\n' "$2" "$3" "$4" >"$1"
+  [ -z "${5:-}" ] || printf 'wrk.headers["Accept"] = "%s"\n' "$5" >>"$1"
+}
+lua "$run/get-xml.lua" GET "" application/json application/xml
+lua "$run/post-json.lua" POST "$item_json" application/json
+lua "$run/post-xml.lua" POST "<Item>$item_xml</Item>" application/xml
+lua "$run/soap11-get.lua" POST "$(env11 GetItem '<id>42</id>')" 'text/xml; charset=utf-8'
+echo 'wrk.headers["SOAPAction"] = "urn:dragoman:bench.v1.Items/GetItem"' >>"$run/soap11-get.lua"
+lua "$run/soap12-get.lua" POST "$(env12 GetItem '<id>42</id>')" 'application/soap+xml; charset=utf-8; action="urn:dragoman:bench.v1.Items/GetItem"'
+lua "$run/soap11-create.lua" POST "$(env11 CreateItem "$item_xml")" 'text/xml; charset=utf-8'
+echo 'wrk.headers["SOAPAction"] = "urn:dragoman:bench.v1.Items/CreateItem"' >>"$run/soap11-create.lua"
+# Every request must succeed: check each once before measuring.
+for f in get-xml post-json post-xml soap11-get soap12-get soap11-create; do
+  m=$(sed -n 's/wrk.method = "\(.*\)"/\1/p' "$run/$f.lua")
+  code=$(python3 - "$run/$f.lua" "$m" "http://127.0.0.1:$DP" <<'PY'
+import re, sys, urllib.request
+text = open(sys.argv[1]).read()
+body = re.search(r'wrk.body = \[\[(.*)\]\]', text, re.S).group(1).encode()
+headers = dict(re.findall(r'wrk.headers\["([^"]+)"\] = "((?:[^"\\]|\\.)*)"', text.replace('\\"', '"')) )
+path = "/v1/items/42" if sys.argv[2] == "GET" else ("/v1/items" if "soap" not in sys.argv[1] else "/soap/bench.v1.Items")
+request = urllib.request.Request(sys.argv[3] + path, data=body or None, headers=headers, method=sys.argv[2])
+print(urllib.request.urlopen(request).status)
+PY
+)
+  [ "$code" = 200 ] || { echo "$f answered $code"; exit 1; }
+done
+
+wrk_row() { # name path script
+  local out; out=$(wrk -t1 -c "$C" -d "${D}s" --latency -s "$3" "http://127.0.0.1:$DP$2" 2>&1)
+  printf '%-22s %9s req/s  p50 %-8s p99 %-8s non2xx %s\n' "$1" "$(echo "$out" | awk '/^Requests\/sec/{print int($2)}')" \
+    "$(echo "$out" | awk '/^ +50%/{print $2}')" "$(echo "$out" | awk '/^ +99%/{print $2}')" "$(echo "$out" | awk '/Non-2xx/{print $5}')"
+  echo "$out" | awk '/^Requests\/sec/{print int($2)}' >"$run/rps.$1"
+}
+h2_row() { # name url data
+  local out; out=$(h2load -D "$D" -t1 -c "$C" -m 1 -d "$3" -H "content-type: application/grpc" -H 'te: trailers' "$2" 2>&1)
+  printf '%-22s %9s req/s  mean %-9s 2xx %s\n' "$1" "$(echo "$out" | awk '/^finished in/{gsub(",","",$4); print int($4)}')" \
+    "$(echo "$out" | awk '/^time for request:/{print $6}')" "$(echo "$out" | awk '/^status codes:/{print $3}')"
+  echo "$out" | awk '/^finished in/{gsub(",","",$4); print int($4)}' >"$run/rps.$1"
+}
+lua "$run/get-json.lua" GET "" application/json
+echo "# $(date -u +%F) $(nproc) cores, ${D}s per row, $C connections (HTTP/1.1 keep-alive for wrk, h2c one stream per connection for h2load); backend, gateway and load generator share the cores"
+h2_row grpc-direct "http://127.0.0.1:$BP/bench.v1.Items/GetItem" "$b/getitem.grpc"
+h2_row grpc-dragoman "http://127.0.0.1:$DP/bench.v1.Items/GetItem" "$b/getitem.grpc"
+wrk_row rest-json-get /v1/items/42 "$run/get-json.lua"
+wrk_row rest-xml-get /v1/items/42 "$run/get-xml.lua"
+wrk_row soap11-get /soap/bench.v1.Items "$run/soap11-get.lua"
+wrk_row soap12-get /soap/bench.v1.Items "$run/soap12-get.lua"
+wrk_row rest-json-create /v1/items "$run/post-json.lua"
+wrk_row rest-xml-create /v1/items "$run/post-xml.lua"
+wrk_row soap11-create /soap/bench.v1.Items "$run/soap11-create.lua"
+r() { cat "$run/rps.$1" 2>/dev/null || echo 0; }
+ratio() { python3 -c "import sys; a,b=map(float,sys.argv[1:]); print(f'{a/b:.2f}' if b else 'n/a')" "$(r $1)" "$(r $2)"; }
+echo "GetItem    soap11/rest-json $(ratio soap11-get rest-json-get)  soap11/grpc-dragoman $(ratio soap11-get grpc-dragoman)  rest-xml/rest-json $(ratio rest-xml-get rest-json-get)"
+echo "CreateItem soap11/rest-json $(ratio soap11-create rest-json-create)  rest-xml/rest-json $(ratio rest-xml-create rest-json-create)"
