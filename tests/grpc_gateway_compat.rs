@@ -271,6 +271,16 @@ async fn a_patch_without_an_update_mask_gets_one_from_its_body() {
     paths.sort_unstable();
     assert_eq!(paths, ["address.city", "displayName", "labels", "tags", "updated"], "{echoed}");
     assert_eq!(echoed["thing"]["id"], "t-1");
+    // The same from an XML body (the XML mapping: a map entry per element, repeated elements).
+    let xml = [("content-type", "application/xml"), ("accept", "application/json")];
+    let xml_body = b"<Thing><displayName>x</displayName><address><city>Paris</city></address>\
+        <labels><key>a</key><value>b</value></labels><tags>t</tags><tags>u</tags><updated>2024-01-01T00:00:00Z</updated></Thing>";
+    let reply = http(gw.address, "PATCH", "/v1/things/t-1", &xml, xml_body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let echoed = reply.json();
+    let mut paths: Vec<&str> = echoed["updateMask"].as_str().expect("a mask was set").split(',').collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["address.city", "displayName", "labels", "tags", "updated"], "{echoed}");
 
     // A mask the client sent is the client's.
     let reply = http(gw.address, "PATCH", "/v1/things/t-1?update_mask=tags", &json, body).await;

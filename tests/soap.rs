@@ -172,6 +172,11 @@ async fn raw_envelopes_with_any_prefixes_headers_and_actions() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("content-type"), Some("application/soap+xml; charset=utf-8"));
     assert_eq!(text_of(&reply.text(), "id").as_deref(), Some("o-1"));
+    // A header block for another actor is not the gateway's to understand.
+    let envelope = format!(
+        r#"<s:Envelope xmlns:s="{SOAP11}"><s:Header><w:Security xmlns:w="urn:wss" s:mustUnderstand="1" s:actor="urn:some-other-node"/></s:Header><s:Body><o:GetOrder xmlns:o="urn:dragoman:shop.orders.v1"><o:id>o-1</o:id></o:GetOrder></s:Body></s:Envelope>"#
+    );
+    assert_eq!(soap11(&gateway, ORDERS, "", &envelope).await.status, 200);
     // The action may also be the gRPC path or the bare method name.
     let envelope11 = format!(
         r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body><o:GetOrder xmlns:o="urn:dragoman:shop.orders.v1"><o:id>o-1</o:id></o:GetOrder></s:Body></s:Envelope>"#
@@ -189,7 +194,12 @@ async fn raw_envelopes_with_any_prefixes_headers_and_actions() {
         r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body><WatchOrder xmlns="urn:dragoman:shop.orders.v1"><id>o-1</id><interval>PT60S</interval></WatchOrder></s:Body></s:Envelope>"#
     );
     let headers = [("content-type", "text/xml"), ("soapaction", ""), ("grpc-timeout", "200m")];
+    let started = std::time::Instant::now();
     let reply = http(gateway.address, "POST", ORDERS, &headers, watch.as_bytes()).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the client's deadline, not soap.stream_timeout (30s)"
+    );
     assert_eq!(reply.status, 500);
     assert_eq!(text_of(&reply.text(), "name").as_deref(), Some("DEADLINE_EXCEEDED"), "{}", reply.text());
 }
@@ -269,10 +279,10 @@ async fn every_fault_says_what_is_wrong_and_the_gateway_keeps_serving() {
             None,
             format!("<s:Envelope xmlns:s=\"{SOAP11}\"><s:Body><Nope/></s:Body></s:Envelope>"),
             500,
-            "Server",
+            "Client",
             "has no operation <Nope>",
         ),
-        case(12, Some("urn:nope"), get_order(12, ""), 500, "Receiver", "no operation with the action \"urn:nope\""),
+        case(12, Some("urn:nope"), get_order(12, ""), 400, "Sender", "no operation with the action \"urn:nope\""),
         case(
             11,
             Some("CreateOrder"),
@@ -443,7 +453,13 @@ async fn streams_are_collected_bounded_and_never_hang() {
     let started = std::time::Instant::now();
     let reply = soap11(&gateway, ORDERS, "", &call("<id>o-1</id><interval>PT60S</interval>", "WatchOrder")).await;
     assert_eq!(text_of(&reply.text(), "name").as_deref(), Some("DEADLINE_EXCEEDED"), "{}", reply.text());
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "ended by the stream timeout");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "ended by the stream timeout (300ms)");
+    // A client stream's request is bounded the same way.
+    let items =
+        "<message><orderId>o-1</orderId><item><productId>p-1</productId><quantity>1</quantity></item></message>";
+    let reply = soap11(&gateway, ORDERS, "", &call(&items.repeat(3), "AddLineItems")).await;
+    assert!(reply.text().contains("the request stream has more than 2 messages"), "{}", reply.text());
+    assert_eq!(text_of(&reply.text(), "name").as_deref(), Some("RESOURCE_EXHAUSTED"));
     // A client stream's items are <message> elements, nothing else.
     let reply = soap11(&gateway, ORDERS, "", &call("<orderId>o-1</orderId>", "AddLineItems")).await;
     assert!(
@@ -478,6 +494,10 @@ async fn the_listing_and_the_wsdl_address() {
     // A host that is not one does not reach the document.
     let wsdl = http(gateway.address, "GET", &format!("{ORDERS}?wsdl"), &[("host", "a\"b")], b"").await;
     assert!(wsdl.text().contains("location=\"http://localhost/soap/"), "{}", wsdl.text());
+    // Proto comments are the schema's documentation.
+    let wsdl = http(gateway.address, "GET", &format!("{ORDERS}?wsdl"), &[], b"").await.text();
+    assert!(wsdl.contains("<xs:documentation>How many actions this cart has seen.</xs:documentation>"), "{wsdl}");
+    assert!(wsdl.contains("<wsdl:documentation>Orders and carts of the demo shop"), "{wsdl}");
     // Or the configured public URL, under another prefix.
     let behind =
         TestGateway::builder().soap("  path_prefix: /legacy/\n  public_url: https://api.example.com/\n").start().await;
@@ -492,6 +512,10 @@ async fn the_listing_and_the_wsdl_address() {
         404,
         "the old prefix is REST's"
     );
+    // Or no SOAP at all.
+    let off = TestGateway::builder().soap("  enabled: false\n").start().await;
+    let reply = http(off.address, "GET", &format!("{ORDERS}?wsdl"), &[], b"").await;
+    assert_eq!((reply.status, reply.json()["code"].as_i64()), (404, Some(5)), "REST's 404: {}", reply.text());
 }
 
 /// Every demo service's WSDL, and the conformance service's (every kind of field): well-formed,
@@ -607,6 +631,21 @@ async fn rest_routes_take_and_give_xml() {
         http(gateway.address, "POST", "/v1/orders", &[("content-type", "application/xml")], b"<!DOCTYPE x><x/>").await;
     assert_eq!(reply.status, 400);
     assert!(reply.text().contains("(DTD) is not accepted"), "{}", reply.text());
+    // `body: "product"`: the root element is the product; `response_body: "products"`: the
+    // response message's root holding only that field's elements.
+    let product =
+        b"<Product><name>Cog</name><price><currencyCode xmlns=\"urn:dragoman:shop.common.v1\">EUR</currencyCode>\
+        <units xmlns=\"urn:dragoman:shop.common.v1\">2</units></price><tags>a</tags><tags>b</tags></Product>";
+    let reply = http(gateway.address, "POST", "/v1/products", &[("content-type", "application/xml")], product).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply.text().contains("<name>Cog</name>") && reply.text().contains("<tags>a</tags><tags>b</tags>"),
+        "{}",
+        reply.text()
+    );
+    let reply = http(gateway.address, "GET", "/v1/categories/garden/products", &xml, b"").await;
+    let text = reply.text();
+    assert!(text.contains("<ListProductsResponse xmlns=\"urn:dragoman:shop.products.v1\"><products><id>"), "{text}");
     // A raw HttpBody route takes XML as its bytes, and answers in JSON.
     let reply =
         http(gateway.address, "POST", "/v1/products:import", &[("content-type", "application/xml")], b"<x/>").await;

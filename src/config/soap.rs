@@ -56,7 +56,10 @@ impl SoapOptions {
     pub(super) fn from_file(file: SoapFile) -> Result<Self, String> {
         let at = |key: &str| format!("at `soap.{key}`");
         let prefix = file.path_prefix.trim_end_matches('/');
-        if !file.path_prefix.starts_with('/') || prefix.is_empty() || prefix.contains(['?', '#', ' ']) {
+        if !file.path_prefix.starts_with('/')
+            || prefix.is_empty()
+            || prefix.contains(['?', '#', ' ', '"', '<', '>', '&', '\''])
+        {
             return Err(format!("{}: a path like /soap, got {:?}", at("path_prefix"), file.path_prefix));
         }
         let public_url = match file.public_url {

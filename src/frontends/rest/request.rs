@@ -72,9 +72,7 @@ fn message(
     if let Some(query) = query {
         bind_query(&mut message, route, query, options)?;
     }
-    if !is_xml(content_type) {
-        fill_patch_mask(&mut message, route, body, options)?;
-    }
+    fill_patch_mask(&mut message, route, body, content_type, options)?;
     Ok(message)
 }
 
@@ -85,6 +83,7 @@ fn fill_patch_mask(
     message: &mut DynamicMessage,
     route: &Route,
     body: &[u8],
+    content_type: Option<&str>,
     options: &RestOptions,
 ) -> Result<(), GatewayError> {
     let (Some(mask), BodyInto::Field(field)) = (&route.patch_mask, &route.body) else { return Ok(()) };
@@ -92,7 +91,11 @@ fn fill_patch_mask(
         return Ok(());
     }
     let Kind::Message(target) = field.kind() else { return Ok(()) };
-    let paths = json::field_mask_paths(&target, body).map_err(|e| invalid(e.message))?;
+    let paths = if is_xml(content_type) {
+        xml::field_mask_paths(&target, body).map_err(|e| invalid(e.message))?
+    } else {
+        json::field_mask_paths(&target, body).map_err(|e| invalid(e.message))?
+    };
     let Kind::Message(mask_type) = mask.kind() else { return Ok(()) };
     let mut value = DynamicMessage::new(mask_type);
     value.set_field_by_name("paths", Value::List(paths.into_iter().map(Value::String).collect()));

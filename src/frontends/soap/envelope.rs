@@ -12,8 +12,13 @@ use crate::transcode::xml::{self, DecodeOptions, Element, Events, Node, Writer, 
 
 pub(super) const SOAP11_ENVELOPE: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub(super) const SOAP12_ENVELOPE: &str = "http://www.w3.org/2003/05/soap-envelope";
-/// SOAP 1.2's role for header blocks no node processes.
-const SOAP12_ROLE_NONE: &str = "http://www.w3.org/2003/05/soap-envelope/role/none";
+/// The actors (1.1) and roles (1.2) the gateway plays as the message's ultimate receiver; a
+/// header block aimed at another is not its to understand.
+const OWN_ROLES: [&str; 3] = [
+    "http://schemas.xmlsoap.org/soap/actor/next",
+    "http://www.w3.org/2003/05/soap-envelope/role/next",
+    "http://www.w3.org/2003/05/soap-envelope/role/ultimateReceiver",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -83,6 +88,7 @@ pub(super) fn read(
     service: &Service,
     action: Option<&str>,
     options: DecodeOptions,
+    max_messages: usize,
 ) -> Result<Request, Fault> {
     let mut events = Events::new(body);
     let env = version.envelope_namespace();
@@ -101,7 +107,7 @@ pub(super) fn read(
         )));
     }
     let mut element = first_element(&mut events, "the Envelope is empty: expected a Body").map_err(sender)?;
-    if element.name == "Header" && element.is_in(env) {
+    if element.name == "Header" && element.namespace.as_deref() == Some(env) {
         headers(&mut events, version)?;
         element = first_element(&mut events, "the Envelope has no Body").map_err(sender)?;
     }
@@ -116,6 +122,11 @@ pub(super) fn read(
         loop {
             match events.node().map_err(sender)? {
                 Node::Start(e) if e.name == "message" && e.is_in(&service.namespace) => {
+                    if messages.len() == max_messages {
+                        return Err(Fault::status(tonic::Status::resource_exhausted(format!(
+                            "the request stream has more than {max_messages} messages (soap.max_stream_messages)"
+                        ))));
+                    }
                     messages.push(xml::decode_element(&mut events, input.clone(), options).map_err(sender)?);
                 }
                 Node::Start(e) => {
@@ -172,8 +183,9 @@ fn headers(events: &mut Events<'_>, version: Version) -> Result<(), Fault> {
         match events.node().map_err(|e| Fault::sender(e.message))? {
             Node::Start(block) => {
                 let must = matches!(block.attribute(env, "mustUnderstand").map(str::trim), Some("1" | "true"));
-                let ignored = version == Version::V12 && block.attribute(env, "role") == Some(SOAP12_ROLE_NONE);
-                if must && !ignored {
+                let role = block.attribute(env, if version == Version::V11 { "actor" } else { "role" });
+                let ours = role.is_none_or(|r| OWN_ROLES.contains(&r.trim()));
+                if must && ours {
                     let ns = block.namespace.as_deref().unwrap_or_default();
                     return Err(Fault::must_understand(format!(
                         "the header block {{{ns}}}{} must be understood, and this gateway processes no header blocks",
@@ -196,16 +208,13 @@ fn operation_of(service: &Service, action: Option<&str>, operation: &Element) ->
     let action = action.map(str::trim).filter(|a| !a.is_empty());
     let method = match action {
         Some(action) => service.by_action(action).ok_or_else(|| {
-            Fault::status(tonic::Status::unimplemented(format!(
+            Fault::no_operation(format!(
                 "{} has no operation with the action {action:?}; its WSDL lists them",
                 service.name
-            )))
+            ))
         })?,
         None => service.operations.get(operation.name.as_str()).cloned().ok_or_else(|| {
-            Fault::status(tonic::Status::unimplemented(format!(
-                "{} has no operation <{}>; its WSDL lists them",
-                service.name, operation.name
-            )))
+            Fault::no_operation(format!("{} has no operation <{}>; its WSDL lists them", service.name, operation.name))
         })?,
     };
     let name = method.descriptor.name();

@@ -39,6 +39,9 @@ pub(super) enum Kind {
     MustUnderstand,
     /// By the status: Client/Sender or Server/Receiver.
     Status,
+    /// Client/Sender whatever the status (an operation the service does not have: the client's
+    /// mistake, though UNIMPLEMENTED is a 5xx code).
+    Sender,
 }
 
 /// A fault to send.
@@ -62,12 +65,17 @@ impl Fault {
         Fault { kind: Kind::VersionMismatch, status: Status::invalid_argument(message) }
     }
 
+    /// An operation or action the service does not have: UNIMPLEMENTED, the client's fault.
+    pub(super) fn no_operation(message: impl Into<String>) -> Self {
+        Fault { kind: Kind::Sender, status: Status::unimplemented(message) }
+    }
+
     pub(super) fn must_understand(message: impl Into<String>) -> Self {
         Fault { kind: Kind::MustUnderstand, status: Status::invalid_argument(message) }
     }
 
     fn by_sender(&self) -> bool {
-        http_status(self.status.code()).is_client_error()
+        self.kind == Kind::Sender || http_status(self.status.code()).is_client_error()
     }
 
     /// The fault as an HTTP response in `version`.
@@ -78,7 +86,7 @@ impl Fault {
     ) -> Response<ResponseBody> {
         let body = self.envelope(version, pool);
         let status = match (version, self.kind) {
-            (Version::V12, Kind::Status) if self.by_sender() => StatusCode::BAD_REQUEST,
+            (Version::V12, Kind::Status | Kind::Sender) if self.by_sender() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         xml_response(status, version, body)
@@ -96,8 +104,8 @@ impl Fault {
                 let code = match self.kind {
                     Kind::VersionMismatch => "VersionMismatch",
                     Kind::MustUnderstand => "MustUnderstand",
-                    Kind::Status if self.by_sender() => "Client",
-                    Kind::Status => "Server",
+                    Kind::Status | Kind::Sender if self.by_sender() => "Client",
+                    Kind::Status | Kind::Sender => "Server",
                 };
                 out.push_str(&format!(
                     "<faultcode>env:{code}</faultcode><faultstring>{message}</faultstring><detail>{detail}</detail>"
@@ -107,8 +115,8 @@ impl Fault {
                 let code = match self.kind {
                     Kind::VersionMismatch => "VersionMismatch",
                     Kind::MustUnderstand => "MustUnderstand",
-                    Kind::Status if self.by_sender() => "Sender",
-                    Kind::Status => "Receiver",
+                    Kind::Status | Kind::Sender if self.by_sender() => "Sender",
+                    Kind::Status | Kind::Sender => "Receiver",
                 };
                 let name = code_name(self.status.code());
                 out.push_str(&format!(

@@ -110,7 +110,7 @@ fn listing_page(services: &BTreeMap<String, prost_reflect::ServiceDescriptor>, p
     );
     for (name, service) in services {
         let name = xml::escape(name);
-        let _ = write!(page, "<li><a href=\"{prefix}/{name}?wsdl\">{name}</a>: ");
+        let _ = write!(page, "<li><a href=\"{}/{name}?wsdl\">{name}</a>: ", xml::escape(prefix));
         let operations: Vec<String> = service
             .methods()
             .map(|m| match (m.is_client_streaming(), m.is_server_streaming()) {
@@ -155,7 +155,10 @@ impl SoapFrontend {
     pub async fn serve(&self, request: Request<Incoming>, tables: &Tables, peer: &Peer) -> Response<ResponseBody> {
         let started = Instant::now();
         let path = request.uri().path().to_owned();
-        let name = path[self.options.path_prefix.len()..].trim_start_matches('/');
+        let name = path.get(self.options.path_prefix.len()..).unwrap_or_default().trim_start_matches('/');
+        let content_type =
+            request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let version = Version::of(content_type).map_or(Version::V11, |(version, _)| version);
         let refuse = |status: StatusCode, fault: Fault| {
             access_log::record(
                 Protocol::Soap,
@@ -165,7 +168,7 @@ impl SoapFrontend {
                 fault.status.message(),
                 started,
             );
-            let mut response = fault.response(Version::V11, None);
+            let mut response = fault.response(version, None);
             *response.status_mut() = status;
             response
         };
@@ -271,15 +274,16 @@ impl SoapFrontend {
             }
         };
         let options = DecodeOptions { ignore_unknown_fields: self.rest.ignore_unknown_fields };
+        let max_messages = self.options.max_stream_messages;
         let read = if offload::is_big(bytes.len()) {
             let service = service.clone();
-            let work = move || envelope::read(&bytes, version, &service, action.as_deref(), options);
+            let work = move || envelope::read(&bytes, version, &service, action.as_deref(), options, max_messages);
             match offload::run(work).await {
                 Ok(read) => read,
                 Err(error) => Err(Fault::from(error)),
             }
         } else {
-            envelope::read(&bytes, version, &service, action.as_deref(), options)
+            envelope::read(&bytes, version, &service, action.as_deref(), options, max_messages)
         };
         let request = match read {
             Ok(request) => request,
@@ -315,27 +319,29 @@ impl SoapFrontend {
             Ok(reply) => self.collect(reply, &method).await,
             Err(error) => Err(Fault::from(error)),
         };
-        let rendered = replies.and_then(|replies| {
-            envelope::response(version, &service, &method, &replies).map_err(|e| {
-                Fault::status(Status::internal(format!(
-                    "the backend's response cannot be written as XML: {}",
-                    e.message
-                )))
-            })
-        });
+        let rendered = match replies {
+            Ok((replies, size)) if offload::is_big(size) => {
+                let work = move || render(version, &service, &method, replies);
+                offload::run(work).await.map_err(Fault::from).and_then(|rendered| rendered)
+            }
+            Ok((replies, _)) => render(version, &service, &method, replies),
+            Err(fault) => Err(fault),
+        };
         match rendered {
             Ok(body) => fault::xml_response(StatusCode::OK, version, body),
             Err(fault) => fault.response(version, pool.as_ref()),
         }
     }
 
-    /// The reply's messages, or the fault its status (or its size) makes.
-    async fn collect(&self, reply: crate::call::Reply, method: &MethodRoute) -> Result<Vec<DynamicMessage>, Fault> {
-        let output = method.descriptor.output();
+    /// The reply's messages as they came, and their total size; or the fault the reply's status
+    /// (or its size) makes. A response carries at most `max_message_size` bytes of messages, as a
+    /// unary reply does, and at most `soap.max_stream_messages` of them.
+    async fn collect(&self, reply: crate::call::Reply, method: &MethodRoute) -> Result<(Vec<Bytes>, usize), Fault> {
         let stream = method.descriptor.is_server_streaming();
+        let limit = self.rest.max_message_size as usize;
         let mut body = reply.body;
         let mut deframer = Deframer::new(self.rest.max_message_size);
-        let mut replies = Vec::new();
+        let (mut replies, mut size) = (Vec::new(), 0);
         loop {
             match next(&mut body, &mut deframer).await {
                 Next::Message(bytes) => {
@@ -348,19 +354,35 @@ impl SoapFrontend {
                             self.options.max_stream_messages
                         ))));
                     }
-                    let message = DynamicMessage::decode(output.clone(), bytes).map_err(|e| {
-                        Fault::status(Status::internal(format!("the backend's response does not decode: {e}")))
-                    })?;
-                    replies.push(message);
+                    size += bytes.len();
+                    if size > limit {
+                        return Err(Fault::status(Status::resource_exhausted(format!(
+                            "the stream's messages add up to more than {limit} bytes, the most one SOAP response carries (server.max_message_size)"
+                        ))));
+                    }
+                    replies.push(bytes);
                 }
                 Next::End(status, _) if status.code() != Code::Ok => return Err(Fault::status(status)),
                 Next::End(..) if !stream && replies.is_empty() => {
                     return Err(Fault::status(Status::internal("the backend sent no response message")));
                 }
-                Next::End(..) => return Ok(replies),
+                Next::End(..) => return Ok((replies, size)),
             }
         }
     }
+}
+
+/// The response envelope of `method`'s reply messages.
+fn render(version: Version, service: &Service, method: &MethodRoute, replies: Vec<Bytes>) -> Result<String, Fault> {
+    let output = method.descriptor.output();
+    let messages = replies
+        .into_iter()
+        .map(|bytes| DynamicMessage::decode(output.clone(), bytes))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Fault::status(Status::internal(format!("the backend's response does not decode: {e}"))))?;
+    envelope::response(version, service, method, &messages).map_err(|e| {
+        Fault::status(Status::internal(format!("the backend's response cannot be written as XML: {}", e.message)))
+    })
 }
 
 fn content(body: Bytes, content_type: &'static str) -> Response<ResponseBody> {

@@ -300,7 +300,8 @@ fn field_element(out: &mut String, names: &Names<'_>, field: &FieldDescriptor, i
     if field.is_list() || field.is_map() {
         out.push_str(" maxOccurs=\"unbounded\"");
     }
-    if nillable {
+    // A list item cannot be nil (the mapping refuses it); a single wrapper can.
+    if nillable && !field.is_list() {
         out.push_str(" nillable=\"true\"");
     }
     let mut comment = comment_at(&field.parent_file(), field.path());

@@ -18,11 +18,12 @@ pub struct DecodeOptions {
 pub fn decode(descriptor: MessageDescriptor, xml: &[u8], options: DecodeOptions) -> Result<DynamicMessage, XmlError> {
     let mut events = Events::new(xml);
     let root = root(&mut events)?;
-    let message =
-        if root.nil { DynamicMessage::new(descriptor) } else { decode_content(&mut events, descriptor, options)? };
-    if root.nil {
+    let message = if root.nil {
         events.skip()?;
-    }
+        DynamicMessage::new(descriptor)
+    } else {
+        decode_content(&mut events, descriptor, options)?
+    };
     events.finish()?;
     Ok(message)
 }
@@ -48,9 +49,13 @@ pub fn decode_body(
         }
         _ => {
             let ns = namespace(message.descriptor().package_name());
+            let singular = !field.is_list() && !field.is_map();
             loop {
                 match events.node()? {
                     Node::Start(element) if element.is_in(&ns) && names(field, &element.name) => {
+                        if singular && message.has_field(field) {
+                            return Err(events.error(format!("the field {} is given twice", field.json_name())));
+                        }
                         read_field(&mut events, message, field, &element, options)?;
                     }
                     Node::Start(element) => {
@@ -69,6 +74,55 @@ pub fn decode_body(
         }
     }
     events.finish()
+}
+
+/// The field mask an XML body sets, as [`crate::transcode::json::field_mask_paths`] reads a JSON
+/// one: a path per element present, in proto field names, singular message fields as dotted
+/// paths; maps, repeated fields, well-known types and nil elements are leaves. Elements that name
+/// no field are skipped (decoding the body has said whether they are allowed).
+pub fn field_mask_paths(descriptor: &MessageDescriptor, xml: &[u8]) -> Result<Vec<String>, XmlError> {
+    let mut events = Events::new(xml);
+    root(&mut events)?;
+    let mut paths = Vec::new();
+    mask_paths(&mut events, descriptor, "", &mut paths)?;
+    Ok(paths)
+}
+
+fn mask_paths(
+    events: &mut Events<'_>,
+    descriptor: &MessageDescriptor,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> Result<(), XmlError> {
+    loop {
+        match events.node()? {
+            Node::Start(element) => {
+                let Some(field) = field_named(descriptor, &element.name) else {
+                    events.skip()?;
+                    continue;
+                };
+                let path = format!("{prefix}{}", field.name());
+                match field.kind() {
+                    Kind::Message(m)
+                        if !field.is_list()
+                            && !field.is_map()
+                            && !element.nil
+                            && !m.full_name().starts_with("google.protobuf.") =>
+                    {
+                        mask_paths(events, &m, &format!("{path}."), out)?;
+                    }
+                    _ => {
+                        if !out.contains(&path) {
+                            out.push(path);
+                        }
+                        events.skip()?;
+                    }
+                }
+            }
+            Node::End | Node::Eof => return Ok(()),
+            Node::Text(_) => {}
+        }
+    }
 }
 
 /// The document's root element.
@@ -92,12 +146,22 @@ pub fn decode_content(
 ) -> Result<DynamicMessage, XmlError> {
     let ns = namespace(descriptor.package_name());
     let mut message = DynamicMessage::new(descriptor);
+    // Singular fields given so far: `has_field` cannot say, for a field given at its default.
+    let mut given = Vec::new();
     loop {
         match events.node()? {
             Node::Start(element) => {
                 let field = element.is_in(&ns).then(|| field_named(&message.descriptor(), &element.name)).flatten();
                 match field {
-                    Some(field) => read_field(events, &mut message, &field, &element, options)?,
+                    Some(field) => {
+                        if !field.is_list() && !field.is_map() {
+                            if given.contains(&field.number()) {
+                                return Err(events.error(format!("the field {} is given twice", field.json_name())));
+                            }
+                            given.push(field.number());
+                        }
+                        read_field(events, &mut message, &field, &element, options)?;
+                    }
                     None if options.ignore_unknown_fields => events.skip()?,
                     None => {
                         let descriptor = message.descriptor();
@@ -136,9 +200,8 @@ pub fn decode_element(
     options: DecodeOptions,
 ) -> Result<DynamicMessage, XmlError> {
     let Some(special) = Special::of(&descriptor) else { return decode_content(events, descriptor, options) };
-    let at = events.path();
     let text = events.text()?;
-    special_value(&descriptor, special, &text).map_err(|e| XmlError::new(format!("{e} (at {at})")))
+    special_value(&descriptor, special, &text).map_err(|e| events.error(e))
 }
 
 fn field_named(descriptor: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
@@ -190,9 +253,6 @@ fn read_field(
         }
         return Ok(());
     }
-    if message.has_field(field) {
-        return Err(events.error(format!("the field {} is given twice", field.json_name())));
-    }
     if let Some(oneof) = field.containing_oneof().filter(|o| !o.is_synthetic()) {
         if let Some(other) = oneof.fields().find(|f| f != field && message.has_field(f)) {
             return Err(events.error(format!(
@@ -214,18 +274,20 @@ fn read_field(
 /// The value of one element of `field` (not a map entry), read up to its end tag.
 fn read_value(events: &mut Events<'_>, field: &FieldDescriptor, options: DecodeOptions) -> Result<Value, XmlError> {
     let kind = field.kind();
-    // The text is read to the end tag: errors name the element it was in.
-    let at = events.path();
-    let error = |e: String| XmlError::new(format!("{}: {e} (at {at})", field.json_name()));
+    // The text is read to the end tag: errors name the element it was in (built only for an
+    // error: a path per value would cost its length each time).
+    let error = |events: &Events<'_>, e: String| {
+        XmlError::new(format!("{}: {e} (at {}/{})", field.json_name(), events.path(), field.json_name()))
+    };
     if let Kind::Message(descriptor) = &kind {
         let Some(special) = Special::of(descriptor) else {
             return decode_content(events, descriptor.clone(), options).map(Value::Message);
         };
         let text = events.text()?;
-        return special_value(descriptor, special, &text).map(Value::Message).map_err(error);
+        return special_value(descriptor, special, &text).map(Value::Message).map_err(|e| error(events, e));
     }
     let text = events.text()?;
-    scalar(&kind, &text).map_err(error)
+    scalar(&kind, &text).map_err(|e| error(events, e))
 }
 
 /// A well-known type from its text.
@@ -265,9 +327,9 @@ pub(super) fn scalar(kind: &Kind, text: &str) -> Result<Value, String> {
     fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, String> {
         text.parse().map_err(|_| {
             if text.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
-                format!("{text:?} is out of range for {what}")
+                format!("{:?} is out of range for {what}", shorten(text))
             } else {
-                format!("expected {what}, got {text:?}")
+                format!("expected {what}, got {:?}", shorten(text))
             }
         })
     }
@@ -281,7 +343,7 @@ pub(super) fn scalar(kind: &Kind, text: &str) -> Result<Value, String> {
         Kind::Bool => Value::Bool(match text {
             "true" | "1" => true,
             "false" | "0" => false,
-            _ => return Err(format!("expected true or false, got {text:?}")),
+            _ => return Err(format!("expected true or false, got {:?}", shorten(text))),
         }),
         Kind::Bytes => {
             let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
@@ -296,6 +358,7 @@ pub(super) fn scalar(kind: &Kind, text: &str) -> Result<Value, String> {
                 Ok(n) => Value::EnumNumber(n),
                 Err(_) => {
                     let known: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
+                    let text = shorten(text);
                     return Err(format!("{text:?} is not a value of {} (one of {})", e.full_name(), known.join(", ")));
                 }
             },
@@ -318,6 +381,11 @@ fn float(text: &str) -> Result<f64, String> {
     }
 }
 
-fn shorten(text: &str) -> String {
-    text.chars().take(40).collect()
+/// At most 40 characters of a client's text, for an error message.
+pub(super) fn shorten(text: &str) -> String {
+    let mut short: String = text.chars().take(40).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    short
 }

@@ -6,7 +6,7 @@ const MAX_SECONDS: i64 = 315_576_000_000;
 /// Seconds and nanoseconds, with the same sign, from an `xs:duration`. Years and months have no
 /// fixed length and are refused unless zero.
 pub(super) fn parse(text: &str) -> Result<(i64, i32), String> {
-    let bad = |why: &str| format!("{text:?} is not an xs:duration ({why}), e.g. PT1.5S");
+    let bad = |why: &str| format!("{:?} is not an xs:duration ({why}), e.g. PT1.5S", super::decode::shorten(text));
     let (negative, rest) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -42,9 +42,14 @@ pub(super) fn parse(text: &str) -> Result<(i64, i32), String> {
                 if fraction_unit != Some(c as u8) || fraction.len() > 9 || whole.is_empty() || fraction.is_empty() {
                     return Err(bad("only seconds may have a fraction, to nanoseconds"));
                 }
+                if whole.len() > 20 {
+                    return Err(bad("a number too large"));
+                }
                 let whole: i128 = whole.parse().map_err(|_| bad("a number too large"))?;
                 let digits: i128 = fraction.parse().map_err(|_| bad("a bad fraction"))?;
-                nanos += whole * per + digits * 10i128.pow(9 - fraction.len() as u32);
+                let part =
+                    whole.checked_mul(per).and_then(|n| n.checked_add(digits * 10i128.pow(9 - fraction.len() as u32)));
+                nanos = part.and_then(|p| nanos.checked_add(p)).ok_or_else(|| bad("a number too large"))?;
             } else {
                 if number.len() > 20 {
                     return Err(bad("a number too large"));
@@ -53,7 +58,8 @@ pub(super) fn parse(text: &str) -> Result<(i64, i32), String> {
                 if per == 0 && n != 0 {
                     return Err(bad("years and months have no fixed length; use days"));
                 }
-                nanos += n.checked_mul(per).ok_or_else(|| bad("a number too large"))?;
+                let part = n.checked_mul(per).ok_or_else(|| bad("a number too large"))?;
+                nanos = nanos.checked_add(part).ok_or_else(|| bad("a number too large"))?;
             }
             number.clear();
         }
@@ -107,6 +113,8 @@ mod tests {
         assert!(parse("PT0.0000000001S").is_err(), "beyond nanoseconds");
         assert!(parse("PT315576000001S").is_err(), "beyond 10,000 years");
         assert!(parse("PT99999999999999999999999H").is_err());
+        assert!(parse("PT999999999999999999999999999999.5S").is_err(), "no overflow");
+        assert!(parse("P99999999999999999999DT99999999999999999999H99999999999999999999M").is_err());
         assert_eq!(format(1, 500_000_000), "PT1.5S");
         assert_eq!(format(0, -1), "-PT0.000000001S");
         assert_eq!(format(-3, 0), "-PT3S");

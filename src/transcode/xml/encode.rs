@@ -198,7 +198,13 @@ fn special_text(message: &DynamicMessage, special: Special) -> Result<String, Xm
             let json = to_json()?;
             serde_json::from_slice::<String>(&json).map_err(|e| XmlError::new(e.to_string()))
         }
-        Special::JsonText => String::from_utf8(to_json()?).map_err(|e| XmlError::new(e.to_string())),
+        Special::JsonText => {
+            // Each Any is opened afresh: a chain of them nests without bound.
+            json::check_nesting(message).map_err(|e| {
+                XmlError::new(format!("a {} has no XML form: {}", message.descriptor().full_name(), e.message))
+            })?;
+            String::from_utf8(to_json()?).map_err(|e| XmlError::new(e.to_string()))
+        }
         Special::Duration => {
             let seconds = message.get_field_by_name("seconds").and_then(|v| v.as_i64()).unwrap_or_default();
             let nanos = message.get_field_by_name("nanos").and_then(|v| v.as_i32()).unwrap_or_default();

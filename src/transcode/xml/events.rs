@@ -5,7 +5,7 @@ use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 
-use super::{MAX_ATTRIBUTES, MAX_DEPTH, XSI, XmlError};
+use super::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_NAME, XSI, XmlError};
 
 /// What the decoder sees of a document.
 #[derive(Debug)]
@@ -94,15 +94,17 @@ impl<'a> Events<'a> {
             return match event {
                 Event::Start(start) => {
                     self.depth += 1;
+                    if start.name().as_ref().len() > MAX_NAME {
+                        return Err(self.error(format!("an element name longer than {MAX_NAME} bytes")));
+                    }
                     let name = utf8(start.local_name().as_ref())?.to_owned();
                     self.path.push(name.clone());
                     if self.depth > MAX_DEPTH {
                         return Err(self.error(format!("elements nest deeper than {MAX_DEPTH} levels")));
                     }
                     let mut attributes = Vec::new();
-                    // Unchecked for duplicates (quick-xml's check is quadratic in their number);
-                    // the count is bounded instead, and the first of a name is the one read.
-                    for (n, attribute) in start.attributes().with_checks(false).enumerate() {
+                    // Checked for duplicates (quadratic in their number, hence the bound).
+                    for (n, attribute) in start.attributes().enumerate() {
                         if n == MAX_ATTRIBUTES {
                             return Err(self.error(format!("an element with more than {MAX_ATTRIBUTES} attributes")));
                         }
@@ -134,8 +136,8 @@ impl<'a> Events<'a> {
                     self.path.pop();
                     Ok(Node::End)
                 }
-                Event::Text(text) => Ok(Node::Text(utf8(&text)?.to_owned())),
-                Event::CData(data) => Ok(Node::Text(utf8(&data)?.to_owned())),
+                Event::Text(text) => self.character_data(&text),
+                Event::CData(data) => self.character_data(&data),
                 Event::GeneralRef(reference) => {
                     if let Some(c) = reference.resolve_char_ref().map_err(|e| self.error(e))? {
                         if !is_xml_char(c) {
@@ -171,6 +173,19 @@ impl<'a> Events<'a> {
                 Event::Eof => Ok(Node::Eof),
             };
         }
+    }
+
+    /// Text as XML 1.0 reads it: only its characters, line ends as LF (section 2.11).
+    fn character_data(&self, raw: &[u8]) -> Result<Node, XmlError> {
+        let text = utf8(raw)?;
+        if let Some(c) = text.chars().find(|c| !is_xml_char(*c)) {
+            return Err(self.error(format!("U+{:04X}, which XML 1.0 does not allow", c as u32)));
+        }
+        Ok(Node::Text(if text.contains('\r') {
+            text.replace("\r\n", "\n").replace('\r', "\n")
+        } else {
+            text.to_owned()
+        }))
     }
 
     /// Reads the rest of the current element, whatever it holds.

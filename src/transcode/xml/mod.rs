@@ -33,14 +33,15 @@
 //! type declaration is refused outright (no DTD, so no external entities and no entity
 //! expansion), only the five predefined entities and character references are accepted, depth is
 //! bounded ([`MAX_DEPTH`]), so are attributes per element ([`MAX_ATTRIBUTES`]; namespace
-//! lookups scan the declarations in scope), and only UTF-8 is read. Size is bounded by the caller's body limit.
+//! lookups scan the declarations in scope) and names ([`MAX_NAME`]); only UTF-8 is read, and only
+//! the characters XML 1.0 allows, line ends normalized to LF. Size is bounded by the caller's body limit.
 
 mod decode;
 mod duration;
 mod encode;
 mod events;
 
-pub use decode::{DecodeOptions, decode, decode_body, decode_content, decode_element};
+pub use decode::{DecodeOptions, decode, decode_body, decode_content, decode_element, field_mask_paths};
 pub use encode::{Writer, encode, encode_body, escape};
 pub use events::{Element, Events, Node};
 
@@ -52,6 +53,9 @@ pub const MAX_DEPTH: usize = 64;
 /// Most attributes on one element, namespace declarations included: what a message needs is
 /// `xsi:nil` and a few declarations.
 pub const MAX_ATTRIBUTES: usize = 32;
+
+/// Longest element name, prefix included: no field is named longer.
+pub const MAX_NAME: usize = 1024;
 
 /// The XML Schema instance namespace (`xsi:nil`).
 pub const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";

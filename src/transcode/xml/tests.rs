@@ -97,6 +97,9 @@ fn errors_say_what_and_where() {
         ("<Kinds><colour>BLUE</colour></Kinds>", "\"BLUE\" is not a value of conformance.v1.Colour"),
         ("<Kinds><nested><b/></nested></Kinds>", "conformance.v1.Kinds.Nested has no field <b> (at /Kinds/nested/b)"),
         ("<Kinds><i32>1</i32><i32>2</i32></Kinds>", "the field i32 is given twice"),
+        ("<Kinds><i32>0</i32><i32>2</i32></Kinds>", "the field i32 is given twice"),
+        ("<Kinds><nested><a>\u{1}</a></nested></Kinds>", "U+0001, which XML 1.0 does not allow"),
+        ("<Kinds i32=\"1\" i32=\"2\"/>", "malformed attribute"),
         ("<Kinds><flag>yes</flag></Kinds>", "expected true or false"),
         ("<Kinds><data>***</data></Kinds>", "expected base64"),
         ("<Kinds><wait>P1M</wait></Kinds>", "years and months have no fixed length"),
@@ -135,7 +138,7 @@ fn oneof_members_exclude_each_other_and_are_written_where_the_schema_says() {
 }
 
 #[test]
-fn dtds_and_entities_are_refused() {
+fn dtds_entities_and_oversized_documents_are_refused() {
     let attacks = [
         // XXE: an external entity.
         r#"<?xml version="1.0"?><!DOCTYPE k [<!ENTITY x SYSTEM "file:///etc/passwd">]><Kinds><a>&x;</a></Kinds>"#,
@@ -150,10 +153,29 @@ fn dtds_and_entities_are_refused() {
     let many: String = (0..10_000).map(|n| format!(" xmlns:p{n}=\"urn:{n}\"")).collect();
     let error = read(kinds(), &format!("<Kinds{many}><i32>1</i32></Kinds>")).expect_err("attributes");
     assert!(error.contains("more than 32 attributes"), "{error}");
+    let long = "n".repeat(2000);
+    let error = read(kinds(), &format!("<{long}/>")).expect_err("long name");
+    assert!(error.contains("an element name longer than 1024 bytes"), "{error}");
     let tree = CONFORMANCE.get_message_by_name("conformance.v1.Tree").expect("Tree");
     let deep = format!("{}{}", "<child>".repeat(70), "</child>".repeat(70));
     let error = read(tree, &format!("<Tree>{deep}</Tree>")).expect_err("deep");
     assert!(error.contains("nest deeper than 64"), "{error}");
+}
+
+#[test]
+fn line_ends_are_read_as_xml_says() {
+    let message = read(kinds(), "<Kinds><nested><a>1\r\n2\r3&#13;</a></nested></Kinds>").expect("decodes");
+    let nested = message.get_field_by_name("nested").and_then(|v| v.as_message().cloned()).expect("nested");
+    assert_eq!(nested.get_field_by_name("a").and_then(|v| v.as_str().map(str::to_owned)).as_deref(), Some("1\n2\n3\r"));
+}
+
+#[test]
+fn a_patch_mask_names_the_elements_given() {
+    let xml =
+        b"<K><i32>1</i32><nested><inner><c>1</c></inner></nested><ids>1</ids><ids>2</ids><at>2024-01-01T00:00:00Z</at>\
+        <counts><key>a</key><value>1</value></counts><zzz/><customName>x</customName></K>";
+    let paths = field_mask_paths(&kinds(), xml).expect("paths");
+    assert_eq!(paths, ["i32", "nested.inner.c", "ids", "at", "counts", "json_named"]);
 }
 
 #[test]
@@ -177,8 +199,7 @@ proptest! {
 
     #[test]
     fn any_text_decodes_or_errs_and_what_decodes_round_trips(
-        descriptor in prop::sample::select(demo_messages()),
-        body in xml_body(),
+        (descriptor, body) in prop::sample::select(demo_messages()).prop_flat_map(|d| (Just(d.clone()), xml_body(d))),
     ) {
         if let Ok(message) = decode(descriptor.clone(), body.as_bytes(), DecodeOptions::default()) {
             if let Ok(xml) = encode(&message) {
@@ -190,10 +211,16 @@ proptest! {
     }
 }
 
-/// Documents of the demo types' element names and values, cut short sometimes.
-fn xml_body() -> impl Strategy<Value = String> {
-    let names: Vec<String> =
-        demo_messages().iter().flat_map(|m| m.fields()).map(|f| f.json_name().to_owned()).collect();
+/// Documents of a type's element names (its own, and its fields' types') and values that mean
+/// something to some field, cut short sometimes.
+fn xml_body(descriptor: MessageDescriptor) -> impl Strategy<Value = String> {
+    let mut names: Vec<String> = descriptor.fields().map(|f| f.json_name().to_owned()).collect();
+    for field in descriptor.fields() {
+        if let prost_reflect::Kind::Message(m) = field.kind() {
+            names.extend(m.fields().map(|f| f.json_name().to_owned()));
+        }
+    }
+    names.push("unknown".to_owned());
     let text = prop::sample::select(vec![
         "1",
         "-1",
