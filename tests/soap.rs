@@ -658,3 +658,22 @@ async fn rest_routes_take_and_give_xml() {
     let reply = http(gateway.address, "GET", "/v1/products/p-1", &browser, b"").await;
     assert_eq!(reply.json()["id"], "p-1");
 }
+
+/// The WSDLs and the listing are part of the catalog snapshot: a set dropped into the folder is a
+/// SOAP service once the gateway reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rebuilds_the_wsdls() {
+    let gateway =
+        TestGateway::builder().sets(vec![("users.binpb", support::demo_set(&[support::USERS]))]).start().await;
+    let wsdl = "/soap/shop.payments.v1.PaymentService?wsdl";
+    assert_eq!(http(gateway.address, "GET", wsdl, &[], b"").await.status, 404);
+    let generation = gateway.gateway.reloads().borrow().generation;
+    std::fs::write(gateway.descriptors.join("payments.binpb"), support::demo_set(&[support::PAYMENTS])).expect("drop");
+    let status = gateway.wait_reload(|s| s.generation > generation).await;
+    assert!(status.last_error.is_none(), "{status:?}");
+    let reply = http(gateway.address, "GET", wsdl, &[], b"").await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.text().contains("<wsdl:operation name=\"Charge\">"), "{}", reply.text());
+    let listing = http(gateway.address, "GET", "/soap/", &[], b"").await.text();
+    assert!(listing.contains("shop.payments.v1.PaymentService?wsdl") && listing.contains("UserService"), "{listing}");
+}

@@ -57,10 +57,8 @@ impl Format {
         match self {
             Format::Json => error_response(status, pool),
             Format::Xml => {
-                let body = crate::transcode::status::status_xml(status, pool);
-                let mut response = json_response(http_status(status.code()), body.into_bytes());
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(XML));
-                response
+                let body = crate::transcode::status::status_xml(status, pool).into_bytes();
+                typed_response(http_status(status.code()), body, XML)
             }
         }
     }
@@ -78,9 +76,13 @@ pub fn is_xml(content_type: Option<&str>) -> bool {
 
 /// A JSON response with a status code.
 pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
+    typed_response(status, body, "application/json")
+}
+
+fn typed_response(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
