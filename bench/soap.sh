@@ -27,33 +27,22 @@ item_json='{"id":"7","name":"a reasonably named catalogue item","tags":["red","l
 item_xml='<id>7</id><name>a reasonably named catalogue item</name><tags>red</tags><tags>large</tags><tags>sale</tags><price><currency>EUR</currency><units>19</units><nanos>990000000</nanos></price><inStock>true</inStock>'
 env11() { printf '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><%s xmlns="%s">%s</%s></s:Body></s:Envelope>' "$1" $ns "$2" "$1"; }
 env12() { printf '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><%s xmlns="%s">%s</%s></s:Body></s:Envelope>' "$1" $ns "$2" "$1"; }
-lua() { # file method body content-type [accept]
-  printf 'wrk.method = "%s"\nwrk.body = [[%s]]\nwrk.headers["Content-Type"] = "%s"\n' "$2" "$3" "$4" >"$1"
-  [ -z "${5:-}" ] || printf 'wrk.headers["Accept"] = "%s"\n' "$5" >>"$1"
+# One request kind: a wrk script, checked once with curl before anything is measured.
+kind() { # name method path body content-type [header: value]
+  local name=$1 method=$2 path=$3 body=$4 type=$5 extra=${6:-}
+  { printf 'wrk.method = "%s"\nwrk.body = [[%s]]\nwrk.headers["Content-Type"] = [[%s]]\n' "$method" "$body" "$type"
+    [ -z "$extra" ] || printf 'wrk.headers["%s"] = [[%s]]\n' "${extra%%: *}" "${extra#*: }"; } >"$run/$name.lua"
+  local code; code=$(curl -s -o "$run/$name.out" -w '%{http_code}' -X "$method" ${body:+--data-binary "$body"} \
+    -H "content-type: $type" ${extra:+-H "$extra"} "http://127.0.0.1:$DP$path")
+  [ "$code" = 200 ] || { echo "$name answered $code: $(cat "$run/$name.out")"; exit 1; }
 }
-lua "$run/get-xml.lua" GET "" application/json application/xml
-lua "$run/post-json.lua" POST "$item_json" application/json
-lua "$run/post-xml.lua" POST "<Item>$item_xml</Item>" application/xml
-lua "$run/soap11-get.lua" POST "$(env11 GetItem '<id>42</id>')" 'text/xml; charset=utf-8'
-echo 'wrk.headers["SOAPAction"] = "urn:dragoman:bench.v1.Items/GetItem"' >>"$run/soap11-get.lua"
-lua "$run/soap12-get.lua" POST "$(env12 GetItem '<id>42</id>')" 'application/soap+xml; charset=utf-8; action="urn:dragoman:bench.v1.Items/GetItem"'
-lua "$run/soap11-create.lua" POST "$(env11 CreateItem "$item_xml")" 'text/xml; charset=utf-8'
-echo 'wrk.headers["SOAPAction"] = "urn:dragoman:bench.v1.Items/CreateItem"' >>"$run/soap11-create.lua"
-# Every request must succeed: check each once before measuring.
-for f in get-xml post-json post-xml soap11-get soap12-get soap11-create; do
-  m=$(sed -n 's/wrk.method = "\(.*\)"/\1/p' "$run/$f.lua")
-  code=$(python3 - "$run/$f.lua" "$m" "http://127.0.0.1:$DP" <<'PY'
-import re, sys, urllib.request
-text = open(sys.argv[1]).read()
-body = re.search(r'wrk.body = \[\[(.*)\]\]', text, re.S).group(1).encode()
-headers = dict(re.findall(r'wrk.headers\["([^"]+)"\] = "((?:[^"\\]|\\.)*)"', text.replace('\\"', '"')) )
-path = "/v1/items/42" if sys.argv[2] == "GET" else ("/v1/items" if "soap" not in sys.argv[1] else "/soap/bench.v1.Items")
-request = urllib.request.Request(sys.argv[3] + path, data=body or None, headers=headers, method=sys.argv[2])
-print(urllib.request.urlopen(request).status)
-PY
-)
-  [ "$code" = 200 ] || { echo "$f answered $code"; exit 1; }
-done
+kind get-json GET /v1/items/42 "" application/json
+kind get-xml GET /v1/items/42 "" application/json "Accept: application/xml"
+kind create-json POST /v1/items "$item_json" application/json
+kind create-xml POST /v1/items "<Item>$item_xml</Item>" application/xml
+kind soap11-get POST /soap/bench.v1.Items "$(env11 GetItem '<id>42</id>')" 'text/xml; charset=utf-8' 'SOAPAction: "urn:dragoman:bench.v1.Items/GetItem"'
+kind soap12-get POST /soap/bench.v1.Items "$(env12 GetItem '<id>42</id>')" 'application/soap+xml; charset=utf-8; action="urn:dragoman:bench.v1.Items/GetItem"'
+kind soap11-create POST /soap/bench.v1.Items "$(env11 CreateItem "$item_xml")" 'text/xml; charset=utf-8' 'SOAPAction: "urn:dragoman:bench.v1.Items/CreateItem"'
 
 wrk_row() { # name path script
   local out; out=$(wrk -t1 -c "$C" -d "${D}s" --latency -s "$3" "http://127.0.0.1:$DP$2" 2>&1)
@@ -67,7 +56,6 @@ h2_row() { # name url data
     "$(echo "$out" | awk '/^time for request:/{print $6}')" "$(echo "$out" | awk '/^status codes:/{print $3}')"
   echo "$out" | awk '/^finished in/{gsub(",","",$4); print int($4)}' >"$run/rps.$1"
 }
-lua "$run/get-json.lua" GET "" application/json
 echo "# $(date -u +%F) $(nproc) cores, ${D}s per row, $C connections (HTTP/1.1 keep-alive for wrk, h2c one stream per connection for h2load); backend, gateway and load generator share the cores"
 h2_row grpc-direct "http://127.0.0.1:$BP/bench.v1.Items/GetItem" "$b/getitem.grpc"
 h2_row grpc-dragoman "http://127.0.0.1:$DP/bench.v1.Items/GetItem" "$b/getitem.grpc"
@@ -75,8 +63,8 @@ wrk_row rest-json-get /v1/items/42 "$run/get-json.lua"
 wrk_row rest-xml-get /v1/items/42 "$run/get-xml.lua"
 wrk_row soap11-get /soap/bench.v1.Items "$run/soap11-get.lua"
 wrk_row soap12-get /soap/bench.v1.Items "$run/soap12-get.lua"
-wrk_row rest-json-create /v1/items "$run/post-json.lua"
-wrk_row rest-xml-create /v1/items "$run/post-xml.lua"
+wrk_row rest-json-create /v1/items "$run/create-json.lua"
+wrk_row rest-xml-create /v1/items "$run/create-xml.lua"
 wrk_row soap11-create /soap/bench.v1.Items "$run/soap11-create.lua"
 r() { cat "$run/rps.$1" 2>/dev/null || echo 0; }
 ratio() { python3 -c "import sys; a,b=map(float,sys.argv[1:]); print(f'{a/b:.2f}' if b else 'n/a')" "$(r $1)" "$(r $2)"; }

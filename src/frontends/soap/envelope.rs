@@ -243,16 +243,16 @@ pub(super) fn response(
     let mut writer = Writer::new(String::with_capacity(512));
     writer.raw(&format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<env:Envelope xmlns:env=\"{env}\"><env:Body>"));
     let name = format!("{}Response", method.descriptor.name());
-    let ns = &service.namespace;
+    let package = method.descriptor.parent_service().package_name();
     if method.descriptor.is_server_streaming() {
-        writer.raw(&format!("<{name} xmlns=\"{ns}\">"));
+        writer.raw(&format!("<{name} xmlns=\"{}\">", service.namespace));
         for reply in replies {
-            writer.message("message", ns, ns, reply)?;
+            writer.message("message", package, Some(package), reply)?;
         }
         writer.raw(&format!("</{name}>"));
     } else {
         let reply = replies.first().ok_or_else(|| XmlError::new("no reply"))?;
-        writer.message(&name, ns, "", reply)?;
+        writer.message(&name, package, None, reply)?;
     }
     writer.raw("</env:Body></env:Envelope>\n");
     Ok(writer.into_string())

@@ -48,11 +48,12 @@ pub fn decode_body(
             }
         }
         _ => {
-            let ns = namespace(message.descriptor().package_name());
+            let descriptor = message.descriptor();
+            let package = descriptor.package_name();
             let singular = !field.is_list() && !field.is_map();
             loop {
                 match events.node()? {
-                    Node::Start(element) if element.is_in(&ns) && names(field, &element.name) => {
+                    Node::Start(element) if element.is_in_package(package) && names(field, &element.name) => {
                         if singular && message.has_field(field) {
                             return Err(events.error(format!("the field {} is given twice", field.json_name())));
                         }
@@ -144,14 +145,14 @@ pub fn decode_content(
     descriptor: MessageDescriptor,
     options: DecodeOptions,
 ) -> Result<DynamicMessage, XmlError> {
-    let ns = namespace(descriptor.package_name());
-    let mut message = DynamicMessage::new(descriptor);
+    let mut message = DynamicMessage::new(descriptor.clone());
+    let package = descriptor.package_name();
     // Singular fields given so far: `has_field` cannot say, for a field given at its default.
     let mut given = Vec::new();
     loop {
         match events.node()? {
             Node::Start(element) => {
-                let field = element.is_in(&ns).then(|| field_named(&message.descriptor(), &element.name)).flatten();
+                let field = element.is_in_package(package).then(|| field_named(&descriptor, &element.name)).flatten();
                 match field {
                     Some(field) => {
                         if !field.is_list() && !field.is_map() {
@@ -166,8 +167,8 @@ pub fn decode_content(
                     None => {
                         let descriptor = message.descriptor();
                         let where_ = match &element.namespace {
-                            Some(other) if *other != ns => {
-                                format!(" in namespace {other:?} (its fields are in {ns:?})")
+                            Some(other) if !super::is_namespace_of(other, package) => {
+                                format!(" in namespace {other:?} (its fields are in {:?})", namespace(package))
                             }
                             _ => String::new(),
                         };

@@ -4,15 +4,14 @@ use base64::Engine;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
 
 use super::events::is_xml_char;
-use super::{Item, Special, XmlError, duration, layout, local_type_name, namespace};
+use super::{Item, Special, XmlError, duration, layout, local_type_name};
 use crate::transcode::json;
 
 /// A document whose root element, named after the message's type, holds `message`.
 pub fn encode(message: &DynamicMessage) -> Result<String, XmlError> {
     let descriptor = message.descriptor();
-    let ns = namespace(descriptor.package_name());
     let mut writer = Writer::new(String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"));
-    writer.message(local_type_name(&descriptor), &ns, "", message)?;
+    writer.message(local_type_name(&descriptor), descriptor.package_name(), None, message)?;
     Ok(writer.into_string())
 }
 
@@ -28,14 +27,14 @@ pub fn encode_body(message: &DynamicMessage, field: &FieldDescriptor) -> Result<
         }
     }
     let descriptor = message.descriptor();
-    let ns = namespace(descriptor.package_name());
+    let package = descriptor.package_name();
     let mut writer = Writer::new(String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"));
     let name = local_type_name(&descriptor);
     writer.out.push('<');
     writer.out.push_str(name);
-    writer.attribute("xmlns", &ns);
+    writer.namespace("xmlns", package);
     writer.out.push('>');
-    writer.field(message, field, &ns)?;
+    writer.field(message, field, package)?;
     writer.out.push_str("</");
     writer.out.push_str(name);
     writer.out.push('>');
@@ -66,33 +65,41 @@ impl Writer {
         escape_into(&mut self.out, text)
     }
 
-    /// `message` as the element `name` in namespace `ns`, where `scope` is the default namespace
-    /// in scope ("" for none).
-    /// A well-known type is written as its text.
-    pub fn message(&mut self, name: &str, ns: &str, scope: &str, message: &DynamicMessage) -> Result<(), XmlError> {
-        if let Some(special) = Special::of(&message.descriptor()) {
+    /// `message` as the element `name` in the namespace of `package`, where `scope` is the
+    /// package whose namespace is the default in scope (None: no default namespace). A
+    /// well-known type is written as its text. Namespaces are handled as package names: a
+    /// namespace string is only ever written, never built.
+    pub fn message(
+        &mut self,
+        name: &str,
+        package: &str,
+        scope: Option<&str>,
+        message: &DynamicMessage,
+    ) -> Result<(), XmlError> {
+        let descriptor = message.descriptor();
+        if let Some(special) = Special::of(&descriptor) {
             let text = special_text(message, special)?;
-            let close = self.open(name, ns, scope, ns);
+            let close = self.open(name, package, scope, package);
             self.text(&text)?;
             self.close(name, close);
             return Ok(());
         }
-        let content = namespace(message.descriptor().package_name());
-        let close = self.open(name, ns, scope, &content);
-        self.fields(message, &content)?;
+        let content = descriptor.package_name();
+        let close = self.open(name, package, scope, content);
+        self.fields(message, content)?;
         self.close(name, close);
         Ok(())
     }
 
-    /// Every field of `message` that is written, in schema order; `ns`, the message's own
-    /// namespace, is the default in scope.
-    fn fields(&mut self, message: &DynamicMessage, ns: &str) -> Result<(), XmlError> {
+    /// Every field of `message` that is written, in schema order; `package`, the message's own,
+    /// is the default namespace in scope.
+    fn fields(&mut self, message: &DynamicMessage, package: &str) -> Result<(), XmlError> {
         for item in layout(&message.descriptor()) {
             match item {
-                Item::Field(field) => self.field(message, &field, ns)?,
+                Item::Field(field) => self.field(message, &field, package)?,
                 Item::Choice(oneof) => {
                     if let Some(field) = oneof.fields().find(|f| message.has_field(f)) {
-                        self.field(message, &field, ns)?;
+                        self.field(message, &field, package)?;
                     }
                 }
             }
@@ -100,7 +107,7 @@ impl Writer {
         Ok(())
     }
 
-    fn field(&mut self, message: &DynamicMessage, field: &FieldDescriptor, ns: &str) -> Result<(), XmlError> {
+    fn field(&mut self, message: &DynamicMessage, field: &FieldDescriptor, package: &str) -> Result<(), XmlError> {
         let name = field.json_name();
         if field.supports_presence() && !message.has_field(field) {
             return Ok(());
@@ -112,59 +119,50 @@ impl Writer {
                 let (key_field, value_field) = (entry.map_entry_key_field(), entry.map_entry_value_field());
                 let mut entries: Vec<(&MapKey, &Value)> = map.iter().collect();
                 entries.sort_by(|a, b| a.0.cmp(b.0));
-                let content = namespace(entry.package_name());
+                let content = entry.package_name();
                 for (key, value) in entries {
-                    let close = self.open(name, ns, ns, &content);
+                    let close = self.open(name, package, Some(package), content);
                     let key = Value::from(key.clone());
-                    self.value(key_field.json_name(), &content, &key_field.kind(), &key)?;
-                    self.value(value_field.json_name(), &content, &value_field.kind(), value)?;
+                    self.value(key_field.json_name(), content, &key_field.kind(), &key)?;
+                    self.value(value_field.json_name(), content, &value_field.kind(), value)?;
                     self.close(name, close);
                 }
             }
             Value::List(items) => {
                 for item in items {
-                    self.value(name, ns, &field.kind(), item)?;
+                    self.value(name, package, &field.kind(), item)?;
                 }
             }
-            value => self.value(name, ns, &field.kind(), value)?,
+            value => self.value(name, package, &field.kind(), value)?,
         }
         Ok(())
     }
 
-    /// One element `name` in `ns`, which is also the default namespace in scope.
-    fn value(&mut self, name: &str, ns: &str, kind: &Kind, value: &Value) -> Result<(), XmlError> {
-        if let (Kind::Message(descriptor), Value::Message(message)) = (kind, value) {
-            match Special::of(descriptor) {
-                None => return self.message(name, ns, ns, message),
-                Some(special) => {
-                    let text = special_text(message, special)?;
-                    let close = self.open(name, ns, ns, ns);
-                    self.text(&text)?;
-                    self.close(name, close);
-                    return Ok(());
-                }
-            }
+    /// One element `name` in the namespace of `package`, which is also the default in scope.
+    fn value(&mut self, name: &str, package: &str, kind: &Kind, value: &Value) -> Result<(), XmlError> {
+        if let (Kind::Message(_), Value::Message(message)) = (kind, value) {
+            return self.message(name, package, Some(package), message);
         }
-        let close = self.open(name, ns, ns, ns);
+        let close = self.open(name, package, Some(package), package);
         scalar_into(&mut self.out, kind, value)?;
         self.close(name, close);
         Ok(())
     }
 
-    /// Opens element `name` in `ns` whose children are in `content`, where `scope` is the default
-    /// namespace in scope. Returns whether the closing tag takes a prefix.
-    fn open(&mut self, name: &str, ns: &str, scope: &str, content: &str) -> bool {
+    /// Opens element `name` in `package`'s namespace whose children are in `content`'s, where
+    /// `scope`'s is the default in scope. Returns whether the closing tag takes a prefix.
+    fn open(&mut self, name: &str, package: &str, scope: Option<&str>, content: &str) -> bool {
         self.out.push('<');
-        let prefixed = ns != content;
+        let prefixed = package != content;
         if prefixed {
             self.out.push_str("d:");
             self.out.push_str(name);
-            self.attribute("xmlns:d", ns);
+            self.namespace("xmlns:d", package);
         } else {
             self.out.push_str(name);
         }
-        if content != scope {
-            self.attribute("xmlns", content);
+        if scope != Some(content) {
+            self.namespace("xmlns", content);
         }
         self.out.push('>');
         prefixed
@@ -176,12 +174,15 @@ impl Writer {
         self.out.push('>');
     }
 
-    fn attribute(&mut self, name: &str, value: &str) {
+    /// ` xmlns="urn:dragoman:<package>"` (see [`namespace`]); package names need no escaping.
+    fn namespace(&mut self, attribute: &str, package: &str) {
         self.out.push(' ');
-        self.out.push_str(name);
-        self.out.push_str("=\"");
-        // Namespace names are built from proto package names: nothing to escape.
-        self.out.push_str(value);
+        self.out.push_str(attribute);
+        self.out.push_str("=\"urn:dragoman");
+        if !package.is_empty() {
+            self.out.push(':');
+            self.out.push_str(package);
+        }
         self.out.push('"');
     }
 }

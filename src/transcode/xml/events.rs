@@ -1,6 +1,8 @@
 //! The safe event reader every XML input goes through: quick-xml's namespace-aware reader, with
 //! DTDs refused, only predefined entities and character references, bounded depth, UTF-8 only.
 
+use std::rc::Rc;
+
 use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
@@ -21,7 +23,7 @@ pub enum Node {
 #[derive(Debug)]
 pub struct Element {
     /// `None`: in no namespace.
-    pub namespace: Option<String>,
+    pub namespace: Option<Rc<str>>,
     pub name: String,
     /// `xsi:nil="true"`.
     pub nil: bool,
@@ -33,6 +35,11 @@ impl Element {
     /// In `namespace`, or in none.
     pub fn is_in(&self, namespace: &str) -> bool {
         self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+    }
+
+    /// In the namespace of `package`, or in none.
+    pub fn is_in_package(&self, package: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| super::is_namespace_of(ns, package))
     }
 
     /// The value of the attribute `name` in `namespace`.
@@ -49,7 +56,11 @@ pub struct Events<'a> {
     reader: NsReader<&'a [u8]>,
     depth: usize,
     /// Element names from the root, for error messages.
-    path: Vec<String>,
+    /// `/a/b/c`, and where each level starts in it: one buffer, not a string per element.
+    path: String,
+    levels: Vec<usize>,
+    /// The namespaces seen so far, each allocated once (a document has a handful).
+    namespaces: Vec<Rc<str>>,
 }
 
 impl<'a> Events<'a> {
@@ -58,17 +69,12 @@ impl<'a> Events<'a> {
         let config = reader.config_mut();
         config.expand_empty_elements = true;
         config.check_end_names = true;
-        Events { reader, depth: 0, path: Vec::new() }
+        Events { reader, depth: 0, path: String::new(), levels: Vec::new(), namespaces: Vec::new() }
     }
 
     /// Where the reader is, as element names from the root: `/Envelope/Body/GetOrder`.
     pub fn path(&self) -> String {
-        let mut path = String::new();
-        for name in &self.path {
-            path.push('/');
-            path.push_str(name);
-        }
-        if path.is_empty() { "/".to_owned() } else { path }
+        if self.path.is_empty() { "/".to_owned() } else { self.path.clone() }
     }
 
     /// An error at the current element.
@@ -84,7 +90,17 @@ impl<'a> Events<'a> {
                 .read_resolved_event()
                 .map_err(|e| XmlError::new(format!("malformed XML at byte {position}: {e}")))?;
             let namespace = match resolved {
-                ResolveResult::Bound(ns) => Some(String::from_utf8_lossy(ns.as_ref()).into_owned()),
+                ResolveResult::Bound(ns) => {
+                    let ns = ns.as_ref();
+                    match self.namespaces.iter().find(|known| known.as_bytes() == ns) {
+                        Some(known) => Some(known.clone()),
+                        None => {
+                            let new: Rc<str> = utf8(ns)?.into();
+                            self.namespaces.push(new.clone());
+                            Some(new)
+                        }
+                    }
+                }
                 ResolveResult::Unbound => None,
                 ResolveResult::Unknown(prefix) => {
                     let prefix = String::from_utf8_lossy(&prefix).into_owned();
@@ -98,7 +114,9 @@ impl<'a> Events<'a> {
                         return Err(self.error(format!("an element name longer than {MAX_NAME} bytes")));
                     }
                     let name = utf8(start.local_name().as_ref())?.to_owned();
-                    self.path.push(name.clone());
+                    self.levels.push(self.path.len());
+                    self.path.push('/');
+                    self.path.push_str(&name);
                     if self.depth > MAX_DEPTH {
                         return Err(self.error(format!("elements nest deeper than {MAX_DEPTH} levels")));
                     }
@@ -133,7 +151,9 @@ impl<'a> Events<'a> {
                 }
                 Event::End(_) => {
                     self.depth -= 1;
-                    self.path.pop();
+                    if let Some(start) = self.levels.pop() {
+                        self.path.truncate(start);
+                    }
                     Ok(Node::End)
                 }
                 Event::Text(text) => self.character_data(&text),
@@ -207,6 +227,7 @@ impl<'a> Events<'a> {
         let mut text = String::new();
         loop {
             match self.node()? {
+                Node::Text(t) if text.is_empty() => text = t,
                 Node::Text(t) => text.push_str(&t),
                 Node::End => return Ok(text),
                 Node::Start(element) => {

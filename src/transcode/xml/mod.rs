@@ -98,21 +98,23 @@ pub enum Item {
     Choice(OneofDescriptor),
 }
 
-/// A message's fields in the order its elements are written and its schema lists them.
-pub fn layout(descriptor: &MessageDescriptor) -> Vec<Item> {
-    let mut items = Vec::new();
-    let mut seen = Vec::new();
-    for field in descriptor.fields() {
-        match field.containing_oneof().filter(|o| !o.is_synthetic()) {
-            Some(oneof) if seen.contains(&oneof) => {}
-            Some(oneof) => {
-                seen.push(oneof.clone());
-                items.push(Item::Choice(oneof));
-            }
-            None => items.push(Item::Field(field)),
-        }
+/// A message's fields in the order its elements are written and its schema lists them: each
+/// field in declaration order, a real oneof where its first member is declared.
+pub fn layout(descriptor: &MessageDescriptor) -> impl Iterator<Item = Item> {
+    descriptor.fields().filter_map(|field| match field.containing_oneof().filter(|o| !o.is_synthetic()) {
+        None => Some(Item::Field(field)),
+        Some(oneof) if oneof.fields().next().as_ref() == Some(&field) => Some(Item::Choice(oneof)),
+        Some(_) => None,
+    })
+}
+
+/// Whether `namespace` is the namespace of `package` (without building it).
+pub fn is_namespace_of(namespace: &str, package: &str) -> bool {
+    match namespace.strip_prefix("urn:dragoman") {
+        Some("") => package.is_empty(),
+        Some(rest) => rest.strip_prefix(':') == Some(package) && !package.is_empty(),
+        None => false,
     }
-    items
 }
 
 /// How a well-known message type is written: as text, not as elements.
