@@ -35,6 +35,7 @@ kind() { # name method path body content-type [header: value]
   local code; code=$(curl -s -o "$run/$name.out" -w '%{http_code}' -X "$method" ${body:+--data-binary "$body"} \
     -H "content-type: $type" ${extra:+-H "$extra"} "http://127.0.0.1:$DP$path")
   [ "$code" = 200 ] || { echo "$name answered $code: $(cat "$run/$name.out")"; exit 1; }
+  case $name in *xml*|soap*) grep -q '^<?xml' "$run/$name.out" || { echo "$name answered, not in XML"; exit 1; } ;; esac
 }
 kind get-json GET /v1/items/42 "" application/json
 kind get-xml GET /v1/items/42 "" application/json "Accept: application/xml"

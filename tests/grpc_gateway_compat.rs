@@ -206,16 +206,7 @@ async fn a_missed_deadline_is_a_504_whoever_noticed_it_first() {
 /// The compat service (tests/proto/compat.proto) behind the mirror, which answers with the
 /// request it got: what comes back is what the gateway bound.
 async fn mirrored(rest: &str) -> TestGateway {
-    let mirror = support::start_mirror().await;
-    let proto = std::fs::read(support::root().join("tests/proto/compat.proto")).expect("test proto");
-    TestGateway::builder()
-        .sets(vec![("compat.proto", proto)])
-        .include_repo_protos()
-        .without_demo_rules()
-        .rules(&format!("  - match: compat.*\n    backends: [http://{mirror}]\n"))
-        .rest(rest)
-        .start()
-        .await
+    support::mirrored("compat", rest).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,15 +288,7 @@ async fn a_patch_without_an_update_mask_gets_one_from_its_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_mask_in_json_is_its_string_form_only() {
-    let mirror = support::start_mirror().await;
-    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
-    let gw = TestGateway::builder()
-        .sets(vec![("conformance.proto", proto)])
-        .include_repo_protos()
-        .without_demo_rules()
-        .rules(&format!("  - match: conformance.*\n    backends: [http://{mirror}]\n"))
-        .start()
-        .await;
+    let gw = support::mirrored("conformance", "").await;
     let json = [("content-type", "application/json")];
     let string = http(gw.address, "PUT", "/v1/kinds/1", &json, br#"{"mask": "displayName,address.city"}"#).await;
     assert_eq!(string.json()["mask"], "displayName,address.city", "{}", string.text());

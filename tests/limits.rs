@@ -205,6 +205,15 @@ async fn calls_past_max_calls_in_flight_are_refused_at_once() {
     )
     .await;
     assert_eq!(grpc.status(), Some(14), "UNAVAILABLE over gRPC");
+    let envelope = r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><GetUser xmlns="urn:dragoman:shop.users.v1"><id>u-1</id></GetUser></e:Body></e:Envelope>"#;
+    let soap = [("content-type", "application/soap+xml")];
+    let fault = support::http(gw.address, "POST", "/soap/shop.users.v1.UserService", &soap, envelope.as_bytes()).await;
+    assert_eq!((fault.status, fault.header("content-type")), (500, Some("application/soap+xml; charset=utf-8")));
+    assert!(
+        fault.text().contains(">grpc:UNAVAILABLE</") && fault.text().contains("calls in flight"),
+        "{}",
+        fault.text()
+    );
 
     // Once the streams end, calls are admitted again.
     drop(held);

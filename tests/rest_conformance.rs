@@ -14,16 +14,7 @@ async fn gateway() -> TestGateway {
 
 /// The conformance service behind the mirror, with these `rest:` settings.
 async fn gateway_with(rest: &str) -> TestGateway {
-    let mirror = support::start_mirror().await;
-    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
-    TestGateway::builder()
-        .sets(vec![("conformance.proto", proto)])
-        .include_repo_protos()
-        .without_demo_rules()
-        .rules(&format!("  - match: conformance.*\n    backends: [http://{mirror}]\n"))
-        .rest(rest)
-        .start()
-        .await
+    support::mirrored("conformance", rest).await
 }
 
 /// Each case: HTTP method, path and query, JSON body, and the request message the backend gets.

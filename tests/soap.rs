@@ -119,22 +119,14 @@ for key, value in sent.items():
         assert got.meta.replace(" ", "") == '{"k":[1.0,"two"]}', got.meta
     else:
         assert got[key] == value, (key, got[key], value)
-# Wrappers are nillable: unset comes back as nothing.
-assert got.payload is None and got.anyValue is None, got
+# Messages left unset come back as nothing.
+assert got.payload is None and got.anyValue is None and got.list is None, got
 print("ok")
 "#;
 
 /// The conformance service (every kind of field) behind a mirror: what zeep sends comes back.
 async fn conformance() -> TestGateway {
-    let mirror = support::start_mirror().await;
-    let proto = std::fs::read(support::root().join("tests/proto/conformance.proto")).expect("test proto");
-    TestGateway::builder()
-        .sets(vec![("conformance.proto", proto)])
-        .include_repo_protos()
-        .without_demo_rules()
-        .rules(&format!("  - match: conformance.*\n    backends: [http://{mirror}]\n"))
-        .start()
-        .await
+    support::mirrored("conformance", "").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,6 +446,15 @@ async fn streams_are_collected_bounded_and_never_hang() {
     let reply = soap11(&gateway, ORDERS, "", &call("<id>o-1</id><interval>PT60S</interval>", "WatchOrder")).await;
     assert_eq!(text_of(&reply.text(), "name").as_deref(), Some("DEADLINE_EXCEEDED"), "{}", reply.text());
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "ended by the stream timeout (300ms)");
+    // A server stream past the limit: the watch sends four events.
+    let watch = call("<id>o-1</id><interval>PT0.001S</interval>", "WatchOrder");
+    let reply = soap11(&gateway, ORDERS, "", &watch).await;
+    assert!(reply.text().contains("the stream has more than 2 messages"), "{}", reply.text());
+    // ... or past the bytes one response carries (server.max_message_size).
+    let small = TestGateway::builder().server("  max_message_size: 60\n").start().await;
+    let reply = soap11(&small, ORDERS, "", &watch).await;
+    assert!(reply.text().contains("add up to more than 60 bytes"), "{}", reply.text());
+    assert_eq!(text_of(&reply.text(), "name").as_deref(), Some("RESOURCE_EXHAUSTED"));
     // A client stream's request is bounded the same way.
     let items =
         "<message><orderId>o-1</orderId><item><productId>p-1</productId><quantity>1</quantity></item></message>";

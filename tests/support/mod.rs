@@ -673,6 +673,22 @@ pub async fn start_mirror() -> SocketAddr {
     .await
 }
 
+/// A gateway serving `tests/proto/<name>.proto` (package `<name>.*`) in front of a mirror, so what
+/// comes back is what the gateway sent; `rest` holds lines of the `rest:` section.
+pub async fn mirrored(name: &str, rest: &str) -> TestGateway {
+    let mirror = start_mirror().await;
+    let file = format!("{name}.proto");
+    let proto = std::fs::read(root().join("tests/proto").join(&file)).expect("test proto");
+    TestGateway::builder()
+        .sets(vec![(file.as_str(), proto)])
+        .include_repo_protos()
+        .without_demo_rules()
+        .rules(&format!("  - match: {name}.*\n    backends: [http://{mirror}]\n"))
+        .rest(rest)
+        .start()
+        .await
+}
+
 /// A gRPC backend that answers every call with these encoded messages, then status OK: for
 /// replies no honest client could make a mirror send back.
 pub async fn start_answering(messages: Vec<Vec<u8>>) -> SocketAddr {

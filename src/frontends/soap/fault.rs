@@ -1,8 +1,10 @@
 //! SOAP Faults: a gRPC status in the client's SOAP version, with its HTTP status.
 //!
 //! SOAP 1.1: `faultcode` `soap:Client` for what the client got wrong (a 4xx code in
-//! google/rpc/code.proto's HTTP mapping), `soap:Server` otherwise; always HTTP 500 (SOAP 1.1
-//! section 6.2, WS-I Basic Profile R1126). SOAP 1.2: `env:Sender` (HTTP 400) or `env:Receiver`
+//! google/rpc/code.proto's HTTP mapping), `soap:Server` otherwise; HTTP 500 (SOAP 1.1 section
+//! 6.2, WS-I Basic Profile R1126) for every fault about an envelope or a call. Requests that
+//! reach no SOAP endpoint keep their HTTP meaning, with a fault as the body: 404 (no such
+//! service), 405 (wrong HTTP method), 415 (not a SOAP content type). SOAP 1.2: `env:Sender` (HTTP 400) or `env:Receiver`
 //! (HTTP 500), with a `env:Subcode` whose value is the gRPC code's name (`grpc:NOT_FOUND`);
 //! `VersionMismatch` and `MustUnderstand` are HTTP 500 (SOAP 1.2 part 2, table 20). Both carry the
 //! gRPC status in their detail:
@@ -99,25 +101,19 @@ impl Fault {
         out.push_str(&format!("<env:Envelope xmlns:env=\"{env}\"><env:Body><env:Fault>"));
         let message = escape(self.status.message());
         let detail = self.detail(pool);
+        let code = match (self.kind, version) {
+            (Kind::VersionMismatch, _) => "VersionMismatch",
+            (Kind::MustUnderstand, _) => "MustUnderstand",
+            (_, Version::V11) if self.by_sender() => "Client",
+            (_, Version::V11) => "Server",
+            (_, Version::V12) if self.by_sender() => "Sender",
+            (_, Version::V12) => "Receiver",
+        };
         match version {
-            Version::V11 => {
-                let code = match self.kind {
-                    Kind::VersionMismatch => "VersionMismatch",
-                    Kind::MustUnderstand => "MustUnderstand",
-                    Kind::Status | Kind::Sender if self.by_sender() => "Client",
-                    Kind::Status | Kind::Sender => "Server",
-                };
-                out.push_str(&format!(
-                    "<faultcode>env:{code}</faultcode><faultstring>{message}</faultstring><detail>{detail}</detail>"
-                ));
-            }
+            Version::V11 => out.push_str(&format!(
+                "<faultcode>env:{code}</faultcode><faultstring>{message}</faultstring><detail>{detail}</detail>"
+            )),
             Version::V12 => {
-                let code = match self.kind {
-                    Kind::VersionMismatch => "VersionMismatch",
-                    Kind::MustUnderstand => "MustUnderstand",
-                    Kind::Status | Kind::Sender if self.by_sender() => "Sender",
-                    Kind::Status | Kind::Sender => "Receiver",
-                };
                 let name = code_name(self.status.code());
                 out.push_str(&format!(
                     "<env:Code><env:Value>env:{code}</env:Value><env:Subcode><env:Value xmlns:grpc=\"{GRPC_NS}\">grpc:{name}</env:Value></env:Subcode></env:Code>\

@@ -320,7 +320,8 @@ impl SoapFrontend {
             Err(error) => Err(Fault::from(error)),
         };
         let rendered = match replies {
-            Ok((replies, size)) if offload::is_big(size) => {
+            // Defaults are written, so the XML can be several times the protobuf's size.
+            Ok((replies, size)) if offload::is_big(size.saturating_mul(8)) => {
                 let work = move || render(version, &service, &method, replies);
                 offload::run(work).await.map_err(Fault::from).and_then(|rendered| rendered)
             }

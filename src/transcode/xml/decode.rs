@@ -22,7 +22,7 @@ pub fn decode(descriptor: MessageDescriptor, xml: &[u8], options: DecodeOptions)
         events.skip()?;
         DynamicMessage::new(descriptor)
     } else {
-        decode_content(&mut events, descriptor, options)?
+        decode_element(&mut events, descriptor, options)?
     };
     events.finish()?;
     Ok(message)
@@ -51,12 +51,14 @@ pub fn decode_body(
             let descriptor = message.descriptor();
             let package = descriptor.package_name();
             let singular = !field.is_list() && !field.is_map();
+            let mut given = false;
             loop {
                 match events.node()? {
                     Node::Start(element) if element.is_in_package(package) && names(field, &element.name) => {
-                        if singular && message.has_field(field) {
+                        if singular && given {
                             return Err(events.error(format!("the field {} is given twice", field.json_name())));
                         }
+                        given = true;
                         read_field(&mut events, message, field, &element, options)?;
                     }
                     Node::Start(element) => {
@@ -80,7 +82,8 @@ pub fn decode_body(
 /// The field mask an XML body sets, as [`crate::transcode::json::field_mask_paths`] reads a JSON
 /// one: a path per element present, in proto field names, singular message fields as dotted
 /// paths; maps, repeated fields, well-known types and nil elements are leaves. Elements that name
-/// no field are skipped (decoding the body has said whether they are allowed).
+/// no field (or are in another namespace) are skipped, as the decoder skips them when unknown
+/// fields are ignored, and refuses them otherwise.
 pub fn field_mask_paths(descriptor: &MessageDescriptor, xml: &[u8]) -> Result<Vec<String>, XmlError> {
     let mut events = Events::new(xml);
     root(&mut events)?;
@@ -98,7 +101,9 @@ fn mask_paths(
     loop {
         match events.node()? {
             Node::Start(element) => {
-                let Some(field) = field_named(descriptor, &element.name) else {
+                let field =
+                    element.is_in_package(descriptor.package_name()).then(|| field_named(descriptor, &element.name));
+                let Some(field) = field.flatten() else {
                     events.skip()?;
                     continue;
                 };

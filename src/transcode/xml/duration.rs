@@ -77,8 +77,15 @@ pub(super) fn parse(text: &str) -> Result<(i64, i32), String> {
     Ok(((nanos / SECOND) as i64, (nanos % SECOND) as i32))
 }
 
-/// The `xs:duration` of seconds and nanoseconds: `PT1.5S`, `-PT0.25S`, `PT0S`.
-pub(super) fn format(seconds: i64, nanos: i32) -> String {
+/// The `xs:duration` of seconds and nanoseconds: `PT1.5S`, `-PT0.25S`, `PT0S`; None for a
+/// Duration the type does not allow (out of range, nanos of a second or more, mixed signs).
+pub(super) fn format(seconds: i64, nanos: i32) -> Option<String> {
+    let valid = seconds.unsigned_abs() <= MAX_SECONDS as u64
+        && nanos.unsigned_abs() < 1_000_000_000
+        && !(seconds > 0 && nanos < 0 || seconds < 0 && nanos > 0);
+    if !valid {
+        return None;
+    }
     let negative = seconds < 0 || nanos < 0;
     let (seconds, nanos) = (seconds.unsigned_abs(), nanos.unsigned_abs());
     let mut text = String::from(if negative { "-PT" } else { "PT" });
@@ -89,7 +96,7 @@ pub(super) fn format(seconds: i64, nanos: i32) -> String {
         text.push_str(fraction.trim_end_matches('0'));
     }
     text.push('S');
-    text
+    Some(text)
 }
 
 #[cfg(test)]
@@ -115,12 +122,15 @@ mod tests {
         assert!(parse("PT99999999999999999999999H").is_err());
         assert!(parse("PT999999999999999999999999999999.5S").is_err(), "no overflow");
         assert!(parse("P99999999999999999999DT99999999999999999999H99999999999999999999M").is_err());
-        assert_eq!(format(1, 500_000_000), "PT1.5S");
-        assert_eq!(format(0, -1), "-PT0.000000001S");
-        assert_eq!(format(-3, 0), "-PT3S");
-        assert_eq!(format(0, 0), "PT0S");
+        assert_eq!(format(1, 500_000_000).as_deref(), Some("PT1.5S"));
+        assert_eq!(format(0, -1).as_deref(), Some("-PT0.000000001S"));
+        assert_eq!(format(-3, 0).as_deref(), Some("-PT3S"));
+        assert_eq!(format(0, 0).as_deref(), Some("PT0S"));
         for (s, n) in [(1, 500_000_000), (0, -1), (-3, -20), (315_576_000_000, 999_999_999)] {
-            assert_eq!(parse(&format(s, n)), Ok((s, n)));
+            assert_eq!(format(s, n).map(|text| parse(&text)), Some(Ok((s, n))));
+        }
+        for (s, n) in [(0, 1_500_000_000), (1, -5), (-1, 5), (315_576_000_001, 0), (i64::MIN, 0)] {
+            assert_eq!(format(s, n), None, "{s}s {n}ns is no Duration");
         }
     }
 }

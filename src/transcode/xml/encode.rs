@@ -4,7 +4,7 @@ use base64::Engine;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
 
 use super::events::is_xml_char;
-use super::{Item, Special, XmlError, duration, layout, local_type_name};
+use super::{Item, MAX_OUTPUT, Special, XmlError, duration, layout, local_type_name};
 use crate::transcode::json;
 
 /// A document whose root element, named after the message's type, holds `message`.
@@ -67,8 +67,8 @@ impl Writer {
 
     /// `message` as the element `name` in the namespace of `package`, where `scope` is the
     /// package whose namespace is the default in scope (None: no default namespace). A
-    /// well-known type is written as its text. Namespaces are handled as package names: a
-    /// namespace string is only ever written, never built.
+    /// well-known type is written as its text. Namespaces are handled as package names, and
+    /// only written out where an element declares one.
     pub fn message(
         &mut self,
         name: &str,
@@ -140,6 +140,11 @@ impl Writer {
 
     /// One element `name` in the namespace of `package`, which is also the default in scope.
     fn value(&mut self, name: &str, package: &str, kind: &Kind, value: &Value) -> Result<(), XmlError> {
+        // Defaults are written, so a small message can have a large XML form (an empty
+        // repeated message is a few bytes, its elements many): bounded here, per element.
+        if self.out.len() > MAX_OUTPUT {
+            return Err(XmlError::new(format!("the XML form is larger than {} MiB", MAX_OUTPUT >> 20)));
+        }
         if let (Kind::Message(_), Value::Message(message)) = (kind, value) {
             return self.message(name, package, Some(package), message);
         }
@@ -174,7 +179,7 @@ impl Writer {
         self.out.push('>');
     }
 
-    /// ` xmlns="urn:dragoman:<package>"` (see [`namespace`]); package names need no escaping.
+    /// ` xmlns="urn:dragoman:<package>"` (see [`super::namespace`]); package names need no escaping.
     fn namespace(&mut self, attribute: &str, package: &str) {
         self.out.push(' ');
         self.out.push_str(attribute);
@@ -209,7 +214,9 @@ fn special_text(message: &DynamicMessage, special: Special) -> Result<String, Xm
         Special::Duration => {
             let seconds = message.get_field_by_name("seconds").and_then(|v| v.as_i64()).unwrap_or_default();
             let nanos = message.get_field_by_name("nanos").and_then(|v| v.as_i32()).unwrap_or_default();
-            Ok(duration::format(seconds, nanos))
+            duration::format(seconds, nanos).ok_or_else(|| {
+                XmlError::new(format!("the Duration {seconds}s {nanos}ns has no XML form: out of range or mixed signs"))
+            })
         }
         Special::Wrapper => {
             let descriptor: MessageDescriptor = message.descriptor();

@@ -9,6 +9,9 @@ use quick_xml::name::ResolveResult;
 
 use super::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_NAME, XSI, XmlError};
 
+/// How many namespaces a reader keeps allocated for reuse.
+const NAMESPACE_CACHE: usize = 16;
+
 /// What the decoder sees of a document.
 #[derive(Debug)]
 pub enum Node {
@@ -56,10 +59,12 @@ pub struct Events<'a> {
     reader: NsReader<&'a [u8]>,
     depth: usize,
     /// Element names from the root, for error messages.
-    /// `/a/b/c`, and where each level starts in it: one buffer, not a string per element.
+    /// `/a/b/c`: one buffer, not a string per element.
     path: String,
+    /// Where each open element's name starts in `path`.
     levels: Vec<usize>,
-    /// The namespaces seen so far, each allocated once (a document has a handful).
+    /// The first namespaces seen, each allocated once (an honest document has a handful; past
+    /// [`NAMESPACE_CACHE`] they are allocated per element, so a lookup stays cheap).
     namespaces: Vec<Rc<str>>,
 }
 
@@ -96,7 +101,9 @@ impl<'a> Events<'a> {
                         Some(known) => Some(known.clone()),
                         None => {
                             let new: Rc<str> = utf8(ns)?.into();
-                            self.namespaces.push(new.clone());
+                            if self.namespaces.len() < NAMESPACE_CACHE {
+                                self.namespaces.push(new.clone());
+                            }
                             Some(new)
                         }
                     }

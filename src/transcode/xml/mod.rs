@@ -9,8 +9,8 @@
 //!   element in no namespace is taken as in the expected one, so plain-XML clients may leave
 //!   namespaces out.
 //! - **Fields.** One element per field, named by its JSON name (`displayName`); the proto name
-//!   (`display_name`) is accepted on input. Written in the order of the schema: declaration order,
-//!   a oneof where its first member is declared ([`layout`]); read in any order.
+//!   (`display_name`) is accepted on input. Written in the order of the schema: field-number
+//!   order, a oneof at its first member's place ([`layout`]); read in any order.
 //! - **Absent, empty, nil.** Scalars without presence are always written, even at their default
 //!   (typed SOAP clients then see `0` rather than nothing); fields with presence (messages,
 //!   `optional`, oneof members, wrappers) only when set. On input an absent element leaves the
@@ -33,7 +33,7 @@
 //! type declaration is refused outright (no DTD, so no external entities and no entity
 //! expansion), only the five predefined entities and character references are accepted, depth is
 //! bounded ([`MAX_DEPTH`]), so are attributes per element ([`MAX_ATTRIBUTES`]; namespace
-//! lookups scan the declarations in scope) and names ([`MAX_NAME`]); only UTF-8 is read, and only
+//! lookups scan the declarations in scope) and element names ([`MAX_NAME`]); only UTF-8 is read, and only
 //! the characters XML 1.0 allows, line ends normalized to LF. Size is bounded by the caller's body limit.
 
 mod decode;
@@ -53,6 +53,9 @@ pub const MAX_DEPTH: usize = 64;
 /// Most attributes on one element, namespace declarations included: what a message needs is
 /// `xsi:nil` and a few declarations.
 pub const MAX_ATTRIBUTES: usize = 32;
+
+/// Largest XML written for one document (a reply): an error past it.
+pub const MAX_OUTPUT: usize = 64 << 20;
 
 /// Longest element name, prefix included: no field is named longer.
 pub const MAX_NAME: usize = 1024;
@@ -99,7 +102,8 @@ pub enum Item {
 }
 
 /// A message's fields in the order its elements are written and its schema lists them: each
-/// field in declaration order, a real oneof where its first member is declared.
+/// field in field-number order (as the descriptor lists them), a real oneof at its first member's
+/// place.
 pub fn layout(descriptor: &MessageDescriptor) -> impl Iterator<Item = Item> {
     descriptor.fields().filter_map(|field| match field.containing_oneof().filter(|o| !o.is_synthetic()) {
         None => Some(Item::Field(field)),

@@ -179,6 +179,47 @@ fn a_patch_mask_names_the_elements_given() {
 }
 
 #[test]
+fn a_patch_mask_skips_elements_of_other_namespaces() {
+    let xml = br#"<K xmlns:o="urn:other"><o:i32>1</o:i32><flag>true</flag></K>"#;
+    assert_eq!(field_mask_paths(&kinds(), xml).expect("paths"), ["flag"]);
+}
+
+#[test]
+fn a_well_known_type_at_the_root_round_trips() {
+    let pool = CONFORMANCE.clone();
+    for (name, json) in
+        [("google.protobuf.Struct", r#"{"a": [1, "b"]}"#), ("google.protobuf.Timestamp", r#""2024-01-01T00:00:00Z""#)]
+    {
+        let descriptor = pool.get_message_by_name(name).expect("type");
+        let message = from_json(descriptor.clone(), json);
+        let xml = encode(&message).expect("encodes");
+        assert_eq!(read(descriptor, &xml).expect("decodes"), message, "{xml}");
+    }
+}
+
+#[test]
+fn a_body_field_given_twice_is_refused_even_at_its_default() {
+    let mut message = DynamicMessage::new(kinds());
+    let field = kinds().get_field_by_name("i32").expect("field");
+    let error = decode_body(&mut message, &field, b"<x><i32>0</i32><i32>5</i32></x>", DecodeOptions::default())
+        .expect_err("twice");
+    assert!(error.message.contains("given twice"), "{}", error.message);
+}
+
+#[test]
+fn durations_a_backend_should_not_send_have_no_xml_form() {
+    let wait = kinds().get_field_by_name("wait").expect("wait");
+    let prost_reflect::Kind::Message(duration) = wait.kind() else { panic!("a message") };
+    let mut bad = DynamicMessage::new(duration);
+    bad.set_field_by_name("seconds", prost_reflect::Value::I64(1));
+    bad.set_field_by_name("nanos", prost_reflect::Value::I32(-5));
+    let mut message = DynamicMessage::new(kinds());
+    message.set_field(&wait, prost_reflect::Value::Message(bad));
+    let error = encode(&message).expect_err("mixed signs");
+    assert!(error.message.contains("has no XML form"), "{}", error.message);
+}
+
+#[test]
 fn strings_xml_cannot_carry_are_an_error_not_broken_xml() {
     let mut message = DynamicMessage::new(kinds());
     message.set_field_by_name("json_named", prost_reflect::Value::String("a\u{1}b".into()));
