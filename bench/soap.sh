@@ -1,23 +1,13 @@
 #!/usr/bin/env bash
 # SOAP beside REST/JSON and native gRPC for the same methods, through one Dragoman, in one run
 # (issue 9): the peers' Items backend (../shared/peers/setup.sh builds it). GetItem (a small
-# message) and CreateItem (a message with a nested one and a list, sent and returned) as
-#   gRPC straight to the backend (h2load) | gRPC through Dragoman (h2load) |
-#   REST JSON (wrk) | REST XML (wrk, Accept/Content-Type application/xml) | SOAP 1.1 and 1.2 (wrk).
+# message) as gRPC straight to the backend and through Dragoman (h2load), REST JSON, REST XML and
+# SOAP 1.1 and 1.2 (wrk); CreateItem (a nested message and a list, sent and returned) as REST
+# JSON, REST XML and SOAP 1.1. Each request kind is checked once with curl first.
 # Usage: bench/soap.sh [seconds]   env: DRAGOMAN=target/release/dragoman CONNS=32
 set -euo pipefail
 cd "$(dirname "$0")/.."
-D=${1:-8}; C=${CONNS:-32}
-peers=$(cd ../shared/peers && pwd)
-b=${PEERS_BUILD:-$peers/build}; [ -x "$b/backend" ] || b=${XDG_CACHE_HOME:-$HOME/.cache}/dragoman-peers
-[ -x "$b/backend" ] || { echo "peers not built: run ../shared/peers/setup.sh"; exit 1; }
-bin=${DRAGOMAN:-target/release/dragoman}
-run=$(mktemp -d -t dragoman-soap.XXXXXX); pids=()
-trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; done; sleep 0.3; rm -rf "$run"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-
-BP=$(port); "$b/backend" -addr 127.0.0.1:$BP >/dev/null 2>&1 & pids+=($!); wait_port $BP
+. bench/peers-lib.sh
 DP=$(port)
 printf 'listen: 127.0.0.1:%s\ndescriptors: [%s]\nservices:\n  - match: "bench.v1.*"\n    backends: [http://127.0.0.1:%s]\n' $DP "$b/bench.binpb" $BP >"$run/dragoman.yaml"
 RUST_LOG=${RUST_LOG:-warn} "$bin" serve --config "$run/dragoman.yaml" >/dev/null 2>&1 & pids+=($!); wait_port $DP
