@@ -2,6 +2,7 @@
 //! into a [`crate::call::Call`], hands it to the policy stack, and turns the
 //! [`crate::call::Reply`] back into its protocol. Frontends never talk to backends.
 
+pub(crate) mod body;
 pub mod grpc;
 mod metadata;
 pub(crate) mod offload;

@@ -15,7 +15,6 @@
 //! - `response_body` naming a scalar or repeated field is printed compactly whatever
 //!   `add_whitespace` says.
 
-pub(crate) mod body;
 mod cors;
 pub mod error;
 pub mod openapi;
@@ -36,7 +35,7 @@ use tokio::time::Instant;
 use tonic::Code;
 use tower::ServiceExt;
 
-use super::{Peer, ResponseBody, offload};
+use super::{Peer, ResponseBody, body, offload};
 use crate::call::{Body, Call, Protocol};
 use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};

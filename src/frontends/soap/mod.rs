@@ -33,8 +33,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 use tower::ServiceExt;
 
-use super::rest::body;
-use super::{Peer, ResponseBody, offload};
+use super::{Peer, ResponseBody, body, offload};
 use crate::call::{Call, Next, Protocol, next};
 use crate::catalog::{Catalog, Lookup, MethodRoute};
 use crate::config::{RestOptions, SoapOptions};
