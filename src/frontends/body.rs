@@ -1,7 +1,8 @@
 //! Reading a whole request body before the call starts (REST and SOAP: JSON and XML must be
-//! complete to be parsed), bounded three ways: by bytes (`max_request_body_size`), by memory (chunks are copied into one
-//! buffer as they come, so a body sent in a million one-byte frames costs its size, not a million
-//! frame buffers), and by time (`server.body_read_timeout`, against clients that trickle).
+//! complete to be parsed), bounded three ways: by bytes (`max_request_body_size`), by memory
+//! (chunks are copied into one buffer as they come, so a body sent in a million one-byte frames
+//! costs its size, not a million frame buffers), and by time (`server.body_read_timeout`, against
+//! clients that trickle).
 
 use std::time::Duration;
 
