@@ -87,6 +87,8 @@ struct Shared {
     health_service: TonicService,
     reloads: watch::Sender<ReloadStatus>,
     runtime: tokio::runtime::Handle,
+    /// Set once shutdown begins: readiness is false from then on.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
@@ -104,6 +106,7 @@ impl Gateway {
                 health_service: BoxCloneSyncService::new(health_service),
                 reloads,
                 runtime: tokio::runtime::Handle::current(),
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         gateway.shared.runtime.spawn(gateway.report_health(None));
@@ -112,6 +115,16 @@ impl Gateway {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Marks the gateway as shutting down (the server does, as it stops accepting).
+    pub fn start_draining(&self) {
+        self.shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun: the readiness probe's answer.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The current snapshot; hold it for the whole request.

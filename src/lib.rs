@@ -5,6 +5,7 @@
 //! the [`stack`] of [`policy`] layers passes it to the [`upstream`], which sends it to a backend;
 //! everything reads one [`catalog`] snapshot, held by the [`gateway`].
 
+pub mod admin;
 pub mod builtin;
 pub mod call;
 pub mod catalog;

@@ -35,6 +35,11 @@ enum Command {
         /// Server threads; 0 = one per core.
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Address of the admin listener (`/healthz`, `/readyz`, `/admin/catalog`), or `off`.
+        /// Default: the listen address's host and the next port (127.0.0.1:8081), or port 0 when
+        /// the gateway's is 0.
+        #[arg(long)]
+        admin: Option<String>,
     },
     /// Validate a config and its descriptors; print every service, its methods and its backends.
     Check {
@@ -78,7 +83,9 @@ fn run() -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             runtime()?.block_on(serve(config, None))
         }
-        Command::Demo { listen, descriptors, workers } => runtime()?.block_on(demo(listen, descriptors, workers)),
+        Command::Demo { listen, descriptors, workers, admin } => {
+            runtime()?.block_on(demo(listen, descriptors, workers, admin))
+        }
         Command::Check { config, strict } => check(&config, strict),
         Command::Compile { protos, include, out } => {
             let files = dragoman::catalog::proto_sources(&protos)?;
@@ -100,14 +107,39 @@ async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> an
     let _watcher = gateway.watch()?;
     let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let services = gateway.snapshot().catalog.services().len();
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(address) = gateway.config().admin {
+        let admin = std::net::TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
+        tracing::info!(address = %admin.local_addr()?, "admin listening");
+        let admin_gateway = gateway.clone();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = admin_stopped.await;
+            };
+            if let Err(e) = dragoman::admin::serve(admin, admin_gateway, stopped).await {
+                tracing::error!(error = %e, "the admin listener failed");
+            }
+        });
+    }
     tracing::info!(address = %listener.local_addr()?, services, "dragoman listening");
     let workers = gateway.config().workers;
     dragoman::server::serve(listener, gateway, workers, shutdown_signal()).await?;
+    // The admin listener answers (`/readyz`: draining) until the calls in flight are done.
+    let _ = admin_stop.send(());
     drop(backends);
     Ok(())
 }
 
-async fn demo(listen: String, descriptors: PathBuf, workers: usize) -> anyhow::Result<()> {
+async fn demo(listen: String, descriptors: PathBuf, workers: usize, admin: Option<String>) -> anyhow::Result<()> {
+    let admin = match admin.as_deref() {
+        Some("off") => String::new(),
+        Some(address) => format!("admin:\n  listen: {address}\n"),
+        None => {
+            let address: std::net::SocketAddr = listen.parse().with_context(|| format!("--listen {listen}"))?;
+            let port = if address.port() == 0 { 0 } else { address.port().saturating_add(1) };
+            format!("admin:\n  listen: {}\n", std::net::SocketAddr::new(address.ip(), port))
+        }
+    };
     let backends = dragoman::demo::Backends::start().await?;
     let descriptors = if descriptors.exists() {
         descriptors
@@ -119,7 +151,7 @@ async fn demo(listen: String, descriptors: PathBuf, workers: usize) -> anyhow::R
         dir
     };
     let yaml = format!(
-        "listen: {listen}\nworkers: {workers}\ndescriptors: [{}]\n{}",
+        "listen: {listen}\nworkers: {workers}\ndescriptors: [{}]\n{admin}{}",
         serde_json::to_string(&descriptors.display().to_string())?,
         backends.services_yaml()
     );

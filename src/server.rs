@@ -65,6 +65,7 @@ pub async fn serve(
         threads.push((thread, finished));
     }
     shutdown.await;
+    gateway.start_draining();
     let _ = stop.send(true);
     for (thread, finished) in threads {
         let _ = finished.await;

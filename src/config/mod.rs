@@ -54,10 +54,22 @@ pub struct FileConfig {
     /// The SOAP frontend.
     #[serde(default)]
     pub soap: SoapFile,
+    /// The admin listener (health and readiness probes, the catalog); off unless given.
+    #[serde(default)]
+    pub admin: AdminFile,
     /// Which backends serve which services. The most specific `match` wins: an exact service name
     /// before a pattern, a longer pattern before a shorter one.
     #[serde(default)]
     pub services: Vec<ServiceFile>,
+}
+
+/// The `admin:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// `host:port` of the admin listener: `/healthz`, `/readyz`, `/admin/catalog`. Keep it off
+    /// the public network. Default: no admin listener.
+    pub listen: Option<String>,
 }
 
 /// One `services:` entry.
@@ -120,6 +132,8 @@ pub struct Config {
     pub rest: Arc<RestOptions>,
     pub websocket: Arc<WebSocketOptions>,
     pub soap: Arc<SoapOptions>,
+    /// Where the admin listener binds, if anywhere.
+    pub admin: Option<SocketAddr>,
     pub descriptors: Vec<PathBuf>,
     pub proto_include: Vec<PathBuf>,
     pub watch: bool,
@@ -242,6 +256,12 @@ impl Config {
         let rest = Arc::new(RestOptions::from_file(file.rest, &file.server)?);
         let websocket = Arc::new(WebSocketOptions::from_file(file.websocket, &file.server)?);
         let soap = Arc::new(SoapOptions::from_file(file.soap)?);
+        let admin = match &file.admin.listen {
+            None => None,
+            Some(address) => {
+                Some(address.parse().map_err(|_| format!("at `admin.listen`: expected host:port, got {address:?}"))?)
+            }
+        };
         Ok(Config {
             listen,
             workers: file.workers,
@@ -249,6 +269,7 @@ impl Config {
             rest,
             websocket,
             soap,
+            admin,
             descriptors: file.descriptors.into_iter().map(resolve).collect(),
             proto_include: file.proto_include.into_iter().map(resolve).collect(),
             watch: file.watch,

@@ -1,0 +1,84 @@
+//! The admin listener: a second, optional port for operators (`admin.listen`), with fixed routes
+//! built on axum. It never serves API traffic, and API traffic never reaches it.
+//!
+//! - `GET /healthz`: the process is alive (200 `ok`).
+//! - `GET /readyz`: the gateway takes calls: a catalog is loaded and it is not draining (200
+//!   `ready`); 503 `draining` once shutdown has begun, while calls in flight finish.
+//! - `GET /admin/catalog`: the current catalog as JSON: its generation, the latest reload error,
+//!   each service with its backends, methods, their kinds and HTTP bindings, and the snapshot's
+//!   warnings.
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::gateway::Gateway;
+
+/// Serves the admin routes on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown).await
+}
+
+fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/admin/catalog", get(catalog))
+        .with_state(gateway)
+}
+
+async fn ready(State(gateway): State<Gateway>) -> (StatusCode, &'static str) {
+    if gateway.is_draining() { (StatusCode::SERVICE_UNAVAILABLE, "draining\n") } else { (StatusCode::OK, "ready\n") }
+}
+
+async fn catalog(State(gateway): State<Gateway>) -> axum::Json<Value> {
+    let snapshot = gateway.snapshot();
+    let reloads = gateway.reloads().borrow().clone();
+    let mut services = Vec::new();
+    for entry in snapshot.catalog.services() {
+        let service = &entry.descriptor;
+        let methods: Vec<Value> = service
+            .methods()
+            .map(|method| {
+                let http: Vec<String> = snapshot
+                    .rest
+                    .routes
+                    .annotated()
+                    .filter(|route| route.method.descriptor == method)
+                    .map(|route| format!("{} {}", route.binding.method, route.binding.template))
+                    .collect();
+                json!({
+                    "name": method.name(),
+                    "path": format!("/{}/{}", service.full_name(), method.name()),
+                    "client_streaming": method.is_client_streaming(),
+                    "server_streaming": method.is_server_streaming(),
+                    "http": http,
+                })
+            })
+            .collect();
+        let backends: Option<Vec<String>> = entry.rule.as_ref().map(|rule| {
+            rule.backends
+                .iter()
+                .map(|b| format!("{}://{}", if b.tls { "https" } else { "http" }, b.authority))
+                .collect()
+        });
+        services.push(json!({ "name": service.full_name(), "backends": backends, "methods": methods }));
+    }
+    axum::Json(json!({
+        "generation": reloads.generation,
+        "reload_failures": reloads.failures,
+        "last_reload_error": reloads.last_error,
+        "services": services,
+        "warnings": snapshot.warnings(),
+    }))
+}
