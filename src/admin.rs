@@ -4,6 +4,7 @@
 //! - `GET /healthz`: the process is alive (200 `ok`).
 //! - `GET /readyz`: the gateway takes calls: a catalog is loaded and it is not draining (200
 //!   `ready`); 503 `draining` once shutdown has begun, while calls in flight finish.
+//! - `GET /metrics`: the call metrics (`observe::metrics`), Prometheus text or OpenMetrics.
 //! - `GET /admin/catalog`: the current catalog as JSON: its generation, the latest reload error,
 //!   each service with its backends, methods, their kinds and HTTP bindings, and the snapshot's
 //!   warnings.
@@ -34,11 +35,24 @@ fn router(gateway: Gateway) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/admin/catalog", get(catalog))
+        .route("/metrics", get(metrics))
         .with_state(gateway)
 }
 
 async fn ready(State(gateway): State<Gateway>) -> (StatusCode, &'static str) {
     if gateway.is_draining() { (StatusCode::SERVICE_UNAVAILABLE, "draining\n") } else { (StatusCode::OK, "ready\n") }
+}
+
+/// The Prometheus text format, or OpenMetrics when the scraper lists it in `Accept`.
+async fn metrics(State(gateway): State<Gateway>, headers: axum::http::HeaderMap) -> impl axum::response::IntoResponse {
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let openmetrics = accept.contains("application/openmetrics-text");
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], gateway.metrics().render(openmetrics))
 }
 
 async fn catalog(State(gateway): State<Gateway>) -> axum::Json<Value> {

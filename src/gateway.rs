@@ -89,12 +89,15 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     /// Set once shutdown begins: readiness is false from then on.
     draining: std::sync::atomic::AtomicBool,
+    /// Every method's counters, kept across reloads.
+    metrics: Arc<crate::observe::metrics::Metrics>,
 }
 
 impl Gateway {
     /// Loads the catalog the config names. Must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Self, CatalogError> {
-        let snapshot = Snapshot::build(Catalog::load(&config)?, &config)?;
+        let metrics = Arc::new(crate::observe::metrics::Metrics::default());
+        let snapshot = Snapshot::build(Catalog::load(&config, &metrics)?, &config)?;
         snapshot.log_warnings();
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reloads, _) = watch::channel(ReloadStatus { generation: 1, ..Default::default() });
@@ -107,6 +110,7 @@ impl Gateway {
                 reloads,
                 runtime: tokio::runtime::Handle::current(),
                 draining: std::sync::atomic::AtomicBool::new(false),
+                metrics,
             }),
         };
         gateway.shared.runtime.spawn(gateway.report_health(None));
@@ -120,6 +124,11 @@ impl Gateway {
     /// Marks the gateway as shutting down (the server does, as it stops accepting).
     pub fn start_draining(&self) {
         self.shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The call metrics (`/metrics` on the admin listener).
+    pub fn metrics(&self) -> &crate::observe::metrics::Metrics {
+        &self.shared.metrics
     }
 
     /// Whether shutdown has begun: the readiness probe's answer.
@@ -160,7 +169,7 @@ impl Gateway {
     /// Rebuilds the catalog from disk and swaps it in; on failure the old one keeps serving.
     pub fn reload(&self) -> Result<(), CatalogError> {
         let config = &self.shared.config;
-        let result = Catalog::load(config).and_then(|catalog| Snapshot::build(catalog, config));
+        let result = Catalog::load(config, &self.shared.metrics).and_then(|catalog| Snapshot::build(catalog, config));
         match result {
             Ok(snapshot) => {
                 snapshot.log_warnings();

@@ -35,7 +35,7 @@ enum Command {
         /// Server threads; 0 = one per core.
         #[arg(long, default_value_t = 0)]
         workers: usize,
-        /// Address of the admin listener (`/healthz`, `/readyz`, `/admin/catalog`), or `off`.
+        /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`, `/admin/catalog`), or `off`.
         /// Default: the listen address's host and the next port (127.0.0.1:8081), or port 0 when
         /// the gateway's is 0.
         #[arg(long)]
@@ -167,7 +167,7 @@ async fn demo(listen: String, descriptors: PathBuf, workers: usize, admin: Optio
 fn check(path: &std::path::Path, strict: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     // Exactly what serving builds, so what is listed here is what is served.
-    let snapshot = Snapshot::build(Catalog::load(&config)?, &config)?;
+    let snapshot = Snapshot::build(Catalog::load(&config, &Default::default())?, &config)?;
     let catalog = &snapshot.catalog;
     println!("{}: ok, listening on {}", path.display(), config.listen);
     for source in &catalog.sources {

@@ -93,3 +93,76 @@ async fn the_demo_turns_unready_on_sigterm_while_a_call_finishes() {
     let status = stopping.await.expect("join");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_calls_of_every_protocol() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let gateway = TestGateway::start().await;
+    let admin = admin(&gateway).await;
+    // GetUser once over each protocol, and once more over REST for a user who does not exist.
+    let request = dragoman::demo::pb::shop::users::v1::GetUserRequest { id: "u-1".into() };
+    let grpc = support::raw_unary(gateway.address, "/shop.users.v1.UserService/GetUser", &request, &[]).await;
+    assert_eq!(grpc.status(), Some(0));
+    assert_eq!(get(gateway.address, "/v1/users/u-1").await.status, 200);
+    assert_eq!(get(gateway.address, "/v1/users/u-404").await.status, 404);
+    let envelope = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><GetUser xmlns="urn:dragoman:shop.users.v1"><id>u-1</id></GetUser></s:Body></s:Envelope>"#;
+    let soap = [("content-type", "text/xml"), ("soapaction", "")];
+    let reply =
+        support::http(gateway.address, "POST", "/soap/shop.users.v1.UserService", &soap, envelope.as_bytes()).await;
+    assert_eq!(reply.status, 200);
+    let url = format!("ws://{}/shop.users.v1.UserService/GetUser", gateway.address);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+    socket.send(Message::text(r#"{"id": "u-1"}"#)).await.expect("send");
+    while let Some(Ok(frame)) = socket.next().await {
+        if frame.is_close() {
+            break;
+        }
+    }
+
+    // A call is counted as it ends, which may be just after its client has the answer.
+    let exposition = async {
+        loop {
+            let text = get(admin, "/metrics").await.text();
+            if text.contains(r#"grpc_server_handled_total{grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser",grpc_code="OK"} 4"#) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let text = tokio::time::timeout(Duration::from_secs(10), exposition).await.expect("four OK GetUsers counted");
+    let user = r#"grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser""#;
+    assert!(text.contains(&format!("grpc_server_handled_total{{{user},grpc_code=\"NOT_FOUND\"}} 1")), "{text}");
+    assert!(text.contains(&format!("grpc_server_started_total{{{user}}} 5")), "{text}");
+    assert!(text.contains(&format!("grpc_server_handling_seconds_count{{{user}}} 5")), "{text}");
+    for protocol in ["grpc", "rest", "soap", "websocket"] {
+        let series = format!(
+            r#"rpc_server_call_duration_seconds_count{{rpc_system_name="grpc",rpc_method="shop.users.v1.UserService/GetUser",rpc_response_status_code="OK",protocol="{protocol}"}} 1"#
+        );
+        assert!(text.contains(&series), "{series}\n{text}");
+    }
+    let not_found = r#"rpc_response_status_code="NOT_FOUND",error_type="NOT_FOUND",protocol="rest",le="+Inf"} 1"#;
+    assert!(text.contains(not_found), "{text}");
+    // Only what counted: no series for a method nobody called.
+    assert!(!text.contains("CreateUser"), "{text}");
+    // Prometheus's own linter reads it without a complaint.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (scripts/install-test-tools.sh installs it)");
+    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), text.as_bytes()).expect("write");
+    let checked = promtool.wait_with_output().expect("promtool ends");
+    assert!(checked.status.success(), "{}{}", support::stdout(&checked), support::stderr(&checked));
+
+    // OpenMetrics when asked for.
+    let open =
+        support::http(admin, "GET", "/metrics", &[("accept", "application/openmetrics-text; version=1.0.0")], b"")
+            .await;
+    assert_eq!(open.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    let text = open.text();
+    assert!(text.ends_with("# EOF\n") && text.contains("# TYPE grpc_server_handled counter\n"), "{text}");
+}

@@ -135,7 +135,8 @@ fn a_set_that_brings_its_own_google_rpc_files_wins() {
     .expect("write");
     let yaml = format!("descriptors: [{}]\n", dir.path().display());
     let config = dragoman::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
-    let catalog = dragoman::catalog::Catalog::load(&config).expect("no conflict with the built-in copy");
+    let catalog =
+        dragoman::catalog::Catalog::load(&config, &Default::default()).expect("no conflict with the built-in copy");
     let info = catalog.pool().get_message_by_name("google.rpc.ErrorInfo").expect("ErrorInfo");
     assert_eq!(info.fields().count(), 1, "their ErrorInfo, not ours");
     assert!(catalog.pool().get_message_by_name("google.rpc.Status").is_some(), "ours fill the rest");

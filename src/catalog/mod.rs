@@ -18,6 +18,7 @@ use prost_reflect::{DescriptorPool, MethodDescriptor, ServiceDescriptor};
 
 use crate::builtin::{self, Local};
 use crate::config::{Config, ServiceRule};
+use crate::observe::metrics::Metrics;
 
 pub use load::{compile_set, is_descriptor_file, proto_sources};
 
@@ -49,6 +50,8 @@ pub struct MethodRoute {
     pub rule: Option<Arc<ServiceRule>>,
     /// Set for the services the gateway answers itself (health, reflection): no backend.
     pub local: Option<Local>,
+    /// This method's counters, the same across reloads (`observe::metrics`).
+    pub metrics: Arc<crate::observe::metrics::MethodMetrics>,
 }
 
 /// A service and the rule that routes it.
@@ -96,17 +99,22 @@ impl fmt::Debug for Catalog {
 
 impl Catalog {
     /// Loads every descriptor the config names and builds a snapshot.
-    pub fn load(config: &Config) -> Result<Self, CatalogError> {
+    pub fn load(config: &Config, metrics: &Metrics) -> Result<Self, CatalogError> {
         let files = load::load(&config.descriptors, &config.proto_include)?;
         let mut sources: Vec<PathBuf> = files.iter().map(|f| f.origin.clone()).collect();
         sources.dedup();
         let pool = merge::merge(files)?;
-        Self::from_pool(pool, config, sources)
+        Self::from_pool(pool, config, sources, metrics)
     }
 
     /// Builds a snapshot from an already merged pool: the loaded services routed by the config,
     /// and the gateway's own (health, and reflection over this pool).
-    pub fn from_pool(pool: DescriptorPool, config: &Config, sources: Vec<PathBuf>) -> Result<Self, CatalogError> {
+    pub fn from_pool(
+        pool: DescriptorPool,
+        config: &Config,
+        sources: Vec<PathBuf>,
+        metrics: &Metrics,
+    ) -> Result<Self, CatalogError> {
         let mut services: Vec<ServiceEntry> = pool
             .services()
             .filter(|descriptor| !builtin::is_builtin(descriptor.full_name()))
@@ -134,7 +142,9 @@ impl Catalog {
                 // Service and method names are identifiers: always a valid path.
                 let path_and_query = http::uri::PathAndQuery::try_from(&*path)
                     .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"));
-                let route = MethodRoute { path_and_query, descriptor, rule: rule.clone(), local: local.clone() };
+                let metrics = metrics.method(&descriptor);
+                let route =
+                    MethodRoute { path_and_query, descriptor, rule: rule.clone(), local: local.clone(), metrics };
                 methods.insert(path, Arc::new(route));
             }
         }

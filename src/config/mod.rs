@@ -67,7 +67,7 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
-    /// `host:port` of the admin listener: `/healthz`, `/readyz`, `/admin/catalog`. Keep it off
+    /// `host:port` of the admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/catalog`. Keep it off
     /// the public network. Default: no admin listener.
     pub listen: Option<String>,
 }

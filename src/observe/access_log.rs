@@ -1,5 +1,5 @@
 //! `AccessLog<S>`: one `tracing` line per call — protocol, method, peer, gRPC status, duration —
-//! written when the call really ends: at the reply's trailers, at a refusal, or when the client
+//! and the call's metrics (`observe::metrics`), written when the call really ends: at the reply's trailers, at a refusal, or when the client
 //! drops the reply before the end (logged as CANCELLED). Target `dragoman::access`, so
 //! `RUST_LOG=dragoman::access=off` silences it.
 
@@ -63,6 +63,7 @@ where
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
+        call.method.metrics.start(call.protocol);
         let entry =
             Entry { protocol: call.protocol, method: call.method.clone(), peer: call.peer, started: Instant::now() };
         let reply = self.inner.call(call);
@@ -90,6 +91,7 @@ struct Entry {
 
 impl Entry {
     fn finish(self, code: Code, message: &str) {
+        self.method.metrics.finish(self.protocol, code, self.started.elapsed());
         record(self.protocol, self.method.path(), self.peer, code, message, self.started);
     }
 }

@@ -1,6 +1,8 @@
-//! Observability: the access log (one line per call) and the tracing set-up the binary uses.
+//! Observability: the access log (one line per call), the call metrics, and the tracing set-up
+//! the binary uses.
 
 pub mod access_log;
+pub mod metrics;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: `info`).
 pub fn init_tracing() {

@@ -1,0 +1,266 @@
+//! Call metrics, and their exposition in the Prometheus text format (or OpenMetrics).
+//!
+//! Each method of the catalog owns its counters ([`MethodMetrics`]), handed to its `MethodRoute`
+//! when a catalog is built: recording a call is a few relaxed atomic additions on memory the call
+//! already points at — no lock, no lookup, no allocation. The [`Metrics`] registry is locked
+//! only when a catalog is built (to find or add a method's counters, so counts survive reloads)
+//! and when `/metrics` is read.
+//!
+//! Families, with bounded labels (only methods of the catalog; only series that have counted):
+//! - `rpc_server_call_duration_seconds` (histogram): OpenTelemetry's `rpc.server.call.duration`,
+//!   labels `rpc_system_name` (`grpc`), `rpc_method` (`package.Service/Method`),
+//!   `rpc_response_status_code` (the code's name), `error_type` (the code's name, on errors only),
+//!   and `protocol`, the client's (`grpc`, `rest`, `websocket`, `soap`);
+//! - `grpc_server_started_total`, `grpc_server_handled_total` and `grpc_server_handling_seconds`:
+//!   the go-grpc-prometheus names existing dashboards query (`grpc_type`, `grpc_service`,
+//!   `grpc_method`, `grpc_code`), over every protocol.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::Code;
+
+use crate::call::Protocol;
+use crate::transcode::status::code_name;
+
+/// Upper bounds (seconds) of the duration histograms: OpenTelemetry's advisory buckets for RPC
+/// durations (a superset of Prometheus's default ones).
+pub const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+const PROTOCOLS: [Protocol; 4] = [Protocol::Grpc, Protocol::Rest, Protocol::WebSocket, Protocol::Soap];
+const CODES: usize = 17;
+
+/// The registry of a gateway: every method's counters, by gRPC path, for as long as it runs.
+#[derive(Default)]
+pub struct Metrics {
+    methods: Mutex<BTreeMap<String, Arc<MethodMetrics>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// One method's counters: per client protocol and status code, a count, a sum and the buckets.
+pub struct MethodMetrics {
+    service: String,
+    method: String,
+    kind: &'static str,
+    started: [AtomicU64; PROTOCOLS.len()],
+    cells: [[Cell; CODES]; PROTOCOLS.len()],
+}
+
+impl std::fmt::Debug for MethodMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MethodMetrics(/{}/{})", self.service, self.method)
+    }
+}
+
+#[derive(Default)]
+struct Cell {
+    count: AtomicU64,
+    /// Nanoseconds.
+    sum: AtomicU64,
+    /// Per bucket, not cumulative: the exposition sums them.
+    buckets: [AtomicU64; BUCKETS.len()],
+}
+
+fn protocol_index(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Grpc => 0,
+        Protocol::Rest => 1,
+        Protocol::WebSocket => 2,
+        Protocol::Soap => 3,
+    }
+}
+
+impl MethodMetrics {
+    fn new(service: &str, method: &str, kind: &'static str) -> Self {
+        MethodMetrics {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            kind,
+            started: Default::default(),
+            cells: Default::default(),
+        }
+    }
+
+    /// A call began.
+    pub fn start(&self, protocol: Protocol) {
+        self.started[protocol_index(protocol)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call ended with `code` after `elapsed`.
+    pub fn finish(&self, protocol: Protocol, code: Code, elapsed: Duration) {
+        let cell = &self.cells[protocol_index(protocol)][(code as usize).min(CODES - 1)];
+        cell.count.fetch_add(1, Ordering::Relaxed);
+        cell.sum.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        if let Some(bucket) = BUCKETS.iter().position(|le| seconds <= *le) {
+            cell.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The `grpc_type` of go-grpc-prometheus.
+fn kind(client_streaming: bool, server_streaming: bool) -> &'static str {
+    match (client_streaming, server_streaming) {
+        (false, false) => "unary",
+        (true, false) => "client_stream",
+        (false, true) => "server_stream",
+        (true, true) => "bidi_stream",
+    }
+}
+
+impl Metrics {
+    /// The counters of `/service/method`: the same ones for as long as the gateway runs, so a
+    /// reload keeps the counts of the methods it keeps.
+    pub fn method(&self, descriptor: &prost_reflect::MethodDescriptor) -> Arc<MethodMetrics> {
+        let service = descriptor.parent_service();
+        let path = format!("/{}/{}", service.full_name(), descriptor.name());
+        let mut methods = self.methods.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        methods
+            .entry(path)
+            .or_insert_with(|| {
+                let kind = kind(descriptor.is_client_streaming(), descriptor.is_server_streaming());
+                Arc::new(MethodMetrics::new(service.full_name(), descriptor.name(), kind))
+            })
+            .clone()
+    }
+
+    /// The exposition: Prometheus text format 0.0.4, or OpenMetrics 1.0 (`openmetrics`).
+    pub fn render(&self, openmetrics: bool) -> String {
+        let methods: Vec<Arc<MethodMetrics>> =
+            self.methods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+        let mut out = String::with_capacity(16 << 10);
+        // Counters are `x_total` samples of a family `x` in OpenMetrics, of `x_total` in Prometheus.
+        let counter = |out: &mut String, name: &str, help: &str| {
+            let family = if openmetrics { name.trim_end_matches("_total") } else { name };
+            let _ = write!(out, "# HELP {family} {help}\n# TYPE {family} counter\n");
+        };
+
+        let _ = write!(
+            out,
+            "# HELP rpc_server_call_duration_seconds Duration of the calls the gateway served (OpenTelemetry rpc.server.call.duration).\n\
+             # TYPE rpc_server_call_duration_seconds histogram\n"
+        );
+        if openmetrics {
+            out.push_str("# UNIT rpc_server_call_duration_seconds seconds\n");
+        }
+        for m in &methods {
+            for (p, protocol) in PROTOCOLS.iter().enumerate() {
+                for (c, cell) in m.cells[p].iter().enumerate() {
+                    let count = cell.count.load(Ordering::Relaxed);
+                    if count == 0 {
+                        continue;
+                    }
+                    let code = code_name(Code::from_i32(c as i32));
+                    let error = if c == 0 { String::new() } else { format!(",error_type=\"{code}\"") };
+                    let labels = format!(
+                        "rpc_system_name=\"grpc\",rpc_method=\"{}/{}\",rpc_response_status_code=\"{code}\"{error},protocol=\"{}\"",
+                        m.service,
+                        m.method,
+                        protocol.as_str()
+                    );
+                    histogram(&mut out, "rpc_server_call_duration_seconds", &labels, cell_snapshot(cell));
+                }
+            }
+        }
+
+        counter(
+            &mut out,
+            "grpc_server_started_total",
+            "Calls started, over every client protocol (go-grpc-prometheus).",
+        );
+        for m in &methods {
+            let started: u64 = m.started.iter().map(|s| s.load(Ordering::Relaxed)).sum();
+            if started > 0 {
+                let _ = writeln!(out, "grpc_server_started_total{{{}}} {started}", grpc_labels(m));
+            }
+        }
+        counter(
+            &mut out,
+            "grpc_server_handled_total",
+            "Calls finished, by status code, over every client protocol (go-grpc-prometheus).",
+        );
+        for m in &methods {
+            for c in 0..CODES {
+                let handled: u64 = (0..PROTOCOLS.len()).map(|p| m.cells[p][c].count.load(Ordering::Relaxed)).sum();
+                if handled > 0 {
+                    let code = code_name(Code::from_i32(c as i32));
+                    let _ =
+                        writeln!(out, "grpc_server_handled_total{{{},grpc_code=\"{code}\"}} {handled}", grpc_labels(m));
+                }
+            }
+        }
+        let _ = write!(
+            out,
+            "# HELP grpc_server_handling_seconds Duration of the calls, over every client protocol and code (go-grpc-prometheus).\n\
+             # TYPE grpc_server_handling_seconds histogram\n"
+        );
+        if openmetrics {
+            out.push_str("# UNIT grpc_server_handling_seconds seconds\n");
+        }
+        for m in &methods {
+            let mut total = Snapshot::default();
+            for cell in m.cells.iter().flatten() {
+                total.add(&cell_snapshot(cell));
+            }
+            if total.count > 0 {
+                histogram(&mut out, "grpc_server_handling_seconds", &grpc_labels(m), total);
+            }
+        }
+        if openmetrics {
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+}
+
+fn grpc_labels(m: &MethodMetrics) -> String {
+    format!("grpc_type=\"{}\",grpc_service=\"{}\",grpc_method=\"{}\"", m.kind, m.service, m.method)
+}
+
+/// One series' values, read at once.
+#[derive(Default)]
+struct Snapshot {
+    count: u64,
+    sum: u64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+impl Snapshot {
+    fn add(&mut self, other: &Snapshot) {
+        self.count += other.count;
+        self.sum += other.sum;
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+    }
+}
+
+fn cell_snapshot(cell: &Cell) -> Snapshot {
+    Snapshot {
+        count: cell.count.load(Ordering::Relaxed),
+        sum: cell.sum.load(Ordering::Relaxed),
+        buckets: std::array::from_fn(|i| cell.buckets[i].load(Ordering::Relaxed)),
+    }
+}
+
+/// The `_bucket`, `_sum` and `_count` samples of one histogram series. The count is the sum of
+/// the buckets and the `+Inf` one, so the series is consistent even while calls are recorded.
+fn histogram(out: &mut String, name: &str, labels: &str, values: Snapshot) {
+    let mut cumulative = 0;
+    for (le, n) in BUCKETS.iter().zip(values.buckets) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let count = values.count.max(cumulative);
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", values.sum as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
