@@ -36,8 +36,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         workers: usize,
         /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`, `/admin/catalog`), or `off`.
-        /// Default: the listen address's host and the next port (127.0.0.1:8081), or port 0 when
-        /// the gateway's is 0.
+        /// Default: loopback and the port after the gateway's (127.0.0.1:8081), or a free port
+        /// when that one is taken or the gateway's is 0.
         #[arg(long)]
         admin: Option<String>,
     },
@@ -133,12 +133,8 @@ async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> an
 async fn demo(listen: String, descriptors: PathBuf, workers: usize, admin: Option<String>) -> anyhow::Result<()> {
     let admin = match admin.as_deref() {
         Some("off") => String::new(),
-        Some(address) => format!("admin:\n  listen: {address}\n"),
-        None => {
-            let address: std::net::SocketAddr = listen.parse().with_context(|| format!("--listen {listen}"))?;
-            let port = if address.port() == 0 { 0 } else { address.port().saturating_add(1) };
-            format!("admin:\n  listen: {}\n", std::net::SocketAddr::new(address.ip(), port))
-        }
+        Some(address) => format!("admin:\n  listen: {}\n", serde_json::to_string(address)?),
+        None => format!("admin:\n  listen: \"{}\"\n", default_admin(&listen)?),
     };
     let backends = dragoman::demo::Backends::start().await?;
     let descriptors = if descriptors.exists() {
@@ -162,6 +158,23 @@ async fn demo(listen: String, descriptors: PathBuf, workers: usize, admin: Optio
     tracing::info!("try: grpcurl -plaintext {listen} list");
     tracing::info!("try: curl -s {listen}/v1/users/u-1   (the API: {listen}/openapi.json)");
     serve(config, Some(backends)).await
+}
+
+/// The demo's admin address: loopback (never the public interface `--listen` may name), the next
+/// port after the gateway's; any free port when that one is taken or the gateway's is 0.
+fn default_admin(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let address: std::net::SocketAddr = listen.parse().with_context(|| format!("--listen {listen}"))?;
+    let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+    let next = address.port().checked_add(1).filter(|_| address.port() != 0);
+    let wanted = next.map(|port| std::net::SocketAddr::new(loopback, port));
+    match wanted.map(std::net::TcpListener::bind) {
+        Some(Ok(_)) => Ok(wanted.unwrap_or_else(|| std::net::SocketAddr::new(loopback, 0))),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "the admin port after --listen's is taken: using a free one (see 'admin listening')");
+            Ok(std::net::SocketAddr::new(loopback, 0))
+        }
+        None => Ok(std::net::SocketAddr::new(loopback, 0)),
+    }
 }
 
 fn check(path: &std::path::Path, strict: bool) -> anyhow::Result<()> {

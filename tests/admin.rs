@@ -23,7 +23,8 @@ async fn wait_ready(admin: std::net::SocketAddr, status: u16) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), flipped).await.expect("/readyz answers {status}");
+    let waited = tokio::time::timeout(Duration::from_secs(10), flipped).await;
+    assert!(waited.is_ok(), "/readyz did not answer {status} within 10 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +91,7 @@ async fn the_demo_turns_unready_on_sigterm_while_a_call_finishes() {
     wait_ready(admin, 503).await;
     assert!(!stopping.is_finished(), "the call in flight holds the drain");
     drop(watch);
-    let status = stopping.await.expect("join");
+    let status = tokio::time::timeout(Duration::from_secs(30), stopping).await.expect("the demo exits").expect("join");
     assert!(status.success(), "{status:?}");
 }
 
@@ -125,7 +126,8 @@ async fn metrics_count_the_calls_of_every_protocol() {
     let exposition = async {
         loop {
             let text = get(admin, "/metrics").await.text();
-            if text.contains(r#"grpc_server_handled_total{grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser",grpc_code="OK"} 4"#) {
+            if text.contains(r#"grpc_server_handled_total{grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser",grpc_code="OK"} 4
+"#) {
                 return text;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -133,16 +135,19 @@ async fn metrics_count_the_calls_of_every_protocol() {
     };
     let text = tokio::time::timeout(Duration::from_secs(10), exposition).await.expect("four OK GetUsers counted");
     let user = r#"grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser""#;
-    assert!(text.contains(&format!("grpc_server_handled_total{{{user},grpc_code=\"NOT_FOUND\"}} 1")), "{text}");
-    assert!(text.contains(&format!("grpc_server_started_total{{{user}}} 5")), "{text}");
-    assert!(text.contains(&format!("grpc_server_handling_seconds_count{{{user}}} 5")), "{text}");
+    assert!(text.contains(&format!("grpc_server_handled_total{{{user},grpc_code=\"NOT_FOUND\"}} 1\n")), "{text}");
+    assert!(text.contains(&format!("grpc_server_started_total{{{user}}} 5\n")), "{text}");
+    assert!(text.contains(&format!("grpc_server_handling_seconds_count{{{user}}} 5\n")), "{text}");
+    assert!(text.contains(&format!("grpc_server_handling_seconds_bucket{{{user},le=\"1.0\"}} 5\n")), "{text}");
     for protocol in ["grpc", "rest", "soap", "websocket"] {
         let series = format!(
-            r#"rpc_server_call_duration_seconds_count{{rpc_system_name="grpc",rpc_method="shop.users.v1.UserService/GetUser",rpc_response_status_code="OK",protocol="{protocol}"}} 1"#
+            r#"rpc_server_call_duration_seconds_count{{rpc_system_name="grpc",rpc_method="shop.users.v1.UserService/GetUser",rpc_response_status_code="OK",protocol="{protocol}"}} 1
+"#
         );
         assert!(text.contains(&series), "{series}\n{text}");
     }
-    let not_found = r#"rpc_response_status_code="NOT_FOUND",error_type="NOT_FOUND",protocol="rest",le="+Inf"} 1"#;
+    let not_found =
+        "rpc_response_status_code=\"NOT_FOUND\",error_type=\"NOT_FOUND\",protocol=\"rest\",le=\"+Inf\"} 1\n";
     assert!(text.contains(not_found), "{text}");
     // Only what counted: no series for a method nobody called.
     assert!(!text.contains("CreateUser"), "{text}");
@@ -165,4 +170,41 @@ async fn metrics_count_the_calls_of_every_protocol() {
     assert_eq!(open.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     let text = open.text();
     assert!(text.ends_with("# EOF\n") && text.contains("# TYPE grpc_server_handled counter\n"), "{text}");
+}
+
+/// A call whose client gives up before the backend answers is counted, as CANCELLED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_abandoned_before_its_reply_is_counted_as_cancelled() {
+    // A backend that takes calls and never answers them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let never = hyper::service::service_fn(|_request: http::Request<hyper::body::Incoming>| {
+                std::future::pending::<
+                    Result<http::Response<http_body_util::Empty<bytes::Bytes>>, std::convert::Infallible>,
+                >()
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), never),
+            );
+        }
+    });
+    let gateway = TestGateway::builder().backend("shop.users.v1.UserService", &silent.to_string()).start().await;
+    let admin = admin(&gateway).await;
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), get(gateway.address, "/v1/users/u-1")).await;
+    assert!(gave_up.is_err(), "the backend never answers");
+    let user = r#"grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser""#;
+    let counted = async {
+        loop {
+            let text = get(admin, "/metrics").await.text();
+            if text.contains(&format!("grpc_server_handled_total{{{user},grpc_code=\"CANCELLED\"}} 1\n")) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let text = tokio::time::timeout(Duration::from_secs(10), counted).await.expect("the abandoned call is counted");
+    assert!(text.contains(&format!("grpc_server_started_total{{{user}}} 1\n")), "{text}");
 }

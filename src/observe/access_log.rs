@@ -64,16 +64,22 @@ where
 
     fn call(&mut self, call: Call) -> Self::Future {
         call.method.metrics.start(call.protocol);
-        let entry =
-            Entry { protocol: call.protocol, method: call.method.clone(), peer: call.peer, started: Instant::now() };
+        let entry = Entry {
+            protocol: call.protocol,
+            method: call.method.clone(),
+            peer: call.peer,
+            started: Instant::now(),
+            finished: false,
+        };
         let reply = self.inner.call(call);
         Box::pin(async move {
             match reply.await {
                 Ok(Reply { metadata, body, early_status }) => {
-                    let body = LoggedBody { inner: body, entry: Some(entry), status: None };
+                    let body = LoggedBody { inner: body, entry, status: None };
                     Ok(Reply { metadata, body: body.boxed_unsync(), early_status })
                 }
                 Err(e) => {
+                    let mut entry = entry;
                     entry.finish(e.code, &e.message);
                     Err(e)
                 }
@@ -82,24 +88,36 @@ where
     }
 }
 
+/// One call being watched: logged and counted once, when it ends — or, if the client gives up
+/// before the reply (the call's future is dropped), as CANCELLED when it is dropped.
 struct Entry {
     protocol: Protocol,
     method: std::sync::Arc<crate::catalog::MethodRoute>,
     peer: Option<std::net::SocketAddr>,
     started: Instant,
+    finished: bool,
 }
 
 impl Entry {
-    fn finish(self, code: Code, message: &str) {
+    fn finish(&mut self, code: Code, message: &str) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         self.method.metrics.finish(self.protocol, code, self.started.elapsed());
         record(self.protocol, self.method.path(), self.peer, code, message, self.started);
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled, "the client went away before the reply");
     }
 }
 
 /// Watches the reply go by and logs when it ends or is dropped.
 struct LoggedBody {
     inner: Body,
-    entry: Option<Entry>,
+    entry: Entry,
     status: Option<(Code, String)>,
 }
 
@@ -138,9 +156,7 @@ impl http_body::Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        if let Some(entry) = self.entry.take() {
-            let (code, message) = self.status.take().unwrap_or((Code::Cancelled, "the client went away".to_owned()));
-            entry.finish(code, &message);
-        }
+        let (code, message) = self.status.take().unwrap_or((Code::Cancelled, "the client went away".to_owned()));
+        self.entry.finish(code, &message);
     }
 }

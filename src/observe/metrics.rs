@@ -29,6 +29,9 @@ use crate::transcode::status::code_name;
 /// Upper bounds (seconds) of the duration histograms: OpenTelemetry's advisory buckets for RPC
 /// durations (a superset of Prometheus's default ones).
 pub const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// The same, as `le` labels in OpenMetrics' canonical form (`1.0`, not `1`).
+const LE: [&str; 14] =
+    ["0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1.0", "2.5", "5.0", "7.5", "10.0"];
 
 const PROTOCOLS: [Protocol; 4] = [Protocol::Grpc, Protocol::Rest, Protocol::WebSocket, Protocol::Soap];
 const CODES: usize = 17;
@@ -63,7 +66,8 @@ impl std::fmt::Debug for MethodMetrics {
 #[derive(Default)]
 struct Cell {
     count: AtomicU64,
-    /// Nanoseconds.
+    /// Microseconds: a u64 of them is 584,000 years of calls (nanoseconds would wrap within weeks
+    /// for a method holding thousands of long streams).
     sum: AtomicU64,
     /// Per bucket, not cumulative: the exposition sums them.
     buckets: [AtomicU64; BUCKETS.len()],
@@ -98,7 +102,7 @@ impl MethodMetrics {
     pub fn finish(&self, protocol: Protocol, code: Code, elapsed: Duration) {
         let cell = &self.cells[protocol_index(protocol)][(code as usize).min(CODES - 1)];
         cell.count.fetch_add(1, Ordering::Relaxed);
-        cell.sum.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        cell.sum.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
         let seconds = elapsed.as_secs_f64();
         if let Some(bucket) = BUCKETS.iter().position(|le| seconds <= *le) {
             cell.buckets[bucket].fetch_add(1, Ordering::Relaxed);
@@ -140,17 +144,21 @@ impl Metrics {
         // Counters are `x_total` samples of a family `x` in OpenMetrics, of `x_total` in Prometheus.
         let counter = |out: &mut String, name: &str, help: &str| {
             let family = if openmetrics { name.trim_end_matches("_total") } else { name };
-            let _ = write!(out, "# HELP {family} {help}\n# TYPE {family} counter\n");
+            let _ = write!(out, "# TYPE {family} counter\n# HELP {family} {help}\n");
+        };
+        let histogram_family = |out: &mut String, name: &str, help: &str| {
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            if openmetrics {
+                let _ = writeln!(out, "# UNIT {name} seconds");
+            }
+            let _ = writeln!(out, "# HELP {name} {help}");
         };
 
-        let _ = write!(
-            out,
-            "# HELP rpc_server_call_duration_seconds Duration of the calls the gateway served (OpenTelemetry rpc.server.call.duration).\n\
-             # TYPE rpc_server_call_duration_seconds histogram\n"
+        histogram_family(
+            &mut out,
+            "rpc_server_call_duration_seconds",
+            "Duration of the calls the gateway served (OpenTelemetry rpc.server.call.duration).",
         );
-        if openmetrics {
-            out.push_str("# UNIT rpc_server_call_duration_seconds seconds\n");
-        }
         for m in &methods {
             for (p, protocol) in PROTOCOLS.iter().enumerate() {
                 for (c, cell) in m.cells[p].iter().enumerate() {
@@ -197,14 +205,11 @@ impl Metrics {
                 }
             }
         }
-        let _ = write!(
-            out,
-            "# HELP grpc_server_handling_seconds Duration of the calls, over every client protocol and code (go-grpc-prometheus).\n\
-             # TYPE grpc_server_handling_seconds histogram\n"
+        histogram_family(
+            &mut out,
+            "grpc_server_handling_seconds",
+            "Duration of the calls, over every client protocol and code (go-grpc-prometheus).",
         );
-        if openmetrics {
-            out.push_str("# UNIT grpc_server_handling_seconds seconds\n");
-        }
         for m in &methods {
             let mut total = Snapshot::default();
             for cell in m.cells.iter().flatten() {
@@ -235,10 +240,10 @@ struct Snapshot {
 
 impl Snapshot {
     fn add(&mut self, other: &Snapshot) {
-        self.count += other.count;
-        self.sum += other.sum;
+        self.count = self.count.saturating_add(other.count);
+        self.sum = self.sum.saturating_add(other.sum);
         for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
-            *mine += theirs;
+            *mine = mine.saturating_add(theirs);
         }
     }
 }
@@ -254,13 +259,13 @@ fn cell_snapshot(cell: &Cell) -> Snapshot {
 /// The `_bucket`, `_sum` and `_count` samples of one histogram series. The count is the sum of
 /// the buckets and the `+Inf` one, so the series is consistent even while calls are recorded.
 fn histogram(out: &mut String, name: &str, labels: &str, values: Snapshot) {
-    let mut cumulative = 0;
-    for (le, n) in BUCKETS.iter().zip(values.buckets) {
-        cumulative += n;
+    let mut cumulative: u64 = 0;
+    for (le, n) in LE.iter().zip(values.buckets) {
+        cumulative = cumulative.saturating_add(n);
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
     }
     let count = values.count.max(cumulative);
     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", values.sum as f64 / 1e9);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", values.sum as f64 / 1e6);
     let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
