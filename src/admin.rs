@@ -4,7 +4,9 @@
 //! - `GET /healthz`: the process is alive (200 `ok`).
 //! - `GET /readyz`: the gateway takes calls: a catalog is loaded and it is not draining (200
 //!   `ready`); 503 `draining` once shutdown has begun, while calls in flight finish.
-//! - `GET /metrics`: the call metrics (`observe::metrics`), Prometheus text or OpenMetrics.
+//! - `GET /metrics`: the call metrics (`observe::metrics`), the catalog's (generation, reloads by
+//!   result, services, methods) and the process's (RSS, open descriptors), Prometheus text or
+//!   OpenMetrics.
 //! - `GET /admin/catalog`: the current catalog as JSON: its generation, the latest reload error,
 //!   each service with its backends, methods, their kinds and HTTP bindings, and the snapshot's
 //!   warnings.
@@ -52,7 +54,39 @@ async fn metrics(State(gateway): State<Gateway>, headers: axum::http::HeaderMap)
     } else {
         "text/plain; version=0.0.4; charset=utf-8"
     };
-    ([(axum::http::header::CONTENT_TYPE, content_type)], gateway.metrics().render(openmetrics))
+    let mut out = gateway.metrics().render(openmetrics);
+    gateway_families(&mut out, &gateway, openmetrics);
+    if openmetrics {
+        out.push_str("# EOF\n");
+    }
+    ([(axum::http::header::CONTENT_TYPE, content_type)], out)
+}
+
+/// The catalog's and the process's figures, read when scraped.
+fn gateway_families(out: &mut String, gateway: &Gateway, openmetrics: bool) {
+    use crate::observe::metrics::{counter, gauge};
+    let reloads = gateway.reloads().borrow().clone();
+    let snapshot = gateway.snapshot();
+    let services = snapshot.catalog.services();
+    let methods: usize = services.iter().map(|s| s.descriptor.methods().len()).sum();
+    gauge(out, "dragoman_catalog_generation", "Catalogs built since start; the first is 1.", reloads.generation as f64);
+    let reloaded =
+        [("result=\"success\"", reloads.generation.saturating_sub(1)), ("result=\"failure\"", reloads.failures)];
+    counter(out, openmetrics, "dragoman_catalog_reloads_total", "Catalog reloads, by result.", &reloaded);
+    gauge(out, "dragoman_catalog_services", "Services in the current catalog.", services.len() as f64);
+    gauge(out, "dragoman_catalog_methods", "Methods of those services.", methods as f64);
+    gauge(out, "dragoman_draining", "1 once shutdown has begun.", if gateway.is_draining() { 1.0 } else { 0.0 });
+    // Linux's view of the process; elsewhere these families are left out.
+    let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse::<f64>().ok()
+    });
+    if let Some(kib) = rss {
+        gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.", kib * 1024.0);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(out, "process_open_fds", "Open file descriptors (sockets included).", fds.count() as f64);
+    }
 }
 
 async fn catalog(State(gateway): State<Gateway>) -> axum::Json<Value> {

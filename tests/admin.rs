@@ -208,3 +208,59 @@ async fn a_call_abandoned_before_its_reply_is_counted_as_cancelled() {
     let text = tokio::time::timeout(Duration::from_secs(10), counted).await.expect("the abandoned call is counted");
     assert!(text.contains(&format!("grpc_server_started_total{{{user}}} 1\n")), "{text}");
 }
+
+/// A real Prometheus (Debian's, installed by the test command) scrapes the admin listener — in
+/// OpenMetrics, which it asks for first — and its query API finds the calls the test made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_server_scrapes_the_counts() {
+    let gateway = TestGateway::start().await;
+    let admin = admin(&gateway).await;
+    for _ in 0..3 {
+        assert_eq!(get(gateway.address, "/v1/users/u-1").await.status, 200);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("prometheus.yml");
+    let yaml = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: dragoman\n    static_configs:\n      - targets: ['{admin}']\n"
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    let port = support::dead_port();
+    let mut prometheus = tokio::process::Command::new("prometheus");
+    prometheus
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let _prometheus = prometheus.spawn().expect("prometheus starts (scripts/install-test-tools.sh installs it)");
+    let server: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let query = |promql: &'static str| async move {
+        let path = format!(
+            "/api/v1/query?query={}",
+            percent_encoding::utf8_percent_encode(promql, percent_encoding::NON_ALPHANUMERIC)
+        );
+        // Prometheus may not listen yet: `get` would panic on a refused connection.
+        drop(tokio::net::TcpStream::connect(server).await.ok()?);
+        let reply = get(server, &path).await;
+        let json = serde_json::from_slice::<serde_json::Value>(&reply.body).ok()?;
+        json["data"]["result"][0]["value"][1].as_str().map(str::to_owned)
+    };
+    let scraped = async {
+        loop {
+            let handled = query(r#"sum(grpc_server_handled_total{grpc_method="GetUser",grpc_code="OK"})"#).await;
+            if handled.as_deref() == Some("3") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), scraped).await.expect("Prometheus reads the three calls");
+    let rest = query(
+        r#"sum(rpc_server_call_duration_seconds_count{rpc_method="shop.users.v1.UserService/GetUser",protocol="rest"})"#,
+    );
+    assert_eq!(rest.await.as_deref(), Some("3"));
+    assert_eq!(query("dragoman_catalog_generation").await.as_deref(), Some("1"));
+    assert_eq!(query(r#"up{job="dragoman"}"#).await.as_deref(), Some("1"), "the scrape is healthy");
+}

@@ -136,7 +136,8 @@ impl Metrics {
             .clone()
     }
 
-    /// The exposition: Prometheus text format 0.0.4, or OpenMetrics 1.0 (`openmetrics`).
+    /// The call families of the exposition: Prometheus text format 0.0.4, or OpenMetrics 1.0
+    /// (`openmetrics`; the caller ends the exposition with `# EOF`).
     pub fn render(&self, openmetrics: bool) -> String {
         let methods: Vec<Arc<MethodMetrics>> =
             self.methods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
@@ -219,10 +220,21 @@ impl Metrics {
                 histogram(&mut out, "grpc_server_handling_seconds", &grpc_labels(m), total);
             }
         }
-        if openmetrics {
-            out.push_str("# EOF\n");
-        }
         out
+    }
+}
+
+/// One gauge family with one unlabelled sample, in either format.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = write!(out, "# TYPE {name} gauge\n# HELP {name} {help}\n{name} {value}\n");
+}
+
+/// One counter family (`name` ends in `_total`) with labelled samples, in either format.
+pub fn counter(out: &mut String, openmetrics: bool, name: &str, help: &str, samples: &[(&str, u64)]) {
+    let family = if openmetrics { name.trim_end_matches("_total") } else { name };
+    let _ = write!(out, "# TYPE {family} counter\n# HELP {family} {help}\n");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
     }
 }
 
