@@ -7,6 +7,7 @@
 //! - `GET /metrics`: the call metrics (`observe::metrics`), the catalog's (generation, reloads by
 //!   result, services, methods) and the process's (RSS, open descriptors), Prometheus text or
 //!   OpenMetrics.
+//! - `GET /admin/config`: the config in effect, every default filled in, as JSON.
 //! - `GET /admin/catalog`: the current catalog as JSON: its generation, the latest reload error,
 //!   each service with its backends, methods, their kinds and HTTP bindings, and the snapshot's
 //!   warnings.
@@ -38,6 +39,10 @@ fn router(gateway: Gateway) -> Router {
         .route("/readyz", get(ready))
         .route("/admin/catalog", get(catalog))
         .route("/metrics", get(metrics))
+        .route(
+            "/admin/config",
+            get(|State(gateway): State<Gateway>| async move { axum::Json((*gateway.config().effective).clone()) }),
+        )
         .with_state(gateway)
 }
 

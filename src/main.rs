@@ -35,7 +35,7 @@ enum Command {
         /// Server threads; 0 = one per core.
         #[arg(long, default_value_t = 0)]
         workers: usize,
-        /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`, `/admin/catalog`), or `off`.
+        /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`, `/admin/...`), or `off`.
         /// Default: loopback and the port after the gateway's (127.0.0.1:8081), or a free port
         /// when that one is taken or the gateway's is 0.
         #[arg(long)]

@@ -57,6 +57,15 @@ async fn probes_and_the_catalog() {
         (Some(true), Some(true))
     );
 
+    // The config in effect, defaults filled in.
+    let config = get(admin, "/admin/config").await.json();
+    assert_eq!(config["server"]["max_connections"], 10000, "{config}");
+    assert_eq!(config["server"]["drain_timeout"], "10s", "{config}");
+    assert_eq!(config["rest"]["max_request_body_size"], 16 << 20, "{config}");
+    assert_eq!(config["soap"]["path_prefix"], "/soap", "{config}");
+    assert_eq!(config["services"][0]["match"], "shop.users.v1.UserService", "{config}");
+    assert!(config["admin"]["listen"].is_null(), "{config}");
+
     // The API's port does not serve the admin routes, nor the admin port the API.
     assert_eq!(get(gateway.address, "/readyz").await.status, 404);
     assert_eq!(get(admin, "/v1/users/u-1").await.status, 404);

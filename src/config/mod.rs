@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod rest;
 mod server;
@@ -23,7 +23,7 @@ pub use soap::{SoapFile, SoapOptions};
 pub use websocket::{AllowedOrigins, WebSocketFile, WebSocketOptions};
 
 /// The configuration file as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Address the one listener binds: gRPC, and later REST, WebSocket and SOAP, all on one port.
@@ -64,16 +64,17 @@ pub struct FileConfig {
 }
 
 /// The `admin:` section.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
-    /// `host:port` of the admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/catalog`. Keep it off
+    /// `host:port` of the admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/config`,
+    /// `/admin/catalog`. Keep it off
     /// the public network. Default: no admin listener.
     pub listen: Option<String>,
 }
 
 /// One `services:` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceFile {
     /// A full service name (`shop.products.v1.ProductService`) or a package pattern ending in `*`
@@ -100,7 +101,7 @@ pub struct ServiceFile {
 }
 
 /// TLS settings for backends.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
     /// PEM file of CA certificates to trust instead of the system's roots.
@@ -138,6 +139,9 @@ pub struct Config {
     pub proto_include: Vec<PathBuf>,
     pub watch: bool,
     pub services: Vec<Arc<ServiceRule>>,
+    /// The file as read, every default filled in: what `/admin/config` shows. The config holds no
+    /// secrets yet; the authentication settings to come will be redacted here.
+    pub effective: Arc<serde_json::Value>,
 }
 
 /// Which backends serve the services a pattern matches.
@@ -243,6 +247,7 @@ impl Config {
     }
 
     fn from_file(file: FileConfig, base: &Path) -> Result<Self, String> {
+        let effective = Arc::new(serde_json::to_value(&file).map_err(|e| format!("the config cannot be shown: {e}"))?);
         let listen =
             file.listen.parse().map_err(|_| format!("at `listen`: expected host:port, got {:?}", file.listen))?;
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
@@ -274,6 +279,7 @@ impl Config {
             proto_include: file.proto_include.into_iter().map(resolve).collect(),
             watch: file.watch,
             services,
+            effective,
         })
     }
 

@@ -1,11 +1,11 @@
 //! The `rest:` section of the config: the REST/JSON frontend's settings as written, and as the
 //! frontend reads them (header names parsed and lower-cased once).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The `rest:` section. Where Envoy's gRPC-JSON transcoder has an option for the same thing, the
 /// name and meaning are Envoy's.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RestFile {
     /// How responses are printed: `add_whitespace`, `always_print_primitive_fields`,
@@ -72,7 +72,7 @@ impl Default for RestFile {
 }
 
 /// `rest.path_body_conflict`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PathBodyConflict {
     PathWins,
@@ -80,7 +80,7 @@ pub enum PathBodyConflict {
 }
 
 /// `rest.stream_format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamFormat {
     ResultLines,
@@ -90,7 +90,7 @@ pub enum StreamFormat {
 }
 
 /// `rest.cors`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsFile {
     /// Origins allowed, e.g. `https://app.example.com`, or `*`.

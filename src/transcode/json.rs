@@ -8,7 +8,7 @@ use prost_reflect::{
 };
 
 /// How responses are printed (Envoy's `print_options`, same names and meanings).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrintOptions {
     /// Pretty-print with indentation.
