@@ -273,3 +273,43 @@ async fn a_prometheus_server_scrapes_the_counts() {
     assert_eq!(query("dragoman_catalog_generation").await.as_deref(), Some("1"));
     assert_eq!(query(r#"up{job="dragoman"}"#).await.as_deref(), Some("1"), "the scrape is healthy");
 }
+
+/// Counts survive a reload; a method the reload removed leaves the exposition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_survive_reloads_and_removed_methods_leave() {
+    let sets = vec![
+        ("users.binpb", support::demo_set(&[support::USERS])),
+        ("payments.binpb", support::demo_set(&[support::PAYMENTS])),
+    ];
+    let gateway = TestGateway::builder().sets(sets).start().await;
+    let admin = admin(&gateway).await;
+    assert_eq!(get(gateway.address, "/v1/users/u-1").await.status, 200);
+    assert_eq!(get(gateway.address, "/v1/payments/pay-404").await.status, 404);
+    let user = r#"grpc_server_handled_total{grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser",grpc_code="OK"} 1"#;
+    let counted = async {
+        loop {
+            let text = get(admin, "/metrics").await.text();
+            if text.contains(user) && text.contains("GetPayment") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), counted).await.expect("both calls counted");
+
+    let generation = gateway.gateway.reloads().borrow().generation;
+    std::fs::remove_file(gateway.descriptors.join("payments.binpb")).expect("remove");
+    gateway.wait_reload(|s| s.generation > generation).await;
+    // Gone once nothing holds the old catalog (a request on it may still be finishing).
+    let pruned = async {
+        loop {
+            let text = get(admin, "/metrics").await.text();
+            if !text.contains("PaymentService") {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let text = tokio::time::timeout(Duration::from_secs(10), pruned).await.expect("the removed service's series go");
+    assert!(text.contains(&format!("{user}\n")), "the count survives the reload: {text}");
+}

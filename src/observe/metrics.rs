@@ -6,7 +6,8 @@
 //! only when a catalog is built (to find or add a method's counters, so counts survive reloads)
 //! and when `/metrics` is read.
 //!
-//! Families, with bounded labels (only methods of the catalog; only series that have counted):
+//! Families, with bounded labels (only methods of the current catalog — a method a reload removed
+//! is dropped at the next scrape —, and only series that have counted):
 //! - `rpc_server_call_duration_seconds` (histogram): OpenTelemetry's `rpc.server.call.duration`,
 //!   labels `rpc_system_name` (`grpc`), `rpc_method` (`package.Service/Method`),
 //!   `rpc_response_status_code` (the code's name), `error_type` (the code's name, on errors only),
@@ -139,8 +140,13 @@ impl Metrics {
     /// The call families of the exposition: Prometheus text format 0.0.4, or OpenMetrics 1.0
     /// (`openmetrics`; the caller ends the exposition with `# EOF`).
     pub fn render(&self, openmetrics: bool) -> String {
-        let methods: Vec<Arc<MethodMetrics>> =
-            self.methods.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+        let methods: Vec<Arc<MethodMetrics>> = {
+            let mut methods = self.methods.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A method no catalog holds any more (a reload removed it, and the calls of the old
+            // catalog are done) is forgotten: its series end, and would start again from zero.
+            methods.retain(|_, m| Arc::strong_count(m) > 1);
+            methods.values().cloned().collect()
+        };
         let mut out = String::with_capacity(16 << 10);
         // Counters are `x_total` samples of a family `x` in OpenMetrics, of `x_total` in Prometheus.
         let counter = |out: &mut String, name: &str, help: &str| {
