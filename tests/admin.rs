@@ -313,3 +313,34 @@ async fn counts_survive_reloads_and_removed_methods_leave() {
     let text = tokio::time::timeout(Duration::from_secs(10), pruned).await.expect("the removed service's series go");
     assert!(text.contains(&format!("{user}\n")), "the count survives the reload: {text}");
 }
+
+/// A call a frontend refuses before the stack — a malformed body, a malformed deadline — counts
+/// for its method, with its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_a_known_method_are_counted() {
+    let gateway = TestGateway::start().await;
+    let admin = admin(&gateway).await;
+    let bad = support::post_json(gateway.address, "/v1/users", r#"{"email": "#).await;
+    assert_eq!(bad.status, 400);
+    let request = dragoman::demo::pb::shop::users::v1::GetUserRequest { id: "u-1".into() };
+    let grpc = support::raw_unary(
+        gateway.address,
+        "/shop.users.v1.UserService/GetUser",
+        &request,
+        &[("grpc-timeout", "soon")],
+    )
+    .await;
+    assert_eq!(grpc.status(), Some(3), "INVALID_ARGUMENT");
+    let text = get(admin, "/metrics").await.text();
+    for (method, protocol) in [("CreateUser", "rest"), ("GetUser", "grpc")] {
+        let series = format!(
+            r#"rpc_server_call_duration_seconds_count{{rpc_system_name="grpc",rpc_method="shop.users.v1.UserService/{method}",rpc_response_status_code="INVALID_ARGUMENT",error_type="INVALID_ARGUMENT",protocol="{protocol}"}} 1
+"#
+        );
+        assert!(text.contains(&series), "{series}{text}");
+        let started = format!(
+            "grpc_server_started_total{{grpc_type=\"unary\",grpc_service=\"shop.users.v1.UserService\",grpc_method=\"{method}\"}} 1\n"
+        );
+        assert!(text.contains(&started), "{started}{text}");
+    }
+}

@@ -34,6 +34,21 @@ pub fn record(
     }
 }
 
+/// Logs and counts a call of `method` that a frontend refused before it reached the stack (a
+/// malformed body, a bad deadline): it counts as a call of its method that ended with `code`.
+pub fn refused(
+    protocol: Protocol,
+    method: &crate::catalog::MethodRoute,
+    peer: Option<std::net::SocketAddr>,
+    code: Code,
+    message: &str,
+    started: Instant,
+) {
+    method.metrics.start(protocol);
+    method.metrics.finish(protocol, code, started.elapsed());
+    record(protocol, method.path(), peer, code, message, started);
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AccessLogLayer;
 

@@ -96,14 +96,7 @@ impl GrpcFrontend {
         let deadline = match super::grpc_timeout(&parts.headers) {
             Ok(timeout) => timeout.map(|t| started + t),
             Err(error) => {
-                access_log::record(
-                    Protocol::Grpc,
-                    method.path(),
-                    Some(peer.address),
-                    error.code,
-                    &error.message,
-                    started,
-                );
+                access_log::refused(Protocol::Grpc, &method, Some(peer.address), error.code, &error.message, started);
                 return trailers_only(error.to_status());
             }
         };

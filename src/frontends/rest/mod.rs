@@ -162,14 +162,7 @@ impl RestFrontend {
         // Every refusal before the stack is logged here, once.
         let refuse = |refusal: Refusal| {
             let error = &refusal.error;
-            access_log::record(
-                Protocol::Rest,
-                route.method.path(),
-                Some(peer.address),
-                error.code,
-                &error.message,
-                started,
-            );
+            access_log::refused(Protocol::Rest, &route.method, Some(peer.address), error.code, &error.message, started);
             let mut response = response::refused(error, Some(descriptor.parent_pool()), format);
             if let Some(status) = refusal.status {
                 *response.status_mut() = status;

@@ -248,20 +248,18 @@ impl SoapFrontend {
             Version::V12 => action,
         };
         let pool = service.operations.values().next().map(|m| m.descriptor.parent_pool().clone());
-        let refuse = |fault: Fault, method: &str| {
-            access_log::record(
-                Protocol::Soap,
-                method,
-                Some(peer.address),
-                fault.status.code(),
-                fault.status.message(),
-                started,
-            );
+        // Before the envelope names its operation, a refusal is the endpoint's; after, its method's.
+        let refuse = |fault: Fault, method: Option<&MethodRoute>| {
+            let (code, message, peer) = (fault.status.code(), fault.status.message(), Some(peer.address));
+            match method {
+                Some(method) => access_log::refused(Protocol::Soap, method, peer, code, message, started),
+                None => access_log::record(Protocol::Soap, path, peer, code, message, started),
+            }
             fault.response(version, pool.as_ref())
         };
         let deadline = match super::rest::deadline(&parts.headers, &self.rest) {
             Ok(timeout) => timeout.map(|t| started + t),
-            Err(error) => return refuse(error.into(), path),
+            Err(error) => return refuse(error.into(), None),
         };
         let bytes = match body::read(body, &parts.headers, self.rest.max_request_body_size, self.rest.body_read_timeout)
             .await
@@ -269,7 +267,7 @@ impl SoapFrontend {
             Ok(bytes) => bytes,
             Err(error) => {
                 let (_, code, message) = error.explain();
-                return refuse(Fault::status(Status::new(code, message)), path);
+                return refuse(Fault::status(Status::new(code, message)), None);
             }
         };
         let options = DecodeOptions { ignore_unknown_fields: self.rest.ignore_unknown_fields };
@@ -286,7 +284,7 @@ impl SoapFrontend {
         };
         let request = match read {
             Ok(request) => request,
-            Err(fault) => return refuse(fault, path),
+            Err(fault) => return refuse(fault, None),
         };
         let method = request.method;
         let limit = self.rest.max_message_size;
@@ -296,13 +294,13 @@ impl SoapFrontend {
                 Ok(frame) => frames.extend_from_slice(&frame),
                 Err(e) => {
                     let fault = Fault::status(Status::resource_exhausted(format!("the request: {e}")));
-                    return refuse(fault, method.path());
+                    return refuse(fault, Some(&method));
                 }
             }
         }
         let metadata = match super::metadata::from_headers(&parts.headers, &self.rest, peer) {
             Ok(metadata) => metadata,
-            Err(error) => return refuse(error.into(), method.path()),
+            Err(error) => return refuse(error.into(), Some(&method)),
         };
         let streaming = method.descriptor.is_client_streaming() || method.descriptor.is_server_streaming();
         let deadline = deadline.or_else(|| streaming.then(|| started + self.options.stream_timeout));
