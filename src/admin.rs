@@ -103,13 +103,7 @@ async fn catalog(State(gateway): State<Gateway>) -> axum::Json<Value> {
         let methods: Vec<Value> = service
             .methods()
             .map(|method| {
-                let http: Vec<String> = snapshot
-                    .rest
-                    .routes
-                    .annotated()
-                    .filter(|route| route.method.descriptor == method)
-                    .map(|route| format!("{} {}", route.binding.method, route.binding.template))
-                    .collect();
+                let http = snapshot.rest.routes.bindings_of(&method);
                 json!({
                     "name": method.name(),
                     "path": format!("/{}/{}", service.full_name(), method.name()),

@@ -203,14 +203,7 @@ fn check(path: &std::path::Path, strict: bool) -> anyhow::Result<()> {
                 (true, false) => "client streaming",
                 (true, true) => "bidirectional",
             };
-            let mut http: Vec<String> = snapshot
-                .rest
-                .routes
-                .annotated()
-                .filter(|r| r.method.descriptor == method)
-                .map(|r| format!("{} {}", r.binding.method, r.binding.template))
-                .collect();
-            http.sort();
+            let http = snapshot.rest.routes.bindings_of(&method);
             println!("  {:<24} {kind:<17} {}", method.name(), http.join(", "));
         }
     }

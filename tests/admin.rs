@@ -27,6 +27,21 @@ async fn wait_ready(admin: std::net::SocketAddr, status: u16) {
     assert!(waited.is_ok(), "/readyz did not answer {status} within 10 s");
 }
 
+/// The exposition, once it satisfies `holds`: a call is counted as it ends, which may be just
+/// after its client has the answer (and a removed method leaves once no catalog holds it).
+async fn metrics_when(admin: std::net::SocketAddr, what: &str, holds: impl Fn(&str) -> bool) -> String {
+    let polled = async {
+        loop {
+            let text = get(admin, "/metrics").await.text();
+            if holds(&text) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), polled).await.unwrap_or_else(|_| panic!("not within 10 s: {what}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_the_catalog() {
     let mut gateway = TestGateway::start().await;
@@ -131,18 +146,9 @@ async fn metrics_count_the_calls_of_every_protocol() {
         }
     }
 
-    // A call is counted as it ends, which may be just after its client has the answer.
-    let exposition = async {
-        loop {
-            let text = get(admin, "/metrics").await.text();
-            if text.contains(r#"grpc_server_handled_total{grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser",grpc_code="OK"} 4
-"#) {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let text = tokio::time::timeout(Duration::from_secs(10), exposition).await.expect("four OK GetUsers counted");
+    let four = r#"grpc_server_handled_total{grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser",grpc_code="OK"} 4
+"#;
+    let text = metrics_when(admin, "four OK GetUsers counted", |text| text.contains(four)).await;
     let user = r#"grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser""#;
     assert!(text.contains(&format!("grpc_server_handled_total{{{user},grpc_code=\"NOT_FOUND\"}} 1\n")), "{text}");
     assert!(text.contains(&format!("grpc_server_started_total{{{user}}} 5\n")), "{text}");
@@ -205,16 +211,8 @@ async fn a_call_abandoned_before_its_reply_is_counted_as_cancelled() {
     let gave_up = tokio::time::timeout(Duration::from_millis(300), get(gateway.address, "/v1/users/u-1")).await;
     assert!(gave_up.is_err(), "the backend never answers");
     let user = r#"grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser""#;
-    let counted = async {
-        loop {
-            let text = get(admin, "/metrics").await.text();
-            if text.contains(&format!("grpc_server_handled_total{{{user},grpc_code=\"CANCELLED\"}} 1\n")) {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let text = tokio::time::timeout(Duration::from_secs(10), counted).await.expect("the abandoned call is counted");
+    let cancelled = format!("grpc_server_handled_total{{{user},grpc_code=\"CANCELLED\"}} 1\n");
+    let text = metrics_when(admin, "the abandoned call is counted", |text| text.contains(&cancelled)).await;
     assert!(text.contains(&format!("grpc_server_started_total{{{user}}} 1\n")), "{text}");
 }
 
@@ -286,31 +284,13 @@ async fn counts_survive_reloads_and_removed_methods_leave() {
     assert_eq!(get(gateway.address, "/v1/users/u-1").await.status, 200);
     assert_eq!(get(gateway.address, "/v1/payments/pay-404").await.status, 404);
     let user = r#"grpc_server_handled_total{grpc_type="unary",grpc_service="shop.users.v1.UserService",grpc_method="GetUser",grpc_code="OK"} 1"#;
-    let counted = async {
-        loop {
-            let text = get(admin, "/metrics").await.text();
-            if text.contains(user) && text.contains("GetPayment") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), counted).await.expect("both calls counted");
+    metrics_when(admin, "both calls counted", |text| text.contains(user) && text.contains("GetPayment")).await;
 
     let generation = gateway.gateway.reloads().borrow().generation;
     std::fs::remove_file(gateway.descriptors.join("payments.binpb")).expect("remove");
     gateway.wait_reload(|s| s.generation > generation).await;
     // Gone once nothing holds the old catalog (a request on it may still be finishing).
-    let pruned = async {
-        loop {
-            let text = get(admin, "/metrics").await.text();
-            if !text.contains("PaymentService") {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let text = tokio::time::timeout(Duration::from_secs(10), pruned).await.expect("the removed service's series go");
+    let text = metrics_when(admin, "the removed service's series go", |text| !text.contains("PaymentService")).await;
     assert!(text.contains(&format!("{user}\n")), "the count survives the reload: {text}");
 }
 

@@ -254,24 +254,27 @@ async fn a_patch_without_an_update_mask_gets_one_from_its_body() {
     let gw = mirrored("").await;
     let json = [("content-type", "application/json")];
     let body = br#"{"displayName": "x", "address": {"city": "Paris"}, "labels": {"a": "b"}, "tags": ["t"], "updated": "2024-01-01T00:00:00Z"}"#;
-    let reply = http(gw.address, "PATCH", "/v1/things/t-1", &json, body).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let echoed = reply.json();
-    // A FieldMask's JSON form: the paths in lowerCamelCase, comma-separated. Nested message
-    // fields as dotted paths; a map, a repeated field, a well-known type: the whole field.
-    let mut paths: Vec<&str> = echoed["updateMask"].as_str().expect("a mask was set").split(',').collect();
-    paths.sort_unstable();
+    // The mask the backend got, its paths sorted. A FieldMask's JSON form: the paths in
+    // lowerCamelCase, comma-separated.
+    let patched = |headers: &'static [(&'static str, &'static str)], body: &'static [u8]| async move {
+        let reply = http(gw.address, "PATCH", "/v1/things/t-1", headers, body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let echoed = reply.json();
+        let mut paths: Vec<String> =
+            echoed["updateMask"].as_str().expect("a mask was set").split(',').map(str::to_owned).collect();
+        paths.sort_unstable();
+        (paths, echoed)
+    };
+    // Nested message fields as dotted paths; a map, a repeated field, a well-known type: the
+    // whole field.
+    let (paths, echoed) = patched(&[("content-type", "application/json")], body).await;
     assert_eq!(paths, ["address.city", "displayName", "labels", "tags", "updated"], "{echoed}");
     assert_eq!(echoed["thing"]["id"], "t-1");
     // The same from an XML body (the XML mapping: a map entry per element, repeated elements).
-    let xml = [("content-type", "application/xml"), ("accept", "application/json")];
+    let xml = &[("content-type", "application/xml"), ("accept", "application/json")];
     let xml_body = b"<Thing><displayName>x</displayName><address><city>Paris</city></address>\
         <labels><key>a</key><value>b</value></labels><tags>t</tags><tags>u</tags><updated>2024-01-01T00:00:00Z</updated></Thing>";
-    let reply = http(gw.address, "PATCH", "/v1/things/t-1", &xml, xml_body).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let echoed = reply.json();
-    let mut paths: Vec<&str> = echoed["updateMask"].as_str().expect("a mask was set").split(',').collect();
-    paths.sort_unstable();
+    let (paths, echoed) = patched(xml, xml_body).await;
     assert_eq!(paths, ["address.city", "displayName", "labels", "tags", "updated"], "{echoed}");
 
     // A mask the client sent is the client's.

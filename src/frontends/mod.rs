@@ -17,6 +17,7 @@ use http::HeaderMap;
 use http_body_util::combinators::UnsyncBoxBody;
 use tonic::Code;
 
+use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};
 pub use metadata::Peer;
 
@@ -47,6 +48,23 @@ pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Gate
         _ => return Err(bad()),
     };
     Ok(Some(duration))
+}
+
+/// The call's deadline for the frontends that speak HTTP to people (REST, WebSocket, SOAP):
+/// `grpc-timeout`, else `rest.timeout_header` in milliseconds.
+pub(crate) fn deadline(headers: &HeaderMap, options: &RestOptions) -> Result<Option<Duration>, GatewayError> {
+    if let Some(timeout) = grpc_timeout(headers)? {
+        return Ok(Some(timeout));
+    }
+    let Some(value) = headers.get(&options.timeout_header) else { return Ok(None) };
+    let ms: u64 = value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
+        GatewayError::new(
+            Code::InvalidArgument,
+            Origin::Client,
+            format!("{}: expected a whole number of milliseconds, got {value:?}", options.timeout_header),
+        )
+    })?;
+    Ok(Some(Duration::from_millis(ms)))
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ impl Metrics {
                         m.method,
                         protocol.as_str()
                     );
-                    histogram(&mut out, "rpc_server_call_duration_seconds", &labels, cell_snapshot(cell));
+                    histogram(&mut out, "rpc_server_call_duration_seconds", &labels, counts(cell));
                 }
             }
         }
@@ -218,9 +218,9 @@ impl Metrics {
             "Duration of the calls, over every client protocol and code (go-grpc-prometheus).",
         );
         for m in &methods {
-            let mut total = Snapshot::default();
+            let mut total = Counts::default();
             for cell in m.cells.iter().flatten() {
-                total.add(&cell_snapshot(cell));
+                total.add(&counts(cell));
             }
             if total.count > 0 {
                 histogram(&mut out, "grpc_server_handling_seconds", &grpc_labels(m), total);
@@ -250,14 +250,14 @@ fn grpc_labels(m: &MethodMetrics) -> String {
 
 /// One series' values, read at once.
 #[derive(Default)]
-struct Snapshot {
+struct Counts {
     count: u64,
     sum: u64,
     buckets: [u64; BUCKETS.len()],
 }
 
-impl Snapshot {
-    fn add(&mut self, other: &Snapshot) {
+impl Counts {
+    fn add(&mut self, other: &Counts) {
         self.count = self.count.saturating_add(other.count);
         self.sum = self.sum.saturating_add(other.sum);
         for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
@@ -266,8 +266,8 @@ impl Snapshot {
     }
 }
 
-fn cell_snapshot(cell: &Cell) -> Snapshot {
-    Snapshot {
+fn counts(cell: &Cell) -> Counts {
+    Counts {
         count: cell.count.load(Ordering::Relaxed),
         sum: cell.sum.load(Ordering::Relaxed),
         buckets: std::array::from_fn(|i| cell.buckets[i].load(Ordering::Relaxed)),
@@ -276,7 +276,7 @@ fn cell_snapshot(cell: &Cell) -> Snapshot {
 
 /// The `_bucket`, `_sum` and `_count` samples of one histogram series. The count is the sum of
 /// the buckets and the `+Inf` one, so the series is consistent even while calls are recorded.
-fn histogram(out: &mut String, name: &str, labels: &str, values: Snapshot) {
+fn histogram(out: &mut String, name: &str, labels: &str, values: Counts) {
     let mut cumulative: u64 = 0;
     for (le, n) in LE.iter().zip(values.buckets) {
         cumulative = cumulative.saturating_add(n);

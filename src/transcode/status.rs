@@ -1,5 +1,6 @@
-//! A gRPC status as JSON: `google.rpc.Status` (`{"code", "message", "details"}`), the error body
-//! of the REST frontend and the final status frame of the WebSocket frontend.
+//! A gRPC status for the other protocols: its HTTP status (google/rpc/code.proto's mapping), its
+//! code's name, and `google.rpc.Status` as JSON (`{"code", "message", "details"}`: REST's error
+//! body, WebSocket's final frame) or XML (REST's XML errors; SOAP faults carry its details).
 
 use prost::Message;
 
@@ -57,6 +58,26 @@ pub fn details_json(status: &tonic::Status, pool: Option<&prost_reflect::Descrip
         .into_iter()
         .map(|any| detail_json(&any, pool))
         .collect()
+}
+
+/// The HTTP status for a gRPC code (google/rpc/code.proto).
+pub fn http_status(code: tonic::Code) -> http::StatusCode {
+    use http::StatusCode;
+    use tonic::Code;
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+    }
 }
 
 /// A code's name as google/rpc/code.proto spells it: `NOT_FOUND`.

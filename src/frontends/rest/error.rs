@@ -4,28 +4,9 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use tonic::Code;
 
 use crate::frontends::ResponseBody;
-pub use crate::transcode::status::status_json;
-
-/// The HTTP status for a gRPC code (google/rpc/code.proto).
-pub fn http_status(code: Code) -> StatusCode {
-    match code {
-        Code::Ok => StatusCode::OK,
-        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-    }
-}
+pub use crate::transcode::status::{http_status, status_json};
 
 /// A complete JSON error response.
 pub fn error_response(status: &tonic::Status, pool: Option<&prost_reflect::DescriptorPool>) -> Response<ResponseBody> {
@@ -89,6 +70,7 @@ fn typed_response(status: StatusCode, body: Vec<u8>, content_type: &'static str)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     #[test]
     fn every_code_maps_as_code_proto_says() {

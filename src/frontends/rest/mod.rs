@@ -24,11 +24,10 @@ pub mod routes;
 mod stream;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -170,7 +169,7 @@ impl RestFrontend {
             response
         };
         let (parts, body) = request.into_parts();
-        let deadline = match deadline(&parts.headers, options) {
+        let deadline = match super::deadline(&parts.headers, options) {
             Ok(timeout) => timeout.map(|t| started + t),
             Err(error) => return refuse(error.into()),
         };
@@ -290,20 +289,4 @@ fn not_json(content_type: Option<&str>) -> bool {
 fn unsupported_media_type(content_type: Option<&str>, what: &str) -> Refusal {
     let message = format!("content-type {:?} cannot be read here: {what}", content_type.unwrap_or(""));
     Refusal::with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument, message)
-}
-
-/// The call's deadline: `grpc-timeout`, else the configured milliseconds header.
-pub(crate) fn deadline(headers: &HeaderMap, options: &RestOptions) -> Result<Option<Duration>, GatewayError> {
-    if let Some(timeout) = super::grpc_timeout(headers)? {
-        return Ok(Some(timeout));
-    }
-    let Some(value) = headers.get(&options.timeout_header) else { return Ok(None) };
-    let ms: u64 = value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
-        GatewayError::new(
-            Code::InvalidArgument,
-            Origin::Client,
-            format!("{}: expected a whole number of milliseconds, got {value:?}", options.timeout_header),
-        )
-    })?;
-    Ok(Some(Duration::from_millis(ms)))
 }

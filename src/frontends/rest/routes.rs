@@ -209,6 +209,18 @@ impl Routes {
         self.by_method.values().flatten()
     }
 
+    /// A method's HTTP bindings as `GET /v1/things/{id}`, sorted (for `dragoman check` and the
+    /// admin catalog).
+    pub fn bindings_of(&self, method: &prost_reflect::MethodDescriptor) -> Vec<String> {
+        let mut bindings: Vec<String> = self
+            .annotated()
+            .filter(|route| route.method.descriptor == *method)
+            .map(|route| format!("{} {}", route.binding.method, route.binding.template))
+            .collect();
+        bindings.sort();
+        bindings
+    }
+
     /// The HTTP methods a path answers to (for OPTIONS and CORS preflight), sorted.
     pub fn methods_for(&self, path: &str) -> Vec<Method> {
         self.methods_except(None, path)

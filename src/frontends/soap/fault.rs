@@ -25,8 +25,7 @@ use tonic::Status;
 
 use super::envelope::Version;
 use crate::frontends::ResponseBody;
-use crate::frontends::rest::error::http_status;
-use crate::transcode::status::{code_name, details_json};
+use crate::transcode::status::{code_name, details_json, http_status};
 use crate::transcode::xml::escape;
 
 /// The namespace of the gRPC status in a fault's detail.

@@ -54,6 +54,8 @@ pub struct Service {
     operations: HashMap<String, Arc<MethodRoute>>,
     /// By the SOAPAction its WSDL gives.
     actions: HashMap<String, Arc<MethodRoute>>,
+    /// The catalog's types, for the details of faults.
+    pool: prost_reflect::DescriptorPool,
     wsdl: wsdl::Wsdl,
 }
 
@@ -97,7 +99,8 @@ impl Tables {
             listing.insert(name.clone(), descriptor.clone());
             let wsdl = wsdl::build(descriptor);
             let namespace = xml::namespace(descriptor.package_name());
-            services.insert(name.clone(), Arc::new(Service { name, namespace, operations, actions, wsdl }));
+            let pool = descriptor.parent_pool().clone();
+            services.insert(name.clone(), Arc::new(Service { name, namespace, operations, actions, pool, wsdl }));
         }
         Tables { services, listing: Bytes::from(listing_page(&listing, &options.path_prefix)) }
     }
@@ -247,7 +250,6 @@ impl SoapFrontend {
                 .map(|a| envelope::unquote(a.trim()).to_owned()),
             Version::V12 => action,
         };
-        let pool = service.operations.values().next().map(|m| m.descriptor.parent_pool().clone());
         // Before the envelope names its operation, a refusal is the endpoint's; after, its method's.
         let refuse = |fault: Fault, method: Option<&MethodRoute>| {
             let (code, message, peer) = (fault.status.code(), fault.status.message(), Some(peer.address));
@@ -255,9 +257,9 @@ impl SoapFrontend {
                 Some(method) => access_log::refused(Protocol::Soap, method, peer, code, message, started),
                 None => access_log::record(Protocol::Soap, path, peer, code, message, started),
             }
-            fault.response(version, pool.as_ref())
+            fault.response(version, Some(&service.pool))
         };
-        let deadline = match super::rest::deadline(&parts.headers, &self.rest) {
+        let deadline = match super::deadline(&parts.headers, &self.rest) {
             Ok(timeout) => timeout.map(|t| started + t),
             Err(error) => return refuse(error.into(), None),
         };
@@ -319,6 +321,7 @@ impl SoapFrontend {
         let rendered = match replies {
             // Defaults are written, so the XML can be several times the protobuf's size.
             Ok((replies, size)) if offload::is_big(size.saturating_mul(8)) => {
+                let (service, method) = (service.clone(), method.clone());
                 let work = move || render(version, &service, &method, replies);
                 offload::run(work).await.map_err(Fault::from).and_then(|rendered| rendered)
             }
@@ -327,7 +330,7 @@ impl SoapFrontend {
         };
         match rendered {
             Ok(body) => fault::xml_response(StatusCode::OK, version, body),
-            Err(fault) => fault.response(version, pool.as_ref()),
+            Err(fault) => fault.response(version, Some(&service.pool)),
         }
     }
 

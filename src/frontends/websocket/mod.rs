@@ -120,7 +120,7 @@ impl WebSocketFrontend {
             Ok(metadata) => metadata,
             Err(error) => return refuse(StatusCode::BAD_REQUEST, error),
         };
-        let timeout = match crate::frontends::rest::deadline(request.headers(), &self.rest) {
+        let timeout = match super::deadline(request.headers(), &self.rest) {
             Ok(timeout) => timeout,
             Err(error) => return refuse(StatusCode::BAD_REQUEST, error),
         };
