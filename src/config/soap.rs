@@ -92,3 +92,36 @@ impl SoapOptions {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn parse(yaml: &str) -> Result<Config, String> {
+        Config::parse(yaml, std::path::Path::new("."))
+    }
+
+    #[test]
+    fn soap_and_admin_settings_are_checked() {
+        let ok = parse("soap:\n  path_prefix: /legacy/\n  public_url: https://api.example.com/\nadmin:\n  listen: 127.0.0.1:9901\n")
+            .expect("valid");
+        assert_eq!(ok.soap.path_prefix, "/legacy");
+        assert_eq!(ok.soap.public_url.as_deref(), Some("https://api.example.com"));
+        assert_eq!(ok.admin, Some(([127, 0, 0, 1], 9901).into()));
+        let refused = [
+            ("soap:\n  path_prefix: soap\n", "soap.path_prefix"),
+            ("soap:\n  path_prefix: /\n", "soap.path_prefix"),
+            ("soap:\n  path_prefix: /a\"b\n", "soap.path_prefix"),
+            ("soap:\n  public_url: ftp://example.com\n", "soap.public_url"),
+            ("soap:\n  public_url: https://example.com/<x>\n", "soap.public_url"),
+            ("soap:\n  max_stream_messages: 0\n", "soap.max_stream_messages"),
+            ("soap:\n  stream_timeout: 0s\n", "soap.stream_timeout"),
+            ("soap:\n  stream_timeout: 2d\n", "soap.stream_timeout"),
+            ("admin:\n  listen: nowhere\n", "admin.listen"),
+        ];
+        for (yaml, key) in refused {
+            let error = parse(yaml).expect_err(yaml);
+            assert!(error.contains(&format!("`{key}`")), "{yaml}: {error}");
+        }
+    }
+}
