@@ -78,6 +78,9 @@ fn gateway_families(out: &mut String, gateway: &Gateway, openmetrics: bool) {
     let reloaded =
         [("result=\"success\"", reloads.generation.saturating_sub(1)), ("result=\"failure\"", reloads.failures)];
     counter(out, openmetrics, "dragoman_catalog_reloads_total", "Catalog reloads, by result.", &reloaded);
+    let configs = [("result=\"success\"", reloads.config_reloads), ("result=\"failure\"", reloads.config_failures)];
+    let help = "Config file reloads that changed the config, by result.";
+    counter(out, openmetrics, "dragoman_config_reloads_total", help, &configs);
     gauge(out, "dragoman_catalog_services", "Services in the current catalog.", services.len() as f64);
     gauge(out, "dragoman_catalog_methods", "Methods of those services.", methods as f64);
     gauge(out, "dragoman_draining", "1 once shutdown has begun.", if gateway.is_draining() { 1.0 } else { 0.0 });

@@ -3,9 +3,11 @@
 //!
 //! Snapshots are swapped atomically (`arc-swap`): a request loads the current one once and keeps
 //! it to the end, so a reload never disturbs calls in flight. A reload that fails keeps the old
-//! snapshot serving and reports why.
+//! snapshot serving and reports why. A snapshot holds its config too: reloading the config file
+//! builds a whole new snapshot off to the side (the catalog binds services to the config's rules),
+//! and each server worker rebuilds its frontends and backend pools when it sees a new config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -23,9 +25,11 @@ use crate::frontends::soap::{self, SoapFrontend};
 use crate::frontends::websocket::WebSocketFrontend;
 use crate::stack;
 use crate::upstream::Upstream;
+use crate::watch::Watcher;
 
-/// One catalog and everything derived from it, read by requests as a unit.
+/// One config, its catalog and everything derived from them, read by requests as a unit.
 pub struct Snapshot {
+    pub config: Arc<Config>,
     pub catalog: Arc<Catalog>,
     /// Shared, so a WebSocket's later calls can load the tables of the snapshot current then.
     pub rest: Arc<rest::Tables>,
@@ -36,10 +40,15 @@ impl Snapshot {
     /// Everything the frontends derive from a catalog (and the config's settings that shape it:
     /// the OpenAPI document says what `rest:` makes the gateway accept); what `dragoman check`
     /// validates too.
-    pub fn build(catalog: Catalog, config: &Config) -> Result<Self, CatalogError> {
+    pub fn build(catalog: Catalog, config: Arc<Config>) -> Result<Self, CatalogError> {
         let rest = Arc::new(rest::Tables::new(&catalog, &config.rest));
         let soap = soap::Tables::new(&catalog, &config.soap);
-        Ok(Snapshot { catalog: Arc::new(catalog), rest, soap })
+        Ok(Snapshot { config, catalog: Arc::new(catalog), rest, soap })
+    }
+
+    /// Loads the catalog `config` names and builds on it.
+    fn load(config: Arc<Config>, metrics: &crate::observe::metrics::Metrics) -> Result<Self, CatalogError> {
+        Self::build(Catalog::load(&config, metrics)?, config)
     }
 
     /// What the snapshot serves differently from what the descriptors ask for (HTTP bindings it
@@ -57,6 +66,8 @@ impl Snapshot {
 
 /// One server worker's frontends (see [`Gateway::worker`]).
 pub struct Worker {
+    /// The config they were built from: a worker seeing a newer one builds anew.
+    pub config: Arc<Config>,
     pub grpc: GrpcFrontend,
     pub rest: RestFrontend,
     pub websocket: WebSocketFrontend,
@@ -72,6 +83,10 @@ pub struct ReloadStatus {
     pub failures: u64,
     /// Why the latest reload failed, if it did.
     pub last_error: Option<String>,
+    /// Config files reloaded and applied so far (a file saved unchanged does not count).
+    pub config_reloads: u64,
+    /// Config reloads that failed: the file did not parse or its catalog did not build.
+    pub config_failures: u64,
 }
 
 /// A running gateway's shared state. Cheap to clone.
@@ -81,7 +96,6 @@ pub struct Gateway {
 }
 
 struct Shared {
-    config: Config,
     snapshot: ArcSwap<Snapshot>,
     health: HealthReporter,
     health_service: TonicService,
@@ -91,19 +105,29 @@ struct Shared {
     draining: std::sync::atomic::AtomicBool,
     /// Every method's counters, kept across reloads.
     metrics: Arc<crate::observe::metrics::Metrics>,
+    /// Held while a snapshot is built and swapped in: a descriptor reload and a config reload at
+    /// once must not swap in a snapshot of the config the other replaced.
+    reloading: std::sync::Mutex<()>,
+    /// The descriptor watch and the config file's, replaced when a reload moves them.
+    watches: std::sync::Mutex<Watches>,
+}
+
+#[derive(Default)]
+struct Watches {
+    descriptors: Option<Watcher>,
+    config: Option<Watcher>,
 }
 
 impl Gateway {
     /// Loads the catalog the config names. Must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Self, CatalogError> {
         let metrics = Arc::new(crate::observe::metrics::Metrics::default());
-        let snapshot = Snapshot::build(Catalog::load(&config, &metrics)?, &config)?;
+        let snapshot = Snapshot::load(Arc::new(config), &metrics)?;
         snapshot.log_warnings();
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reloads, _) = watch::channel(ReloadStatus { generation: 1, ..Default::default() });
         let gateway = Gateway {
             shared: Arc::new(Shared {
-                config,
                 snapshot: ArcSwap::from_pointee(snapshot),
                 health,
                 health_service: BoxCloneSyncService::new(health_service),
@@ -111,14 +135,17 @@ impl Gateway {
                 runtime: tokio::runtime::Handle::current(),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 metrics,
+                reloading: Default::default(),
+                watches: Default::default(),
             }),
         };
         gateway.shared.runtime.spawn(gateway.report_health(None));
         Ok(gateway)
     }
 
-    pub fn config(&self) -> &Config {
-        &self.shared.config
+    /// The current config (the current snapshot's).
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.snapshot.load().config.clone()
     }
 
     /// Marks the gateway as shutting down (the server does, as it stops accepting).
@@ -143,21 +170,18 @@ impl Gateway {
 
     /// What one server worker needs of its own: frontends over a policy stack whose upstream
     /// connections belong to that worker's runtime, so a call never crosses threads.
-    pub fn worker(&self) -> Worker {
-        let stack = stack::build(Upstream::new(&self.shared.config), self.shared.health_service.clone());
+    pub fn worker(&self, config: &Arc<Config>) -> Worker {
+        let stack = stack::build(Upstream::new(config), self.shared.health_service.clone());
         Worker {
-            grpc: GrpcFrontend { stack: stack.clone(), max_message_size: self.shared.config.server.max_message_size },
-            rest: RestFrontend { stack: stack.clone(), options: self.shared.config.rest.clone() },
+            config: config.clone(),
+            grpc: GrpcFrontend { stack: stack.clone(), max_message_size: config.server.max_message_size },
+            rest: RestFrontend { stack: stack.clone(), options: config.rest.clone() },
             websocket: WebSocketFrontend {
                 stack: stack.clone(),
-                options: self.shared.config.websocket.clone(),
-                rest: self.shared.config.rest.clone(),
+                options: config.websocket.clone(),
+                rest: config.rest.clone(),
             },
-            soap: SoapFrontend {
-                stack,
-                options: self.shared.config.soap.clone(),
-                rest: self.shared.config.rest.clone(),
-            },
+            soap: SoapFrontend { stack, options: config.soap.clone(), rest: config.rest.clone() },
         }
     }
 
@@ -168,24 +192,10 @@ impl Gateway {
 
     /// Rebuilds the catalog from disk and swaps it in; on failure the old one keeps serving.
     pub fn reload(&self) -> Result<(), CatalogError> {
-        let config = &self.shared.config;
-        let result = Catalog::load(config, &self.shared.metrics).and_then(|catalog| Snapshot::build(catalog, config));
-        match result {
-            Ok(snapshot) => {
-                snapshot.log_warnings();
-                let services = snapshot.catalog.services().len();
-                let previous = self.shared.snapshot.swap(Arc::new(snapshot));
-                tracing::info!(services, "descriptors reloaded");
-                // The reload counts as done once health says so too.
-                let health = self.report_health(Some(&previous));
-                let shared = self.shared.clone();
-                self.shared.runtime.spawn(async move {
-                    health.await;
-                    shared.reloads.send_modify(|s| {
-                        s.generation += 1;
-                        s.last_error = None;
-                    });
-                });
+        let _reloading = self.shared.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        match self.swap_in(self.config()) {
+            Ok(()) => {
+                tracing::info!(services = self.snapshot().catalog.services().len(), "descriptors reloaded");
                 Ok(())
             }
             Err(e) => {
@@ -199,24 +209,112 @@ impl Gateway {
         }
     }
 
-    /// Starts watching the descriptor paths, reloading on change, if the config asks for it.
-    pub fn watch(&self) -> Result<Option<crate::watch::Watcher>, CatalogError> {
-        if !self.shared.config.watch {
-            return Ok(None);
+    /// Reads the config file again and, if it changed, serves by it: a new snapshot (catalog and
+    /// all) built off to the side and swapped in; each worker then rebuilds its frontends and
+    /// backend pools. A file that does not parse, or whose catalog does not build, leaves the
+    /// current config serving and says why. What only a restart can change (the listeners, the
+    /// workers, `server:` limits) is kept as it is, with a warning. Ok(false): nothing changed.
+    pub fn reload_config(&self, path: &Path) -> Result<bool, String> {
+        let reloading = self.shared.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.config();
+        let result = Config::load(path).map_err(|e| e.to_string()).and_then(|config| {
+            if config.effective == current.effective {
+                return Ok(None);
+            }
+            let config = Arc::new(config);
+            self.swap_in(config.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Some(config))
+        });
+        drop(reloading);
+        let config = match result {
+            Ok(None) => return Ok(false),
+            Ok(Some(config)) => config,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; the previous config keeps serving");
+                self.shared.reloads.send_modify(|s| {
+                    s.config_failures += 1;
+                    s.last_error = Some(e.clone());
+                });
+                return Err(e);
+            }
+        };
+        let restart: Vec<&str> = ["listen", "workers", "server", "tls", "admin"]
+            .into_iter()
+            .filter(|key| config.effective.get(key) != current.effective.get(key))
+            .collect();
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart, "config reloaded, but these settings change only on restart: kept as they were");
         }
-        let paths: Vec<PathBuf> = self.shared.config.descriptors.clone();
-        let files: Vec<PathBuf> = paths.iter().filter(|p| !p.is_dir()).cloned().collect();
-        let gateway = self.clone();
-        let _guard = self.shared.runtime.enter();
-        let relevant = move |path: &std::path::Path| crate::catalog::touches_catalog(path, &files);
-        crate::watch::watch(&paths, relevant, move || {
-            let _ = gateway.reload();
-        })
-        .map(Some)
-        .map_err(CatalogError::Other)
+        tracing::info!(file = %path.display(), services = self.snapshot().catalog.services().len(), "config reloaded");
+        self.shared.reloads.send_modify(|s| s.config_reloads += 1);
+        if config.descriptors != current.descriptors || config.watch != current.watch {
+            if let Err(e) = self.watch() {
+                tracing::error!(error = %e, "cannot watch the new descriptor paths");
+            }
+        }
+        Ok(true)
     }
 
-    /// Health: the gateway itself serves; a service serves when a backend rule routes it.
+    /// Builds a snapshot of `config` and swaps it in, health and reload status following.
+    fn swap_in(&self, config: Arc<Config>) -> Result<(), CatalogError> {
+        let snapshot = Snapshot::load(config, &self.shared.metrics)?;
+        snapshot.log_warnings();
+        let previous = self.shared.snapshot.swap(Arc::new(snapshot));
+        // The reload counts as done once health says so too.
+        let health = self.report_health(Some(&previous));
+        let shared = self.shared.clone();
+        self.shared.runtime.spawn(async move {
+            health.await;
+            shared.reloads.send_modify(|s| {
+                s.generation += 1;
+                s.last_error = None;
+            });
+        });
+        Ok(())
+    }
+
+    /// Watches the descriptor paths, reloading on change, if the config asks for it (a config
+    /// reload that moves them watches the new ones).
+    pub fn watch(&self) -> Result<(), CatalogError> {
+        let config = self.config();
+        let mut watches = self.shared.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches.descriptors = None;
+        if !config.watch {
+            return Ok(());
+        }
+        let files: Vec<PathBuf> = config.descriptors.iter().filter(|p| !p.is_dir()).cloned().collect();
+        let relevant = move |path: &Path| crate::catalog::touches_catalog(path, &files);
+        let gateway = Arc::downgrade(&self.shared);
+        let _guard = self.shared.runtime.enter();
+        let watcher = crate::watch::watch(&config.descriptors, relevant, move || {
+            if let Some(shared) = gateway.upgrade() {
+                let _ = Gateway { shared }.reload();
+            }
+        })
+        .map_err(CatalogError::Other)?;
+        watches.descriptors = Some(watcher);
+        Ok(())
+    }
+
+    /// Watches the config file (through its folder, so that an editor's or Kubernetes' swap is
+    /// seen), reloading it on change.
+    pub fn watch_config(&self, path: &Path) -> Result<(), String> {
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        let (gateway, file) = (Arc::downgrade(&self.shared), path.to_path_buf());
+        let _guard = self.shared.runtime.enter();
+        let watcher = crate::watch::watch(
+            &[folder],
+            |_| true,
+            move || {
+                if let Some(shared) = gateway.upgrade() {
+                    let _ = Gateway { shared }.reload_config(&file);
+                }
+            },
+        )?;
+        self.shared.watches.lock().unwrap_or_else(|e| e.into_inner()).config = Some(watcher);
+        Ok(())
+    }
+
     /// Health: the gateway itself serves; a service serves when a backend rule routes it; a
     /// service that a reload removed is no longer known (NOT_FOUND), instead of SERVING for ever.
     fn report_health(&self, previous: Option<&Snapshot>) -> impl std::future::Future<Output = ()> + use<> {

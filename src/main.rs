@@ -80,9 +80,9 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     dragoman::observe::init_tracing();
     match cli.command {
-        Command::Serve { config } => {
-            let config = Config::load(&config)?;
-            runtime()?.block_on(serve(config, None))
+        Command::Serve { config: path } => {
+            let config = Config::load(&path)?;
+            runtime()?.block_on(serve(config, Some(path), None))
         }
         Command::Demo { listen, descriptors, workers, admin } => {
             runtime()?.block_on(demo(listen, descriptors, workers, admin))
@@ -102,9 +102,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> anyhow::Result<()> {
+/// Serves `config`, read from `path` when it came from a file: the file is then watched and
+/// reloaded on change, and on SIGHUP.
+async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    backends: Option<dragoman::demo::Backends>,
+) -> anyhow::Result<()> {
     let gateway = Gateway::new(config)?;
-    let _watcher = gateway.watch()?;
+    gateway.watch()?;
+    if let Some(path) = &path {
+        gateway.watch_config(path).map_err(anyhow::Error::msg)?;
+    }
     let bind = |address| std::net::TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"));
     let mut listeners = Vec::new();
     if let Some(address) = gateway.config().listen {
@@ -116,7 +125,7 @@ async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> an
         listeners.push((bind(settings.listen)?, Some(terminator.clone())));
         tls = Some(terminator);
     }
-    tokio::spawn(reload_on_hangup(gateway.clone(), tls));
+    tokio::spawn(reload_on_hangup(gateway.clone(), path, tls));
     let services = gateway.snapshot().catalog.services().len();
     for (socket, tls) in &listeners {
         // The line tests and scripts wait for: the plain listener's first, if there is one.
@@ -175,7 +184,7 @@ async fn demo(listen: String, descriptors: PathBuf, workers: usize, admin: Optio
     }
     tracing::info!("try: grpcurl -plaintext {listen} list");
     tracing::info!("try: curl -s {listen}/v1/users/u-1   (the API: {listen}/openapi.json)");
-    serve(config, Some(backends)).await
+    serve(config, None, Some(backends)).await
 }
 
 /// The demo's admin address: loopback (never the public interface `--listen` may name), the next
@@ -196,9 +205,9 @@ fn default_admin(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
 }
 
 fn check(path: &std::path::Path, strict: bool) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let config = std::sync::Arc::new(Config::load(path)?);
     // Exactly what serving builds, so what is listed here is what is served.
-    let snapshot = Snapshot::build(Catalog::load(&config, &Default::default())?, &config)?;
+    let snapshot = Snapshot::build(Catalog::load(&config, &Default::default())?, config.clone())?;
     let catalog = &snapshot.catalog;
     let listening = [config.listen.map(|a| a.to_string()), config.tls.as_ref().map(|t| format!("{} (TLS)", t.listen))];
     let listening: Vec<String> = listening.into_iter().flatten().collect();
@@ -248,18 +257,21 @@ fn check(path: &std::path::Path, strict: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP reads the descriptors and the TLS files again (they are watched too; this is for
-/// file systems that do not report changes).
-async fn reload_on_hangup(gateway: Gateway, tls: Option<std::sync::Arc<Tls>>) {
+/// SIGHUP reads the config file, the descriptors and the TLS files again (all are watched too;
+/// this is for file systems that do not report changes, and for operators used to it).
+async fn reload_on_hangup(gateway: Gateway, path: Option<PathBuf>, tls: Option<std::sync::Arc<Tls>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading");
-            let (gateway, tls) = (gateway.clone(), tls.clone());
+            let (gateway, path, tls) = (gateway.clone(), path.clone(), tls.clone());
             let _ = tokio::task::spawn_blocking(move || {
-                let _ = gateway.reload();
+                // A changed config builds a new catalog too; an unchanged one leaves the descriptors.
+                if !path.is_some_and(|path| gateway.reload_config(&path).unwrap_or(false)) {
+                    let _ = gateway.reload();
+                }
                 if let Some(tls) = tls {
                     tls.reload();
                 }

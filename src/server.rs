@@ -22,6 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,7 +33,7 @@ use tokio::time::Instant;
 use crate::call::Protocol;
 use crate::config::ServerLimits;
 use crate::frontends::{Peer, ResponseBody, grpc, rest, soap, websocket};
-use crate::gateway::{Gateway, Worker};
+use crate::gateway::{Gateway, Snapshot, Worker};
 use crate::observe::access_log;
 use admission::{Activity, Admission, CallGuard, Tracked};
 pub use tls::Tls;
@@ -118,7 +119,9 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
 /// What one worker's connections share.
 struct WorkerState {
     gateway: Gateway,
-    worker: Arc<Worker>,
+    /// The frontends over this worker's stack and backend pools, for the config they were built
+    /// from; rebuilt when a request sees a newer config.
+    worker: ArcSwap<Worker>,
     admission: &'static Admission,
     limits: Arc<ServerLimits>,
     builder: auto::Builder<TokioExecutor>,
@@ -134,9 +137,10 @@ async fn run_worker(
     admission: &'static Admission,
     stopping: watch::Receiver<bool>,
 ) {
-    let limits = gateway.config().server.clone();
+    let config = gateway.config();
+    let limits = config.server.clone();
     let state = Arc::new(WorkerState {
-        worker: Arc::new(gateway.worker()),
+        worker: ArcSwap::from_pointee(gateway.worker(&config)),
         gateway,
         admission,
         builder: connection_builder(&limits),
@@ -147,6 +151,19 @@ async fn run_worker(
     futures_util::future::join_all(listeners.into_iter().map(|listener| accept(listener, state.clone()))).await;
     state.connections.close();
     let _ = tokio::time::timeout(state.limits.drain_timeout, state.connections.wait()).await;
+}
+
+impl WorkerState {
+    /// This worker's frontends for `snapshot`'s config.
+    fn worker_for(&self, snapshot: &Snapshot) -> Arc<Worker> {
+        let current = self.worker.load_full();
+        if Arc::ptr_eq(&current.config, &snapshot.config) {
+            return current;
+        }
+        let fresh = Arc::new(self.gateway.worker(&snapshot.config));
+        self.worker.store(fresh.clone());
+        fresh
+    }
 }
 
 /// Accepts connections on one listener until the gateway stops.
@@ -210,22 +227,14 @@ async fn serve_connection<S>(
         return tracing::debug!(peer = %address, "closed: nothing sent within header_read_timeout");
     };
     // Everything a request needs, shared once per connection: one reference count per call.
-    let connection = Arc::new(Connection {
-        gateway: state.gateway.clone(),
-        worker: state.worker.clone(),
-        admission: state.admission,
-        activity: Arc::new(Activity::default()),
-        peer,
-        _permit: permit,
-        stopping: state.stopping.clone(),
-        tasks: state.connections.clone(),
-    });
+    let connection =
+        Arc::new(Connection { state: state.clone(), activity: Arc::new(Activity::default()), peer, _permit: permit });
     let service = {
         let connection = connection.clone();
         hyper::service::service_fn(move |request| {
             let connection = connection.clone();
             async move {
-                let response = match connection.admission.call(&connection.activity) {
+                let response = match connection.state.admission.call(&connection.activity) {
                     Some(guard) => connection.route(request, guard).await,
                     None => overloaded(&request, &connection).map(|body| Tracked::new(body, None)),
                 };
@@ -277,16 +286,10 @@ async fn serve_connection<S>(
 /// One client connection, as its requests see it. A WebSocket holds it for as long as it is open,
 /// and with it the connection's place under `max_connections`.
 struct Connection {
-    gateway: Gateway,
-    worker: Arc<Worker>,
-    admission: &'static Admission,
+    state: Arc<WorkerState>,
     activity: Arc<Activity>,
     peer: Peer,
     _permit: tokio::sync::OwnedSemaphorePermit,
-    stopping: watch::Receiver<bool>,
-    /// The worker's tasks: connections, and the WebSockets that outlive their connection's
-    /// HTTP exchange.
-    tasks: tokio_util::task::TaskTracker,
 }
 
 /// The frontend a request is for.
@@ -319,26 +322,27 @@ impl Connection {
     /// Serves a request counted in by `guard`, which is held until its response ends (or, for a
     /// WebSocket, until the socket closes).
     async fn route(self: &Arc<Self>, request: Request<Incoming>, guard: CallGuard) -> Response<Tracked<ResponseBody>> {
-        let snapshot = self.gateway.snapshot();
-        let response = match Frontend::of(&request, &self.worker.soap.options) {
-            Frontend::Grpc => self.worker.grpc.serve(request, &snapshot.catalog, &self.peer).await,
-            Frontend::Rest => self.worker.rest.serve(request, &snapshot.rest, &self.peer).await,
-            Frontend::Soap => self.worker.soap.serve(request, &snapshot.soap, &self.peer).await,
+        let snapshot = self.state.gateway.snapshot();
+        let worker = self.state.worker_for(&snapshot);
+        let response = match Frontend::of(&request, &snapshot.config.soap) {
+            Frontend::Grpc => worker.grpc.serve(request, &snapshot.catalog, &self.peer).await,
+            Frontend::Rest => worker.rest.serve(request, &snapshot.rest, &self.peer).await,
+            Frontend::Soap => worker.soap.serve(request, &snapshot.soap, &self.peer).await,
             Frontend::WebSocket => {
                 let connection = self.clone();
                 let admit: websocket::Admit = Arc::new(move || {
-                    let guard = connection.admission.call(&connection.activity)?;
+                    let guard = connection.state.admission.call(&connection.activity)?;
                     Some(Box::new(guard) as Box<dyn Send + Sync>)
                 });
                 let lease = websocket::Lease {
                     hold: Box::new((guard, self.clone())),
-                    stopping: self.stopping.clone(),
-                    tasks: self.tasks.clone(),
+                    stopping: self.state.stopping.clone(),
+                    tasks: self.state.connections.clone(),
                     admit,
                 };
-                let gateway = self.gateway.clone();
+                let gateway = self.state.gateway.clone();
                 let tables: websocket::CurrentTables = Arc::new(move || gateway.snapshot().rest.clone());
-                let response = self.worker.websocket.serve(request, tables, &self.peer, lease).await;
+                let response = worker.websocket.serve(request, tables, &self.peer, lease).await;
                 return response.map(|body| Tracked::new(body, None));
             }
         };
@@ -354,7 +358,7 @@ fn overloaded<B>(request: &Request<B>, connection: &Connection) -> Response<Resp
     let message = "the gateway is at its limit of calls in flight; retry later";
     let (protocol, response) = if grpc::is_grpc(request) {
         (Protocol::Grpc, grpc::trailers_only(tonic::Status::unavailable(message)))
-    } else if soap::is_soap(request, &connection.worker.soap.options) {
+    } else if soap::is_soap(request, &connection.state.gateway.snapshot().config.soap) {
         (Protocol::Soap, soap::fault(request, tonic::Status::unavailable(message)))
     } else {
         (Protocol::Rest, rest::error::error_response(&tonic::Status::unavailable(message), None))

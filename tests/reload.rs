@@ -132,3 +132,74 @@ async fn services_removed_by_a_reload_stop_reporting_serving() {
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
     assert_eq!(check("shop.users.v1.UserService").await.expect("still there").into_inner().status, 1);
 }
+
+/// `dragoman serve` reading `config`; the admin listener's address from its log.
+async fn serve_file(config: &std::path::Path) -> (support::Running, std::net::SocketAddr) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dragoman"));
+    command.args(["serve", "--config"]).arg(config);
+    let gateway = tokio::task::spawn_blocking(move || support::Running::start(command)).await.expect("join");
+    let line = gateway.wait_for_log(|l| l.contains("admin listening")).await;
+    let admin = line.split_whitespace().find_map(|w| w.strip_prefix("address=")).expect("address");
+    let admin = admin.parse().expect("admin address");
+    (gateway, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_file_is_reloaded_when_it_changes_and_a_broken_one_changes_nothing() {
+    let demo = dragoman::demo::Backends::start().await.expect("demo backends");
+    let echo = support::start_echo().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("gateway.yaml");
+    let config = |backend: std::net::SocketAddr, extra: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ndescriptors: [{}]\n{extra}services:\n  - match: shop.users.v1.UserService\n    backends: [http://{backend}]\n",
+            support::root().join("descriptors").display()
+        )
+    };
+    std::fs::write(&path, config(demo.addresses[0], "")).expect("write");
+    let (gateway, admin) = serve_file(&path).await;
+    let served_by_echo = || async {
+        let reply = support::get(gateway.address, "/v1/users/u-1").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["displayName"].as_str().unwrap_or_default().contains("x-forwarded-for=")
+    };
+    assert!(!served_by_echo().await, "the demo's UserService answers first");
+
+    // The backend moves: the next calls go to the new one, without a restart.
+    std::fs::write(&path, config(echo, "")).expect("write");
+    let moved = async {
+        while !served_by_echo().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), moved).await.expect("the new backend serves");
+    gateway.wait_for_log(|l| l.contains("config reloaded")).await;
+    let shown = support::get(admin, "/admin/config").await.json();
+    assert_eq!(shown["services"][0]["backends"][0], format!("http://{echo}"), "{shown}");
+
+    // A broken file: said so, and the config before it keeps serving.
+    std::fs::write(&path, "services: [\n").expect("write");
+    let failed = gateway.wait_for_log(|l| l.contains("config reload failed")).await;
+    assert!(failed.contains("gateway.yaml"), "the error names the file: {failed}");
+    assert!(served_by_echo().await, "the last good config serves on");
+    let metrics = support::get(admin, "/metrics").await.text();
+    assert!(metrics.contains("dragoman_config_reloads_total{result=\"success\"} 1"), "{metrics}");
+    assert!(metrics.contains("dragoman_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
+
+    // What only a restart can change is kept, with a warning naming it; the rest applies.
+    std::fs::write(&path, config(demo.addresses[0], "workers: 3\n")).expect("write");
+    let warning = gateway.wait_for_log(|l| l.contains("change only on restart")).await;
+    assert!(warning.contains("workers"), "{warning}");
+    let back = async {
+        while served_by_echo().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), back).await.expect("the demo's backend serves again");
+
+    // SIGHUP with the file unchanged reads the descriptors again.
+    gateway.signal("HUP");
+    gateway.wait_for_log(|l| l.contains("SIGHUP: reloading")).await;
+    gateway.wait_for_log(|l| l.contains("descriptors reloaded")).await;
+    assert!(!served_by_echo().await, "still serving after SIGHUP");
+}

@@ -101,14 +101,9 @@ async fn serve(dir: &Path, tls_extra: &str) -> (Running, std::net::SocketAddr) {
 /// The TLS listener's address, from its "dragoman listening … tls=true" line (logged right after
 /// the plain listener's, which `Running` waited for).
 async fn tls_address(running: &Running) -> std::net::SocketAddr {
-    let line = regex::Regex::new(r"dragoman listening address=(\S+) .*tls=true").expect("regex");
-    for _ in 0..100 {
-        if let Some(found) = line.captures(&running.log()) {
-            return found[1].parse().expect("address");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no TLS listening line:\n{}", running.log());
+    let line = running.wait_for_log(|l| l.contains("dragoman listening") && l.contains("tls=true")).await;
+    let address = line.split_whitespace().find_map(|w| w.strip_prefix("address=")).expect("address");
+    address.parse().expect("address")
 }
 
 fn grpcurl(tls: std::net::SocketAddr, ca: &Path, flags: &[&str], rest: &[&str]) -> Output {
@@ -326,12 +321,7 @@ async fn a_certificate_swapped_on_disk_is_served_to_the_next_connection() {
 
     // A half-written certificate is refused and the old one keeps serving...
     replace(&cert_file, "-----BEGIN CERTIFICATE-----\nnot a certificate\n");
-    let failed = async {
-        while !gateway.log().contains("TLS reload failed") {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), failed).await.expect("the broken file is noticed");
+    gateway.wait_for_log(|l| l.contains("TLS reload failed")).await;
     assert!(trusts(&old_ca), "the old certificate serves on: {}", gateway.log());
 
     // ...and the new one, once whole, is served to the next connection.

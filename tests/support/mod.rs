@@ -38,7 +38,6 @@ pub struct TestGateway {
     /// The descriptors folder the gateway loads and watches.
     pub descriptors: PathBuf,
     _dir: tempfile::TempDir,
-    _watcher: Option<dragoman::watch::Watcher>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -237,7 +236,7 @@ impl Builder {
         );
         let config = Config::parse(&yaml, Path::new(".")).expect("test config is valid");
         let gateway = Gateway::new(config).expect("catalog loads");
-        let watcher = gateway.watch().expect("watch starts");
+        gateway.watch().expect("watch starts");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -248,7 +247,7 @@ impl Builder {
             })
             .await;
         });
-        TestGateway { address, gateway, backends, descriptors, _dir: dir, _watcher: watcher, stop: Some(stop) }
+        TestGateway { address, gateway, backends, descriptors, _dir: dir, stop: Some(stop) }
     }
 }
 
@@ -326,11 +325,27 @@ impl Running {
         self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// Sends `signal` (`HUP`, `TERM`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill runs");
+        assert!(sent.success(), "SIG{signal} sent");
+    }
+
+    /// Waits (up to 20 s) until the log has a line `matches` accepts, and returns that line.
+    pub async fn wait_for_log(&self, matches: impl Fn(&str) -> bool) -> String {
+        for _ in 0..400 {
+            if let Some(line) = self.log().lines().find(|l| matches(l)) {
+                return line.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no such line in the log:\n{}", self.log());
+    }
+
     /// Sends SIGTERM and waits for the process to exit; the log is then complete.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
-        assert!(sent.success(), "SIGTERM sent");
+        self.signal("TERM");
         let status = self.child.wait().expect("exits");
         if let Some(reader) = self.reader.take() {
             reader.join().expect("log reader");
