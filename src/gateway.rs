@@ -21,6 +21,7 @@ use crate::frontends::grpc::GrpcFrontend;
 use crate::frontends::rest::{self, RestFrontend};
 use crate::frontends::soap::{self, SoapFrontend};
 use crate::frontends::websocket::WebSocketFrontend;
+use crate::observe::trace::Tracer;
 use crate::stack;
 use crate::upstream::Upstream;
 
@@ -91,12 +92,16 @@ struct Shared {
     draining: std::sync::atomic::AtomicBool,
     /// Every method's counters, kept across reloads.
     metrics: Arc<crate::observe::metrics::Metrics>,
+    /// Starts every call's span (off unless `traces.otlp_endpoint` is set); one exporter for
+    /// every worker's stack.
+    tracer: Tracer,
 }
 
 impl Gateway {
     /// Loads the catalog the config names. Must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Self, CatalogError> {
         let metrics = Arc::new(crate::observe::metrics::Metrics::default());
+        let tracer = Tracer::new(&config.traces).map_err(|e| CatalogError::Other(e.to_string()))?;
         let snapshot = Snapshot::build(Catalog::load(&config, &metrics)?, &config)?;
         snapshot.log_warnings();
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -111,6 +116,7 @@ impl Gateway {
                 runtime: tokio::runtime::Handle::current(),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 metrics,
+                tracer,
             }),
         };
         gateway.shared.runtime.spawn(gateway.report_health(None));
@@ -131,6 +137,13 @@ impl Gateway {
         &self.shared.metrics
     }
 
+    /// Sends the spans still queued to the collector and stops exporting (the end of serving,
+    /// once calls in flight are done). Waits at most `traces.export_timeout`, off the workers.
+    pub async fn shutdown_traces(&self) {
+        let tracer = self.shared.tracer.clone();
+        let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+    }
+
     /// Whether shutdown has begun: the readiness probe's answer.
     pub fn is_draining(&self) -> bool {
         self.shared.draining.load(std::sync::atomic::Ordering::Relaxed)
@@ -144,7 +157,11 @@ impl Gateway {
     /// What one server worker needs of its own: frontends over a policy stack whose upstream
     /// connections belong to that worker's runtime, so a call never crosses threads.
     pub fn worker(&self) -> Worker {
-        let stack = stack::build(Upstream::new(&self.shared.config), self.shared.health_service.clone());
+        let stack = stack::build(
+            Upstream::new(&self.shared.config),
+            self.shared.health_service.clone(),
+            self.shared.tracer.clone(),
+        );
         Worker {
             grpc: GrpcFrontend { stack: stack.clone(), max_message_size: self.shared.config.server.max_message_size },
             rest: RestFrontend { stack: stack.clone(), options: self.shared.config.rest.clone() },

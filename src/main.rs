@@ -123,7 +123,9 @@ async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> an
     }
     tracing::info!(address = %listener.local_addr()?, services, "dragoman listening");
     let workers = gateway.config().workers;
-    dragoman::server::serve(listener, gateway, workers, shutdown_signal()).await?;
+    dragoman::server::serve(listener, gateway.clone(), workers, shutdown_signal()).await?;
+    // The calls in flight are done: their spans are the last to send.
+    gateway.shutdown_traces().await;
     // The admin listener answers (`/readyz`: draining) until the calls in flight are done.
     let _ = admin_stop.send(());
     drop(backends);

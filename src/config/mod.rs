@@ -15,11 +15,13 @@ mod rest;
 mod server;
 mod soap;
 mod tls;
+mod traces;
 mod websocket;
 
 pub use rest::{CorsFile, PathBodyConflict, RestFile, RestOptions, StreamFormat};
 pub use server::ServerLimits;
 pub use soap::{SoapFile, SoapOptions};
+pub use traces::{TracesFile, TracesOptions};
 pub use websocket::{AllowedOrigins, WebSocketFile, WebSocketOptions};
 
 /// The configuration file as written.
@@ -57,6 +59,10 @@ pub struct FileConfig {
     /// The admin listener (health and readiness probes, the catalog); off unless given.
     #[serde(default)]
     pub admin: AdminFile,
+    /// OpenTelemetry traces: one span per call, sent over OTLP; off unless `otlp_endpoint` is
+    /// given.
+    #[serde(default)]
+    pub traces: TracesFile,
     /// Which backends serve which services. The most specific `match` wins: an exact service name
     /// before a pattern, a longer pattern before a shorter one.
     #[serde(default)]
@@ -135,6 +141,7 @@ pub struct Config {
     pub soap: Arc<SoapOptions>,
     /// Where the admin listener binds, if anywhere.
     pub admin: Option<SocketAddr>,
+    pub traces: TracesOptions,
     pub descriptors: Vec<PathBuf>,
     pub proto_include: Vec<PathBuf>,
     pub watch: bool,
@@ -261,6 +268,7 @@ impl Config {
         let rest = Arc::new(RestOptions::from_file(file.rest, &file.server)?);
         let websocket = Arc::new(WebSocketOptions::from_file(file.websocket, &file.server)?);
         let soap = Arc::new(SoapOptions::from_file(file.soap)?);
+        let traces = TracesOptions::from_file(file.traces)?;
         let admin = match &file.admin.listen {
             None => None,
             Some(address) => {
@@ -275,6 +283,7 @@ impl Config {
             websocket,
             soap,
             admin,
+            traces,
             descriptors: file.descriptors.into_iter().map(resolve).collect(),
             proto_include: file.proto_include.into_iter().map(resolve).collect(),
             watch: file.watch,
@@ -391,5 +400,30 @@ mod tests {
         let err = Config::parse("services:\n  - match: 'shop*'\n    backends: [http://x:1]\n", Path::new("."))
             .expect_err("bad pattern");
         assert!(err.contains("services[0].match"), "{err}");
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_checked() {
+        let config = Config::parse("{}", Path::new(".")).expect("empty config");
+        assert!(config.traces.otlp_endpoint.is_none());
+        assert_eq!((config.traces.sampling_ratio, config.traces.service_name.as_str()), (1.0, "dragoman"));
+        assert_eq!(config.effective["traces"]["sampling_ratio"], 1.0);
+        let config = Config::parse("traces:\n  otlp_endpoint: http://127.0.0.1:4317\n", Path::new(".")).expect("on");
+        assert_eq!(config.traces.otlp_endpoint.map(|u| u.to_string()).as_deref(), Some("http://127.0.0.1:4317/"));
+        for (yaml, key) in [
+            ("traces:\n  sampling_ratio: 1.5\n", "traces.sampling_ratio"),
+            ("traces:\n  sampling_ratio: -0.1\n", "traces.sampling_ratio"),
+            ("traces:\n  otlp_endpoint: localhost:4317\n", "traces.otlp_endpoint"),
+            ("traces:\n  otlp_endpoint: ftp://x:1\n", "traces.otlp_endpoint"),
+            ("traces:\n  otlp_endpoint: http://x:1/v1/traces\n", "traces.otlp_endpoint"),
+            ("traces:\n  otlp_endpoint: 'http:// x'\n", "traces.otlp_endpoint"),
+            ("traces:\n  service_name: ''\n", "traces.service_name"),
+            ("traces:\n  export_interval: 0s\n", "traces.export_interval"),
+            ("traces:\n  max_queue_size: 0\n", "traces.max_queue_size"),
+            ("traces:\n  endpoint: http://x:1\n", "endpoint"),
+        ] {
+            let err = Config::parse(yaml, Path::new(".")).expect_err(yaml);
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
     }
 }

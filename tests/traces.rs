@@ -1,0 +1,321 @@
+//! OpenTelemetry traces end to end: a real OTLP/gRPC collector (a tonic `TraceService` that
+//! keeps what it is sent), the gateway exporting to it, and a backend that records the
+//! `traceparent` it receives. The gateway's span must join the client's trace and be the
+//! backend's parent, on every protocol; sampling follows the client's flag, then the ratio.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use dragoman::demo::pb::shop::users::v1::GetUserRequest;
+use futures_util::SinkExt;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use support::{TestGateway, wait_for};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const GET_USER: &str = "/shop.users.v1.UserService/GetUser";
+const USERS: &str = "shop.users.v1.UserService";
+
+/// One span as the collector got it, with its resource's `service.name`.
+#[derive(Debug, Clone)]
+struct Exported {
+    service: Option<String>,
+    span: Span,
+}
+
+struct Collector(watch::Sender<Vec<Exported>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut got = Vec::new();
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans.resource.as_ref().and_then(|r| {
+                r.attributes
+                    .iter()
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| text(a.value.as_ref()?.value.as_ref()?))
+            });
+            for scope_spans in resource_spans.scope_spans {
+                got.extend(scope_spans.spans.into_iter().map(|span| Exported { service: service.clone(), span }));
+            }
+        }
+        self.0.send_modify(|spans| spans.extend(got));
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// A collector on a loopback port, and what it has received so far.
+async fn start_collector() -> (SocketAddr, watch::Receiver<Vec<Exported>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (spans, received) = watch::channel(Vec::new());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(spans)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (address, received)
+}
+
+/// A UserService backend over h2c that records each call's `traceparent` (None when absent) and
+/// answers an empty `User`, or NOT_FOUND when the request mentions "missing".
+async fn start_recorder() -> (SocketAddr, watch::Receiver<Vec<Option<String>>>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (seen, received) = watch::channel(Vec::new());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let traceparent =
+                            request.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        let body = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let mut trailers = http::HeaderMap::new();
+                        if body.windows(7).any(|w| w == b"missing") {
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
+                            trailers.insert("grpc-message", http::HeaderValue::from_static("no such user"));
+                        } else {
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        }
+                        // Recorded before the answer, so a client that has its answer finds it.
+                        seen.send_modify(|s| s.push(traceparent));
+                        let frame = bytes::Bytes::from_static(&[0, 0, 0, 0, 0]);
+                        let body =
+                            http_body_util::Full::new(frame).with_trailers(std::future::ready(Some(Ok(trailers))));
+                        let mut response = http::Response::new(body);
+                        response
+                            .headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (address, received)
+}
+
+/// The gateway, its collector and the recording UserService backend.
+struct Traced {
+    gw: TestGateway,
+    spans: watch::Receiver<Vec<Exported>>,
+    backend: watch::Receiver<Vec<Option<String>>>,
+}
+
+async fn start(traces: &str) -> Traced {
+    support::logs();
+    let (collector, spans) = start_collector().await;
+    let (recorder, backend) = start_recorder().await;
+    let yaml = traces.replace("{collector}", &collector.to_string());
+    let gw = TestGateway::builder().backend(USERS, &recorder.to_string()).traces(&yaml).start().await;
+    Traced { gw, spans, backend }
+}
+
+fn exporting() -> &'static str {
+    "  otlp_endpoint: http://{collector}\n  export_interval: 50ms\n"
+}
+
+impl Traced {
+    /// The span of trace `trace_id` (hex), once exported.
+    async fn span_of(&self, trace_id: &str) -> Exported {
+        let spans = wait_for(self.spans.clone(), &format!("a span of trace {trace_id}"), |spans| {
+            spans.iter().any(|e| hex(&e.span.trace_id) == trace_id)
+        })
+        .await;
+        let mut found: Vec<Exported> = spans.into_iter().filter(|e| hex(&e.span.trace_id) == trace_id).collect();
+        assert_eq!(found.len(), 1, "one span per call: {found:?}");
+        found.remove(0)
+    }
+
+    /// The `traceparent` the backend's `n`th call (from 1) carried.
+    async fn backend_saw(&self, n: usize) -> Option<String> {
+        let seen = wait_for(self.backend.clone(), &format!("backend call {n}"), |seen| seen.len() >= n).await;
+        seen[n - 1].clone()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|a| a.key == key).and_then(|a| text(a.value.as_ref()?.value.as_ref()?))
+}
+
+/// What every call's span says: a SERVER span named for the method, the RPC attributes.
+fn assert_call_span(span: &Span, protocol: &str, status: &str) {
+    assert_eq!(span.name, "shop.users.v1.UserService/GetUser");
+    assert_eq!(span.kind, SpanKind::Server as i32);
+    assert_eq!(attribute(span, "rpc.system.name").as_deref(), Some("grpc"), "{span:?}");
+    assert_eq!(attribute(span, "rpc.method").as_deref(), Some("shop.users.v1.UserService/GetUser"));
+    assert_eq!(attribute(span, "dragoman.protocol").as_deref(), Some(protocol));
+    assert_eq!(attribute(span, "rpc.response.status_code").as_deref(), Some(status));
+    assert_eq!(attribute(span, "network.peer.address").as_deref(), Some("127.0.0.1"));
+    assert!(attribute(span, "network.peer.port").is_some_and(|p| p != "0"), "{span:?}");
+    assert!(span.start_time_unix_nano > 0 && span.end_time_unix_nano >= span.start_time_unix_nano);
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
+
+fn traceparent(trace: &str, flags: &str) -> String {
+    format!("00-{trace}-{PARENT}-{flags}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_joins_the_clients_trace_and_parents_the_backend() {
+    let t = start(exporting()).await;
+    let reply = support::raw_unary(
+        t.gw.address,
+        GET_USER,
+        &GetUserRequest { id: "u-1".into() },
+        &[("traceparent", &traceparent(TRACE, "01")), ("tracestate", "vendor=x")],
+    )
+    .await;
+    assert_eq!(reply.status(), Some(0));
+    let exported = t.span_of(TRACE).await;
+    let span = &exported.span;
+    assert_eq!(exported.service.as_deref(), Some("dragoman"));
+    assert_eq!(hex(&span.parent_span_id), PARENT, "the client's span is the parent");
+    assert_call_span(span, "grpc", "OK");
+    assert!(attribute(span, "error.type").is_none());
+    assert_ne!(span.status.as_ref().map(|s| s.code), Some(StatusCode::Error as i32));
+    let sent = t.backend_saw(1).await;
+    assert_eq!(
+        sent,
+        Some(format!("00-{TRACE}-{}-01", hex(&span.span_id))),
+        "the backend's parent is the gateway's span"
+    );
+
+    // The access log names the trace.
+    let log = support::logs().text();
+    assert!(
+        log.lines().any(|l| l.contains("dragoman::access") && l.contains(&format!("trace_id={TRACE}"))),
+        "no access line with trace_id={TRACE}:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_call_reads_the_traceparent_header() {
+    let t = start(exporting()).await;
+    let trace = "11111111111111111111111111111111";
+    let reply =
+        support::http(t.gw.address, "GET", "/v1/users/u-1", &[("traceparent", &traceparent(trace, "01"))], b"").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let span = t.span_of(trace).await.span;
+    assert_eq!(hex(&span.parent_span_id), PARENT);
+    assert_call_span(&span, "rest", "OK");
+    assert_eq!(t.backend_saw(1).await, Some(format!("00-{trace}-{}-01", hex(&span.span_id))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_call_reads_the_upgrade_requests_traceparent() {
+    let t = start(exporting()).await;
+    let trace = "22222222222222222222222222222222";
+    let mut request = format!("ws://{}{GET_USER}", t.gw.address).into_client_request().expect("request");
+    request.headers_mut().insert("traceparent", traceparent(trace, "01").parse().expect("value"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("the socket opens");
+    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"id":"u-1"}"#)).await.expect("send");
+    let span = t.span_of(trace).await.span;
+    assert_eq!(hex(&span.parent_span_id), PARENT);
+    assert_call_span(&span, "websocket", "OK");
+    assert_eq!(t.backend_saw(1).await, Some(format!("00-{trace}-{}-01", hex(&span.span_id))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_is_an_error_span_with_the_codes_name() {
+    let t = start(exporting()).await;
+    let trace = "33333333333333333333333333333333";
+    let reply = support::raw_unary(
+        t.gw.address,
+        GET_USER,
+        &GetUserRequest { id: "missing".into() },
+        &[("traceparent", &traceparent(trace, "01"))],
+    )
+    .await;
+    assert_eq!(reply.status(), Some(5));
+    let span = t.span_of(trace).await.span;
+    assert_call_span(&span, "grpc", "NOT_FOUND");
+    assert_eq!(attribute(&span, "error.type").as_deref(), Some("NOT_FOUND"));
+    let status = span.status.expect("a status");
+    assert_eq!(status.code, StatusCode::Error as i32);
+    assert_eq!(status.message, "no such user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_traceparent_starts_a_trace() {
+    let t = start(exporting()).await;
+    let reply = support::raw_unary(t.gw.address, GET_USER, &GetUserRequest { id: "u-1".into() }, &[]).await;
+    assert_eq!(reply.status(), Some(0));
+    let sent = t.backend_saw(1).await.expect("the backend gets a traceparent");
+    let parsed = dragoman::observe::trace::parse_traceparent(sent.as_bytes()).expect("a valid traceparent");
+    assert!(parsed.sampled, "{sent}");
+    let span = t.span_of(&hex(&parsed.trace_id)).await.span;
+    assert!(span.parent_span_id.is_empty(), "a root span: {span:?}");
+    assert_eq!(span.span_id, parsed.span_id);
+    assert_call_span(&span, "grpc", "OK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ratio_zero_records_only_what_the_client_sampled() {
+    let t = start(&format!("{}  sampling_ratio: 0.0\n", exporting())).await;
+    let call = |headers: Vec<(&'static str, String)>| {
+        let address = t.gw.address;
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            support::raw_unary(address, GET_USER, &GetUserRequest { id: "u-1".into() }, &headers).await.status()
+        }
+    };
+    // No parent: not sampled, nothing to forward.
+    assert_eq!(call(vec![]).await, Some(0));
+    assert_eq!(t.backend_saw(1).await, None);
+    // The client did not sample: its traceparent goes on untouched.
+    let unsampled = traceparent("44444444444444444444444444444444", "00");
+    assert_eq!(call(vec![("traceparent", unsampled.clone())]).await, Some(0));
+    assert_eq!(t.backend_saw(2).await, Some(unsampled));
+    // The client sampled: parent-based sampling records it whatever the ratio.
+    let sampled = "55555555555555555555555555555555";
+    assert_eq!(call(vec![("traceparent", traceparent(sampled, "01"))]).await, Some(0));
+    let span = t.span_of(sampled).await.span;
+    // Spans leave in the order they end: the earlier calls would have been sent first.
+    assert_eq!(t.spans.borrow().len(), 1, "only the sampled call is exported: {:?}", t.spans.borrow());
+    assert_eq!(t.backend_saw(3).await, Some(format!("00-{sampled}-{}-01", hex(&span.span_id))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_traces_off_traceparent_passes_untouched() {
+    let t = start("  service_name: unused\n").await;
+    let sent = traceparent("66666666666666666666666666666666", "01");
+    let reply = support::http(t.gw.address, "GET", "/v1/users/u-1", &[("traceparent", &sent)], b"").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(t.backend_saw(1).await, Some(sent));
+    let reply = support::raw_unary(t.gw.address, GET_USER, &GetUserRequest { id: "u-1".into() }, &[]).await;
+    assert_eq!(reply.status(), Some(0));
+    assert_eq!(t.backend_saw(2).await, None, "no trace is started");
+}
