@@ -249,6 +249,27 @@ async fn a_websocket_call_reads_the_upgrade_requests_traceparent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soap_call_reads_the_traceparent_header() {
+    let t = start(exporting()).await;
+    let trace = "77777777777777777777777777777777";
+    let envelope = r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><GetUser xmlns="urn:dragoman:shop.users.v1"><id xmlns="">u-1</id></GetUser></e:Body></e:Envelope>"#;
+    let headers = [
+        (
+            "content-type",
+            "application/soap+xml; charset=utf-8; action=\"urn:dragoman:shop.users.v1.UserService/GetUser\"",
+        ),
+        ("traceparent", &traceparent(trace, "01")),
+    ];
+    let reply =
+        support::http(t.gw.address, "POST", "/soap/shop.users.v1.UserService", &headers, envelope.as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let span = t.span_of(trace).await.span;
+    assert_eq!(hex(&span.parent_span_id), PARENT);
+    assert_call_span(&span, "soap", "OK");
+    assert_eq!(t.backend_saw(1).await, Some(format!("00-{trace}-{}-01", hex(&span.span_id))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_is_an_error_span_with_the_codes_name() {
     let t = start(exporting()).await;
     let trace = "33333333333333333333333333333333";
@@ -266,6 +287,35 @@ async fn an_error_is_an_error_span_with_the_codes_name() {
     let status = span.status.expect("a status");
     assert_eq!(status.code, StatusCode::Error as i32);
     assert_eq!(status.message, "no such user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_client_abandons_ends_its_span_as_cancelled() {
+    use http_body_util::BodyExt;
+    use prost::Message as _;
+    support::logs();
+    let (collector, spans) = start_collector().await;
+    let (held, _frames) = support::start_held().await;
+    let gw = TestGateway::builder()
+        .backend(USERS, &held.to_string())
+        .traces(&exporting().replace("{collector}", &collector.to_string()))
+        .start()
+        .await;
+    let trace = "88888888888888888888888888888888";
+    let payload = GetUserRequest { id: "u-1".into() }.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(&payload);
+    let body = http_body_util::Full::new(bytes::Bytes::from(frame)).boxed();
+    let headers =
+        [("content-type", "application/grpc"), ("te", "trailers"), ("traceparent", &traceparent(trace, "01"))];
+    // The backend's headers are back: the call is in flight, and the client walks away.
+    let response = support::http_stream(gw.address, "POST", GET_USER, &headers, body, true).await;
+    drop(response);
+    let t = Traced { gw, spans, backend: watch::channel(Vec::new()).1 };
+    let span = t.span_of(trace).await.span;
+    assert_call_span(&span, "grpc", "CANCELLED");
+    assert_eq!(span.status.map(|s| s.code), Some(StatusCode::Error as i32));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
