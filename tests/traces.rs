@@ -369,3 +369,43 @@ async fn with_traces_off_traceparent_passes_untouched() {
     assert_eq!(reply.status(), Some(0));
     assert_eq!(t.backend_saw(2).await, None, "no trace is started");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sends_the_queued_spans_when_it_stops() {
+    let (collector, spans) = start_collector().await;
+    let (recorder, _) = start_recorder().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("shop.binpb"), dragoman::demo::DESCRIPTOR_SET).expect("write set");
+    // An hour between exports: only stopping can send the span in time.
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ndescriptors: [{}]\nwatch: false\nservices:\n  - match: {USERS}\n    backends: [http://{recorder}]\n\
+         traces:\n  otlp_endpoint: http://{collector}\n  export_interval: 1h\n",
+        dir.path().display()
+    );
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, yaml).expect("write config");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dragoman"));
+    command.args(["serve", "--config"]).arg(&config);
+    let mut gateway = tokio::task::spawn_blocking(move || support::Running::start(command)).await.expect("join");
+    let trace = "99999999999999999999999999999999";
+    let reply = support::raw_unary(
+        gateway.address,
+        GET_USER,
+        &GetUserRequest { id: "u-1".into() },
+        &[("traceparent", &traceparent(trace, "01"))],
+    )
+    .await;
+    assert_eq!(reply.status(), Some(0));
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        let status = gateway.terminate();
+        (status, gateway.log())
+    })
+    .await
+    .expect("join");
+    assert!(status.success(), "exit on SIGTERM: {status:?}\n{log}");
+    assert!(log.contains(&format!("trace_id={trace}")), "the access line names the trace:\n{log}");
+    assert!(log.contains("traces: the queued spans are sent"), "serve flushed the exporter itself:\n{log}");
+    // The collector answered the export before the process exited.
+    let exported: Vec<Exported> = spans.borrow().iter().filter(|e| hex(&e.span.trace_id) == trace).cloned().collect();
+    assert_eq!(exported.len(), 1, "the queued span was sent on the way out:\n{log}");
+}

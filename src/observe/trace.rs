@@ -86,10 +86,10 @@ impl Tracer {
     /// to the collector runs on it); connects lazily, so a collector that is down is no error.
     pub fn new(options: &TracesOptions) -> Result<Self, TraceSetupError> {
         let Some(endpoint) = &options.otlp_endpoint else { return Ok(Tracer::off()) };
-        let endpoint = endpoint.to_string();
+        let endpoint = endpoint.to_string().trim_end_matches('/').to_owned();
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_endpoint(endpoint.trim_end_matches('/'))
+            .with_endpoint(endpoint.as_str())
             .with_timeout(options.export_timeout)
             .build()
             .map_err(|e| TraceSetupError { endpoint: endpoint.clone(), reason: e.to_string() })?;
@@ -121,10 +121,10 @@ impl Tracer {
     /// Sends the spans still queued and stops exporting; later spans are dropped. Blocks until
     /// the export is done (or `traces.export_timeout`): call it off the async workers.
     pub fn shutdown(&self) {
-        if let Some(inner) = &self.inner
-            && let Err(e) = inner.provider.shutdown()
-        {
-            tracing::warn!(error = %e, "traces: the last spans may not have been sent");
+        let Some(inner) = &self.inner else { return };
+        match inner.provider.shutdown() {
+            Ok(()) => tracing::info!("traces: the queued spans are sent; exporting stopped"),
+            Err(e) => tracing::warn!(error = %e, "traces: the last spans may not have been sent"),
         }
     }
 
@@ -168,7 +168,7 @@ impl Tracer {
         if let Ok(value) = HeaderValue::from_bytes(&format_traceparent(context.trace_id(), context.span_id())) {
             call.metadata.insert(TRACEPARENT.clone(), value);
         }
-        CallTrace { trace_id: Some(context.trace_id()), span: Some(span) }
+        CallTrace { trace_id: Some(context.trace_id()), span: Some(Box::new(span)) }
     }
 }
 
@@ -190,11 +190,12 @@ fn peer_attributes(peer: SocketAddr) -> [KeyValue; 2] {
     ]
 }
 
-/// One call's part of a trace: its trace id, for the access log, and its span when recorded.
+/// One call's part of a trace: its trace id, for the access log, and its span when recorded
+/// (boxed: a few hundred bytes that calls not recorded should not carry).
 #[derive(Default)]
 pub struct CallTrace {
     trace_id: Option<TraceId>,
-    span: Option<opentelemetry_sdk::trace::Span>,
+    span: Option<Box<opentelemetry_sdk::trace::Span>>,
 }
 
 impl CallTrace {
