@@ -409,3 +409,119 @@ async fn serve_sends_the_queued_spans_when_it_stops() {
     let exported: Vec<Exported> = spans.borrow().iter().filter(|e| hex(&e.span.trace_id) == trace).cloned().collect();
     assert_eq!(exported.len(), 1, "the queued span was sent on the way out:\n{log}");
 }
+
+/// An OTLP/HTTP collector: keeps the spans POSTed to it as protobuf, and each request's path and
+/// content type.
+async fn start_http_collector() -> (SocketAddr, watch::Receiver<Vec<Exported>>, watch::Receiver<Vec<String>>) {
+    use http_body_util::BodyExt;
+    use prost::Message as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (spans, received) = watch::channel(Vec::new());
+    let (requests, requested) = watch::channel(Vec::new());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (spans, requests) = (spans.clone(), requests.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let (spans, requests) = (spans.clone(), requests.clone());
+                    async move {
+                        let content_type = request.headers().get("content-type").and_then(|v| v.to_str().ok());
+                        let seen =
+                            format!("{} {} {}", request.method(), request.uri().path(), content_type.unwrap_or("-"));
+                        requests.send_modify(|r| r.push(seen));
+                        let body = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let export = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+                        let collector = Collector(spans);
+                        let _ = collector.export(tonic::Request::new(export)).await;
+                        let answer = ExportTraceServiceResponse { partial_success: None }.encode_to_vec();
+                        let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(answer)));
+                        response
+                            .headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("application/x-protobuf"));
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (address, received, requested)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_over_otlp_http_too() {
+    support::logs();
+    let (collector, spans, requests) = start_http_collector().await;
+    let (recorder, backend) = start_recorder().await;
+    let gw = TestGateway::builder()
+        .backend(USERS, &recorder.to_string())
+        .traces(&format!("  otlp_endpoint: http://{collector}\n  protocol: http/protobuf\n  export_interval: 50ms\n"))
+        .start()
+        .await;
+    let t = Traced { gw, spans, backend };
+    let trace = "abababababababababababababababab";
+    let reply = support::raw_unary(
+        t.gw.address,
+        GET_USER,
+        &GetUserRequest { id: "u-1".into() },
+        &[("traceparent", &traceparent(trace, "01"))],
+    )
+    .await;
+    assert_eq!(reply.status(), Some(0));
+    let exported = t.span_of(trace).await;
+    assert_eq!(exported.service.as_deref(), Some("dragoman"));
+    assert_eq!(hex(&exported.span.parent_span_id), PARENT);
+    assert_call_span(&exported.span, "grpc", "OK");
+    let requests = requests.borrow().clone();
+    assert!(
+        !requests.is_empty() && requests.iter().all(|r| r == "POST /v1/traces application/x-protobuf"),
+        "{requests:?}"
+    );
+    assert_eq!(t.backend_saw(1).await, Some(format!("00-{trace}-{}-01", hex(&exported.span.span_id))));
+}
+
+/// A collector that never answers.
+struct Stuck;
+
+#[tonic::async_trait]
+impl TraceService for Stuck {
+    async fn export(
+        &self,
+        _: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_collector_holds_no_call_and_spans_are_dropped_and_logged() {
+    let logs = support::logs();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let collector = listener.local_addr().expect("address");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Stuck))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let (recorder, _) = start_recorder().await;
+    let gw = TestGateway::builder()
+        .backend(USERS, &recorder.to_string())
+        .traces(&format!(
+            "  otlp_endpoint: http://{collector}\n  export_interval: 10ms\n  max_queue_size: 2\n  export_timeout: 5s\n"
+        ))
+        .start()
+        .await;
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        let reply = support::raw_unary(gw.address, GET_USER, &GetUserRequest { id: "u-1".into() }, &[]).await;
+        assert_eq!(reply.status(), Some(0));
+    }
+    // Each export is stuck for 5 s: a call that waited for one would take that long.
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "{:?}", started.elapsed());
+    let log = logs.text();
+    assert!(log.contains("dropped a Span due to queue full"), "the drop is logged:\n{log}");
+}

@@ -21,7 +21,7 @@ mod websocket;
 pub use rest::{CorsFile, PathBodyConflict, RestFile, RestOptions, StreamFormat};
 pub use server::ServerLimits;
 pub use soap::{SoapFile, SoapOptions};
-pub use traces::{TracesFile, TracesOptions};
+pub use traces::{OtlpProtocol, TracesFile, TracesOptions};
 pub use websocket::{AllowedOrigins, WebSocketFile, WebSocketOptions};
 
 /// The configuration file as written.
@@ -410,12 +410,20 @@ mod tests {
         assert_eq!(config.effective["traces"]["sampling_ratio"], 1.0);
         let config = Config::parse("traces:\n  otlp_endpoint: http://127.0.0.1:4317\n", Path::new(".")).expect("on");
         assert_eq!(config.traces.otlp_endpoint.map(|u| u.to_string()).as_deref(), Some("http://127.0.0.1:4317/"));
+        let http = "traces:\n  otlp_endpoint: http://127.0.0.1:4318\n  protocol: http/protobuf\n";
+        let config = Config::parse(http, Path::new(".")).expect("http");
+        let url = config.traces.otlp_endpoint.map(|u| u.to_string());
+        assert_eq!(url.as_deref(), Some("http://127.0.0.1:4318/v1/traces"), "the path defaults to OTLP/HTTP's");
+        let http = "traces:\n  otlp_endpoint: http://c:80/otlp/spans\n  protocol: http/protobuf\n";
+        let url = Config::parse(http, Path::new(".")).expect("http").traces.otlp_endpoint.map(|u| u.to_string());
+        assert_eq!(url.as_deref(), Some("http://c:80/otlp/spans"));
         for (yaml, key) in [
             ("traces:\n  sampling_ratio: 1.5\n", "traces.sampling_ratio"),
             ("traces:\n  sampling_ratio: -0.1\n", "traces.sampling_ratio"),
             ("traces:\n  otlp_endpoint: localhost:4317\n", "traces.otlp_endpoint"),
             ("traces:\n  otlp_endpoint: ftp://x:1\n", "traces.otlp_endpoint"),
             ("traces:\n  otlp_endpoint: http://x:1/v1/traces\n", "traces.otlp_endpoint"),
+            ("traces:\n  protocol: http\n", "traces.protocol"),
             ("traces:\n  otlp_endpoint: 'http:// x'\n", "traces.otlp_endpoint"),
             ("traces:\n  service_name: ''\n", "traces.service_name"),
             ("traces:\n  export_interval: 0s\n", "traces.export_interval"),

@@ -1,5 +1,5 @@
-//! The `traces:` section: where OpenTelemetry spans go (OTLP over gRPC), which calls are
-//! sampled, and how spans are batched. Off unless `otlp_endpoint` is given.
+//! The `traces:` section: where OpenTelemetry spans go (OTLP over gRPC or HTTP/protobuf), which
+//! calls are sampled, and how spans are batched. Off unless `otlp_endpoint` is given.
 
 use std::time::Duration;
 
@@ -9,11 +9,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracesFile {
-    /// The OpenTelemetry collector that receives the gateway's spans over OTLP/gRPC, e.g.
-    /// `http://127.0.0.1:4317` (cleartext HTTP/2; TLS to the collector is not supported yet).
-    /// Default: none, and traces are off: a client's `traceparent` then passes to the backend
-    /// untouched and a call costs nothing more.
+    /// The OpenTelemetry collector that receives the gateway's spans: for `grpc`,
+    /// `http://host:port` (cleartext HTTP/2, e.g. `http://127.0.0.1:4317`); for `http/protobuf`,
+    /// a URL whose path defaults to `/v1/traces` (`http://127.0.0.1:4318`). TLS to the collector
+    /// is not supported yet. Default: none, and traces are off: a client's `traceparent` then
+    /// passes to the backend untouched and a call costs nothing more.
     pub otlp_endpoint: Option<String>,
+    /// How spans travel to the collector: `grpc` (OTLP/gRPC, port 4317 by convention) or
+    /// `http/protobuf` (OTLP/HTTP, a POST of protobuf, port 4318). Default `grpc`.
+    pub protocol: OtlpProtocol,
     /// The share of calls that start a new trace (no `traceparent` from the client) to record,
     /// from 0.0 (none) to 1.0 (all). A call with a client's `traceparent` follows its sampled
     /// flag instead, whatever this says (parent-based sampling). Default 1.0.
@@ -35,10 +39,21 @@ pub struct TracesFile {
     pub export_timeout: Duration,
 }
 
+/// OTLP's transports, named as `OTEL_EXPORTER_OTLP_PROTOCOL` names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
 impl Default for TracesFile {
     fn default() -> Self {
         TracesFile {
             otlp_endpoint: None,
+            protocol: OtlpProtocol::Grpc,
             sampling_ratio: 1.0,
             service_name: "dragoman".into(),
             export_interval: Duration::from_secs(5),
@@ -51,8 +66,9 @@ impl Default for TracesFile {
 /// The `traces:` settings, checked.
 #[derive(Debug, Clone)]
 pub struct TracesOptions {
-    /// The collector's OTLP/gRPC address; None when traces are off.
+    /// The collector's address (for HTTP, the whole URL of its traces); None when traces are off.
     pub otlp_endpoint: Option<http::Uri>,
+    pub protocol: OtlpProtocol,
     pub sampling_ratio: f64,
     pub service_name: String,
     pub export_interval: Duration,
@@ -65,7 +81,7 @@ impl TracesOptions {
         let at = |key: &str| format!("at `traces.{key}`");
         let otlp_endpoint = match file.otlp_endpoint.as_deref() {
             None => None,
-            Some(text) => Some(endpoint(text).map_err(|e| format!("{}: {e}", at("otlp_endpoint")))?),
+            Some(text) => Some(endpoint(text, file.protocol).map_err(|e| format!("{}: {e}", at("otlp_endpoint")))?),
         };
         if !(0.0..=1.0).contains(&file.sampling_ratio) {
             return Err(format!("{}: must be between 0.0 and 1.0, got {}", at("sampling_ratio"), file.sampling_ratio));
@@ -83,6 +99,7 @@ impl TracesOptions {
         }
         Ok(TracesOptions {
             otlp_endpoint,
+            protocol: file.protocol,
             sampling_ratio: file.sampling_ratio,
             service_name: file.service_name,
             export_interval: file.export_interval,
@@ -92,8 +109,9 @@ impl TracesOptions {
     }
 }
 
-/// An OTLP/gRPC endpoint: `http://host:port`, nothing after the authority.
-fn endpoint(text: &str) -> Result<http::Uri, String> {
+/// An OTLP endpoint: `http://host:port` for gRPC, nothing after the authority; for HTTP, the
+/// traces' URL, `/v1/traces` when no path is given (as OTLP/HTTP's exporters do).
+fn endpoint(text: &str, protocol: OtlpProtocol) -> Result<http::Uri, String> {
     let uri: http::Uri = text.parse().map_err(|e| format!("expected http://host:port, got {text:?} ({e})"))?;
     match uri.scheme_str() {
         Some("http") => {}
@@ -103,8 +121,14 @@ fn endpoint(text: &str) -> Result<http::Uri, String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("no host in {text:?}"));
     }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!("an OTLP/gRPC endpoint has no path, got {text:?}"));
+    let bare = matches!(uri.path(), "" | "/") && uri.query().is_none();
+    match protocol {
+        OtlpProtocol::Grpc if !bare => Err(format!("an OTLP/gRPC endpoint has no path, got {text:?}")),
+        OtlpProtocol::Grpc => Ok(uri),
+        OtlpProtocol::HttpProtobuf if bare => {
+            let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+            format!("http://{authority}/v1/traces").parse().map_err(|e| format!("bad endpoint {text:?}: {e}"))
+        }
+        OtlpProtocol::HttpProtobuf => Ok(uri),
     }
-    Ok(uri)
 }

@@ -1,4 +1,5 @@
-//! OpenTelemetry traces: one SERVER span per call, exported over OTLP/gRPC, and the W3C trace
+//! OpenTelemetry traces: one SERVER span per call, exported over OTLP (gRPC or HTTP/protobuf,
+//! the latter through our own hyper client: `otlp_http`), and the W3C trace
 //! context (`traceparent`) carried from the client through the gateway to the backend.
 //!
 //! The span starts and ends where the access log's entry does (`observe::access_log`): when the
@@ -22,8 +23,10 @@
 //! sends what is queued.
 //!
 //! What it does not do: spans for the hops inside the gateway (upstream connection, queueing),
-//! span events per message, `tracestate` in the exported span, TLS to the collector, OTLP over
-//! HTTP, or trace context in other formats (B3, Jaeger).
+//! span events per message, `tracestate` in the exported span, TLS to the collector, OTLP/JSON,
+//! or trace context in other formats (B3, Jaeger).
+
+mod otlp_http;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -35,12 +38,12 @@ use opentelemetry::trace::{
     TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator};
 use tonic::Code;
 
 use crate::call::Call;
-use crate::config::TracesOptions;
+use crate::config::{OtlpProtocol, TracesOptions};
 use crate::transcode::status::code_name;
 
 /// W3C Trace Context's headers, which every frontend passes on as call metadata.
@@ -86,13 +89,25 @@ impl Tracer {
     /// to the collector runs on it); connects lazily, so a collector that is down is no error.
     pub fn new(options: &TracesOptions) -> Result<Self, TraceSetupError> {
         let Some(endpoint) = &options.otlp_endpoint else { return Ok(Tracer::off()) };
-        let endpoint = endpoint.to_string().trim_end_matches('/').to_owned();
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.as_str())
-            .with_timeout(options.export_timeout)
-            .build()
-            .map_err(|e| TraceSetupError { endpoint: endpoint.clone(), reason: e.to_string() })?;
+        let endpoint = match options.protocol {
+            OtlpProtocol::Grpc => endpoint.to_string().trim_end_matches('/').to_owned(),
+            OtlpProtocol::HttpProtobuf => endpoint.to_string(),
+        };
+        let exporter = match options.protocol {
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.as_str())
+                .with_timeout(options.export_timeout)
+                .build(),
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_http_client(otlp_http::Client::new(options.export_timeout))
+                .with_endpoint(endpoint.as_str())
+                .with_timeout(options.export_timeout)
+                .build(),
+        }
+        .map_err(|e| TraceSetupError { endpoint: endpoint.clone(), reason: e.to_string() })?;
         let batches = BatchConfigBuilder::default()
             .with_max_queue_size(options.max_queue_size)
             .with_max_export_batch_size(options.max_queue_size.min(512))
@@ -112,7 +127,11 @@ impl Tracer {
         // The product saturates: 1.0 becomes u64::MAX, which every draw but one is below, and
         // that one is never drawn (see `sampled`).
         let threshold = (options.sampling_ratio * u64::MAX as f64) as u64;
-        tracing::info!(endpoint, ratio = options.sampling_ratio, "traces: exporting spans over OTLP/gRPC");
+        let protocol = match options.protocol {
+            OtlpProtocol::Grpc => "gRPC",
+            OtlpProtocol::HttpProtobuf => "HTTP/protobuf",
+        };
+        tracing::info!(endpoint, ratio = options.sampling_ratio, "traces: exporting spans over OTLP/{protocol}");
         Ok(Tracer {
             inner: Some(Arc::new(Exporting { provider, tracer, threshold, ids: RandomIdGenerator::default() })),
         })
