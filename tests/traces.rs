@@ -67,9 +67,12 @@ async fn start_collector() -> (SocketAddr, watch::Receiver<Vec<Exported>>) {
     (address, received)
 }
 
-/// A UserService backend over h2c that records each call's `traceparent` (None when absent) and
-/// answers an empty `User`, or NOT_FOUND when the request mentions "missing".
-async fn start_recorder() -> (SocketAddr, watch::Receiver<Vec<Option<String>>>) {
+/// The `traceparent` and `tracestate` of one call at the backend (None when absent).
+type Seen = (Option<String>, Option<String>);
+
+/// A UserService backend over h2c that records each call's trace context and answers an empty
+/// `User`, or NOT_FOUND when the request mentions "missing".
+async fn start_recorder() -> (SocketAddr, watch::Receiver<Vec<Seen>>) {
     use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -82,8 +85,9 @@ async fn start_recorder() -> (SocketAddr, watch::Receiver<Vec<Option<String>>>) 
                 let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                     let seen = seen.clone();
                     async move {
-                        let traceparent =
-                            request.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        let header =
+                            |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        let context = (header("traceparent"), header("tracestate"));
                         let body = request.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                         let mut trailers = http::HeaderMap::new();
                         if body.windows(7).any(|w| w == b"missing") {
@@ -93,7 +97,7 @@ async fn start_recorder() -> (SocketAddr, watch::Receiver<Vec<Option<String>>>) 
                             trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
                         }
                         // Recorded before the answer, so a client that has its answer finds it.
-                        seen.send_modify(|s| s.push(traceparent));
+                        seen.send_modify(|s| s.push(context));
                         let frame = bytes::Bytes::from_static(&[0, 0, 0, 0, 0]);
                         let body =
                             http_body_util::Full::new(frame).with_trailers(std::future::ready(Some(Ok(trailers))));
@@ -117,7 +121,7 @@ async fn start_recorder() -> (SocketAddr, watch::Receiver<Vec<Option<String>>>) 
 struct Traced {
     gw: TestGateway,
     spans: watch::Receiver<Vec<Exported>>,
-    backend: watch::Receiver<Vec<Option<String>>>,
+    backend: watch::Receiver<Vec<Seen>>,
 }
 
 async fn start(traces: &str) -> Traced {
@@ -147,6 +151,11 @@ impl Traced {
 
     /// The `traceparent` the backend's `n`th call (from 1) carried.
     async fn backend_saw(&self, n: usize) -> Option<String> {
+        self.backend_context(n).await.0
+    }
+
+    /// The `traceparent` and `tracestate` of the backend's `n`th call (from 1).
+    async fn backend_context(&self, n: usize) -> Seen {
         let seen = wait_for(self.backend.clone(), &format!("backend call {n}"), |seen| seen.len() >= n).await;
         seen[n - 1].clone()
     }
@@ -321,9 +330,13 @@ async fn a_call_the_client_abandons_ends_its_span_as_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_without_traceparent_starts_a_trace() {
     let t = start(exporting()).await;
-    let reply = support::raw_unary(t.gw.address, GET_USER, &GetUserRequest { id: "u-1".into() }, &[]).await;
+    // An all-zero trace id makes the traceparent invalid: as if absent, and its tracestate with it.
+    let invalid = [("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"), ("tracestate", "a=b")];
+    let reply = support::raw_unary(t.gw.address, GET_USER, &GetUserRequest { id: "u-1".into() }, &invalid).await;
     assert_eq!(reply.status(), Some(0));
-    let sent = t.backend_saw(1).await.expect("the backend gets a traceparent");
+    let (sent, state) = t.backend_context(1).await;
+    assert_eq!(state, None, "a new trace starts with no tracestate");
+    let sent = sent.expect("the backend gets a traceparent");
     let parsed = dragoman::observe::trace::parse_traceparent(sent.as_bytes()).expect("a valid traceparent");
     assert!(parsed.sampled, "{sent}");
     let span = t.span_of(&hex(&parsed.trace_id)).await.span;

@@ -169,7 +169,12 @@ impl Tracer {
                 true,
                 TraceState::NONE,
             )),
-            None => Context::new(),
+            None => {
+                // A new trace: a client's `tracestate` belonged to the trace its invalid
+                // `traceparent` named, if any (W3C Trace Context 3.3: discard it).
+                call.metadata.remove(&TRACESTATE);
+                Context::new()
+            }
         };
         let name = call.method.path().trim_start_matches('/').to_owned();
         let mut attributes = vec![
