@@ -93,21 +93,8 @@ impl Tracer {
             OtlpProtocol::Grpc => endpoint.to_string().trim_end_matches('/').to_owned(),
             OtlpProtocol::HttpProtobuf => endpoint.to_string(),
         };
-        let exporter = match options.protocol {
-            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.as_str())
-                .with_timeout(options.export_timeout)
-                .build(),
-            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_http_client(otlp_http::Client::new(options.export_timeout))
-                .with_endpoint(endpoint.as_str())
-                .with_timeout(options.export_timeout)
-                .build(),
-        }
-        .map_err(|e| TraceSetupError { endpoint: endpoint.clone(), reason: e.to_string() })?;
+        let exporter = exporter(options, &endpoint)
+            .map_err(|e| TraceSetupError { endpoint: endpoint.clone(), reason: e.to_string() })?;
         let batches = BatchConfigBuilder::default()
             .with_max_queue_size(options.max_queue_size)
             .with_max_export_batch_size(options.max_queue_size.min(512))
@@ -193,6 +180,27 @@ impl Tracer {
             call.metadata.insert(TRACEPARENT.clone(), value);
         }
         CallTrace { trace_id: Some(context.trace_id()), span: Some(Box::new(span)) }
+    }
+}
+
+/// The OTLP exporter the batch thread sends with.
+fn exporter(
+    options: &TracesOptions,
+    endpoint: &str,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    match options.protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(options.export_timeout)
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_http_client(otlp_http::Client::new(options.export_timeout))
+            .with_endpoint(endpoint)
+            .with_timeout(options.export_timeout)
+            .build(),
     }
 }
 
