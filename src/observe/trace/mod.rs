@@ -414,3 +414,42 @@ mod tests {
         assert!((350..650).contains(&sampled), "{sampled} of 1000 at 0.5");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a client sends, parsing ends without a panic, and what it accepts is a
+        /// well-formed header whose ids are not zero.
+        #[test]
+        fn any_bytes_parse_or_are_absent(bytes in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..80),
+            // Near-valid: the right shape with any byte anywhere.
+            (0..55usize, any::<u8>()).prop_map(|(at, byte)| {
+                let mut value = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec();
+                value[at] = byte;
+                value
+            }),
+        ]) {
+            if let Some(parent) = parse_traceparent(&bytes) {
+                prop_assert!(bytes.len() >= 55);
+                prop_assert!(parent.trace_id != [0; 16] && parent.span_id != [0; 8]);
+                prop_assert!(bytes[..55].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b) || *b == b'-'));
+            }
+        }
+
+        /// Every valid header reads back the ids and the sampled flag it was written with.
+        #[test]
+        fn valid_headers_read_back(trace in any::<u128>(), span in any::<u64>(), flags in any::<u8>()) {
+            prop_assume!(trace != 0 && span != 0);
+            let value = format!("00-{trace:032x}-{span:016x}-{flags:02x}");
+            let parent = parse_traceparent(value.as_bytes());
+            prop_assert_eq!(
+                parent,
+                Some(Parent { trace_id: trace.to_be_bytes(), span_id: span.to_be_bytes(), sampled: flags & 1 == 1 })
+            );
+        }
+    }
+}
