@@ -54,8 +54,25 @@ pub struct Call {
     /// When the call must have finished; the upstream passes the remainder on as `grpc-timeout`.
     pub deadline: Option<Instant>,
     pub peer: Option<SocketAddr>,
+    /// The client's verified certificate, when it connected with mutual TLS.
+    pub client: Option<Arc<ClientIdentity>>,
     /// The request messages, gRPC-framed.
     pub body: Body,
+}
+
+/// Who a client is by its certificate, verified in the TLS handshake against the listener's
+/// client CAs (`tls.client_ca_file`): for the policies, and for the backend in
+/// `x-forwarded-client-cert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The subject's distinguished name, e.g. `CN=billing, O=Example`.
+    pub subject: String,
+    /// The DNS names among its subject alternative names.
+    pub dns_names: Vec<String>,
+    /// The URIs among its subject alternative names (a SPIFFE ID, say).
+    pub uris: Vec<String>,
+    /// SHA-256 of the certificate (DER), lower-case hex: names this exact certificate.
+    pub hash: String,
 }
 
 /// gRPC's own header names, parsed once.

@@ -217,17 +217,20 @@ impl Gateway {
     }
 
     /// Starts watching the descriptor paths, reloading on change, if the config asks for it.
-    pub fn watch(&self) -> Result<Option<crate::catalog::watch::Watcher>, CatalogError> {
+    pub fn watch(&self) -> Result<Option<crate::watch::Watcher>, CatalogError> {
         if !self.shared.config.watch {
             return Ok(None);
         }
         let paths: Vec<PathBuf> = self.shared.config.descriptors.clone();
+        let files: Vec<PathBuf> = paths.iter().filter(|p| !p.is_dir()).cloned().collect();
         let gateway = self.clone();
         let _guard = self.shared.runtime.enter();
-        crate::catalog::watch::watch(&paths, move || {
+        let relevant = move |path: &std::path::Path| crate::catalog::touches_catalog(path, &files);
+        crate::watch::watch(&paths, relevant, move || {
             let _ = gateway.reload();
         })
         .map(Some)
+        .map_err(CatalogError::Other)
     }
 
     /// Health: the gateway itself serves; a service serves when a backend rule routes it.

@@ -20,3 +20,4 @@ pub mod server;
 pub mod stack;
 pub mod transcode;
 pub mod upstream;
+pub mod watch;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use dragoman::catalog::Catalog;
 use dragoman::config::Config;
 use dragoman::gateway::{Gateway, Snapshot};
+use dragoman::server::{Listener, Tls};
 
 /// A gRPC-first API gateway that learns services from protobuf descriptors at run time.
 #[derive(Parser)]
@@ -102,11 +103,29 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> anyhow::Result<()> {
-    let listen = config.listen;
     let gateway = Gateway::new(config)?;
     let _watcher = gateway.watch()?;
-    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let bind = |address| std::net::TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"));
+    let mut listeners = Vec::new();
+    if let Some(address) = gateway.config().listen {
+        listeners.push((bind(address)?, None));
+    }
+    let mut tls = None;
+    if let Some(settings) = &gateway.config().tls {
+        let terminator = Tls::start(settings).map_err(anyhow::Error::msg)?;
+        listeners.push((bind(settings.listen)?, Some(terminator.clone())));
+        tls = Some(terminator);
+    }
+    tokio::spawn(reload_on_hangup(gateway.clone(), tls));
     let services = gateway.snapshot().catalog.services().len();
+    for (socket, tls) in &listeners {
+        // The line tests and scripts wait for: the plain listener's first, if there is one.
+        match tls {
+            None => tracing::info!(address = %socket.local_addr()?, services, "dragoman listening"),
+            Some(_) => tracing::info!(address = %socket.local_addr()?, services, tls = true, "dragoman listening"),
+        }
+    }
+    let listeners = listeners.into_iter().map(|(socket, tls)| Listener::new(socket, tls)).collect();
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(address) = gateway.config().admin {
         let admin = std::net::TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
@@ -121,9 +140,8 @@ async fn serve(config: Config, backends: Option<dragoman::demo::Backends>) -> an
             }
         });
     }
-    tracing::info!(address = %listener.local_addr()?, services, "dragoman listening");
     let workers = gateway.config().workers;
-    dragoman::server::serve(listener, gateway.clone(), workers, shutdown_signal()).await?;
+    dragoman::server::serve(listeners, gateway.clone(), workers, shutdown_signal()).await?;
     // The calls in flight are done: their spans are the last to send.
     gateway.shutdown_traces().await;
     // The admin listener answers (`/readyz`: draining) until the calls in flight are done.
@@ -184,7 +202,9 @@ fn check(path: &std::path::Path, strict: bool) -> anyhow::Result<()> {
     // Exactly what serving builds, so what is listed here is what is served.
     let snapshot = Snapshot::build(Catalog::load(&config, &Default::default())?, &config)?;
     let catalog = &snapshot.catalog;
-    println!("{}: ok, listening on {}", path.display(), config.listen);
+    let listening = [config.listen.map(|a| a.to_string()), config.tls.as_ref().map(|t| format!("{} (TLS)", t.listen))];
+    let listening: Vec<String> = listening.into_iter().flatten().collect();
+    println!("{}: ok, listening on {}", path.display(), listening.join(" and "));
     for source in &catalog.sources {
         println!("loaded {}", source.display());
     }
@@ -228,6 +248,27 @@ fn check(path: &std::path::Path, strict: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGHUP reads the descriptors and the TLS files again (they are watched too; this is for
+/// file systems that do not report changes).
+async fn reload_on_hangup(gateway: Gateway, tls: Option<std::sync::Arc<Tls>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            let (gateway, tls) = (gateway.clone(), tls.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = gateway.reload();
+                if let Some(tls) = tls {
+                    tls.reload();
+                }
+            })
+            .await;
+        }
+    }
 }
 
 async fn shutdown_signal() {

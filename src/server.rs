@@ -16,6 +16,7 @@
 
 mod admission;
 mod preface;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,30 +35,49 @@ use crate::frontends::{Peer, ResponseBody, grpc, rest, soap, websocket};
 use crate::gateway::{Gateway, Worker};
 use crate::observe::access_log;
 use admission::{Activity, Admission, CallGuard, Tracked};
+pub use tls::Tls;
 
-/// Serves on `listener` with `workers` threads (0: one per core) until `shutdown` resolves, then
+/// A socket the gateway accepts connections on: plain text (h2c and HTTP/1.1), or TLS.
+pub struct Listener {
+    socket: std::net::TcpListener,
+    tls: Option<Arc<Tls>>,
+}
+
+impl Listener {
+    /// A listener whose connections shake hands with `tls` first, if given.
+    pub fn new(socket: std::net::TcpListener, tls: Option<Arc<Tls>>) -> Self {
+        Listener { socket, tls }
+    }
+}
+
+/// Serves on `listeners` with `workers` threads (0: one per core) until `shutdown` resolves, then
 /// drains open connections.
 pub async fn serve(
-    listener: std::net::TcpListener,
+    listeners: Vec<Listener>,
     gateway: Gateway,
     workers: usize,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let workers = if workers == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { workers };
-    listener.set_nonblocking(true)?;
+    for listener in &listeners {
+        listener.socket.set_nonblocking(true)?;
+    }
     // Shared by every worker for the life of the process (one per `serve`).
     let admission: &'static Admission = Box::leak(Box::new(Admission::new(&gateway.config().server)));
     let (stop, stopping) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     for n in 0..workers {
-        let listener = listener.try_clone()?;
+        let listeners = listeners
+            .iter()
+            .map(|l| Ok(Listener { socket: l.socket.try_clone()?, tls: l.tls.clone() }))
+            .collect::<std::io::Result<Vec<_>>>()?;
         let gateway = gateway.clone();
         let stopping = stopping.clone();
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name(format!("dragoman-worker-{n}")).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {
-                Ok(runtime) => runtime.block_on(run_worker(listener, gateway, admission, stopping)),
+                Ok(runtime) => runtime.block_on(run_worker(listeners, gateway, admission, stopping)),
                 Err(e) => tracing::error!(error = %e, "cannot start a worker runtime"),
             }
             let _ = done.send(());
@@ -95,23 +115,50 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// What one worker's connections share.
+struct WorkerState {
+    gateway: Gateway,
+    worker: Arc<Worker>,
+    admission: &'static Admission,
+    limits: Arc<ServerLimits>,
+    builder: auto::Builder<TokioExecutor>,
+    stopping: watch::Receiver<bool>,
+    /// The worker's tasks: connections, and the WebSockets that outlive their connection's
+    /// HTTP exchange.
+    connections: tokio_util::task::TaskTracker,
+}
+
 async fn run_worker(
-    listener: std::net::TcpListener,
+    listeners: Vec<Listener>,
     gateway: Gateway,
     admission: &'static Admission,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
+    let limits = gateway.config().server.clone();
+    let state = Arc::new(WorkerState {
+        worker: Arc::new(gateway.worker()),
+        gateway,
+        admission,
+        builder: connection_builder(&limits),
+        limits,
+        stopping,
+        connections: tokio_util::task::TaskTracker::new(),
+    });
+    futures_util::future::join_all(listeners.into_iter().map(|listener| accept(listener, state.clone()))).await;
+    state.connections.close();
+    let _ = tokio::time::timeout(state.limits.drain_timeout, state.connections.wait()).await;
+}
+
+/// Accepts connections on one listener until the gateway stops.
+async fn accept(listener: Listener, state: Arc<WorkerState>) {
+    let socket = match tokio::net::TcpListener::from_std(listener.socket) {
+        Ok(socket) => socket,
         Err(e) => return tracing::error!(error = %e, "worker cannot use the listener"),
     };
-    let limits = gateway.config().server.clone();
-    let worker = Arc::new(gateway.worker());
-    let builder = connection_builder(&limits);
-    let connections = tokio_util::task::TaskTracker::new();
+    let mut stopping = state.stopping.clone();
     loop {
         let (stream, address) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = socket.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -122,85 +169,109 @@ async fn run_worker(
             },
             _ = stopping.wait_for(|s| *s) => break,
         };
-        let Some(permit) = admission.connection() else {
+        let Some(permit) = state.admission.connection() else {
             tracing::debug!(peer = %address, "connection refused: max_connections reached");
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let keepalive = socket2::TcpKeepalive::new().with_time(limits.tcp_keepalive);
+        let keepalive = socket2::TcpKeepalive::new().with_time(state.limits.tcp_keepalive);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        // Everything a request needs, shared once per connection: one reference count per call.
-        let connection = Arc::new(Connection {
-            gateway: gateway.clone(),
-            worker: worker.clone(),
-            admission,
-            activity: Arc::new(Activity::default()),
-            peer: Peer::new(address),
-            _permit: permit,
-            stopping: stopping.clone(),
-            tasks: connections.clone(),
-        });
-        let service = {
-            let connection = connection.clone();
-            hyper::service::service_fn(move |request| {
-                let connection = connection.clone();
-                async move {
-                    let response = match connection.admission.call(&connection.activity) {
-                        Some(guard) => connection.route(request, guard).await,
-                        None => overloaded(&request, &connection).map(|body| Tracked::new(body, None)),
-                    };
-                    Ok::<_, std::convert::Infallible>(response)
+        let (tls, state) = (listener.tls.clone(), state.clone());
+        state.connections.clone().spawn(async move {
+            // The handshake and the first bytes share one header_read_timeout.
+            let started = Instant::now();
+            let timeout = state.limits.header_read_timeout;
+            match tls {
+                None => serve_connection(stream, Peer::new(address), timeout, permit, state).await,
+                Some(tls) => {
+                    let Some((stream, client)) = tls.accept(stream, timeout).await else { return };
+                    let remaining = timeout.saturating_sub(started.elapsed());
+                    serve_connection(stream, Peer::new(address).with_client(client), remaining, permit, state).await;
                 }
-            })
-        };
-        let (builder, limits, mut stopping) = (builder.clone(), limits.clone(), stopping.clone());
-        connections.spawn(async move {
-            let peer = connection.peer.address;
-            let Some(stream) = preface::read(stream, limits.header_read_timeout).await else {
-                return tracing::debug!(%peer, "closed: nothing sent within header_read_timeout");
-            };
-            let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(served);
-            // Closed gracefully (GOAWAY, or `Connection: close` once the response in flight is
-            // sent) when the gateway stops, when no request starts within header_read_timeout of
-            // the preface (HTTP/2 heads have no timer of hyper's), or when it sits idle.
-            let idle = tokio::select! {
-                result = served.as_mut() => Err(result),
-                _ = stopping.wait_for(|s| *s) => Ok(false),
-                () = connection.activity.idle(limits.header_read_timeout, limits.idle_timeout) => Ok(true),
-            };
-            let result = match idle {
-                Err(result) => result,
-                // Stopping: calls in flight finish, within the worker's drain_timeout.
-                Ok(false) => {
-                    served.as_mut().graceful_shutdown();
-                    served.await
-                }
-                // Idle: a client that neither closes nor answers the GOAWAY's PING would hold the
-                // connection until its keep-alive gave up; once nothing is in flight (a stream
-                // may have started after the idle check), it gets a bounded time, then is dropped.
-                Ok(true) => {
-                    tracing::debug!(%peer, "closing an idle connection");
-                    served.as_mut().graceful_shutdown();
-                    loop {
-                        match tokio::time::timeout(limits.header_read_timeout, served.as_mut()).await {
-                            Ok(result) => break result,
-                            Err(_) if connection.activity.in_flight() == 0 => {
-                                tracing::debug!(%peer, "dropped a connection that did not close");
-                                break Ok(());
-                            }
-                            Err(_) => {}
-                        }
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
-    connections.close();
-    let _ = tokio::time::timeout(limits.drain_timeout, connections.wait()).await;
+}
+
+/// Serves one client connection (plain, or past its TLS handshake) until it closes, goes idle or
+/// the gateway stops.
+async fn serve_connection<S>(
+    stream: S,
+    peer: Peer,
+    first_bytes_within: Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    state: Arc<WorkerState>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &state.limits;
+    let address = peer.address;
+    let Some(stream) = preface::read(stream, first_bytes_within).await else {
+        return tracing::debug!(peer = %address, "closed: nothing sent within header_read_timeout");
+    };
+    // Everything a request needs, shared once per connection: one reference count per call.
+    let connection = Arc::new(Connection {
+        gateway: state.gateway.clone(),
+        worker: state.worker.clone(),
+        admission: state.admission,
+        activity: Arc::new(Activity::default()),
+        peer,
+        _permit: permit,
+        stopping: state.stopping.clone(),
+        tasks: state.connections.clone(),
+    });
+    let service = {
+        let connection = connection.clone();
+        hyper::service::service_fn(move |request| {
+            let connection = connection.clone();
+            async move {
+                let response = match connection.admission.call(&connection.activity) {
+                    Some(guard) => connection.route(request, guard).await,
+                    None => overloaded(&request, &connection).map(|body| Tracked::new(body, None)),
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let mut stopping = state.stopping.clone();
+    let served = state.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(served);
+    // Closed gracefully (GOAWAY, or `Connection: close` once the response in flight is
+    // sent) when the gateway stops, when no request starts within header_read_timeout of
+    // the preface (HTTP/2 heads have no timer of hyper's), or when it sits idle.
+    let idle = tokio::select! {
+        result = served.as_mut() => Err(result),
+        _ = stopping.wait_for(|s| *s) => Ok(false),
+        () = connection.activity.idle(limits.header_read_timeout, limits.idle_timeout) => Ok(true),
+    };
+    let result = match idle {
+        Err(result) => result,
+        // Stopping: calls in flight finish, within the worker's drain_timeout.
+        Ok(false) => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+        // Idle: a client that neither closes nor answers the GOAWAY's PING would hold the
+        // connection until its keep-alive gave up; once nothing is in flight (a stream
+        // may have started after the idle check), it gets a bounded time, then is dropped.
+        Ok(true) => {
+            tracing::debug!(peer = %address, "closing an idle connection");
+            served.as_mut().graceful_shutdown();
+            loop {
+                match tokio::time::timeout(limits.header_read_timeout, served.as_mut()).await {
+                    Ok(result) => break result,
+                    Err(_) if connection.activity.in_flight() == 0 => {
+                        tracing::debug!(peer = %address, "dropped a connection that did not close");
+                        break Ok(());
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %address, error = %e, "connection ended with an error");
+    }
 }
 
 /// One client connection, as its requests see it. A WebSocket holds it for as long as it is open,

@@ -49,6 +49,16 @@ pub fn is_descriptor_file(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| e == "proto" || SET_EXTENSIONS.contains(&e))
 }
 
+/// Whether a change at `path` can change the catalog, when `files` are the descriptor files
+/// watched by name: a descriptor file or a folder (which may bring files of its own: inotify
+/// cannot report files written into a folder before its watch is set up) under a watched folder,
+/// or a watched file. Editor swap files and other non-descriptor files are ignored.
+pub fn touches_catalog(path: &Path, files: &[PathBuf]) -> bool {
+    let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+    let folder = path.extension().is_none();
+    !hidden && (is_descriptor_file(path) || folder || files.iter().any(|f| f == path))
+}
+
 /// Reads every descriptor under `paths`, in a stable order (paths as given, folders sorted).
 pub(super) fn load(paths: &[PathBuf], include: &[PathBuf]) -> Result<Vec<Sourced>, CatalogError> {
     let mut out = Vec::new();

@@ -7,7 +7,6 @@
 
 mod load;
 mod merge;
-pub mod watch;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +19,7 @@ use crate::builtin::{self, Local};
 use crate::config::{Config, ServiceRule};
 use crate::observe::metrics::Metrics;
 
-pub use load::{compile_set, is_descriptor_file, proto_sources};
+pub use load::{compile_set, is_descriptor_file, proto_sources, touches_catalog};
 
 /// Why a catalog could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,7 @@ mod websocket;
 pub use rest::{CorsFile, PathBodyConflict, RestFile, RestOptions, StreamFormat};
 pub use server::ServerLimits;
 pub use soap::{SoapFile, SoapOptions};
+pub use tls::{ClientCert, TlsListener, TlsListenerFile};
 pub use traces::{OtlpProtocol, TracesFile, TracesOptions};
 pub use websocket::{AllowedOrigins, WebSocketFile, WebSocketOptions};
 
@@ -28,7 +29,8 @@ pub use websocket::{AllowedOrigins, WebSocketFile, WebSocketOptions};
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Address the one listener binds: gRPC, and later REST, WebSocket and SOAP, all on one port.
+    /// `host:port` the plain-text listener binds: gRPC (h2c), REST, WebSocket and SOAP, all on one
+    /// port; `off` for none (with a `tls:` listener).
     #[serde(default = "default_listen")]
     pub listen: String,
     /// Server threads, each owning its connections end to end; 0 means one per core.
@@ -56,6 +58,9 @@ pub struct FileConfig {
     /// The SOAP frontend.
     #[serde(default)]
     pub soap: SoapFile,
+    /// The TLS listener (certificate, key, client certificates); off unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsListenerFile>,
     /// The admin listener (health and readiness probes, the catalog); off unless given.
     #[serde(default)]
     pub admin: AdminFile,
@@ -133,7 +138,9 @@ fn default_true() -> bool {
 /// Typed, validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// The plain-text listener's address, unless it is `off`.
+    pub listen: Option<SocketAddr>,
+    pub tls: Option<TlsListener>,
     pub workers: usize,
     pub server: Arc<ServerLimits>,
     pub rest: Arc<RestOptions>,
@@ -255,9 +262,17 @@ impl Config {
 
     fn from_file(file: FileConfig, base: &Path) -> Result<Self, String> {
         let effective = Arc::new(serde_json::to_value(&file).map_err(|e| format!("the config cannot be shown: {e}"))?);
-        let listen =
-            file.listen.parse().map_err(|_| format!("at `listen`: expected host:port, got {:?}", file.listen))?;
+        let listen = match file.listen.as_str() {
+            "off" => None,
+            address => {
+                Some(address.parse().map_err(|_| format!("at `listen`: expected host:port or off, got {address:?}"))?)
+            }
+        };
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let tls = file.tls.map(|tls| TlsListener::from_file(tls, resolve)).transpose()?;
+        if listen.is_none() && tls.is_none() {
+            return Err("at `listen`: off, and there is no `tls:` listener either: nothing would listen".to_owned());
+        }
         let services = file
             .services
             .into_iter()
@@ -277,6 +292,7 @@ impl Config {
         };
         Ok(Config {
             listen,
+            tls,
             workers: file.workers,
             server: Arc::new(file.server),
             rest,
@@ -400,6 +416,18 @@ mod tests {
         let err = Config::parse("services:\n  - match: 'shop*'\n    backends: [http://x:1]\n", Path::new("."))
             .expect_err("bad pattern");
         assert!(err.contains("services[0].match"), "{err}");
+    }
+
+    #[test]
+    fn the_tls_listener_is_checked_at_load() {
+        let err = Config::parse("listen: off\n", Path::new(".")).expect_err("nothing listens");
+        assert!(err.contains("nothing would listen"), "{err}");
+        let yaml = "listen: off\ntls:\n  listen: 127.0.0.1:8443\n  cert_file: missing.pem\n  key_file: missing.key\n";
+        let err = Config::parse(yaml, Path::new("/nowhere")).expect_err("unreadable certificate");
+        assert!(err.contains("at `tls`") && err.contains("/nowhere/missing.pem"), "{err}");
+        let yaml = "tls:\n  listen: 127.0.0.1:8443\n  cert_file: a\n  key_file: b\n  client_cert: sometimes\n";
+        let err = Config::parse(yaml, Path::new(".")).expect_err("unknown mode");
+        assert!(err.contains("tls.client_cert"), "{err}");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Request metadata as every frontend builds it: the client's headers that may become gRPC
-//! metadata, checked, and this hop added to `X-Forwarded-For` and `Forwarded` — the same way
-//! whichever protocol the call came in on.
+//! metadata, checked, this hop added to `X-Forwarded-For` and `Forwarded`, and the client's
+//! verified certificate in `X-Forwarded-Client-Cert` — the same way whichever protocol the call
+//! came in on.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::Code;
 
-use crate::call::is_framing_header;
+use crate::call::{ClientIdentity, is_framing_header};
 use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};
 use crate::observe::trace::{TRACEPARENT, TRACESTATE};
@@ -42,6 +44,9 @@ fn is_base64(value: &[u8]) -> bool {
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Envoy's header for the client certificate a proxy verified, which backends behind Envoy
+/// already read. Only the gateway writes it: a client's own is always dropped.
+pub(crate) static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// The client at the other end of a connection, with what this hop adds to the forwarding
 /// headers formatted once per connection rather than per call.
@@ -53,6 +58,9 @@ pub struct Peer {
     node: String,
     xff: Option<HeaderValue>,
     forwarded: Option<HeaderValue>,
+    /// The client's verified certificate (mutual TLS), and its `X-Forwarded-Client-Cert` value.
+    pub client: Option<Arc<ClientIdentity>>,
+    client_cert: Option<HeaderValue>,
 }
 
 impl Peer {
@@ -61,13 +69,44 @@ impl Peer {
         let node = if address.is_ipv6() { format!("for=\"[{ip}]\"") } else { format!("for={ip}") };
         let xff = HeaderValue::from_str(&ip).ok();
         let forwarded = HeaderValue::from_str(&node).ok();
-        Peer { address, ip, node, xff, forwarded }
+        Peer { address, ip, node, xff, forwarded, client: None, client_cert: None }
+    }
+
+    /// The same peer, known by the certificate it showed.
+    pub fn with_client(mut self, client: Option<Arc<ClientIdentity>>) -> Self {
+        self.client_cert = client.as_deref().and_then(|c| HeaderValue::from_str(&client_cert(c)).ok());
+        self.client = client;
+        self
     }
 }
 
+/// Envoy's `X-Forwarded-Client-Cert` element for one certificate: `Hash=…;Subject="…";URI=…;DNS=…`,
+/// values with `,;="` in them quoted, a quote escaped.
+fn client_cert(client: &ClientIdentity) -> String {
+    let value = |v: &str| {
+        if v.contains([',', ';', '=', '"']) { format!("\"{}\"", v.replace('"', "\\\"")) } else { v.to_owned() }
+    };
+    let mut out = format!("Hash={}", client.hash);
+    if !client.subject.is_empty() {
+        out.push_str(&format!(";Subject={}", value(&client.subject)));
+    }
+    for uri in &client.uris {
+        out.push_str(&format!(";URI={}", value(uri)));
+    }
+    for dns in &client.dns_names {
+        out.push_str(&format!(";DNS={}", value(dns)));
+    }
+    out
+}
+
 /// Adds this hop to `X-Forwarded-For` and `Forwarded` (RFC 7239), after whatever the client's own
-/// proxies wrote in `headers` (every line of them, joined).
+/// proxies wrote in `headers` (every line of them, joined); sets `X-Forwarded-Client-Cert` to the
+/// client's verified certificate, or removes it.
 pub(crate) fn add_forwarded(headers: &HeaderMap, out: &mut HeaderMap, peer: &Peer) {
+    out.remove(&X_FORWARDED_CLIENT_CERT);
+    if let Some(value) = &peer.client_cert {
+        out.insert(X_FORWARDED_CLIENT_CERT.clone(), value.clone());
+    }
     let chain = |name: &HeaderName, this: &str, alone: &Option<HeaderValue>| -> Option<HeaderValue> {
         let prior: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
         if prior.is_empty() {
@@ -144,6 +183,27 @@ mod tests {
         let v6 = Peer::new("[::1]:5000".parse().expect("address"));
         add_forwarded(&HeaderMap::new(), &mut out, &v6);
         assert_eq!(out["forwarded"], "for=\"[::1]\"");
+    }
+
+    #[test]
+    fn only_a_verified_certificate_is_forwarded() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-client-cert", HeaderValue::from_static("Hash=forged"));
+        let mut out = headers.clone();
+        add_forwarded(&headers, &mut out, &Peer::new("10.0.0.9:5000".parse().expect("address")));
+        assert!(!out.contains_key("x-forwarded-client-cert"), "a client's own is dropped");
+        let client = ClientIdentity {
+            subject: "CN=billing,O=Example \"Ltd\"".into(),
+            dns_names: vec!["billing.internal".into()],
+            uris: vec!["spiffe://example.org/billing".into()],
+            hash: "ab12".into(),
+        };
+        let peer = Peer::new("10.0.0.9:5000".parse().expect("address")).with_client(Some(Arc::new(client)));
+        add_forwarded(&headers, &mut out, &peer);
+        assert_eq!(
+            out["x-forwarded-client-cert"],
+            r#"Hash=ab12;Subject="CN=billing,O=Example \"Ltd\"";URI=spiffe://example.org/billing;DNS=billing.internal"#
+        );
     }
 
     #[test]

@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// HTTP/2's connection preface (RFC 9113, 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -21,7 +20,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Reads the connection's first bytes within `timeout`: the whole HTTP/2 preface, or as soon as
 /// the bytes cannot be it (HTTP/1.1: hyper times the rest of the head). None when the client
 /// sends nothing in time or closes first.
-pub(super) async fn read(mut stream: TcpStream, timeout: Duration) -> Option<Prefixed> {
+pub(super) async fn read<S: AsyncRead + Unpin>(mut stream: S, timeout: Duration) -> Option<Prefixed<S>> {
     let mut first = Vec::with_capacity(PREFACE.len());
     let reading = async {
         loop {
@@ -42,13 +41,13 @@ pub(super) async fn read(mut stream: TcpStream, timeout: Duration) -> Option<Pre
 }
 
 /// A connection whose first bytes were already read: they are read again first.
-pub(super) struct Prefixed {
+pub(super) struct Prefixed<S> {
     first: Vec<u8>,
     offset: usize,
-    stream: TcpStream,
+    stream: S,
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         if self.offset < self.first.len() {
             let n = buf.remaining().min(self.first.len() - self.offset);
@@ -65,7 +64,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }

@@ -38,7 +38,7 @@ pub struct TestGateway {
     /// The descriptors folder the gateway loads and watches.
     pub descriptors: PathBuf,
     _dir: tempfile::TempDir,
-    _watcher: Option<dragoman::catalog::watch::Watcher>,
+    _watcher: Option<dragoman::watch::Watcher>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -254,7 +254,7 @@ impl Builder {
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = gateway.clone();
         tokio::spawn(async move {
-            let _ = dragoman::server::serve(listener, serving, 2, async {
+            let _ = dragoman::server::serve(vec![dragoman::server::Listener::new(listener, None)], serving, 2, async {
                 let _ = stopped.await;
             })
             .await;
@@ -516,12 +516,20 @@ impl dragoman::demo::pb::shop::users::v1::user_service_server::UserService for E
         request: tonic::Request<dragoman::demo::pb::shop::users::v1::GetUserRequest>,
     ) -> Result<tonic::Response<dragoman::demo::pb::shop::users::v1::User>, tonic::Status> {
         let seen = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-        let display_name =
-            ["x-request-id", "grpc-timeout", "authorization", "connection", "x-forwarded-for", "content-type", "te"]
-                .iter()
-                .map(|h| format!("{h}={}", seen(h)))
-                .collect::<Vec<_>>()
-                .join(" ");
+        let display_name = [
+            "x-request-id",
+            "grpc-timeout",
+            "authorization",
+            "connection",
+            "x-forwarded-for",
+            "content-type",
+            "te",
+            "x-forwarded-client-cert",
+        ]
+        .iter()
+        .map(|h| format!("{h}={}", seen(h)))
+        .collect::<Vec<_>>()
+        .join(" ");
         if request.get_ref().id == "fail" {
             let mut metadata = tonic::metadata::MetadataMap::new();
             metadata.insert("x-error-detail", "in the trailers".parse().expect("ascii"));

@@ -108,6 +108,7 @@ impl GrpcFrontend {
             metadata: metadata(parts.headers, peer),
             deadline,
             peer: Some(peer.address),
+            client: peer.client.clone(),
             body,
         };
         match self.stack.clone().oneshot(call).await {
@@ -142,7 +143,8 @@ fn metadata(mut headers: HeaderMap, peer: &Peer) -> HeaderMap {
     let content_type = headers.remove(CONTENT_TYPE);
     let mut forwarded = HeaderMap::new();
     super::metadata::add_forwarded(&headers, &mut forwarded, peer);
-    for name in crate::call::FRAMING_HEADERS.iter().chain([&crate::call::GRPC_TIMEOUT]) {
+    let dropped = [&crate::call::GRPC_TIMEOUT, &super::metadata::X_FORWARDED_CLIENT_CERT];
+    for name in crate::call::FRAMING_HEADERS.iter().chain(dropped) {
         headers.remove(name);
     }
     headers.extend(forwarded);

@@ -228,6 +228,7 @@ impl RestFrontend {
             metadata,
             deadline,
             peer: Some(peer.address),
+            client: peer.client.clone(),
             body: call_body,
         };
         let reply = self.stack.clone().oneshot(call).await;

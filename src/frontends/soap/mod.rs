@@ -312,6 +312,7 @@ impl SoapFrontend {
             metadata,
             deadline,
             peer: Some(peer.address),
+            client: peer.client.clone(),
             body: Full::new(frames.freeze()).map_err(|never| match never {}).boxed_unsync(),
         };
         let replies = match self.stack.clone().oneshot(call).await {

@@ -50,6 +50,7 @@ pub(super) struct Start {
     pub metadata: HeaderMap,
     pub deadline: Option<Instant>,
     pub peer: std::net::SocketAddr,
+    pub client: Option<Arc<crate::call::ClientIdentity>>,
 }
 
 /// Starts a call: its request side, and the future that pumps its reply into `queue` and
@@ -69,6 +70,7 @@ pub(super) fn start(
         metadata: start.metadata,
         deadline: start.deadline,
         peer: Some(start.peer),
+        client: start.client,
         body: ChannelBody(receiver).boxed_unsync(),
     };
     let pump = async move {

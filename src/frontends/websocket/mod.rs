@@ -127,6 +127,7 @@ impl WebSocketFrontend {
         let response = handshake::switching(&accepted);
         let upgrade = hyper::upgrade::on(&mut request);
         let this = self.clone();
+        let client = peer.client.clone();
         let peer = peer.address;
         let Lease { hold, stopping, tasks, admit } = lease;
         tasks.spawn(async move {
@@ -148,6 +149,7 @@ impl WebSocketFrontend {
                             metadata,
                             deadline: timeout.and_then(|t| started.checked_add(t)),
                             peer,
+                            client,
                         },
                         replies: Arc::new(frames::Replies {
                             output: descriptor.output(),
@@ -162,7 +164,7 @@ impl WebSocketFrontend {
                     single::run(socket, session).await;
                 }
                 Target::Multiplexed => {
-                    let session = mux::Session { frontend: this, tables, metadata, peer, stopping, admit };
+                    let session = mux::Session { frontend: this, tables, metadata, peer, client, stopping, admit };
                     mux::run(socket, session).await;
                 }
             }

@@ -45,6 +45,7 @@ pub(super) struct Session {
     /// Metadata from the upgrade request, which every call on the socket carries.
     pub metadata: HeaderMap,
     pub peer: SocketAddr,
+    pub client: Option<Arc<crate::call::ClientIdentity>>,
     pub stopping: watch::Receiver<bool>,
     /// A slot under the server's `max_calls_in_flight`, held by each call.
     pub admit: super::Admit,
@@ -312,6 +313,7 @@ impl Mux {
             metadata,
             deadline,
             peer: self.session.peer,
+            client: self.session.client.clone(),
         };
         let replies = Arc::new(Replies {
             output: descriptor.output(),
