@@ -23,6 +23,7 @@ use crate::frontends::grpc::GrpcFrontend;
 use crate::frontends::rest::{self, RestFrontend};
 use crate::frontends::soap::{self, SoapFrontend};
 use crate::frontends::websocket::WebSocketFrontend;
+use crate::observe::trace::Tracer;
 use crate::stack;
 use crate::upstream::Upstream;
 use crate::watch::Watcher;
@@ -110,6 +111,9 @@ struct Shared {
     reloading: std::sync::Mutex<()>,
     /// The descriptor watch and the config file's, replaced when a reload moves them.
     watches: std::sync::Mutex<Watches>,
+    /// Starts every call's span (off unless `traces.otlp_endpoint` is set); one exporter for
+    /// every worker's stack, set up at start (`traces:` changes on restart).
+    tracer: Tracer,
 }
 
 #[derive(Default)]
@@ -122,6 +126,7 @@ impl Gateway {
     /// Loads the catalog the config names. Must be called inside a tokio runtime.
     pub fn new(config: Config) -> Result<Self, CatalogError> {
         let metrics = Arc::new(crate::observe::metrics::Metrics::default());
+        let tracer = Tracer::new(&config.traces).map_err(|e| CatalogError::Other(e.to_string()))?;
         let snapshot = Snapshot::load(Arc::new(config), &metrics)?;
         snapshot.log_warnings();
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -137,6 +142,7 @@ impl Gateway {
                 metrics,
                 reloading: Default::default(),
                 watches: Default::default(),
+                tracer,
             }),
         };
         gateway.shared.runtime.spawn(gateway.report_health(None));
@@ -158,6 +164,13 @@ impl Gateway {
         &self.shared.metrics
     }
 
+    /// Sends the spans still queued to the collector and stops exporting (the end of serving,
+    /// once calls in flight are done). Waits at most `traces.export_timeout`, off the workers.
+    pub async fn shutdown_traces(&self) {
+        let tracer = self.shared.tracer.clone();
+        let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+    }
+
     /// Whether shutdown has begun: the readiness probe's answer.
     pub fn is_draining(&self) -> bool {
         self.shared.draining.load(std::sync::atomic::Ordering::Relaxed)
@@ -171,7 +184,7 @@ impl Gateway {
     /// What one server worker needs of its own: frontends over a policy stack whose upstream
     /// connections belong to that worker's runtime, so a call never crosses threads.
     pub fn worker(&self, config: &Arc<Config>) -> Worker {
-        let stack = stack::build(Upstream::new(config), self.shared.health_service.clone());
+        let stack = stack::build(Upstream::new(config), self.shared.health_service.clone(), self.shared.tracer.clone());
         Worker {
             config: config.clone(),
             grpc: GrpcFrontend { stack: stack.clone(), max_message_size: config.server.max_message_size },
@@ -238,7 +251,7 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let restart: Vec<&str> = ["listen", "workers", "server", "tls", "admin"]
+        let restart: Vec<&str> = ["listen", "workers", "server", "tls", "admin", "traces"]
             .into_iter()
             .filter(|key| config.effective.get(key) != current.effective.get(key))
             .collect();

@@ -150,7 +150,9 @@ async fn serve(
         });
     }
     let workers = gateway.config().workers;
-    dragoman::server::serve(listeners, gateway, workers, shutdown_signal()).await?;
+    dragoman::server::serve(listeners, gateway.clone(), workers, shutdown_signal()).await?;
+    // The calls in flight are done: their spans are the last to send.
+    gateway.shutdown_traces().await;
     // The admin listener answers (`/readyz`: draining) until the calls in flight are done.
     let _ = admin_stop.send(());
     drop(backends);

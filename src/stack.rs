@@ -8,16 +8,19 @@ use crate::builtin::{InProcessLayer, TonicService};
 use crate::call::{Call, Reply};
 use crate::error::GatewayError;
 use crate::observe::access_log::AccessLogLayer;
+use crate::observe::trace::Tracer;
 use crate::policy::deadline::DeadlineLayer;
 use crate::upstream::Upstream;
 
 /// The policy stack every call goes through.
 pub type Stack = BoxCloneSyncService<Call, Reply, GatewayError>;
 
-pub fn build(upstream: Upstream, health: TonicService) -> Stack {
+pub fn build(upstream: Upstream, health: TonicService, tracer: Tracer) -> Stack {
     let stack = ServiceBuilder::new()
-        // Outermost: sees every call and its final status, refusals by the layers below included.
-        .layer(AccessLogLayer)
+        // Outermost: sees every call and its final status, refusals by the layers below included;
+        // starts the call's span before any layer below can refuse it, and points the backend's
+        // `traceparent` at that span.
+        .layer(AccessLogLayer::new(tracer))
         // Fixes the deadline (client's or the service's default) before anything waits on it,
         // and bounds everything below it, streaming included.
         .layer(DeadlineLayer)

@@ -78,6 +78,10 @@ async fn probes_and_the_catalog() {
     assert_eq!(config["server"]["drain_timeout"], "10s", "{config}");
     assert_eq!(config["rest"]["max_request_body_size"], 16 << 20, "{config}");
     assert_eq!(config["soap"]["path_prefix"], "/soap", "{config}");
+    assert!(config["traces"]["otlp_endpoint"].is_null(), "traces are off by default: {config}");
+    assert_eq!(config["traces"]["sampling_ratio"], 1.0, "{config}");
+    assert_eq!(config["traces"]["service_name"], "dragoman", "{config}");
+    assert_eq!(config["traces"]["export_interval"], "5s", "{config}");
     assert_eq!(config["services"][0]["match"], "shop.users.v1.UserService", "{config}");
     assert!(config["admin"]["listen"].is_null(), "{config}");
 

@@ -361,6 +361,7 @@ fn config_example_is_valid() {
     assert_eq!(format!("{:?}", config.server), format!("{:?}", dragoman::config::ServerLimits::default()));
     assert_eq!(config.services[1].queue_timeout, std::time::Duration::from_secs(1));
     assert!(config.services[2].tls.is_some());
+    assert_eq!(config.traces.otlp_endpoint.as_ref().map(|e| e.to_string()).as_deref(), Some("http://127.0.0.1:4317/"));
     assert_eq!(config.rule_for("shop.products.v1.ProductService").map(|r| r.index), Some(0));
     assert_eq!(config.rule_for("shop.orders.v1.OrderService").map(|r| r.index), Some(1));
 }

@@ -15,12 +15,14 @@ mod rest;
 mod server;
 mod soap;
 mod tls;
+mod traces;
 mod websocket;
 
 pub use rest::{CorsFile, PathBodyConflict, RestFile, RestOptions, StreamFormat};
 pub use server::ServerLimits;
 pub use soap::{SoapFile, SoapOptions};
 pub use tls::{ClientCert, TlsListener, TlsListenerFile};
+pub use traces::{OtlpProtocol, TracesFile, TracesOptions};
 pub use websocket::{AllowedOrigins, WebSocketFile, WebSocketOptions};
 
 /// The configuration file as written.
@@ -62,6 +64,10 @@ pub struct FileConfig {
     /// The admin listener (health and readiness probes, the catalog); off unless given.
     #[serde(default)]
     pub admin: AdminFile,
+    /// OpenTelemetry traces: one span per call, sent over OTLP; off unless `otlp_endpoint` is
+    /// given.
+    #[serde(default)]
+    pub traces: TracesFile,
     /// Which backends serve which services. The most specific `match` wins: an exact service name
     /// before a pattern, a longer pattern before a shorter one.
     #[serde(default)]
@@ -142,6 +148,7 @@ pub struct Config {
     pub soap: Arc<SoapOptions>,
     /// Where the admin listener binds, if anywhere.
     pub admin: Option<SocketAddr>,
+    pub traces: TracesOptions,
     pub descriptors: Vec<PathBuf>,
     pub proto_include: Vec<PathBuf>,
     pub watch: bool,
@@ -276,6 +283,7 @@ impl Config {
         let rest = Arc::new(RestOptions::from_file(file.rest, &file.server)?);
         let websocket = Arc::new(WebSocketOptions::from_file(file.websocket, &file.server)?);
         let soap = Arc::new(SoapOptions::from_file(file.soap)?);
+        let traces = TracesOptions::from_file(file.traces)?;
         let admin = match &file.admin.listen {
             None => None,
             Some(address) => {
@@ -291,6 +299,7 @@ impl Config {
             websocket,
             soap,
             admin,
+            traces,
             descriptors: file.descriptors.into_iter().map(resolve).collect(),
             proto_include: file.proto_include.into_iter().map(resolve).collect(),
             watch: file.watch,
@@ -419,5 +428,38 @@ mod tests {
         let yaml = "tls:\n  listen: 127.0.0.1:8443\n  cert_file: a\n  key_file: b\n  client_cert: sometimes\n";
         let err = Config::parse(yaml, Path::new(".")).expect_err("unknown mode");
         assert!(err.contains("tls.client_cert"), "{err}");
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_checked() {
+        let config = Config::parse("{}", Path::new(".")).expect("empty config");
+        assert!(config.traces.otlp_endpoint.is_none());
+        assert_eq!((config.traces.sampling_ratio, config.traces.service_name.as_str()), (1.0, "dragoman"));
+        assert_eq!(config.effective["traces"]["sampling_ratio"], 1.0);
+        let config = Config::parse("traces:\n  otlp_endpoint: http://127.0.0.1:4317\n", Path::new(".")).expect("on");
+        assert_eq!(config.traces.otlp_endpoint.map(|u| u.to_string()).as_deref(), Some("http://127.0.0.1:4317/"));
+        let http = "traces:\n  otlp_endpoint: http://127.0.0.1:4318\n  protocol: http/protobuf\n";
+        let config = Config::parse(http, Path::new(".")).expect("http");
+        let url = config.traces.otlp_endpoint.map(|u| u.to_string());
+        assert_eq!(url.as_deref(), Some("http://127.0.0.1:4318/v1/traces"), "the path defaults to OTLP/HTTP's");
+        let http = "traces:\n  otlp_endpoint: http://c:80/otlp/spans\n  protocol: http/protobuf\n";
+        let url = Config::parse(http, Path::new(".")).expect("http").traces.otlp_endpoint.map(|u| u.to_string());
+        assert_eq!(url.as_deref(), Some("http://c:80/otlp/spans"));
+        for (yaml, key) in [
+            ("traces:\n  sampling_ratio: 1.5\n", "traces.sampling_ratio"),
+            ("traces:\n  sampling_ratio: -0.1\n", "traces.sampling_ratio"),
+            ("traces:\n  otlp_endpoint: localhost:4317\n", "traces.otlp_endpoint"),
+            ("traces:\n  otlp_endpoint: ftp://x:1\n", "traces.otlp_endpoint"),
+            ("traces:\n  otlp_endpoint: http://x:1/v1/traces\n", "traces.otlp_endpoint"),
+            ("traces:\n  protocol: http\n", "traces.protocol"),
+            ("traces:\n  otlp_endpoint: 'http:// x'\n", "traces.otlp_endpoint"),
+            ("traces:\n  service_name: ''\n", "traces.service_name"),
+            ("traces:\n  export_interval: 0s\n", "traces.export_interval"),
+            ("traces:\n  max_queue_size: 0\n", "traces.max_queue_size"),
+            ("traces:\n  endpoint: http://x:1\n", "endpoint"),
+        ] {
+            let err = Config::parse(yaml, Path::new(".")).expect_err(yaml);
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
     }
 }

@@ -12,6 +12,7 @@ use tonic::Code;
 use crate::call::{ClientIdentity, is_framing_header};
 use crate::config::RestOptions;
 use crate::error::{GatewayError, Origin};
+use crate::observe::trace::{TRACEPARENT, TRACESTATE};
 
 /// A metadata entry a client may send: no framing header, no `grpc-` name (reserved by gRPC for
 /// the transport: `grpc-timeout` becomes the deadline), and a `-bin` value that is base64, as
@@ -121,12 +122,21 @@ pub(crate) fn add_forwarded(headers: &HeaderMap, out: &mut HeaderMap, peer: &Pee
     }
 }
 
-/// The request headers that become gRPC metadata, as `rest:` configures them for REST and
-/// WebSocket alike: the forwarded ones, those with the metadata prefix (without it), and
-/// `X-Forwarded-For`/`Forwarded` with this hop added. Framing headers and `grpc-` names never do,
-/// whatever the config says; a `-bin` value must be base64.
+/// The request headers that become gRPC metadata, as `rest:` configures them for REST, WebSocket
+/// and SOAP alike: the forwarded ones, those with the metadata prefix (without it), W3C Trace
+/// Context's `traceparent` and `tracestate` always (a trace crosses every hop, whatever the
+/// config forwards), and `X-Forwarded-For`/`Forwarded` with this hop added. Framing headers and
+/// `grpc-` names never do, whatever the config says; a `-bin` value must be base64.
 pub(crate) fn from_headers(headers: &HeaderMap, options: &RestOptions, peer: &Peer) -> Result<HeaderMap, GatewayError> {
     let mut out = HeaderMap::new();
+    for name in [&TRACEPARENT, &TRACESTATE] {
+        if options.forward_headers.contains(name) {
+            continue;
+        }
+        for value in headers.get_all(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
     for name in &options.forward_headers {
         for value in headers.get_all(name) {
             if check(name, value)? {
@@ -194,6 +204,26 @@ mod tests {
             out["x-forwarded-client-cert"],
             r#"Hash=ab12;Subject="CN=billing,O=Example \"Ltd\"";URI=spiffe://example.org/billing;DNS=billing.internal"#
         );
+    }
+
+    #[test]
+    fn trace_context_always_becomes_metadata() {
+        let peer = Peer::new("10.0.0.9:5000".parse().expect("address"));
+        let mut headers = HeaderMap::new();
+        headers
+            .insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        headers.insert("tracestate", HeaderValue::from_static("vendor=x"));
+        headers.insert("x-not-forwarded", HeaderValue::from_static("y"));
+        let config = crate::config::Config::parse("{}", std::path::Path::new(".")).expect("empty config");
+        let mut options = (*config.rest).clone();
+        for forward in [vec![], vec![TRACEPARENT.clone()]] {
+            options.forward_headers = forward;
+            let out = from_headers(&headers, &options, &peer).expect("valid");
+            assert_eq!(out.get_all("traceparent").iter().count(), 1);
+            assert_eq!(out["traceparent"], headers["traceparent"]);
+            assert_eq!(out["tracestate"], "vendor=x");
+            assert!(!out.contains_key("x-not-forwarded"));
+        }
     }
 
     #[test]

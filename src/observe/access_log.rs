@@ -1,5 +1,6 @@
-//! `AccessLog<S>`: one `tracing` line per call — protocol, method, peer, gRPC status, duration —
-//! and the call's metrics (`observe::metrics`), written when the call really ends: at the reply's trailers, at a refusal, or when the client
+//! `AccessLog<S>`: one `tracing` line per call — protocol, method, peer, gRPC status, duration,
+//! trace id when the call has one — the call's metrics (`observe::metrics`) and its span
+//! (`observe::trace`), written when the call really ends: at the reply's trailers, at a refusal, or when the client
 //! drops the reply before the end (logged as CANCELLED). Target `dragoman::access`, so
 //! `RUST_LOG=dragoman::access=off` silences it.
 
@@ -15,8 +16,9 @@ use tonic::Code;
 
 use crate::call::{Body, Call, Protocol, Reply};
 use crate::error::GatewayError;
+use crate::observe::trace::{CallTrace, Tracer};
 
-/// Logs one finished call.
+/// Logs one finished call that never reached the stack (so has no trace).
 pub fn record(
     protocol: Protocol,
     method: &str,
@@ -25,12 +27,26 @@ pub fn record(
     message: &str,
     started: Instant,
 ) {
+    write(protocol, method, peer, code, message, started, None);
+}
+
+/// Logs one finished call, with the trace it belongs to if any.
+fn write(
+    protocol: Protocol,
+    method: &str,
+    peer: Option<std::net::SocketAddr>,
+    code: Code,
+    message: &str,
+    started: Instant,
+    trace_id: Option<opentelemetry::trace::TraceId>,
+) {
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let peer = peer.map(tracing::field::display);
+    let trace_id = trace_id.map(tracing::field::display);
     if code == Code::Ok {
-        tracing::info!(target: "dragoman::access", protocol = protocol.as_str(), method, peer, status = ?code, duration_ms, "call");
+        tracing::info!(target: "dragoman::access", protocol = protocol.as_str(), method, peer, status = ?code, duration_ms, trace_id, "call");
     } else {
-        tracing::info!(target: "dragoman::access", protocol = protocol.as_str(), method, peer, status = ?code, message, duration_ms, "call");
+        tracing::info!(target: "dragoman::access", protocol = protocol.as_str(), method, peer, status = ?code, message, duration_ms, trace_id, "call");
     }
 }
 
@@ -49,19 +65,29 @@ pub fn refused(
     record(protocol, method.path(), peer, code, message, started);
 }
 
+/// Logs, counts and traces every call; traces go where `tracer` sends them (nowhere when off).
 #[derive(Debug, Clone, Default)]
-pub struct AccessLogLayer;
+pub struct AccessLogLayer {
+    tracer: Tracer,
+}
+
+impl AccessLogLayer {
+    pub fn new(tracer: Tracer) -> Self {
+        AccessLogLayer { tracer }
+    }
+}
 
 impl<S> tower::Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner }
+        AccessLog { inner, tracer: self.tracer.clone() }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct AccessLog<S> {
     inner: S,
+    tracer: Tracer,
 }
 
 impl<S> tower::Service<Call> for AccessLog<S>
@@ -77,13 +103,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, call: Call) -> Self::Future {
+    fn call(&mut self, mut call: Call) -> Self::Future {
         call.method.metrics.start(call.protocol);
+        let started = Instant::now();
+        // Before the call goes on: the backend's `traceparent` names this call's span.
+        let trace = self.tracer.start(&mut call);
         let entry = Entry {
             protocol: call.protocol,
             method: call.method.clone(),
             peer: call.peer,
-            started: Instant::now(),
+            started,
+            trace,
             finished: false,
         };
         let reply = self.inner.call(call);
@@ -110,6 +140,7 @@ struct Entry {
     method: std::sync::Arc<crate::catalog::MethodRoute>,
     peer: Option<std::net::SocketAddr>,
     started: Instant,
+    trace: CallTrace,
     finished: bool,
 }
 
@@ -119,7 +150,8 @@ impl Entry {
             return;
         }
         self.method.metrics.finish(self.protocol, code, self.started.elapsed());
-        record(self.protocol, self.method.path(), self.peer, code, message, self.started);
+        self.trace.finish(code, message);
+        write(self.protocol, self.method.path(), self.peer, code, message, self.started, self.trace.trace_id());
     }
 }
 

@@ -1,8 +1,9 @@
-//! Observability: the access log (one line per call), the call metrics, and the tracing set-up
-//! the binary uses.
+//! Observability: the access log (one line per call), the call metrics, OpenTelemetry traces
+//! (one span per call, exported over OTLP), and the `tracing` log set-up the binary uses.
 
 pub mod access_log;
 pub mod metrics;
+pub mod trace;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: `info`).
 pub fn init_tracing() {

@@ -57,6 +57,7 @@ impl TestGateway {
             server_yaml: String::new(),
             websocket_yaml: String::new(),
             soap_yaml: String::new(),
+            traces_yaml: String::new(),
             include: false,
         }
     }
@@ -136,6 +137,7 @@ pub struct Builder {
     server_yaml: String,
     websocket_yaml: String,
     soap_yaml: String,
+    traces_yaml: String,
     include: bool,
 }
 
@@ -189,6 +191,12 @@ impl Builder {
         self
     }
 
+    /// Lines of the config's `traces:` section (indented two spaces).
+    pub fn traces(mut self, yaml: &str) -> Self {
+        self.traces_yaml.push_str(yaml);
+        self
+    }
+
     /// Leave the demo services without backends.
     pub fn without_demo_rules(mut self) -> Self {
         self.demo_rules = false;
@@ -225,6 +233,9 @@ impl Builder {
         }
         if !self.soap_yaml.is_empty() {
             rest.push_str(&format!("soap:\n{}", self.soap_yaml));
+        }
+        if !self.traces_yaml.is_empty() {
+            rest.push_str(&format!("traces:\n{}", self.traces_yaml));
         }
         if self.include {
             rest.push_str(&format!("proto_include: [{}]\n", root().join("proto").display()));
