@@ -2,8 +2,10 @@
 //! built on axum. It never serves API traffic, and API traffic never reaches it.
 //!
 //! - `GET /healthz`: the process is alive (200 `ok`).
-//! - `GET /readyz`: the gateway takes calls: a catalog is loaded and it is not draining (200
-//!   `ready`); 503 `draining` once shutdown has begun, while calls in flight finish.
+//! - `GET /readyz`: the gateway takes calls (200 `ready`): a catalog is loaded, every service a
+//!   rule routes has a backend that can be reached (a connection is open, or a TCP dial connects
+//!   within a second), and it is not draining. 503 `draining` once shutdown has begun, while
+//!   calls in flight finish; 503 naming the services with no backend in reach.
 //! - `GET /metrics`: the call metrics (`observe::metrics`), the catalog's (generation, reloads by
 //!   result, services, methods) and the process's (RSS, open descriptors), Prometheus text or
 //!   OpenMetrics.
@@ -11,6 +13,9 @@
 //! - `GET /admin/catalog`: the current catalog as JSON: its generation, the latest reload error,
 //!   each service with its backends, methods, their kinds and HTTP bindings, and the snapshot's
 //!   warnings.
+//! - `GET /admin/backends`: each backend endpoint: its state (up, down, idle), connections, calls
+//!   in flight, calls, failures, dials and failed dials, the last error and when, the services it
+//!   serves.
 
 use std::future::Future;
 
@@ -38,6 +43,7 @@ fn router(gateway: Gateway) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/admin/catalog", get(catalog))
+        .route("/admin/backends", get(backends))
         .route("/metrics", get(metrics))
         .route(
             "/admin/config",
@@ -46,8 +52,65 @@ fn router(gateway: Gateway) -> Router {
         .with_state(gateway)
 }
 
-async fn ready(State(gateway): State<Gateway>) -> (StatusCode, &'static str) {
-    if gateway.is_draining() { (StatusCode::SERVICE_UNAVAILABLE, "draining\n") } else { (StatusCode::OK, "ready\n") }
+async fn ready(State(gateway): State<Gateway>) -> (StatusCode, String) {
+    if gateway.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned());
+    }
+    let snapshot = gateway.snapshot();
+    // Each rule that routes a service is probed once, its backends at once.
+    let rules = snapshot.config.services.iter().filter(|rule| {
+        snapshot.catalog.services().iter().any(|s| s.rule.as_ref().is_some_and(|r| r.index == rule.index))
+    });
+    let registry = gateway.backends();
+    let probes = rules.map(|rule| {
+        let timeout = rule.connect_timeout.min(std::time::Duration::from_secs(1));
+        let dials = rule.backends.iter().map(move |backend| {
+            let stats = registry.endpoint(&backend.to_string());
+            async move { stats.reachable(&backend.authority, timeout).await }
+        });
+        async move { (rule.index, futures_util::future::join_all(dials).await.contains(&true)) }
+    });
+    let unreachable: Vec<usize> = futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter(|(_, up)| !up)
+        .map(|(index, _)| index)
+        .collect();
+    if unreachable.is_empty() {
+        return (StatusCode::OK, "ready\n".to_owned());
+    }
+    let services: Vec<&str> = snapshot
+        .catalog
+        .services()
+        .iter()
+        .filter(|s| s.rule.as_ref().is_some_and(|r| unreachable.contains(&r.index)))
+        .map(|s| s.descriptor.full_name())
+        .collect();
+    (StatusCode::SERVICE_UNAVAILABLE, format!("no backend in reach for {}\n", services.join(", ")))
+}
+
+async fn backends(State(gateway): State<Gateway>) -> axum::Json<Value> {
+    let snapshot = gateway.snapshot();
+    let backends: Vec<Value> = gateway
+        .backends()
+        .current()
+        .iter()
+        .map(|endpoint| {
+            let mut shown = endpoint.to_json();
+            let services: Vec<&str> = snapshot
+                .catalog
+                .services()
+                .iter()
+                .filter(|s| {
+                    s.rule.as_ref().is_some_and(|r| r.backends.iter().any(|b| b.to_string() == endpoint.address))
+                })
+                .map(|s| s.descriptor.full_name())
+                .collect();
+            shown["services"] = json!(services);
+            shown
+        })
+        .collect();
+    axum::Json(json!({ "backends": backends }))
 }
 
 /// The Prometheus text format, or OpenMetrics when the scraper lists it in `Accept`.
@@ -60,6 +123,7 @@ async fn metrics(State(gateway): State<Gateway>, headers: axum::http::HeaderMap)
         "text/plain; version=0.0.4; charset=utf-8"
     };
     let mut out = gateway.metrics().render(openmetrics);
+    gateway.backends().render(&mut out, openmetrics);
     gateway_families(&mut out, &gateway, openmetrics);
     if openmetrics {
         out.push_str("# EOF\n");

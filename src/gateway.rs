@@ -106,6 +106,8 @@ struct Shared {
     draining: std::sync::atomic::AtomicBool,
     /// Every method's counters, kept across reloads.
     metrics: Arc<crate::observe::metrics::Metrics>,
+    /// Every backend endpoint's figures, kept across reloads.
+    backends: crate::observe::backends::Backends,
     /// Held while a snapshot is built and swapped in: a descriptor reload and a config reload at
     /// once must not swap in a snapshot of the config the other replaced.
     reloading: std::sync::Mutex<()>,
@@ -140,6 +142,7 @@ impl Gateway {
                 runtime: tokio::runtime::Handle::current(),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 metrics,
+                backends: Default::default(),
                 reloading: Default::default(),
                 watches: Default::default(),
                 tracer,
@@ -164,6 +167,11 @@ impl Gateway {
         &self.shared.metrics
     }
 
+    /// The backend endpoints' figures (`/metrics`, `/admin/backends`, `/readyz`).
+    pub fn backends(&self) -> &crate::observe::backends::Backends {
+        &self.shared.backends
+    }
+
     /// Sends the spans still queued to the collector and stops exporting (the end of serving,
     /// once calls in flight are done). Waits at most `traces.export_timeout`, off the workers.
     pub async fn shutdown_traces(&self) {
@@ -184,7 +192,11 @@ impl Gateway {
     /// What one server worker needs of its own: frontends over a policy stack whose upstream
     /// connections belong to that worker's runtime, so a call never crosses threads.
     pub fn worker(&self, config: &Arc<Config>) -> Worker {
-        let stack = stack::build(Upstream::new(config), self.shared.health_service.clone(), self.shared.tracer.clone());
+        let stack = stack::build(
+            Upstream::new(config, &self.shared.backends),
+            self.shared.health_service.clone(),
+            self.shared.tracer.clone(),
+        );
         Worker {
             config: config.clone(),
             grpc: GrpcFrontend { stack: stack.clone(), max_message_size: config.server.max_message_size },

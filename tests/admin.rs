@@ -328,3 +328,53 @@ async fn refusals_of_a_known_method_are_counted() {
         assert!(text.contains(&started), "{started}{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_are_shown_counted_and_gate_readiness() {
+    // PaymentService's backend is down: nothing listens at its port (yet).
+    let port = support::dead_port();
+    let dead = format!("127.0.0.1:{port}");
+    let gateway = TestGateway::builder().backend("shop.payments.v1.PaymentService", &dead).start().await;
+    let admin = admin(&gateway).await;
+    let users = format!("http://{}", gateway.backends.addresses[0]);
+
+    let ready = get(admin, "/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.text(), "no backend in reach for shop.payments.v1.PaymentService\n");
+
+    for _ in 0..3 {
+        assert_eq!(get(gateway.address, "/v1/users/u-1").await.status, 200);
+    }
+    assert_eq!(get(gateway.address, "/v1/payments/pay-1").await.status, 503);
+    let shown = get(admin, "/admin/backends").await.json();
+    let entry = |address: &str| {
+        let all = shown["backends"].as_array().expect("backends");
+        all.iter().find(|b| b["address"] == address).cloned().unwrap_or_else(|| panic!("{address} in {shown}"))
+    };
+    let up = entry(&users);
+    assert_eq!(up["state"], "up", "{up}");
+    assert_eq!(up["services"], serde_json::json!(["shop.users.v1.UserService"]));
+    assert_eq!(up["calls"], 3, "{up}");
+    assert_eq!(up["failures"], 0, "{up}");
+    assert!(up["connections"].as_i64() >= Some(1), "{up}");
+    let down = entry(&format!("http://{dead}"));
+    assert_eq!(down["state"], "down", "{down}");
+    assert!(down["connect_failures"].as_u64() >= Some(1), "{down}");
+    assert!(down["last_error"].as_str().is_some_and(|e| e.contains("refused")), "{down}");
+    assert_eq!(down["services"], serde_json::json!(["shop.payments.v1.PaymentService"]));
+
+    let text = metrics_when(admin, "the backends' figures", |text| {
+        text.contains(&format!("dragoman_backend_calls_total{{backend=\"{users}\"}} 3\n"))
+    })
+    .await;
+    assert!(
+        text.contains(&format!("dragoman_backend_call_duration_seconds_count{{backend=\"{users}\"}} 3\n")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("dragoman_backend_calls_in_flight{{backend=\"{users}\"}} 0\n")), "{text}");
+    assert!(text.contains(&format!("dragoman_backend_connect_failures_total{{backend=\"http://{dead}\"}} ")), "{text}");
+
+    // Something listens there now: ready, once the last probe's answer (kept a second) is stale.
+    let _listening = std::net::TcpListener::bind(&dead).expect("the port is free again");
+    wait_ready(admin, 200).await;
+}

@@ -55,7 +55,7 @@ pub struct MethodMetrics {
     method: String,
     kind: &'static str,
     started: [AtomicU64; PROTOCOLS.len()],
-    cells: [[Cell; CODES]; PROTOCOLS.len()],
+    cells: [[Histogram; CODES]; PROTOCOLS.len()],
 }
 
 impl std::fmt::Debug for MethodMetrics {
@@ -64,8 +64,9 @@ impl std::fmt::Debug for MethodMetrics {
     }
 }
 
+/// A duration histogram of relaxed atomics: recording is a few additions, no lock.
 #[derive(Default)]
-struct Cell {
+pub(crate) struct Histogram {
     count: AtomicU64,
     /// Microseconds: a u64 of them is 584,000 years of calls (nanoseconds would wrap within weeks
     /// for a method holding thousands of long streams).
@@ -101,12 +102,26 @@ impl MethodMetrics {
 
     /// A call ended with `code` after `elapsed`.
     pub fn finish(&self, protocol: Protocol, code: Code, elapsed: Duration) {
-        let cell = &self.cells[protocol_index(protocol)][(code as usize).min(CODES - 1)];
-        cell.count.fetch_add(1, Ordering::Relaxed);
-        cell.sum.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.cells[protocol_index(protocol)][(code as usize).min(CODES - 1)].record(elapsed);
+    }
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, elapsed: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
         let seconds = elapsed.as_secs_f64();
         if let Some(bucket) = BUCKETS.iter().position(|le| seconds <= *le) {
-            cell.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Its values, read at once.
+    pub(crate) fn counts(&self) -> Counts {
+        Counts {
+            count: self.count.load(Ordering::Relaxed),
+            sum: self.sum.load(Ordering::Relaxed),
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
         }
     }
 }
@@ -148,19 +163,9 @@ impl Metrics {
             methods.values().cloned().collect()
         };
         let mut out = String::with_capacity(16 << 10);
-        // Counters are `x_total` samples of a family `x` in OpenMetrics, of `x_total` in Prometheus.
-        let counter = |out: &mut String, name: &str, help: &str| {
-            let family = if openmetrics { name.trim_end_matches("_total") } else { name };
-            let _ = write!(out, "# TYPE {family} counter\n# HELP {family} {help}\n");
-        };
-        let histogram_family = |out: &mut String, name: &str, help: &str| {
-            let _ = writeln!(out, "# TYPE {name} histogram");
-            if openmetrics {
-                let _ = writeln!(out, "# UNIT {name} seconds");
-            }
-            let _ = writeln!(out, "# HELP {name} {help}");
-        };
-
+        let counter = |out: &mut String, name: &str, help: &str| family(out, openmetrics, "counter", name, help);
+        let histogram_family =
+            |out: &mut String, name: &str, help: &str| family(out, openmetrics, "histogram", name, help);
         histogram_family(
             &mut out,
             "rpc_server_call_duration_seconds",
@@ -181,7 +186,7 @@ impl Metrics {
                         m.method,
                         protocol.as_str()
                     );
-                    histogram(&mut out, "rpc_server_call_duration_seconds", &labels, counts(cell));
+                    histogram(&mut out, "rpc_server_call_duration_seconds", &labels, cell.counts());
                 }
             }
         }
@@ -220,7 +225,7 @@ impl Metrics {
         for m in &methods {
             let mut total = Counts::default();
             for cell in m.cells.iter().flatten() {
-                total.add(&counts(cell));
+                total.add(&cell.counts());
             }
             if total.count > 0 {
                 histogram(&mut out, "grpc_server_handling_seconds", &grpc_labels(m), total);
@@ -230,6 +235,17 @@ impl Metrics {
     }
 }
 
+/// The `# TYPE`, `# UNIT` (histograms: seconds, in OpenMetrics) and `# HELP` lines of a family.
+/// Counters are `x_total` samples of a family `x` in OpenMetrics, of `x_total` in Prometheus.
+pub(crate) fn family(out: &mut String, openmetrics: bool, kind: &str, name: &str, help: &str) {
+    let family = if openmetrics && kind == "counter" { name.trim_end_matches("_total") } else { name };
+    let _ = writeln!(out, "# TYPE {family} {kind}");
+    if openmetrics && kind == "histogram" {
+        let _ = writeln!(out, "# UNIT {family} seconds");
+    }
+    let _ = writeln!(out, "# HELP {family} {help}");
+}
+
 /// One gauge family with one unlabelled sample, in either format.
 pub fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
     let _ = write!(out, "# TYPE {name} gauge\n# HELP {name} {help}\n{name} {value}\n");
@@ -237,8 +253,7 @@ pub fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
 
 /// One counter family (`name` ends in `_total`) with labelled samples, in either format.
 pub fn counter(out: &mut String, openmetrics: bool, name: &str, help: &str, samples: &[(&str, u64)]) {
-    let family = if openmetrics { name.trim_end_matches("_total") } else { name };
-    let _ = write!(out, "# TYPE {family} counter\n# HELP {family} {help}\n");
+    family(out, openmetrics, "counter", name, help);
     for (labels, value) in samples {
         let _ = writeln!(out, "{name}{{{labels}}} {value}");
     }
@@ -250,14 +265,14 @@ fn grpc_labels(m: &MethodMetrics) -> String {
 
 /// One series' values, read at once.
 #[derive(Default)]
-struct Counts {
+pub(crate) struct Counts {
     count: u64,
     sum: u64,
     buckets: [u64; BUCKETS.len()],
 }
 
 impl Counts {
-    fn add(&mut self, other: &Counts) {
+    pub(crate) fn add(&mut self, other: &Counts) {
         self.count = self.count.saturating_add(other.count);
         self.sum = self.sum.saturating_add(other.sum);
         for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
@@ -266,17 +281,9 @@ impl Counts {
     }
 }
 
-fn counts(cell: &Cell) -> Counts {
-    Counts {
-        count: cell.count.load(Ordering::Relaxed),
-        sum: cell.sum.load(Ordering::Relaxed),
-        buckets: std::array::from_fn(|i| cell.buckets[i].load(Ordering::Relaxed)),
-    }
-}
-
 /// The `_bucket`, `_sum` and `_count` samples of one histogram series. The count is the sum of
 /// the buckets and the `+Inf` one, so the series is consistent even while calls are recorded.
-fn histogram(out: &mut String, name: &str, labels: &str, values: Counts) {
+pub(crate) fn histogram(out: &mut String, name: &str, labels: &str, values: Counts) {
     let mut cumulative: u64 = 0;
     for (le, n) in LE.iter().zip(values.buckets) {
         cumulative = cumulative.saturating_add(n);

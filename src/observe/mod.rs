@@ -2,6 +2,7 @@
 //! (one span per call, exported over OTLP), and the `tracing` log set-up the binary uses.
 
 pub mod access_log;
+pub mod backends;
 pub mod metrics;
 pub mod trace;
 

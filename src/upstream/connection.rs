@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use super::settings::{Heard, Sniffed};
 use crate::call::Body;
 use crate::config::{Backend, ServiceRule};
+use crate::observe::backends::EndpointStats;
 
 /// The first back-off after a failed dial, and the longest.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
@@ -49,6 +50,8 @@ pub(super) struct Endpoint {
     dial: Mutex<Dial>,
     /// Shared by the pool's endpoints: told whenever a stream frees up on any of them.
     freed: Arc<Notify>,
+    /// Its figures, shared with the other workers' endpoints of the same address.
+    stats: Arc<EndpointStats>,
 }
 
 enum Dial {
@@ -75,8 +78,9 @@ pub(super) enum Status {
 }
 
 impl Endpoint {
-    pub(super) fn new(backend: Backend, rule: Arc<ServiceRule>, freed: Arc<Notify>) -> Self {
-        Endpoint { backend, rule, live: ArcSwapOption::empty(), dial: Mutex::new(Dial::Idle { failures: 0 }), freed }
+    pub(super) fn new(backend: Backend, rule: Arc<ServiceRule>, freed: Arc<Notify>, stats: Arc<EndpointStats>) -> Self {
+        let dial = Mutex::new(Dial::Idle { failures: 0 });
+        Endpoint { backend, rule, live: ArcSwapOption::empty(), dial, freed, stats }
     }
 
     /// The endpoint's state, starting a dial when it has no connection and is not backing off.
@@ -125,7 +129,7 @@ impl Endpoint {
             let tcp = TcpStream::connect(&self.backend.authority).await.map_err(|e| e.to_string())?;
             let _ = tcp.set_nodelay(true);
             let sender = match &self.rule.tls {
-                None => handshake(Sniffed::new(tcp, heard.clone(), spoke), self.freed.clone()).await?,
+                None => handshake(Sniffed::new(tcp, heard.clone(), spoke), self.freed.clone(), &self.stats).await?,
                 Some(config) => {
                     let name = self.rule.tls_server_name.clone().unwrap_or_else(|| self.backend.host.clone());
                     let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
@@ -133,7 +137,7 @@ impl Endpoint {
                         .connect(name, tcp)
                         .await
                         .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                    handshake(Sniffed::new(tls, heard.clone(), spoke), self.freed.clone()).await?
+                    handshake(Sniffed::new(tls, heard.clone(), spoke), self.freed.clone(), &self.stats).await?
                 }
             };
             // hyper's handshake returns once the preface is written: the backend is up when it
@@ -152,6 +156,7 @@ impl Endpoint {
             freed: self.freed.clone(),
             opened: Instant::now(),
             failures_before,
+            stats: self.stats.clone(),
         })
     }
 }
@@ -178,8 +183,12 @@ impl DialGuard {
             Ok(connection) => {
                 endpoint.live.store(Some(connection.clone()));
                 *dial = Dial::Idle { failures: 0 };
+                endpoint.stats.connected();
             }
-            Err(error) => *dial = back_off(&endpoint.backend, failures.saturating_add(1), error.clone()),
+            Err(error) => {
+                *dial = back_off(&endpoint.backend, failures.saturating_add(1), error.clone());
+                endpoint.stats.connect_failed(error);
+            }
         }
         drop(dial);
         if let Some(done) = self.done.take() {
@@ -216,6 +225,7 @@ pub(super) struct Connection {
     opened: Instant,
     /// The endpoint's failures in a row before this connection.
     failures_before: u32,
+    stats: Arc<EndpointStats>,
 }
 
 impl Connection {
@@ -232,7 +242,10 @@ impl Connection {
         let limit = self.heard.limit.load(Ordering::Relaxed);
         let opened =
             self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1));
-        opened.is_ok().then(|| Stream { connection: self.clone() })
+        opened.is_ok().then(|| {
+            self.stats.call_started();
+            Stream { connection: self.clone(), started: Instant::now() }
+        })
     }
 
     /// The backend's limit, for messages.
@@ -244,23 +257,30 @@ impl Connection {
 /// One stream counted against the connection's limit until dropped (when the reply ends).
 pub(super) struct Stream {
     connection: Arc<Connection>,
+    started: Instant,
 }
 
 impl Stream {
     pub(super) fn sender(&self) -> SendRequest<Body> {
         self.connection.sender.clone()
     }
+
+    /// The call on it failed at the transport (counted for the endpoint).
+    pub(super) fn failed(&self) {
+        self.connection.stats.call_failed();
+    }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        self.connection.stats.call_ended(self.started.elapsed());
         self.connection.in_flight.fetch_sub(1, Ordering::Relaxed);
         // One stream freed: one waiter (a waiter that gives up passes the wake-up on).
         self.connection.freed.notify_one();
     }
 }
 
-async fn handshake<I>(io: I, freed: Arc<Notify>) -> Result<SendRequest<Body>, String>
+async fn handshake<I>(io: I, freed: Arc<Notify>, stats: &Arc<EndpointStats>) -> Result<SendRequest<Body>, String>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -274,7 +294,9 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
+    let open = stats.connection();
     tokio::spawn(async move {
+        let _open = open;
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "backend connection closed");
         }
@@ -294,7 +316,8 @@ mod tests {
         let yaml = format!("services:\n  - match: x.Y\n    backends: [http://127.0.0.1:{}]\n", port.unwrap_or(1));
         let config = crate::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
         let rule = config.services[0].clone();
-        Arc::new(Endpoint::new(rule.backends[0].clone(), rule, Arc::new(Notify::new())))
+        let stats = Arc::new(crate::observe::backends::Backends::default()).endpoint("http://test:1");
+        Arc::new(Endpoint::new(rule.backends[0].clone(), rule, Arc::new(Notify::new()), stats))
     }
 
     async fn fails(endpoint: &Arc<Endpoint>) {

@@ -26,6 +26,7 @@ use crate::call::{Call, Reply};
 use crate::catalog::MethodRoute;
 use crate::config::Config;
 use crate::error::{GatewayError, Origin};
+use crate::observe::backends::Backends;
 use connection::Stream;
 use pool::{NoStream, Pool};
 
@@ -36,8 +37,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &Config) -> Self {
-        Upstream { pools: config.services.iter().map(Pool::new).collect() }
+    /// The pools of `config`'s rules, recording into `backends`.
+    pub fn new(config: &Config, backends: &Backends) -> Self {
+        Upstream { pools: config.services.iter().map(|rule| Pool::new(rule, backends)).collect() }
     }
 
     async fn send(self, call: Call) -> Result<Reply, GatewayError> {
@@ -92,6 +94,7 @@ impl Upstream {
         }
 
         let response = sender.send_request(request).await.map_err(|e| {
+            stream.failed();
             tracing::warn!(service = %service(), backend = %endpoint.backend, error = %e, "backend call failed");
             GatewayError::new(
                 Code::Unavailable,
@@ -141,6 +144,7 @@ fn reply(
     let service = || method.descriptor.parent_service().full_name().to_owned();
     let (parts, body) = response.into_parts();
     if parts.status != http::StatusCode::OK {
+        stream.failed();
         // gRPC over HTTP/2: a non-200 status maps to a code by the HTTP-to-gRPC table.
         let code = match parts.status.as_u16() {
             400 => Code::Internal,
@@ -158,7 +162,7 @@ fn reply(
     }
     // The backend's framing is not the client's (the gateway may end a reply early, so a
     // Content-Length passed on would be a lie): Reply::from_grpc leaves it behind.
-    let body = ReplyStream { inner: body, method, _stream: stream }.boxed_unsync();
+    let body = ReplyStream { inner: body, method, stream }.boxed_unsync();
     Ok(Reply::from_grpc(parts.headers, body))
 }
 
@@ -167,7 +171,7 @@ fn reply(
 struct ReplyStream {
     inner: hyper::body::Incoming,
     method: Arc<MethodRoute>,
-    _stream: Stream,
+    stream: Stream,
 }
 
 impl http_body::Body for ReplyStream {
@@ -178,7 +182,11 @@ impl http_body::Body for ReplyStream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, GatewayError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx).map_err(|e| stream_error(&self.method, e))
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.stream.failed();
+        }
+        polled.map_err(|e| stream_error(&self.method, e))
     }
 
     fn is_end_stream(&self) -> bool {

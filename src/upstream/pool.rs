@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::connection::{Endpoint, Status, Stream, dialed};
 use crate::config::ServiceRule;
+use crate::observe::backends::Backends;
 
 pub(super) struct Pool {
     endpoints: Box<[Arc<Endpoint>]>,
@@ -35,10 +36,16 @@ pub(super) enum NoStream {
 }
 
 impl Pool {
-    pub(super) fn new(rule: &Arc<ServiceRule>) -> Self {
+    pub(super) fn new(rule: &Arc<ServiceRule>, backends: &Backends) -> Self {
         let freed = Arc::new(Notify::new());
-        let endpoints =
-            rule.backends.iter().map(|b| Arc::new(Endpoint::new(b.clone(), rule.clone(), freed.clone()))).collect();
+        let endpoints = rule
+            .backends
+            .iter()
+            .map(|b| {
+                let stats = backends.endpoint(&b.to_string());
+                Arc::new(Endpoint::new(b.clone(), rule.clone(), freed.clone(), stats))
+            })
+            .collect();
         Pool { endpoints, next: AtomicUsize::new(0), freed }
     }
 

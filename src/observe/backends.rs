@@ -1,0 +1,325 @@
+//! What each backend endpoint is doing, over every worker: calls in flight, calls, failures,
+//! latency, connections, dials and their failures, the last error — for `/metrics`,
+//! `/admin/backends` and the readiness probe.
+//!
+//! The upstream records as it works: per call, on a shard of the endpoint's counters that only
+//! its worker writes (cache-line aligned, so two workers never contend for a line); per dial and
+//! per connection, on shared counters. The registry ([`Backends`]) keeps one [`EndpointStats`]
+//! per backend address for as long as a config names it, so counts go on across reloads and the
+//! workers' rebuilt pools; an address no config names any more leaves at the next scrape.
+//!
+//! Not here: per-endpoint health checks and ejection (the balancing issue adds those, and their
+//! figures, to [`EndpointStats`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use super::metrics::{Counts, Histogram, family, histogram};
+
+/// Shards per endpoint: a worker writes shard `worker % SHARDS`.
+const SHARDS: usize = 8;
+
+std::thread_local! {
+    /// This thread's shard: the server sets it on each worker thread.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes this thread write the counters of shard `worker % SHARDS` (a server worker calls it once).
+pub fn set_worker(worker: usize) {
+    SHARD.with(|s| s.set(worker % SHARDS));
+}
+
+/// Every backend endpoint's figures, by address (`http://host:port`).
+#[derive(Default)]
+pub struct Backends {
+    endpoints: Mutex<BTreeMap<String, Arc<EndpointStats>>>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends").finish_non_exhaustive()
+    }
+}
+
+/// One endpoint's figures.
+pub struct EndpointStats {
+    pub address: String,
+    shards: [Shard; SHARDS],
+    /// HTTP/2 connections open to it (shaking hands included), over every worker.
+    connections: AtomicI64,
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+    /// Rare events, read by the admin listener: a lock is fine.
+    events: Mutex<Events>,
+}
+
+/// The per-call counters one worker writes.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
+    in_flight: AtomicI64,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    latency: Histogram,
+}
+
+#[derive(Default)]
+struct Events {
+    last_connected: Option<SystemTime>,
+    last_error: Option<(SystemTime, String)>,
+    /// The readiness probe's latest dial: when, and whether it connected.
+    probed: Option<(tokio::time::Instant, bool)>,
+}
+
+/// How an endpoint stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// A connection is open.
+    Up,
+    /// No connection; the last dial failed.
+    Down,
+    /// No connection, and none failed since the last one: not called yet, or idle.
+    Idle,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::Idle => "idle",
+        }
+    }
+}
+
+impl Backends {
+    /// The figures of the endpoint at `address`: the same ones for as long as a config names it.
+    pub fn endpoint(&self, address: &str) -> Arc<EndpointStats> {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        endpoints.entry(address.to_owned()).or_insert_with(|| Arc::new(EndpointStats::new(address))).clone()
+    }
+
+    /// Every endpoint some worker's pool still holds; the others are forgotten.
+    pub fn current(&self) -> Vec<Arc<EndpointStats>> {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        endpoints.retain(|_, e| Arc::strong_count(e) > 1);
+        endpoints.values().cloned().collect()
+    }
+
+    /// The backend families of the exposition.
+    pub fn render(&self, out: &mut String, openmetrics: bool) {
+        let endpoints = self.current();
+        let gauge = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&EndpointStats) -> i64| {
+            family(out, openmetrics, "gauge", name, help);
+            for e in &endpoints {
+                let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", e.address, value(e));
+            }
+        };
+        let counter = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&EndpointStats) -> u64| {
+            family(out, openmetrics, "counter", name, help);
+            for e in &endpoints {
+                let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", e.address, value(e));
+            }
+        };
+        gauge(out, "dragoman_backend_calls_in_flight", "Calls open on the backend now.", &|e| e.in_flight());
+        counter(out, "dragoman_backend_calls_total", "Calls sent to the backend.", &|e| e.sum(|s| &s.calls));
+        let help = "Calls the backend failed as a transport: refused stream, broken connection, HTTP error.";
+        counter(out, "dragoman_backend_failures_total", help, &|e| e.sum(|s| &s.failures));
+        gauge(out, "dragoman_backend_connections", "HTTP/2 connections open to the backend.", &|e| {
+            e.connections.load(Ordering::Relaxed)
+        });
+        let help = "Connections the gateway dialed to the backend and that answered.";
+        counter(out, "dragoman_backend_connects_total", help, &|e| e.connects.load(Ordering::Relaxed));
+        let help = "Dials to the backend that failed: refused, timed out, TLS or HTTP/2 handshake.";
+        counter(out, "dragoman_backend_connect_failures_total", help, &|e| e.connect_failures.load(Ordering::Relaxed));
+        let name = "dragoman_backend_call_duration_seconds";
+        let help = "Time from sending a call to the backend until its reply ended.";
+        family(out, openmetrics, "histogram", name, help);
+        for e in &endpoints {
+            histogram(out, name, &format!("backend=\"{}\"", e.address), e.latency());
+        }
+    }
+}
+
+impl EndpointStats {
+    fn new(address: &str) -> Self {
+        EndpointStats {
+            address: address.to_owned(),
+            shards: Default::default(),
+            connections: AtomicI64::new(0),
+            connects: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            events: Mutex::new(Events::default()),
+        }
+    }
+
+    fn shard(&self) -> &Shard {
+        &self.shards[SHARD.with(std::cell::Cell::get)]
+    }
+
+    fn sum(&self, counter: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| counter(s).load(Ordering::Relaxed)).fold(0, u64::saturating_add)
+    }
+
+    /// A call went out on a stream to the endpoint.
+    pub fn call_started(&self) {
+        let shard = self.shard();
+        shard.in_flight.fetch_add(1, Ordering::Relaxed);
+        shard.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Its stream ended (reply done, failed or dropped) after `elapsed`.
+    pub fn call_ended(&self, elapsed: Duration) {
+        let shard = self.shard();
+        shard.in_flight.fetch_sub(1, Ordering::Relaxed);
+        shard.latency.record(elapsed);
+    }
+
+    /// A call failed at the transport.
+    pub fn call_failed(&self) {
+        self.shard().failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A dial answered.
+    pub fn connected(&self) {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).last_connected = Some(SystemTime::now());
+    }
+
+    /// A dial failed with `error`.
+    pub fn connect_failed(&self, error: &str) {
+        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).last_error =
+            Some((SystemTime::now(), error.to_owned()));
+    }
+
+    /// A connection opened; it counts until the guard is dropped (the connection closed).
+    pub fn connection(self: &Arc<Self>) -> OpenConnection {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.shards.iter().map(|s| s.in_flight.load(Ordering::Relaxed)).sum()
+    }
+
+    pub(crate) fn latency(&self) -> Counts {
+        let mut total = Counts::default();
+        for shard in &self.shards {
+            total.add(&shard.latency.counts());
+        }
+        total
+    }
+
+    pub fn state(&self) -> State {
+        if self.connections.load(Ordering::Relaxed) > 0 {
+            return State::Up;
+        }
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        match (&events.last_error, events.last_connected) {
+            (Some((failed, _)), Some(connected)) if connected > *failed => State::Idle,
+            (Some(_), _) => State::Down,
+            (None, _) => State::Idle,
+        }
+    }
+
+    /// The endpoint as `/admin/backends` shows it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        let (error_at, error) = match &events.last_error {
+            Some((at, error)) => (Some(time(*at)), Some(error.clone())),
+            None => (None, None),
+        };
+        let last_connected = events.last_connected.map(time);
+        drop(events);
+        serde_json::json!({
+            "address": self.address,
+            "state": self.state().as_str(),
+            "connections": self.connections.load(Ordering::Relaxed),
+            "calls_in_flight": self.in_flight(),
+            "calls": self.sum(|s| &s.calls),
+            "failures": self.sum(|s| &s.failures),
+            "connects": self.connects.load(Ordering::Relaxed),
+            "connect_failures": self.connect_failures.load(Ordering::Relaxed),
+            "last_connected": last_connected,
+            "last_error": error,
+            "last_error_at": error_at,
+        })
+    }
+
+    /// Whether the endpoint can be reached now: a connection is open, or a TCP dial to
+    /// `authority` connects within `timeout`. A dial's answer is kept for a second, so that
+    /// probes in a burst do not each dial every backend.
+    pub async fn reachable(&self, authority: &str, timeout: Duration) -> bool {
+        if self.connections.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let recent = self.events.lock().unwrap_or_else(PoisonError::into_inner).probed;
+        if let Some((_, reached)) = recent.filter(|(at, _)| at.elapsed() < Duration::from_secs(1)) {
+            return reached;
+        }
+        let dial = tokio::net::TcpStream::connect(authority);
+        let reached = matches!(tokio::time::timeout(timeout, dial).await, Ok(Ok(_)));
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).probed =
+            Some((tokio::time::Instant::now(), reached));
+        reached
+    }
+}
+
+/// One open connection, counted until dropped.
+pub struct OpenConnection(Arc<EndpointStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_count_apart_and_add_up() {
+        let backends = Backends::default();
+        let endpoint = backends.endpoint("http://10.0.0.1:50051");
+        for worker in 0..3 {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    set_worker(worker);
+                    endpoint.call_started();
+                    endpoint.call_ended(Duration::from_millis(3));
+                    endpoint.call_started();
+                    endpoint.call_failed();
+                });
+            });
+        }
+        assert_eq!(endpoint.sum(|s| &s.calls), 6);
+        assert_eq!(endpoint.sum(|s| &s.failures), 3);
+        assert_eq!(endpoint.in_flight(), 3);
+        let mut out = String::new();
+        backends.render(&mut out, false);
+        assert!(out.contains("dragoman_backend_calls_total{backend=\"http://10.0.0.1:50051\"} 6"), "{out}");
+        assert!(out.contains("dragoman_backend_call_duration_seconds_count{backend=\"http://10.0.0.1:50051\"} 3"));
+        drop(endpoint);
+        assert!(backends.current().is_empty(), "an endpoint no pool holds is forgotten");
+    }
+
+    #[test]
+    fn the_state_follows_connections_and_dials() {
+        let stats = Arc::new(EndpointStats::new("http://b:1"));
+        assert_eq!(stats.state(), State::Idle);
+        stats.connect_failed("connection refused");
+        assert_eq!(stats.state(), State::Down);
+        let open = stats.connection();
+        stats.connected();
+        assert_eq!(stats.state(), State::Up);
+        drop(open);
+        assert_eq!(stats.state(), State::Idle, "closed after connecting: idle, not down");
+        assert_eq!(stats.to_json()["last_error"], "connection refused");
+    }
+}
