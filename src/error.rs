@@ -15,6 +15,38 @@ pub enum Origin {
     Upstream,
 }
 
+/// Why the gateway itself turned a call away (not a backend's answer): the `reason` of
+/// `dragoman_refusals_total`. A layer that refuses calls names its reason here — one variant,
+/// one name — and tags its error with [`GatewayError::refused`]: the access log counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The call's deadline passed before its reply.
+    Deadline,
+    /// No backend is configured, or none could be reached.
+    NoBackend,
+    /// Every connection to the backends was at their stream limit for longer than the call could wait.
+    BackendsBusy,
+    /// The gateway was at `server.max_calls_in_flight`.
+    CallsInFlight,
+    /// The gateway was at `server.max_connections` (counted per connection, not per call).
+    Connections,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] =
+        [Refusal::Deadline, Refusal::NoBackend, Refusal::BackendsBusy, Refusal::CallsInFlight, Refusal::Connections];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Deadline => "deadline",
+            Refusal::NoBackend => "no_backend",
+            Refusal::BackendsBusy => "backends_busy",
+            Refusal::CallsInFlight => "calls_in_flight",
+            Refusal::Connections => "connections",
+        }
+    }
+}
+
 /// An error on the request path, with the gRPC code it maps to.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -24,11 +56,18 @@ pub struct GatewayError {
     pub origin: Origin,
     /// True when the call never reached a backend, so sending it again is safe.
     pub retryable: bool,
+    /// Why the gateway refused the call, when it did.
+    pub refusal: Option<Refusal>,
 }
 
 impl GatewayError {
     pub fn new(code: Code, origin: Origin, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), origin, retryable: false }
+        Self { code, message: message.into(), origin, retryable: false, refusal: None }
+    }
+
+    /// The same error, counted as a refusal for `reason`.
+    pub fn refused(self, reason: Refusal) -> Self {
+        Self { refusal: Some(reason), ..self }
     }
 
     /// A backend could not be reached: nothing was sent, so a retry elsewhere is safe.
@@ -38,6 +77,7 @@ impl GatewayError {
 
     pub fn deadline_exceeded() -> Self {
         Self::new(Code::DeadlineExceeded, Origin::Gateway, "deadline exceeded: the call did not finish in time")
+            .refused(Refusal::Deadline)
     }
 
     /// The status a client sees.

@@ -86,8 +86,13 @@ pub async fn serve(
         })?;
         threads.push((thread, finished));
     }
+    // The workers hold the only sockets left: when they stop accepting, the port closes and new
+    // connections are refused at once rather than left in the backlog until the process ends.
+    drop(listeners);
     shutdown.await;
     gateway.start_draining();
+    // Readiness is false from here; new connections are still taken for a while.
+    tokio::time::sleep(gateway.config().server.shutdown_delay).await;
     let _ = stop.send(true);
     for (thread, finished) in threads {
         let _ = finished.await;
@@ -188,6 +193,7 @@ async fn accept(listener: Listener, state: Arc<WorkerState>) {
             _ = stopping.wait_for(|s| *s) => break,
         };
         let Some(permit) = state.admission.connection() else {
+            crate::observe::metrics::unrouted().refuse(crate::error::Refusal::Connections);
             tracing::debug!(peer = %address, "connection refused: max_connections reached");
             continue;
         };
@@ -365,6 +371,7 @@ fn overloaded<B>(request: &Request<B>, connection: &Connection) -> Response<Resp
         (Protocol::Rest, rest::error::error_response(&tonic::Status::unavailable(message), None))
     };
     let path = request.uri().path();
-    access_log::record(protocol, path, Some(peer.address), tonic::Code::Unavailable, message, Instant::now());
+    crate::observe::metrics::unrouted().refuse(crate::error::Refusal::CallsInFlight);
+    access_log::unrouted(protocol, path, Some(peer.address), tonic::Code::Unavailable, message, Instant::now());
     response
 }

@@ -124,6 +124,36 @@ async fn the_demo_turns_unready_on_sigterm_while_a_call_finishes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shutdown_delay_new_calls_are_served_after_readiness_turns_false() {
+    let backends = dragoman::demo::Backends::start().await.expect("demo backends");
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("gateway.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nserver:\n  shutdown_delay: 3s\ndescriptors: [{}]\n{}",
+        root().join("descriptors").display(),
+        backends.services_yaml()
+    );
+    std::fs::write(&config, yaml).expect("config");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dragoman"));
+    command.args(["serve", "--config"]).arg(&config);
+    let mut gateway = tokio::task::spawn_blocking(move || Running::start(command)).await.expect("join");
+    let line = gateway.wait_for_log(|l| l.contains("admin listening")).await;
+    let admin = line.split_whitespace().find_map(|w| w.strip_prefix("address=")).expect("address");
+    let admin: std::net::SocketAddr = admin.parse().expect("admin address");
+    wait_ready(admin, 200).await;
+
+    gateway.signal("TERM");
+    wait_ready(admin, 503).await;
+    // Not ready, yet still taking new connections and calls a second later: the load balancer
+    // has time to notice. (Without the delay the port is closed by then.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reply = get(gateway.address, "/v1/users/u-1").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let status = tokio::task::spawn_blocking(move || gateway.terminate()).await.expect("join");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_calls_of_every_protocol() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
@@ -373,6 +403,19 @@ async fn backends_are_shown_counted_and_gate_readiness() {
     );
     assert!(text.contains(&format!("dragoman_backend_calls_in_flight{{backend=\"{users}\"}} 0\n")), "{text}");
     assert!(text.contains(&format!("dragoman_backend_connect_failures_total{{backend=\"http://{dead}\"}} ")), "{text}");
+    // The call the gateway could not place is a refusal, with its reason and method; a path no
+    // method has is counted too, under one bounded label value, never the raw path.
+    let refused =
+        "dragoman_refusals_total{reason=\"no_backend\",rpc_method=\"shop.payments.v1.PaymentService/GetPayment\"} 1\n";
+    assert!(text.contains(refused), "{text}");
+    assert_eq!(get(gateway.address, "/no/such/route").await.status, 404);
+    let text = metrics_when(admin, "the unknown path", |text| {
+        text.contains(
+            "rpc_method=\"_OTHER\",rpc_response_status_code=\"NOT_FOUND\",error_type=\"NOT_FOUND\",protocol=\"rest\"",
+        )
+    })
+    .await;
+    assert!(!text.contains("/no/such/route"), "{text}");
 
     // Something listens there now: ready, once the last probe's answer (kept a second) is stale.
     let _listening = std::net::TcpListener::bind(&dead).expect("the port is free again");

@@ -57,6 +57,11 @@ pub struct ServerLimits {
     /// How long calls in flight get to finish after shutdown begins. Default 10s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// On SIGTERM, how long the gateway goes on accepting after `/readyz` turns false, so that a
+    /// load balancer polling it stops sending before the listener closes (Kubernetes: a little
+    /// more than the readiness probe's period). Default 0s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
 }
 
 impl Default for ServerLimits {
@@ -74,6 +79,7 @@ impl Default for ServerLimits {
             max_concurrent_streams: 100,
             max_message_size: 4 << 20,
             drain_timeout: Duration::from_secs(10),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }

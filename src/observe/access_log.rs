@@ -18,16 +18,20 @@ use crate::call::{Body, Call, Protocol, Reply};
 use crate::error::GatewayError;
 use crate::observe::trace::{CallTrace, Tracer};
 
-/// Logs one finished call that never reached the stack (so has no trace).
-pub fn record(
+/// Logs and counts (as `rpc_method="_OTHER"`) a call that named no method of the catalog, or was
+/// refused before it was read: it never reached the stack, so has no trace.
+pub fn unrouted(
     protocol: Protocol,
-    method: &str,
+    path: &str,
     peer: Option<std::net::SocketAddr>,
     code: Code,
     message: &str,
     started: Instant,
 ) {
-    write(protocol, method, peer, code, message, started, None);
+    let metrics = super::metrics::unrouted();
+    metrics.start(protocol);
+    metrics.finish(protocol, code, started.elapsed());
+    write(protocol, path, peer, code, message, started, None);
 }
 
 /// Logs one finished call, with the trace it belongs to if any.
@@ -62,7 +66,7 @@ pub fn refused(
 ) {
     method.metrics.start(protocol);
     method.metrics.finish(protocol, code, started.elapsed());
-    record(protocol, method.path(), peer, code, message, started);
+    write(protocol, method.path(), peer, code, message, started, None);
 }
 
 /// Logs, counts and traces every call; traces go where `tracer` sends them (nowhere when off).
@@ -124,6 +128,9 @@ where
                     Ok(Reply { metadata, body: body.boxed_unsync(), early_status })
                 }
                 Err(e) => {
+                    if let Some(reason) = e.refusal {
+                        entry.method.metrics.refuse(reason);
+                    }
                     let mut entry = entry;
                     entry.finish(e.code, &e.message);
                     Err(e)

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tonic::Code;
 
 use crate::call::Protocol;
+use crate::error::Refusal;
 use crate::transcode::status::code_name;
 
 /// Upper bounds (seconds) of the duration histograms: OpenTelemetry's advisory buckets for RPC
@@ -36,6 +37,17 @@ const LE: [&str; 14] =
 
 const PROTOCOLS: [Protocol; 4] = [Protocol::Grpc, Protocol::Rest, Protocol::WebSocket, Protocol::Soap];
 const CODES: usize = 17;
+
+/// The `rpc_method` of calls that named no method of the catalog (unknown paths and methods,
+/// requests refused before they were read): OpenTelemetry's value for out-of-set methods, which
+/// keeps the label's values bounded whatever paths clients send.
+const OTHER: &str = "_OTHER";
+
+/// The counters of the calls of no method: one set per process, as the server's limits are.
+pub fn unrouted() -> &'static MethodMetrics {
+    static UNROUTED: std::sync::LazyLock<MethodMetrics> = std::sync::LazyLock::new(|| MethodMetrics::new("", "", ""));
+    &UNROUTED
+}
 
 /// The registry of a gateway: every method's counters, by gRPC path, for as long as it runs.
 #[derive(Default)]
@@ -56,6 +68,7 @@ pub struct MethodMetrics {
     kind: &'static str,
     started: [AtomicU64; PROTOCOLS.len()],
     cells: [[Histogram; CODES]; PROTOCOLS.len()],
+    refused: [AtomicU64; Refusal::ALL.len()],
 }
 
 impl std::fmt::Debug for MethodMetrics {
@@ -92,7 +105,19 @@ impl MethodMetrics {
             kind,
             started: Default::default(),
             cells: Default::default(),
+            refused: Default::default(),
         }
+    }
+
+    /// The gateway refused a call of this method, for `reason`.
+    pub fn refuse(&self, reason: Refusal) {
+        let index = Refusal::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.refused[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What `rpc_method` says: `package.Service/Method`, or `_OTHER` for the calls of no method.
+    fn rpc_method(&self) -> String {
+        if self.service.is_empty() { OTHER.to_owned() } else { format!("{}/{}", self.service, self.method) }
     }
 
     /// A call began.
@@ -171,7 +196,7 @@ impl Metrics {
             "rpc_server_call_duration_seconds",
             "Duration of the calls the gateway served (OpenTelemetry rpc.server.call.duration).",
         );
-        for m in &methods {
+        for m in methods.iter().map(|m| &**m).chain([unrouted()]) {
             for (p, protocol) in PROTOCOLS.iter().enumerate() {
                 for (c, cell) in m.cells[p].iter().enumerate() {
                     let count = cell.count.load(Ordering::Relaxed);
@@ -181,12 +206,25 @@ impl Metrics {
                     let code = code_name(Code::from_i32(c as i32));
                     let error = if c == 0 { String::new() } else { format!(",error_type=\"{code}\"") };
                     let labels = format!(
-                        "rpc_system_name=\"grpc\",rpc_method=\"{}/{}\",rpc_response_status_code=\"{code}\"{error},protocol=\"{}\"",
-                        m.service,
-                        m.method,
+                        "rpc_system_name=\"grpc\",rpc_method=\"{}\",rpc_response_status_code=\"{code}\"{error},protocol=\"{}\"",
+                        m.rpc_method(),
                         protocol.as_str()
                     );
                     histogram(&mut out, "rpc_server_call_duration_seconds", &labels, cell.counts());
+                }
+            }
+        }
+
+        counter(&mut out, "dragoman_refusals_total", "Calls the gateway turned away itself, by reason and method.");
+        for m in methods.iter().map(|m| &**m).chain([unrouted()]) {
+            for (reason, refused) in Refusal::ALL.iter().zip(&m.refused) {
+                let refused = refused.load(Ordering::Relaxed);
+                if refused > 0 {
+                    let (reason, method) = (reason.as_str(), m.rpc_method());
+                    let _ = writeln!(
+                        out,
+                        "dragoman_refusals_total{{reason=\"{reason}\",rpc_method=\"{method}\"}} {refused}"
+                    );
                 }
             }
         }

@@ -25,7 +25,7 @@ use tonic::Code;
 use crate::call::{Call, Reply};
 use crate::catalog::MethodRoute;
 use crate::config::Config;
-use crate::error::{GatewayError, Origin};
+use crate::error::{GatewayError, Origin, Refusal};
 use crate::observe::backends::Backends;
 use connection::Stream;
 use pool::{NoStream, Pool};
@@ -48,6 +48,7 @@ impl Upstream {
         let service = || method.descriptor.parent_service().full_name().to_owned();
         let rule = call.method.rule.as_ref().ok_or_else(|| {
             GatewayError::new(Code::Unavailable, Origin::Gateway, format!("no backend is configured for {}", service()))
+                .refused(Refusal::NoBackend)
         })?;
         // A call waits for a free stream no longer than its rule says, nor than its deadline.
         let left = call.deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -58,6 +59,7 @@ impl Upstream {
             NoStream::Unreachable(why) => {
                 tracing::warn!(service = %service(), error = %why, "no backend could be reached");
                 GatewayError::unreachable(format!("{} is unavailable: no backend could be reached", service()))
+                    .refused(Refusal::NoBackend)
             }
             NoStream::Full { limit } => {
                 tracing::warn!(service = %service(), limit, "backends at their stream limit");
@@ -65,6 +67,7 @@ impl Upstream {
                     "{} is unavailable: its backends are at their limit of {limit} concurrent calls",
                     service()
                 ))
+                .refused(Refusal::BackendsBusy)
             }
         })?;
         let mut sender = stream.sender();

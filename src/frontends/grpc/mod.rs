@@ -72,7 +72,7 @@ impl GrpcFrontend {
             Target::Method(method) => self.forward(request, method, peer, started).await,
             // gRPC over HTTP/2: errors before a response are a Trailers-Only response.
             Target::Refused(error) => {
-                access_log::record(
+                access_log::unrouted(
                     Protocol::Grpc,
                     request.uri().path(),
                     Some(peer.address),

@@ -118,7 +118,7 @@ impl RestFrontend {
             Target::MethodNotAllowed(allowed) => {
                 let path = request.uri().path();
                 let response = response::method_not_allowed(request.method(), path, &allowed, format);
-                access_log::record(
+                access_log::unrouted(
                     Protocol::Rest,
                     path,
                     Some(peer.address),
@@ -131,7 +131,7 @@ impl RestFrontend {
             Target::NotFound => {
                 let path = request.uri().path();
                 let message = format!("no route for {} {path}", request.method());
-                access_log::record(Protocol::Rest, path, Some(peer.address), Code::NotFound, &message, started);
+                access_log::unrouted(Protocol::Rest, path, Some(peer.address), Code::NotFound, &message, started);
                 response::refused_with(StatusCode::NOT_FOUND, Code::NotFound, message, format)
             }
         };

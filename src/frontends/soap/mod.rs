@@ -162,7 +162,7 @@ impl SoapFrontend {
             request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let version = Version::of(content_type).map_or(Version::V11, |(version, _)| version);
         let refuse = |status: StatusCode, fault: Fault| {
-            access_log::record(
+            access_log::unrouted(
                 Protocol::Soap,
                 &path,
                 Some(peer.address),
@@ -237,7 +237,7 @@ impl SoapFrontend {
             let message = format!(
                 "content-type {content_type:?} is not SOAP: send text/xml (SOAP 1.1) or application/soap+xml (SOAP 1.2)"
             );
-            access_log::record(Protocol::Soap, path, Some(peer.address), Code::InvalidArgument, &message, started);
+            access_log::unrouted(Protocol::Soap, path, Some(peer.address), Code::InvalidArgument, &message, started);
             let mut response = Fault::sender(message).response(Version::V11, None);
             *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
             return response;
@@ -255,7 +255,7 @@ impl SoapFrontend {
             let (code, message, peer) = (fault.status.code(), fault.status.message(), Some(peer.address));
             match method {
                 Some(method) => access_log::refused(Protocol::Soap, method, peer, code, message, started),
-                None => access_log::record(Protocol::Soap, path, peer, code, message, started),
+                None => access_log::unrouted(Protocol::Soap, path, peer, code, message, started),
             }
             fault.response(version, Some(&service.pool))
         };

@@ -88,7 +88,7 @@ impl WebSocketFrontend {
         let started = Instant::now();
         let path = request.uri().path().to_owned();
         let refuse = |status: StatusCode, error: GatewayError| {
-            access_log::record(Protocol::WebSocket, &path, Some(peer.address), error.code, &error.message, started);
+            access_log::unrouted(Protocol::WebSocket, &path, Some(peer.address), error.code, &error.message, started);
             let mut response = error_response(&error.to_status(), None);
             *response.status_mut() = status;
             handshake::add_version(&mut response);
