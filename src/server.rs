@@ -35,6 +35,7 @@ use crate::config::ServerLimits;
 use crate::frontends::{Peer, ResponseBody, grpc, rest, soap, websocket};
 use crate::gateway::{Gateway, Snapshot, Worker};
 use crate::observe::access_log;
+use crate::observe::metrics::Open;
 use admission::{Activity, Admission, CallGuard, Tracked};
 pub use tls::Tls;
 
@@ -206,11 +207,12 @@ async fn accept(listener: Listener, state: Arc<WorkerState>) {
             let started = Instant::now();
             let timeout = state.limits.header_read_timeout;
             match tls {
-                None => serve_connection(stream, Peer::new(address), timeout, permit, state).await,
+                None => serve_connection(stream, Peer::new(address), false, timeout, permit, state).await,
                 Some(tls) => {
                     let Some((stream, client)) = tls.accept(stream, timeout).await else { return };
                     let remaining = timeout.saturating_sub(started.elapsed());
-                    serve_connection(stream, Peer::new(address).with_client(client), remaining, permit, state).await;
+                    let peer = Peer::new(address).with_client(client);
+                    serve_connection(stream, peer, true, remaining, permit, state).await;
                 }
             }
         });
@@ -222,6 +224,7 @@ async fn accept(listener: Listener, state: Arc<WorkerState>) {
 async fn serve_connection<S>(
     stream: S,
     peer: Peer,
+    tls: bool,
     first_bytes_within: Duration,
     permit: tokio::sync::OwnedSemaphorePermit,
     state: Arc<WorkerState>,
@@ -233,6 +236,13 @@ async fn serve_connection<S>(
     let Some(stream) = preface::read(stream, first_bytes_within).await else {
         return tracing::debug!(peer = %address, "closed: nothing sent within header_read_timeout");
     };
+    let _open = match (stream.is_http2(), tls) {
+        (false, false) => Open::Http1,
+        (true, false) => Open::Http2,
+        (false, true) => Open::Http1Tls,
+        (true, true) => Open::Http2Tls,
+    }
+    .count();
     // Everything a request needs, shared once per connection: one reference count per call.
     let connection =
         Arc::new(Connection { state: state.clone(), activity: Arc::new(Activity::default()), peer, _permit: permit });

@@ -173,6 +173,15 @@ async fn metrics_count_the_calls_of_every_protocol() {
     assert_eq!(reply.status, 200);
     let url = format!("ws://{}/shop.users.v1.UserService/GetUser", gateway.address);
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+    // An open socket is an open connection by its protocol (other tests' sockets count too: the
+    // figure is the process's).
+    let open =
+        regex::Regex::new(r#"dragoman_open_connections\{protocol="websocket",tls="any"\} (\d+)"#).expect("regex");
+    let text = metrics_when(admin, "the open socket", |text| {
+        open.captures(text).is_some_and(|c| c[1].parse::<u64>().is_ok_and(|n| n >= 1))
+    })
+    .await;
+    assert!(text.contains("dragoman_open_connections{protocol=\"http1\",tls=\"false\"}"), "{text}");
     socket.send(Message::text(r#"{"id": "u-1"}"#)).await.expect("send");
     while let Some(Ok(frame)) = socket.next().await {
         if frame.is_close() {

@@ -49,6 +49,54 @@ pub fn unrouted() -> &'static MethodMetrics {
     &UNROUTED
 }
 
+/// Client connections open now, by what they speak: the process's figure, as the server's limits
+/// are. Indexed by [`Open`].
+static OPEN: [std::sync::atomic::AtomicI64; 5] = [const { std::sync::atomic::AtomicI64::new(0) }; 5];
+
+/// What an open client connection speaks.
+#[derive(Debug, Clone, Copy)]
+pub enum Open {
+    Http1,
+    Http2,
+    Http1Tls,
+    Http2Tls,
+    /// An upgraded WebSocket (counted apart from the HTTP/1.1 connection it came on).
+    WebSocket,
+}
+
+impl Open {
+    const LABELS: [&str; 5] = [
+        "protocol=\"http1\",tls=\"false\"",
+        "protocol=\"http2\",tls=\"false\"",
+        "protocol=\"http1\",tls=\"true\"",
+        "protocol=\"http2\",tls=\"true\"",
+        "protocol=\"websocket\",tls=\"any\"",
+    ];
+
+    /// Counts one open until the guard is dropped.
+    pub fn count(self) -> OpenGuard {
+        OPEN[self as usize].fetch_add(1, Ordering::Relaxed);
+        OpenGuard(self)
+    }
+}
+
+/// One open connection or socket, counted until dropped.
+pub struct OpenGuard(Open);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        OPEN[self.0 as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `dragoman_open_connections`, by protocol.
+pub fn render_open(out: &mut String) {
+    family(out, false, "gauge", "dragoman_open_connections", "Client connections open now, by protocol.");
+    for (labels, open) in Open::LABELS.iter().zip(&OPEN) {
+        let _ = writeln!(out, "dragoman_open_connections{{{labels}}} {}", open.load(Ordering::Relaxed));
+    }
+}
+
 /// The registry of a gateway: every method's counters, by gRPC path, for as long as it runs.
 #[derive(Default)]
 pub struct Metrics {

@@ -40,6 +40,13 @@ pub(super) async fn read<S: AsyncRead + Unpin>(mut stream: S, timeout: Duration)
     Some(Prefixed { first, offset: 0, stream })
 }
 
+impl<S> Prefixed<S> {
+    /// Whether the client opened with HTTP/2's preface (h2c, or h2 over TLS).
+    pub(super) fn is_http2(&self) -> bool {
+        self.first == PREFACE
+    }
+}
+
 /// A connection whose first bytes were already read: they are read again first.
 pub(super) struct Prefixed<S> {
     first: Vec<u8>,

@@ -136,6 +136,7 @@ impl WebSocketFrontend {
                 Ok(upgraded) => upgraded,
                 Err(e) => return tracing::debug!(%peer, error = %e, "the WebSocket upgrade did not complete"),
             };
+            let _open = crate::observe::metrics::Open::WebSocket.count();
             let config = this.socket_config();
             let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
             let proto = accepted.mode == handshake::Mode::Proto;
