@@ -267,6 +267,18 @@ const CASES: &[Case] = &[
         assert_eq!(ran.header("content-type").as_deref(), Some("application/xml; charset=utf-8"));
         assert!(ran.stdout.contains("<Product xmlns=\"urn:dragoman:shop.products.v1\"><id>p-2</id>"), "{}", ran.stdout);
     }),
+    Case::ok("8081/readyz", |ran| assert_eq!(ran.stdout, "ready\n")),
+    Case::ok("8081/admin/backends", |ran| {
+        let backends = ran.json()["backends"].as_array().cloned().unwrap_or_default();
+        assert_eq!(backends.len(), 4, "the demo's four backends: {}", ran.stdout);
+        // The examples above called every demo service: each has a connection and calls.
+        assert!(backends.iter().all(|b| b["state"] == "up" && b["calls"].as_u64() > Some(0)), "{}", ran.stdout);
+    }),
+    Case::ok("8081/metrics", |ran| {
+        let ok = r#"rpc_method="shop.users.v1.UserService/GetUser",rpc_response_status_code="OK""#;
+        assert!(ran.stdout.contains(ok), "the examples' calls are counted: {}", ran.stdout);
+        assert!(ran.stdout.contains("dragoman_backend_calls_total{backend="), "{}", ran.stdout);
+    }),
     Case::ok("/openapi.json", |ran| {
         let doc = ran.json();
         assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "OpenAPI 3.1: {}", doc["openapi"]);
@@ -277,8 +289,8 @@ const CASES: &[Case] = &[
 /// Runs one example as a shell would, against `address`; curl is told to fail on an HTTP error
 /// (printing the body all the same) and to show its response head on stderr. A 30 s hang guard
 /// turns an example that never ends (a stream that does not close) into a failure.
-async fn run(example: &str, address: &str) -> Ran {
-    let mut command = example.replace("127.0.0.1:8080", address);
+async fn run(example: &str, address: &str, admin: &str) -> Ran {
+    let mut command = example.replace("127.0.0.1:8080", address).replace("127.0.0.1:8081", admin);
     if example.starts_with("curl ") {
         command = command.replacen("curl ", "curl --fail-with-body -D /dev/stderr ", 1);
     }
@@ -305,6 +317,8 @@ async fn every_example_works_against_the_demo_as_the_readme_says() {
     command.current_dir(root()).args(["demo", "--listen", "127.0.0.1:0"]);
     let demo = tokio::task::spawn_blocking(move || Running::start(command)).await.expect("join");
     let address = demo.address.to_string();
+    let line = demo.wait_for_log(|l| l.contains("admin listening")).await;
+    let admin = line.split_whitespace().find_map(|w| w.strip_prefix("address=")).expect("admin address").to_owned();
 
     let examples = examples();
     let mut used = vec![0; CASES.len()];
@@ -313,7 +327,7 @@ async fn every_example_works_against_the_demo_as_the_readme_says() {
         let [case] = matching[..] else { panic!("{} cases for README example {example}", matching.len()) };
         used[case] += 1;
         let Case { fails, check, .. } = CASES[case];
-        let ran = run(example, &address).await;
+        let ran = run(example, &address, &admin).await;
         let said = format!("README example: {example}\n{}{}", ran.stdout, ran.stderr);
         assert_eq!(ran.success, !fails, "{}: {said}", if fails { "shows an error, must fail" } else { "must succeed" });
         assert!(!ran.stdout.trim().is_empty(), "printed nothing: {said}");
@@ -338,7 +352,7 @@ async fn every_example_works_against_the_demo_as_the_readme_says() {
         ),
     ];
     for (variant, says) in variants {
-        let ran = run(&variant, &address).await;
+        let ran = run(&variant, &address, &admin).await;
         assert!(!ran.success, "fails: {variant}");
         assert!(says.iter().all(|s| ran.stderr.contains(s)), "{variant}: {}", ran.stderr);
     }
@@ -353,6 +367,10 @@ fn config_example_is_valid() {
     std::fs::create_dir_all(dir.path().join("certs")).expect("dir");
     let ca = rcgen::generate_simple_self_signed(vec!["billing.internal".to_owned()]).expect("cert");
     std::fs::write(dir.path().join("certs/internal-ca.pem"), ca.cert.pem()).expect("write");
+    std::fs::write(dir.path().join("certs/clients-ca.pem"), ca.cert.pem()).expect("write");
+    let gateway = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    std::fs::write(dir.path().join("certs/gateway.pem"), gateway.cert.pem()).expect("write");
+    std::fs::write(dir.path().join("certs/gateway.key"), gateway.signing_key.serialize_pem()).expect("write");
     let config_path = dir.path().join("gateway.yaml");
     std::fs::write(&config_path, &yaml).expect("write");
     let config = dragoman::config::Config::load(&config_path).expect("the README's config is valid");
@@ -361,6 +379,7 @@ fn config_example_is_valid() {
     assert_eq!(format!("{:?}", config.server), format!("{:?}", dragoman::config::ServerLimits::default()));
     assert_eq!(config.services[1].queue_timeout, std::time::Duration::from_secs(1));
     assert!(config.services[2].tls.is_some());
+    assert_eq!(config.tls.as_ref().map(|t| t.listen.port()), Some(8443));
     assert_eq!(config.traces.otlp_endpoint.as_ref().map(|e| e.to_string()).as_deref(), Some("http://127.0.0.1:4317/"));
     assert_eq!(config.rule_for("shop.products.v1.ProductService").map(|r| r.index), Some(0));
     assert_eq!(config.rule_for("shop.orders.v1.OrderService").map(|r| r.index), Some(1));
