@@ -343,3 +343,40 @@ async fn a_certificate_swapped_on_disk_is_served_to_the_next_connection() {
     let response = early.send_request(request).await.expect("the old connection still serves");
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_style_secret_swap_is_picked_up() {
+    // A mounted secret: the files are symlinks through `..data`, itself a symlink to a timestamped
+    // folder; an update writes a new folder and renames a new `..data` over the old one.
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (old, new) = (Authority::new("old CA"), Authority::new("new CA"));
+    let version = |name: &str, authority: &Authority| {
+        let folder = dir.path().join(name);
+        std::fs::create_dir(&folder).expect("dir");
+        let (cert, key) = authority.server();
+        std::fs::write(folder.join("tls.crt"), cert).expect("write");
+        std::fs::write(folder.join("tls.key"), key).expect("write");
+    };
+    version("..2026_11_26_a", &old);
+    symlink("..2026_11_26_a", dir.path().join("..data")).expect("symlink");
+    symlink("..data/tls.crt", dir.path().join("server.pem")).expect("symlink");
+    symlink("..data/tls.key", dir.path().join("server.key")).expect("symlink");
+    let (old_ca, new_ca) = (dir.path().join("old-ca.pem"), dir.path().join("new-ca.pem"));
+    std::fs::write(&old_ca, old.pem()).expect("write");
+    std::fs::write(&new_ca, new.pem()).expect("write");
+    let (_gateway, tls) = serve(dir.path(), "").await;
+    let url = format!("https://localhost:{}/v1/users/u-1", tls.port());
+    let trusts = |ca: &Path| curl(&["--cacert", ca.to_str().expect("path"), &url]).status.success();
+    assert!(trusts(&old_ca) && !trusts(&new_ca));
+
+    version("..2026_11_26_b", &new);
+    symlink("..2026_11_26_b", dir.path().join("..data_tmp")).expect("symlink");
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).expect("swap");
+    let swapped = async {
+        while !trusts(&new_ca) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), swapped).await.expect("the new certificate is served");
+}
