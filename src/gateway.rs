@@ -157,9 +157,19 @@ impl Gateway {
         self.shared.snapshot.load().config.clone()
     }
 
-    /// Marks the gateway as shutting down (the server does, as it stops accepting).
+    /// Marks the gateway as shutting down (the server does, as shutdown begins): `/readyz` and
+    /// `grpc.health.v1.Health` say NOT_SERVING from then on, for load balancers of either kind.
     pub fn start_draining(&self) {
         self.shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        let health = self.shared.health.clone();
+        let services: Vec<String> =
+            self.snapshot().catalog.services().iter().map(|s| s.descriptor.full_name().to_owned()).collect();
+        self.shared.runtime.spawn(async move {
+            health.set_service_status("", ServingStatus::NotServing).await;
+            for name in services {
+                health.set_service_status(name, ServingStatus::NotServing).await;
+            }
+        });
     }
 
     /// The call metrics (`/metrics` on the admin listener).
@@ -237,23 +247,25 @@ impl Gateway {
     /// Reads the config file again and, if it changed, serves by it: a new snapshot (catalog and
     /// all) built off to the side and swapped in; each worker then rebuilds its frontends and
     /// backend pools. A file that does not parse, or whose catalog does not build, leaves the
-    /// current config serving and says why. What only a restart can change (the listeners, the
-    /// workers, `server:` limits) is kept as it is, with a warning. Ok(false): nothing changed.
-    pub fn reload_config(&self, path: &Path) -> Result<bool, String> {
+    /// current config serving and says why. What only a restart can change
+    /// ([`Config::RESTART_ONLY`]) is kept as it is, with a warning. Ok(false): nothing changed.
+    /// `force` (SIGHUP) rebuilds even when the file is unchanged, so that the files it names
+    /// (backend CA files, descriptors) are read again.
+    pub fn reload_config(&self, path: &Path, force: bool) -> Result<bool, String> {
         let reloading = self.shared.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.config();
-        let result = Config::load(path).map_err(|e| e.to_string()).and_then(|config| {
-            if config.effective == current.effective {
+        let result = Config::reload(path, &current).map_err(|e| e.to_string()).and_then(|(config, kept)| {
+            if config.effective == current.effective && !force {
                 return Ok(None);
             }
             let config = Arc::new(config);
             self.swap_in(config.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(Some(config))
+            Ok(Some((config, kept)))
         });
         drop(reloading);
-        let config = match result {
+        let (config, restart) = match result {
             Ok(None) => return Ok(false),
-            Ok(Some(config)) => config,
+            Ok(Some(reloaded)) => reloaded,
             Err(e) => {
                 tracing::error!(error = %e, "config reload failed; the previous config keeps serving");
                 self.shared.reloads.send_modify(|s| {
@@ -263,10 +275,6 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let restart: Vec<&str> = ["listen", "workers", "server", "tls", "admin", "traces"]
-            .into_iter()
-            .filter(|key| config.effective.get(key) != current.effective.get(key))
-            .collect();
         if !restart.is_empty() {
             tracing::warn!(keys = ?restart, "config reloaded, but these settings change only on restart: kept as they were");
         }
@@ -322,20 +330,23 @@ impl Gateway {
     }
 
     /// Watches the config file (through its folder, so that an editor's or Kubernetes' swap is
-    /// seen), reloading it on change.
+    /// seen), reloading it on change, unless the config says `watch: false`.
     pub fn watch_config(&self, path: &Path) -> Result<(), String> {
-        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        if !self.config().watch {
+            return Ok(());
+        }
         let (gateway, file) = (Arc::downgrade(&self.shared), path.to_path_buf());
+        let watched = [file.clone()];
+        let relevant = {
+            let files = watched.clone();
+            move |changed: &Path| crate::watch::touches_files(changed, &files)
+        };
         let _guard = self.shared.runtime.enter();
-        let watcher = crate::watch::watch(
-            &[folder],
-            |_| true,
-            move || {
-                if let Some(shared) = gateway.upgrade() {
-                    let _ = Gateway { shared }.reload_config(&file);
-                }
-            },
-        )?;
+        let watcher = crate::watch::watch(&watched, relevant, move || {
+            if let Some(shared) = gateway.upgrade() {
+                let _ = Gateway { shared }.reload_config(&file, false);
+            }
+        })?;
         self.shared.watches.lock().unwrap_or_else(|e| e.into_inner()).config = Some(watcher);
         Ok(())
     }

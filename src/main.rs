@@ -270,9 +270,14 @@ async fn reload_on_hangup(gateway: Gateway, path: Option<PathBuf>, tls: Option<s
             tracing::info!("SIGHUP: reloading");
             let (gateway, path, tls) = (gateway.clone(), path.clone(), tls.clone());
             let _ = tokio::task::spawn_blocking(move || {
-                // A changed config builds a new catalog too; an unchanged one leaves the descriptors.
-                if !path.is_some_and(|path| gateway.reload_config(&path).unwrap_or(false)) {
-                    let _ = gateway.reload();
+                // The config file rebuilt whole (the files it names read again), or the descriptors.
+                match path {
+                    Some(path) => {
+                        let _ = gateway.reload_config(&path, true);
+                    }
+                    None => {
+                        let _ = gateway.reload();
+                    }
                 }
                 if let Some(tls) = tls {
                     tls.reload();

@@ -357,9 +357,12 @@ impl Connection {
                     tasks: self.state.connections.clone(),
                     admit,
                 };
-                let gateway = self.state.gateway.clone();
-                let tables: websocket::CurrentTables = Arc::new(move || gateway.snapshot().rest.clone());
-                let response = worker.websocket.serve(request, tables, &self.peer, lease).await;
+                let state = self.state.clone();
+                let current: websocket::Current = Arc::new(move || {
+                    let snapshot = state.gateway.snapshot();
+                    (snapshot.rest.clone(), state.worker_for(&snapshot).websocket.stack.clone())
+                });
+                let response = worker.websocket.serve(request, current, &self.peer, lease).await;
                 return response.map(|body| Tracked::new(body, None));
             }
         };

@@ -11,6 +11,12 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
+/// Whether a change at `path` can touch one of `files` (watched through their folder): the file
+/// itself, or a Kubernetes volume's `..data` symlink swapped over, which the files point through.
+pub fn touches_files(path: &Path, files: &[PathBuf]) -> bool {
+    files.iter().any(|f| f == path) || path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".."))
+}
+
 /// Quiet time after the last event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 

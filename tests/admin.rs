@@ -149,6 +149,13 @@ async fn with_a_shutdown_delay_new_calls_are_served_after_readiness_turns_false(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let reply = get(gateway.address, "/v1/users/u-1").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
+    // gRPC health says so too, for load balancers that ask it instead.
+    let address = gateway.address.to_string();
+    let health = std::process::Command::new(support::grpcurl())
+        .args(["-plaintext", &address, "grpc.health.v1.Health/Check"])
+        .output()
+        .expect("grpcurl runs");
+    assert!(support::stdout(&health).contains("NOT_SERVING"), "{}", support::stdout(&health));
     let status = tokio::task::spawn_blocking(move || gateway.terminate()).await.expect("join");
     assert!(status.success(), "{status:?}");
 }

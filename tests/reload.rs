@@ -165,8 +165,14 @@ async fn the_config_file_is_reloaded_when_it_changes_and_a_broken_one_changes_no
     };
     assert!(!served_by_echo().await, "the demo's UserService answers first");
 
+    // Written whole at once (a rename), as deploy tools do: an in-place write can be read half-done.
+    let replace = |text: String| {
+        let staged = path.with_extension("new");
+        std::fs::write(&staged, text).expect("write");
+        std::fs::rename(&staged, &path).expect("rename");
+    };
     // The backend moves: the next calls go to the new one, without a restart.
-    std::fs::write(&path, config(echo, "")).expect("write");
+    replace(config(echo, ""));
     let moved = async {
         while !served_by_echo().await {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -177,17 +183,22 @@ async fn the_config_file_is_reloaded_when_it_changes_and_a_broken_one_changes_no
     let shown = support::get(admin, "/admin/config").await.json();
     assert_eq!(shown["services"][0]["backends"][0], format!("http://{echo}"), "{shown}");
 
-    // A broken file: said so, and the config before it keeps serving.
-    std::fs::write(&path, "services: [\n").expect("write");
+    // A broken file, and an empty one (a write in progress): said so, and the config before
+    // them keeps serving.
+    replace("services: [\n".to_owned());
     let failed = gateway.wait_for_log(|l| l.contains("config reload failed")).await;
     assert!(failed.contains("gateway.yaml"), "the error names the file: {failed}");
+    replace(String::new());
+    let empty = gateway.wait_for_log(|l| l.contains("config reload failed") && l.contains("empty")).await;
+    assert!(empty.contains("gateway.yaml"), "{empty}");
     assert!(served_by_echo().await, "the last good config serves on");
     let metrics = support::get(admin, "/metrics").await.text();
     assert!(metrics.contains("dragoman_config_reloads_total{result=\"success\"} 1"), "{metrics}");
-    assert!(metrics.contains("dragoman_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
+    assert!(metrics.contains("dragoman_config_reloads_total{result=\"failure\"} 2"), "{metrics}");
 
-    // What only a restart can change is kept, with a warning naming it; the rest applies.
-    std::fs::write(&path, config(demo.addresses[0], "workers: 3\n")).expect("write");
+    // What only a restart can change is kept — /admin/config shows what runs — with a warning
+    // naming it; the rest applies.
+    replace(config(demo.addresses[0], "workers: 3\n"));
     let warning = gateway.wait_for_log(|l| l.contains("change only on restart")).await;
     assert!(warning.contains("workers"), "{warning}");
     let back = async {
@@ -196,10 +207,19 @@ async fn the_config_file_is_reloaded_when_it_changes_and_a_broken_one_changes_no
         }
     };
     tokio::time::timeout(Duration::from_secs(10), back).await.expect("the demo's backend serves again");
+    let shown = support::get(admin, "/admin/config").await.json();
+    assert_eq!(shown["workers"], 0, "the running thread count, not the file's: {shown}");
+    assert_eq!(shown["services"][0]["backends"][0], format!("http://{}", demo.addresses[0]), "{shown}");
 
-    // SIGHUP with the file unchanged reads the descriptors again.
+    // SIGHUP rebuilds from the file even when it is unchanged (the files it names are read again).
+    let reloads = gateway.log().matches("config reloaded").count();
     gateway.signal("HUP");
     gateway.wait_for_log(|l| l.contains("SIGHUP: reloading")).await;
-    gateway.wait_for_log(|l| l.contains("descriptors reloaded")).await;
-    assert!(!served_by_echo().await, "still serving after SIGHUP");
+    let rebuilt = async {
+        while gateway.log().matches("config reloaded").count() == reloads {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), rebuilt).await.expect("SIGHUP reloads the config");
+    assert!(!served_by_echo().await, "still serving the demo's backend after SIGHUP");
 }

@@ -249,15 +249,52 @@ impl Config {
         Self::parse(&text, base).map_err(|message| ConfigError { file: path.display().to_string(), message })
     }
 
-    /// Parses YAML text; relative paths are resolved against `base`.
-    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+    /// Reads `path` again for a gateway running with `current`: what only a restart can change
+    /// ([`Config::RESTART_ONLY`]) is kept as `current` has it, so that the config returned (and
+    /// shown by `/admin/config`) is the one in effect. Returns it and the keys the file changes
+    /// but that were kept. An empty file is refused: it is what a write in progress looks like.
+    pub fn reload(path: &Path, current: &Config) -> Result<(Self, Vec<&'static str>), ConfigError> {
+        let error = |message: String| ConfigError { file: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        if text.trim().is_empty() {
+            return Err(error("the file is empty (a write in progress?)".to_owned()));
+        }
+        let file = Self::parse_file(&text).map_err(error)?;
+        let mut written = serde_json::to_value(&file).map_err(|e| error(format!("the config cannot be shown: {e}")))?;
+        let mut kept = Vec::new();
+        if let Some(written) = written.as_object_mut() {
+            for key in Self::RESTART_ONLY {
+                let running = current.effective.get(key);
+                if written.get(key) != running {
+                    kept.push(key);
+                    match running {
+                        Some(value) => written.insert(key.to_owned(), value.clone()),
+                        None => written.remove(key),
+                    };
+                }
+            }
+        }
+        let file: FileConfig = serde_json::from_value(written).map_err(|e| error(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok((Self::from_file(file, base).map_err(error)?, kept))
+    }
+
+    /// The top-level keys a running gateway cannot change: its listeners, threads, edge limits,
+    /// admin listener and trace exporter are set up once.
+    pub const RESTART_ONLY: [&'static str; 6] = ["listen", "workers", "server", "tls", "admin", "traces"];
+
+    fn parse_file(text: &str) -> Result<FileConfig, String> {
         let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-        let file: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let at = e.path().to_string();
             let inner = e.into_inner();
             if at == "." { inner.to_string() } else { format!("at `{at}`: {inner}") }
-        })?;
-        Self::from_file(file, base)
+        })
+    }
+
+    /// Parses YAML text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        Self::from_file(Self::parse_file(text)?, base)
     }
 
     fn from_file(file: FileConfig, base: &Path) -> Result<Self, String> {

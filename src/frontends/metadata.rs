@@ -80,15 +80,34 @@ impl Peer {
     }
 }
 
-/// Envoy's `X-Forwarded-Client-Cert` element for one certificate: `Hash=…;Subject="…";URI=…;DNS=…`,
-/// values with `,;="` in them quoted, a quote escaped.
+/// Envoy's `X-Forwarded-Client-Cert` element for one certificate: `Hash=…;Subject="…";URI=…;DNS=…`.
+/// The subject is always quoted, other values when they hold `,;="\`; inside quotes `"` and `\`
+/// are escaped with `\`, and any byte that is not printable ASCII is written `\XX` (RFC 4514's
+/// form), so a certificate's contents can neither end a value early nor make the header invalid.
 fn client_cert(client: &ClientIdentity) -> String {
+    let escaped = |v: &str| {
+        let mut out = String::with_capacity(v.len() + 2);
+        out.push('"');
+        for byte in v.bytes() {
+            match byte {
+                b'"' | b'\\' => {
+                    out.push('\\');
+                    out.push(byte as char);
+                }
+                b' '..=b'~' => out.push(byte as char),
+                _ => out.push_str(&format!("\\{byte:02X}")),
+            }
+        }
+        out.push('"');
+        out
+    };
     let value = |v: &str| {
-        if v.contains([',', ';', '=', '"']) { format!("\"{}\"", v.replace('"', "\\\"")) } else { v.to_owned() }
+        let plain = v.bytes().all(|b| b.is_ascii_graphic() && !b",;=\"\\".contains(&b));
+        if plain { v.to_owned() } else { escaped(v) }
     };
     let mut out = format!("Hash={}", client.hash);
     if !client.subject.is_empty() {
-        out.push_str(&format!(";Subject={}", value(&client.subject)));
+        out.push_str(&format!(";Subject={}", escaped(&client.subject)));
     }
     for uri in &client.uris {
         out.push_str(&format!(";URI={}", value(uri)));
@@ -204,6 +223,22 @@ mod tests {
             out["x-forwarded-client-cert"],
             r#"Hash=ab12;Subject="CN=billing,O=Example \"Ltd\"";URI=spiffe://example.org/billing;DNS=billing.internal"#
         );
+        // A subject crafted to close its quotes and add a URI stays one quoted value; one that is
+        // not ASCII still makes a valid header.
+        let crafted = ClientIdentity {
+            subject: r#"CN=a\",URI=spiffe://prod/admin"#.into(),
+            dns_names: vec![],
+            uris: vec![],
+            hash: "cd34".into(),
+        };
+        let peer = Peer::new("10.0.0.9:5000".parse().expect("address")).with_client(Some(Arc::new(crafted)));
+        add_forwarded(&headers, &mut out, &peer);
+        assert_eq!(out["x-forwarded-client-cert"], r#"Hash=cd34;Subject="CN=a\\\",URI=spiffe://prod/admin""#);
+        let accented =
+            ClientIdentity { subject: "CN=Müller".into(), dns_names: vec![], uris: vec![], hash: "ef56".into() };
+        let peer = Peer::new("10.0.0.9:5000".parse().expect("address")).with_client(Some(Arc::new(accented)));
+        add_forwarded(&headers, &mut out, &peer);
+        assert_eq!(out["x-forwarded-client-cert"], r#"Hash=ef56;Subject="CN=M\C3\BCller""#);
     }
 
     #[test]

@@ -43,17 +43,17 @@ impl Tls {
             loaded: Mutex::new(loaded),
             watcher: OnceLock::new(),
         });
-        let folders: Vec<PathBuf> = settings.files().iter().map(|f| folder_of(f)).collect();
+        let files = settings.files();
         let weak: Weak<Tls> = Arc::downgrade(&tls);
-        let watcher = crate::watch::watch(
-            &folders,
-            |_| true,
-            move || {
-                if let Some(tls) = weak.upgrade() {
-                    tls.reload();
-                }
-            },
-        )?;
+        let relevant = {
+            let files = files.clone();
+            move |changed: &Path| crate::watch::touches_files(changed, &files)
+        };
+        let watcher = crate::watch::watch(&files, relevant, move || {
+            if let Some(tls) = weak.upgrade() {
+                tls.reload();
+            }
+        })?;
         let _ = tls.watcher.set(watcher);
         Ok(tls)
     }
@@ -101,11 +101,6 @@ impl Tls {
         let identity = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(identity_of);
         Some((stream, identity.map(Arc::new)))
     }
-}
-
-/// The folder a file sits in, to be watched.
-fn folder_of(file: &Path) -> PathBuf {
-    file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
 }
 
 fn read_all(files: &[PathBuf]) -> Result<Vec<Vec<u8>>, String> {

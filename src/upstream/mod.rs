@@ -55,7 +55,12 @@ impl Upstream {
         let patience = left.map_or(rule.queue_timeout, |left| left.min(rule.queue_timeout));
         // The client learns which service is unavailable, not where its backends live: that,
         // and why, goes to the log.
-        let (stream, endpoint) = self.pools[rule.index].stream(patience).await.map_err(|refusal| match refusal {
+        // A call routed by a config other than the one these pools were built for (a reload in
+        // between) is refused rather than sent by another rule's backends.
+        let pool = self.pools.get(rule.index).filter(|pool| Arc::ptr_eq(pool.rule(), rule)).ok_or_else(|| {
+            GatewayError::unreachable(format!("{} is unavailable: the config changed; retry", service()))
+        })?;
+        let (stream, endpoint) = pool.stream(patience).await.map_err(|refusal| match refusal {
             NoStream::Unreachable(why) => {
                 tracing::warn!(service = %service(), error = %why, "no backend could be reached");
                 GatewayError::unreachable(format!("{} is unavailable: no backend could be reached", service()))

@@ -20,6 +20,7 @@ use crate::config::ServiceRule;
 use crate::observe::backends::Backends;
 
 pub(super) struct Pool {
+    rule: Arc<ServiceRule>,
     endpoints: Box<[Arc<Endpoint>]>,
     next: AtomicUsize,
     /// Told when a stream frees up on any of the pool's connections (one waiter), and when a
@@ -46,7 +47,12 @@ impl Pool {
                 Arc::new(Endpoint::new(b.clone(), rule.clone(), freed.clone(), stats))
             })
             .collect();
-        Pool { endpoints, next: AtomicUsize::new(0), freed }
+        Pool { rule: rule.clone(), endpoints, next: AtomicUsize::new(0), freed }
+    }
+
+    /// The rule it serves.
+    pub(super) fn rule(&self) -> &Arc<ServiceRule> {
+        &self.rule
     }
 
     /// A stream to send a call on, and its endpoint; waits at most `patience` for a full

@@ -51,9 +51,10 @@ pub struct WebSocketFrontend {
 /// limit); the slot is freed when what it returns is dropped.
 pub type Admit = Arc<dyn Fn() -> Option<Box<dyn Send + Sync>> + Send + Sync>;
 
-/// The REST tables of the current catalog snapshot: the multiplexed socket loads them for each
-/// call it starts, so a reload changes what later calls find.
-pub type CurrentTables = Arc<dyn Fn() -> Arc<crate::frontends::rest::Tables> + Send + Sync>;
+/// The REST tables of the current snapshot, and the policy stack of the current config: the
+/// multiplexed socket loads both for each call it starts, so a reload changes what later calls
+/// find and where they go (a stack of the config the socket opened under knows only its rules).
+pub type Current = Arc<dyn Fn() -> (Arc<crate::frontends::rest::Tables>, crate::stack::Stack) + Send + Sync>;
 
 /// What an open socket holds on to after its request has been answered.
 pub struct Lease {
@@ -81,7 +82,7 @@ impl WebSocketFrontend {
     pub async fn serve(
         &self,
         mut request: Request<Incoming>,
-        tables: CurrentTables,
+        current: Current,
         peer: &Peer,
         lease: Lease,
     ) -> Response<ResponseBody> {
@@ -108,7 +109,7 @@ impl WebSocketFrontend {
             }
             Target::Multiplexed
         } else {
-            match tables().routes.find_any(&path) {
+            match current().0.routes.find_any(&path) {
                 Some((route, bound)) => Target::Single(route.clone(), bound),
                 None => {
                     let message = format!("no method at {path} to open a WebSocket on");
@@ -165,7 +166,7 @@ impl WebSocketFrontend {
                     single::run(socket, session).await;
                 }
                 Target::Multiplexed => {
-                    let session = mux::Session { frontend: this, tables, metadata, peer, client, stopping, admit };
+                    let session = mux::Session { frontend: this, current, metadata, peer, client, stopping, admit };
                     mux::run(socket, session).await;
                 }
             }

@@ -41,7 +41,7 @@ use super::socket::{self, Clocks, Socket};
 /// Everything a multiplexed socket needs.
 pub(super) struct Session {
     pub frontend: WebSocketFrontend,
-    pub tables: super::CurrentTables,
+    pub current: super::Current,
     /// Metadata from the upgrade request, which every call on the socket carries.
     pub metadata: HeaderMap,
     pub peer: SocketAddr,
@@ -288,7 +288,7 @@ impl Mux {
     /// Starts the call an envelope asks for.
     fn start(&self, calls: &mut Calls, id: &Arc<str>, method: &str, envelope: &Envelope<'_>) -> Result<(), Status> {
         let frontend = &self.session.frontend;
-        let tables = (self.session.tables)();
+        let (tables, stack) = (self.session.current)();
         let Some((route, bound)) = tables.routes.find_any(method) else {
             return Err(Status::unimplemented(format!("unknown method {method}")));
         };
@@ -308,7 +308,7 @@ impl Mux {
             .ok_or_else(|| Status::unavailable("the gateway is at its limit of calls in flight; retry later"))?;
         let descriptor = &route.method.descriptor;
         let start = Start {
-            stack: frontend.stack.clone(),
+            stack,
             method: route.method.clone(),
             metadata,
             deadline,
