@@ -43,14 +43,15 @@ const CODES: usize = 17;
 /// keeps the label's values bounded whatever paths clients send.
 const OTHER: &str = "_OTHER";
 
-/// The counters of the calls of no method: one set per process, as the server's limits are.
+/// The counters of the calls of no method: one set per process (every gateway in it), since the
+/// calls they count never reached a gateway's catalog.
 pub fn unrouted() -> &'static MethodMetrics {
     static UNROUTED: std::sync::LazyLock<MethodMetrics> = std::sync::LazyLock::new(|| MethodMetrics::new("", "", ""));
     &UNROUTED
 }
 
-/// Client connections open now, by what they speak: the process's figure, as the server's limits
-/// are. Indexed by [`Open`].
+/// Client connections open now, by what they speak: a figure of the process (every `serve` in it),
+/// not of one gateway. Indexed by [`Open`].
 static OPEN: [std::sync::atomic::AtomicI64; 5] = [const { std::sync::atomic::AtomicI64::new(0) }; 5];
 
 /// What an open client connection speaks.
