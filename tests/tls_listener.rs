@@ -55,6 +55,18 @@ impl Authority {
     }
 }
 
+/// A CA and the gateway's certificate by it, written where `serve` reads them (`server.pem`,
+/// `server.key`); the CA's certificate in `ca.pem`, for clients.
+fn gateway_certificate(dir: &Path, name: &str) -> (Authority, PathBuf) {
+    let authority = Authority::new(name);
+    let (cert, key) = authority.server();
+    std::fs::write(dir.join("server.pem"), cert).expect("write");
+    std::fs::write(dir.join("server.key"), key).expect("write");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, authority.pem()).expect("write");
+    (authority, ca)
+}
+
 /// A client certificate: its files, and its DER.
 struct ClientCert {
     cert: PathBuf,
@@ -148,12 +160,7 @@ fn tls_client(ca: &str, client: Option<&ClientCert>, alpn: &[&[u8]]) -> tokio_ru
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protocol_is_served_over_tls_on_one_port() {
     let dir = tempfile::tempdir().expect("tmp");
-    let authority = Authority::new("test CA");
-    let (cert, key) = authority.server();
-    std::fs::write(dir.path().join("server.pem"), cert).expect("write");
-    std::fs::write(dir.path().join("server.key"), key).expect("write");
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, authority.pem()).expect("write");
+    let (authority, ca) = gateway_certificate(dir.path(), "test CA");
     let (_gateway, tls) = serve(dir.path(), "").await;
     let ca_arg = ca.to_str().expect("utf-8 path");
 
@@ -232,12 +239,7 @@ async fn every_protocol_is_served_over_tls_on_one_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_tells_the_backend_who_the_client_is_and_refuses_strangers() {
     let dir = tempfile::tempdir().expect("tmp");
-    let authority = Authority::new("server CA");
-    let (cert, key) = authority.server();
-    std::fs::write(dir.path().join("server.pem"), cert).expect("write");
-    std::fs::write(dir.path().join("server.key"), key).expect("write");
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, authority.pem()).expect("write");
+    let (authority, ca) = gateway_certificate(dir.path(), "server CA");
     let clients = Authority::new("clients CA");
     std::fs::write(dir.path().join("clients.pem"), clients.pem()).expect("write");
     let billing = client_cert(&clients, dir.path(), "billing");
@@ -379,4 +381,26 @@ async fn a_kubernetes_style_secret_swap_is_picked_up() {
         }
     };
     tokio::time::timeout(Duration::from_secs(10), swapped).await.expect("the new certificate is served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_optional_client_certificates_anyone_gets_in_but_only_a_valid_certificate_counts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_, ca) = gateway_certificate(dir.path(), "server CA");
+    let clients = Authority::new("clients CA");
+    std::fs::write(dir.path().join("clients.pem"), clients.pem()).expect("write");
+    let billing = client_cert(&clients, dir.path(), "billing");
+    let stranger = client_cert(&Authority::new("someone else's CA"), dir.path(), "stranger");
+    let (_gateway, tls) = serve(dir.path(), "  client_ca_file: clients.pem\n  client_cert: optional\n").await;
+    let url = format!("https://localhost:{}/v1/users/u-1", tls.port());
+    let ca = ca.to_str().expect("path");
+
+    let anonymous = curl(&["--cacert", ca, &url]);
+    assert!(stdout(&anonymous).contains("x-forwarded-client-cert=-"), "{} {}", stdout(&anonymous), stderr(&anonymous));
+    let (cert, key) = (billing.cert.to_str().expect("path"), billing.key.to_str().expect("path"));
+    let known = curl(&["--cacert", ca, "--cert", cert, "--key", key, &url]);
+    assert!(stdout(&known).contains("x-forwarded-client-cert=Hash="), "{}", stdout(&known));
+    let (cert, key) = (stranger.cert.to_str().expect("path"), stranger.key.to_str().expect("path"));
+    let refused = curl(&["--cacert", ca, "--cert", cert, "--key", key, &url]);
+    assert!(!refused.status.success(), "an invalid certificate is refused even when optional: {}", stdout(&refused));
 }
