@@ -155,6 +155,15 @@ async fn run_worker(
         stopping,
         connections: tokio_util::task::TaskTracker::new(),
     });
+    // A reload rebuilds this worker's frontends at once, not at its next request: pools of a
+    // config gone close when their last calls end, even on a worker no request reaches.
+    let mut reloads = state.gateway.reloads();
+    let rebuilding = state.clone();
+    tokio::spawn(async move {
+        while reloads.changed().await.is_ok() {
+            rebuilding.worker_for(&rebuilding.gateway.snapshot());
+        }
+    });
     futures_util::future::join_all(listeners.into_iter().map(|listener| accept(listener, state.clone()))).await;
     state.connections.close();
     let _ = tokio::time::timeout(state.limits.drain_timeout, state.connections.wait()).await;

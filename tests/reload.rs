@@ -182,6 +182,19 @@ async fn the_config_file_is_reloaded_when_it_changes_and_a_broken_one_changes_no
     gateway.wait_for_log(|l| l.contains("config reloaded")).await;
     let shown = support::get(admin, "/admin/config").await.json();
     assert_eq!(shown["services"][0]["backends"][0], format!("http://{echo}"), "{shown}");
+    // The backend no config names any more leaves the figures once its connections are closed:
+    // every worker rebuilt its pools at the reload, whether or not a request reached it.
+    let old = format!("http://{}", demo.addresses[0]);
+    let gone = async {
+        loop {
+            let backends = support::get(admin, "/admin/backends").await.text();
+            if !backends.contains(&old) && backends.contains(&format!("http://{echo}")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone).await.expect("the old backend leaves /admin/backends");
 
     // A broken file, and an empty one (a write in progress): said so, and the config before
     // them keeps serving.
