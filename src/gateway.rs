@@ -255,7 +255,7 @@ impl Gateway {
         let reloading = self.shared.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.config();
         let result = Config::reload(path, &current).map_err(|e| e.to_string()).and_then(|(config, kept)| {
-            if config.effective == current.effective && !force {
+            if config.written == current.written && !force {
                 return Ok(None);
             }
             let config = Arc::new(config);

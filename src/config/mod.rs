@@ -153,8 +153,10 @@ pub struct Config {
     pub proto_include: Vec<PathBuf>,
     pub watch: bool,
     pub services: Vec<Arc<ServiceRule>>,
-    /// The file as read, every default filled in: what `/admin/config` shows. The config holds no
-    /// secrets yet; the authentication settings to come will be redacted here.
+    /// The file as read, every default filled in: what a reload compares with, and keeps the
+    /// restart-only settings of.
+    pub written: Arc<serde_json::Value>,
+    /// The same with secrets redacted (credentials in URLs): what `/admin/config` shows.
     pub effective: Arc<serde_json::Value>,
 }
 
@@ -232,6 +234,18 @@ impl std::fmt::Display for Backend {
     }
 }
 
+/// Hides what `/admin/config` must not show: credentials in a URL's user info (the OTLP
+/// collector's, `http://user:secret@host`).
+fn redact(shown: &mut serde_json::Value) {
+    if let Some(endpoint) = shown.pointer_mut("/traces/otlp_endpoint") {
+        if let Some((scheme, rest)) = endpoint.as_str().and_then(|url| url.split_once("://")) {
+            if let Some((_, host)) = rest.split_once('@').filter(|(userinfo, _)| !userinfo.contains('/')) {
+                *endpoint = serde_json::Value::String(format!("{scheme}://[redacted]@{host}"));
+            }
+        }
+    }
+}
+
 /// A configuration error: the file, the key path and what was expected.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
@@ -264,7 +278,7 @@ impl Config {
         let mut kept = Vec::new();
         if let Some(written) = written.as_object_mut() {
             for key in Self::RESTART_ONLY {
-                let running = current.effective.get(key);
+                let running = current.written.get(key);
                 if written.get(key) != running {
                     kept.push(key);
                     match running {
@@ -298,7 +312,10 @@ impl Config {
     }
 
     fn from_file(file: FileConfig, base: &Path) -> Result<Self, String> {
-        let effective = Arc::new(serde_json::to_value(&file).map_err(|e| format!("the config cannot be shown: {e}"))?);
+        let written = serde_json::to_value(&file).map_err(|e| format!("the config cannot be shown: {e}"))?;
+        let mut shown = written.clone();
+        redact(&mut shown);
+        let (written, effective) = (Arc::new(written), Arc::new(shown));
         let listen = match file.listen.as_str() {
             "off" => None,
             address => {
@@ -341,6 +358,7 @@ impl Config {
             proto_include: file.proto_include.into_iter().map(resolve).collect(),
             watch: file.watch,
             services,
+            written,
             effective,
         })
     }
@@ -453,6 +471,14 @@ mod tests {
         let err = Config::parse("services:\n  - match: 'shop*'\n    backends: [http://x:1]\n", Path::new("."))
             .expect_err("bad pattern");
         assert!(err.contains("services[0].match"), "{err}");
+    }
+
+    #[test]
+    fn credentials_in_the_collector_url_are_not_shown() {
+        let yaml = "traces:\n  otlp_endpoint: http://user:s3cret@collector:4317\n";
+        let config = Config::parse(yaml, Path::new(".")).expect("valid");
+        let shown = config.effective.to_string();
+        assert!(!shown.contains("s3cret") && shown.contains("http://[redacted]@collector:4317"), "{shown}");
     }
 
     #[test]
