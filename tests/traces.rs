@@ -372,6 +372,20 @@ async fn ratio_zero_records_only_what_the_client_sampled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_clients_sampling_is_not_followed_the_ratio_decides() {
+    let t = start(&format!("{}  follow_client_sampling: false\n", exporting())).await;
+    // The client did not sample; at ratio 1 the gateway records the call all the same, in the
+    // client's trace.
+    let unsampled = "66666666666666666666666666666666";
+    let headers = [("traceparent", traceparent(unsampled, "00"))];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let reply = support::raw_unary(t.gw.address, GET_USER, &GetUserRequest { id: "u-1".into() }, &headers).await;
+    assert_eq!(reply.status(), Some(0));
+    let span = t.span_of(unsampled).await.span;
+    assert_eq!(t.backend_saw(1).await, Some(format!("00-{unsampled}-{}-01", hex(&span.span_id))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_traces_off_traceparent_passes_untouched() {
     let t = start("  service_name: unused\n").await;
     let sent = traceparent("66666666666666666666666666666666", "01");

@@ -22,6 +22,12 @@ pub struct TracesFile {
     /// from 0.0 (none) to 1.0 (all). A call with a client's `traceparent` follows its sampled
     /// flag instead, whatever this says (parent-based sampling). Default 1.0.
     pub sampling_ratio: f64,
+    /// Whether a client's `traceparent` decides if its call is recorded (its sampled flag, W3C's
+    /// parent-based sampling). `false` at an edge facing untrusted clients: every call is then
+    /// sampled at `sampling_ratio` (a recorded one still joins the client's trace), so a client
+    /// cannot have all its calls recorded and push other spans out of the export queue.
+    /// Default `true`.
+    pub follow_client_sampling: bool,
     /// `service.name` of the spans, the name the gateway goes by in a tracing UI.
     /// Default `dragoman`.
     pub service_name: String,
@@ -55,6 +61,7 @@ impl Default for TracesFile {
             otlp_endpoint: None,
             protocol: OtlpProtocol::Grpc,
             sampling_ratio: 1.0,
+            follow_client_sampling: true,
             service_name: "dragoman".into(),
             export_interval: Duration::from_secs(5),
             max_queue_size: 2048,
@@ -70,6 +77,7 @@ pub struct TracesOptions {
     pub otlp_endpoint: Option<http::Uri>,
     pub protocol: OtlpProtocol,
     pub sampling_ratio: f64,
+    pub follow_client_sampling: bool,
     pub service_name: String,
     pub export_interval: Duration,
     pub max_queue_size: usize,
@@ -101,6 +109,7 @@ impl TracesOptions {
             otlp_endpoint,
             protocol: file.protocol,
             sampling_ratio: file.sampling_ratio,
+            follow_client_sampling: file.follow_client_sampling,
             service_name: file.service_name,
             export_interval: file.export_interval,
             max_queue_size: file.max_queue_size,

@@ -70,6 +70,8 @@ struct Exporting {
     /// Calls without a parent are sampled when a random u64 falls below this; `u64::MAX` for
     /// a ratio of 1, where no number is drawn.
     threshold: u64,
+    /// Whether a client's sampled flag decides (`traces.follow_client_sampling`).
+    follow_client: bool,
     ids: RandomIdGenerator,
 }
 
@@ -120,7 +122,13 @@ impl Tracer {
         };
         tracing::info!(endpoint, ratio = options.sampling_ratio, "traces: exporting spans over OTLP/{protocol}");
         Ok(Tracer {
-            inner: Some(Arc::new(Exporting { provider, tracer, threshold, ids: RandomIdGenerator::default() })),
+            inner: Some(Arc::new(Exporting {
+                provider,
+                tracer,
+                threshold,
+                follow_client: options.follow_client_sampling,
+                ids: RandomIdGenerator::default(),
+            })),
         })
     }
 
@@ -140,9 +148,9 @@ impl Tracer {
         let Some(inner) = &self.inner else { return CallTrace::default() };
         let parent = single(&call.metadata, &TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes()));
         let sampled = match &parent {
-            // Parent-based: the client's decision holds.
-            Some(parent) => parent.sampled,
-            None => inner.sampled(),
+            // Parent-based: the client's decision holds, unless the config distrusts it.
+            Some(parent) if inner.follow_client => parent.sampled,
+            _ => inner.sampled(),
         };
         if !sampled {
             // Not recorded: the client's `traceparent`, if any, goes on as it came.
@@ -405,6 +413,7 @@ mod tests {
             provider: opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
             tracer: opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("t"),
             threshold,
+            follow_client: true,
             ids: RandomIdGenerator::default(),
         };
         assert!(!exporting(0).sampled());
