@@ -54,6 +54,9 @@ pub struct EndpointStats {
     connect_failures: AtomicU64,
     /// Rare events, read by the admin listener: a lock is fine.
     events: Mutex<Events>,
+    /// The readiness probe's latest dial: when, and whether it connected. Held across the dial,
+    /// so probes arriving meanwhile wait for its answer instead of dialing too.
+    probed: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
 }
 
 /// The per-call counters one worker writes.
@@ -70,8 +73,6 @@ struct Shard {
 struct Events {
     last_connected: Option<SystemTime>,
     last_error: Option<(SystemTime, String)>,
-    /// The readiness probe's latest dial: when, and whether it connected.
-    probed: Option<(tokio::time::Instant, bool)>,
 }
 
 /// How an endpoint stands.
@@ -153,6 +154,7 @@ impl EndpointStats {
             connects: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             events: Mutex::new(Events::default()),
+            probed: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -252,20 +254,19 @@ impl EndpointStats {
     }
 
     /// Whether the endpoint can be reached now: a connection is open, or a TCP dial to
-    /// `authority` connects within `timeout`. A dial's answer is kept for a second, so that
-    /// probes in a burst do not each dial every backend.
+    /// `authority` connects within `timeout`. One dial at a time, its answer kept for a second,
+    /// so that probes in a burst do not each dial every backend.
     pub async fn reachable(&self, authority: &str, timeout: Duration) -> bool {
         if self.connections.load(Ordering::Relaxed) > 0 {
             return true;
         }
-        let recent = self.events.lock().unwrap_or_else(PoisonError::into_inner).probed;
-        if let Some((_, reached)) = recent.filter(|(at, _)| at.elapsed() < Duration::from_secs(1)) {
+        let mut probed = self.probed.lock().await;
+        if let Some((_, reached)) = probed.filter(|(at, _)| at.elapsed() < Duration::from_secs(1)) {
             return reached;
         }
         let dial = tokio::net::TcpStream::connect(authority);
         let reached = matches!(tokio::time::timeout(timeout, dial).await, Ok(Ok(_)));
-        self.events.lock().unwrap_or_else(PoisonError::into_inner).probed =
-            Some((tokio::time::Instant::now(), reached));
+        *probed = Some((tokio::time::Instant::now(), reached));
         reached
     }
 }
