@@ -127,7 +127,7 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
 struct WorkerState {
     gateway: Gateway,
     /// The frontends over this worker's stack and backend pools, for the config they were built
-    /// from; rebuilt when a request sees a newer config.
+    /// from; rebuilt when a reload lands (or a request sees a newer config first).
     worker: ArcSwap<Worker>,
     admission: &'static Admission,
     limits: Arc<ServerLimits>,
