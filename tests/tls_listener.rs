@@ -67,6 +67,15 @@ fn gateway_certificate(dir: &Path, name: &str) -> (Authority, PathBuf) {
     (authority, ca)
 }
 
+/// A client CA in `clients.pem` (for `tls.client_ca_file`), a client it trusts ("billing") and
+/// one by another CA ("stranger").
+fn client_certificates(dir: &Path) -> (ClientCert, ClientCert) {
+    let clients = Authority::new("clients CA");
+    std::fs::write(dir.join("clients.pem"), clients.pem()).expect("write");
+    let billing = client_cert(&clients, dir, "billing");
+    (billing, client_cert(&Authority::new("someone else's CA"), dir, "stranger"))
+}
+
 /// A client certificate: its files, and its DER.
 struct ClientCert {
     cert: PathBuf,
@@ -240,10 +249,7 @@ async fn every_protocol_is_served_over_tls_on_one_port() {
 async fn mutual_tls_tells_the_backend_who_the_client_is_and_refuses_strangers() {
     let dir = tempfile::tempdir().expect("tmp");
     let (authority, ca) = gateway_certificate(dir.path(), "server CA");
-    let clients = Authority::new("clients CA");
-    std::fs::write(dir.path().join("clients.pem"), clients.pem()).expect("write");
-    let billing = client_cert(&clients, dir.path(), "billing");
-    let stranger = client_cert(&Authority::new("someone else's CA"), dir.path(), "stranger");
+    let (billing, stranger) = client_certificates(dir.path());
     let (_gateway, tls) = serve(dir.path(), "  client_ca_file: clients.pem\n").await;
 
     // A trusted client: the backend is told who it is, and a forged header is replaced.
@@ -387,10 +393,7 @@ async fn a_kubernetes_style_secret_swap_is_picked_up() {
 async fn with_optional_client_certificates_anyone_gets_in_but_only_a_valid_certificate_counts() {
     let dir = tempfile::tempdir().expect("tmp");
     let (_, ca) = gateway_certificate(dir.path(), "server CA");
-    let clients = Authority::new("clients CA");
-    std::fs::write(dir.path().join("clients.pem"), clients.pem()).expect("write");
-    let billing = client_cert(&clients, dir.path(), "billing");
-    let stranger = client_cert(&Authority::new("someone else's CA"), dir.path(), "stranger");
+    let (billing, stranger) = client_certificates(dir.path());
     let (_gateway, tls) = serve(dir.path(), "  client_ca_file: clients.pem\n  client_cert: optional\n").await;
     let url = format!("https://localhost:{}/v1/users/u-1", tls.port());
     let ca = ca.to_str().expect("path");
