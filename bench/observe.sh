@@ -15,14 +15,13 @@
 # (user + system, /proc/<pid>/stat) over the row divided by the requests done (the backend's on
 # the direct row); sink = the receiver's CPU per request over the row and its settling time.
 # Usage: bench/observe.sh [seconds]
-#   env: DRAGOMAN=target/release/dragoman SINK=target/release/examples/otlp_sink PREMETRICS=... CONNS=32 STREAMS=4
+#   env: DRAGOMAN=target/release/dragoman SINK=target/release/examples/otlp_sink PREMETRICS=... CONNS=32 STREAMS=4 REVERSE=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/peers-lib.sh
 M=${STREAMS:-4}
 sink=${SINK:-${CARGO_TARGET_DIR:-target}/release/examples/otlp_sink}
 [ -x "$sink" ] || { echo "no $sink: cargo build --release --example otlp_sink"; exit 1; }
-commit_of() { git -C "$(dirname "$1")" rev-parse --short HEAD 2>/dev/null || echo unknown; }
 
 SP=$(port); "$sink" 127.0.0.1:$SP "$run/spans" >"$run/sink.log" 2>&1 & SK=$!; pids+=($SK); wait_port $SP
 declare -A dport dpid
@@ -41,6 +40,9 @@ start traces-off "$bin"
 start ratio-0 "$bin" "$(traces 0 ratio-0)"
 start ratio-0.01 "$bin" "$(traces 0.01 ratio-0.01)"
 start ratio-1 "$bin" "$(traces 1.0 ratio-1)"
+# REVERSE=1 measures the gateways in the opposite order (a drift in the machine's load over the run
+# then favours the other end of the table).
+[ -z "${REVERSE:-}" ] || { r=(); for ((i = ${#rows[@]} - 1; i >= 0; i--)); do r+=("${rows[i]}"); done; rows=("${r[@]}"); }
 
 # Every gateway answers both kinds of request once (grpc-status 0, HTTP 200) before anything is measured.
 for r in "${rows[@]}"; do

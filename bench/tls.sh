@@ -95,7 +95,7 @@ row() { # kind(grpc|rest) conns streams row
 }
 
 echo "# $(date -u '+%F %H:%M UTC') $(nproc) cores, ${D}s per row; backend, proxies and load generator share the cores"
-echo "# dragoman $(git -C "$(dirname "$bin")" rev-parse --short HEAD 2>/dev/null || echo unknown) ($bin); envoy $("$b/envoy" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1)"
+echo "# dragoman $(commit_of "$bin") ($bin); envoy $("$b/envoy" --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1)"
 echo "## unary gRPC GetItem, h2load, $C connections x $M streams"
 for r in direct "${proxies[@]}"; do row grpc "$C" "$M" $r; done
 echo "## REST GET /v1/items/42, wrk HTTP/1.1, $C connections"
