@@ -47,7 +47,7 @@ fn router(gateway: Gateway) -> Router {
         .route("/metrics", get(metrics))
         .route(
             "/admin/config",
-            get(|State(gateway): State<Gateway>| async move { axum::Json((*gateway.config().effective).clone()) }),
+            get(|State(gateway): State<Gateway>| async move { axum::Json(gateway.config().effective()) }),
         )
         .with_state(gateway)
 }

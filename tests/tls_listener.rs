@@ -142,6 +142,27 @@ fn curl(args: &[&str]) -> Output {
     Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl runs")
 }
 
+/// A tonic channel to the TLS listener, trusting `ca`, presenting `identity` if given.
+async fn tonic_channel(
+    tls: std::net::SocketAddr,
+    ca: &str,
+    identity: Option<tonic::transport::Identity>,
+) -> tonic::transport::Channel {
+    let mut config = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some(identity) = identity {
+        config = config.identity(identity);
+    }
+    tonic::transport::Channel::from_shared(format!("https://localhost:{}", tls.port()))
+        .expect("uri")
+        .tls_config(config)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connects")
+}
+
 /// A rustls client trusting `ca`, presenting `client` if given.
 fn tls_client(ca: &str, client: Option<&ClientCert>, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     use rustls::pki_types::pem::PemObject;
@@ -210,17 +231,7 @@ async fn every_protocol_is_served_over_tls_on_one_port() {
 
     // A tonic client.
     let ca_pem = authority.pem();
-    let tls_config = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem))
-        .domain_name("localhost");
-    let channel = tonic::transport::Channel::from_shared(format!("https://localhost:{}", tls.port()))
-        .expect("uri")
-        .tls_config(tls_config)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connects");
-    let user = UserServiceClient::new(channel)
+    let user = UserServiceClient::new(tonic_channel(tls, &ca_pem, None).await)
         .get_user(GetUserRequest { id: "u-4".into() })
         .await
         .expect("the call succeeds")
@@ -284,17 +295,7 @@ async fn mutual_tls_tells_the_backend_who_the_client_is_and_refuses_strangers() 
         std::fs::read(&billing.cert).expect("read"),
         std::fs::read(&billing.key).expect("read"),
     );
-    let tls_config = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(authority.pem()))
-        .domain_name("localhost")
-        .identity(identity);
-    let channel = tonic::transport::Channel::from_shared(format!("https://localhost:{}", tls.port()))
-        .expect("uri")
-        .tls_config(tls_config)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connects");
+    let channel = tonic_channel(tls, &authority.pem(), Some(identity)).await;
     let user = UserServiceClient::new(channel).get_user(GetUserRequest { id: "u-3".into() }).await.expect("call");
     assert!(user.get_ref().display_name.contains("URI=spiffe://example.org/billing"), "{:?}", user.get_ref());
 }

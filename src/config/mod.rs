@@ -154,10 +154,8 @@ pub struct Config {
     pub watch: bool,
     pub services: Vec<Arc<ServiceRule>>,
     /// The file as read, every default filled in: what a reload compares with, and keeps the
-    /// restart-only settings of.
+    /// restart-only settings of. `/admin/config` shows it redacted ([`Config::effective`]).
     pub written: Arc<serde_json::Value>,
-    /// The same with secrets redacted (credentials in URLs): what `/admin/config` shows.
-    pub effective: Arc<serde_json::Value>,
 }
 
 /// Which backends serve the services a pattern matches.
@@ -293,6 +291,14 @@ impl Config {
         Ok((Self::from_file(file, base).map_err(error)?, kept))
     }
 
+    /// The config in effect as `/admin/config` shows it: the file with every default filled in,
+    /// secrets redacted (credentials in URLs).
+    pub fn effective(&self) -> serde_json::Value {
+        let mut shown = (*self.written).clone();
+        redact(&mut shown);
+        shown
+    }
+
     /// The top-level keys a running gateway cannot change: its listeners, threads, edge limits,
     /// admin listener and trace exporter are set up once.
     pub const RESTART_ONLY: [&'static str; 6] = ["listen", "workers", "server", "tls", "admin", "traces"];
@@ -312,10 +318,7 @@ impl Config {
     }
 
     fn from_file(file: FileConfig, base: &Path) -> Result<Self, String> {
-        let written = serde_json::to_value(&file).map_err(|e| format!("the config cannot be shown: {e}"))?;
-        let mut shown = written.clone();
-        redact(&mut shown);
-        let (written, effective) = (Arc::new(written), Arc::new(shown));
+        let written = Arc::new(serde_json::to_value(&file).map_err(|e| format!("the config cannot be shown: {e}"))?);
         let listen = match file.listen.as_str() {
             "off" => None,
             address => {
@@ -359,7 +362,6 @@ impl Config {
             watch: file.watch,
             services,
             written,
-            effective,
         })
     }
 
@@ -477,7 +479,7 @@ mod tests {
     fn credentials_in_the_collector_url_are_not_shown() {
         let yaml = "traces:\n  otlp_endpoint: http://user:s3cret@collector:4317\n";
         let config = Config::parse(yaml, Path::new(".")).expect("valid");
-        let shown = config.effective.to_string();
+        let shown = config.effective().to_string();
         assert!(!shown.contains("s3cret") && shown.contains("http://[redacted]@collector:4317"), "{shown}");
     }
 
@@ -498,7 +500,7 @@ mod tests {
         let config = Config::parse("{}", Path::new(".")).expect("empty config");
         assert!(config.traces.otlp_endpoint.is_none());
         assert_eq!((config.traces.sampling_ratio, config.traces.service_name.as_str()), (1.0, "dragoman"));
-        assert_eq!(config.effective["traces"]["sampling_ratio"], 1.0);
+        assert_eq!(config.effective()["traces"]["sampling_ratio"], 1.0);
         let config = Config::parse("traces:\n  otlp_endpoint: http://127.0.0.1:4317\n", Path::new(".")).expect("on");
         assert_eq!(config.traces.otlp_endpoint.map(|u| u.to_string()).as_deref(), Some("http://127.0.0.1:4317/"));
         let http = "traces:\n  otlp_endpoint: http://127.0.0.1:4318\n  protocol: http/protobuf\n";
