@@ -56,34 +56,17 @@ sleep 6   # the checks' spans arrive; the row's spans are counted from here
 spans() { # service protocol: spans received so far
   awk -v s="$1" -v p="$2" '$1==s && $2==p {print $3; f=1} END {if (!f) print 0}' "$run/spans" 2>/dev/null || echo 0; }
 row() { # kind(grpc|rest) conns streams row -> one line; kept in $run/<table>.<row>.{rps,cpu}
-  local kind=$1 c=$2 m=$3 r=$4 pid port proto out rps done mean p50="" p99="" c0 c1 s0 s1 n0 n1 sp="-" su="-" traced=""
+  local kind=$1 c=$2 m=$3 r=$4 pid port proto out rps done mean p50 p99 bad ticks s0 s1 n0 n1 sp="-" su="-" traced=""
   if [ "$r" = direct ]; then pid=$BK; port=$BP; else pid=${dpid[$r]}; port=${dport[$r]}; fi
   case $r in ratio-*) traced=1 ;; esac
   proto=$kind; [ -z "$traced" ] || { n0=$(spans "$r" "$proto"); s0=$(cpu $SK); }
-  c0=$(cpu $pid)
-  if [ $kind = grpc ]; then
-    out=$(h2load -D "$D" -t1 -c "$c" -m "$m" -d "$b/getitem.grpc" -H 'content-type: application/grpc' -H 'te: trailers' \
-      "http://127.0.0.1:$port/bench.v1.Items/GetItem" 2>&1)
-    c1=$(cpu $pid)
-    rps=$(echo "$out" | awk '/^finished in/{gsub(",","",$4); print int($4)}')
-    done=$(echo "$out" | awk '/^requests:/{print $8}')
-    mean=$(echo "$out" | awk '/^time for request:/{print $6}')
-    bad=$(echo "$out" | awk '/^requests:/{print $10+$12+$14}')
-  else
-    out=$(wrk -t1 -c "$c" -d "${D}s" --latency "http://127.0.0.1:$port/v1/items/42" 2>&1)
-    c1=$(cpu $pid)
-    rps=$(echo "$out" | awk '/^Requests\/sec/{print int($2)}')
-    done=$(echo "$out" | awk '/requests in/{print $1}')
-    mean=$(echo "$out" | awk '/^ +Latency +[0-9]/{print $2; exit}')
-    p50=$(echo "$out" | awk '/^ +50%/{print $2}'); p99=$(echo "$out" | awk '/^ +99%/{print $2}')
-    bad=$(echo "$out" | awk '/Non-2xx/{print $5}'); bad=${bad:-0}
-  fi
+  load "$kind" "$c" "$m" "http://127.0.0.1:$port" "$pid"
   if [ -n "$traced" ]; then
     sleep 6; n1=$(spans "$r" "$proto"); s1=$(cpu $SK)
     sp="$((n1 - n0)) ($(python3 -c "import sys; a,b=map(float,sys.argv[1:]); print(f'{a/b:.4f}' if b else 'n/a')" $((n1 - n0)) "${done:-0}")/req)"
     su=$(us_per $((s1 - s0)) "${done:-0}")
   fi
-  local us; us=$(us_per $((c1 - c0)) "${done:-0}")
+  local us; us=$(us_per "$ticks" "${done:-0}")
   printf '%-15s %8s req/s  mean %-8s %s cpu %6s us/req  rss %3s MiB  failed %-3s spans %-18s sink %s us/req\n' "$r" "$rps" "$mean" \
     "${p50:+p50 $p50 p99 $p99 }" "$us" "$(rss $pid)" "${bad:-?}" "$sp" "$su"
   echo "$rps" >"$run/$kind$c.$r.rps"; echo "$us" >"$run/$kind$c.$r.cpu"

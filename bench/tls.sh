@@ -68,27 +68,10 @@ for r in dragoman-tls envoy-tls; do
 done
 
 row() { # kind(grpc|rest) conns streams row
-  local kind=$1 c=$2 m=$3 r=$4 p=${pid[$4]} out rps done mean p50="" p99="" bad c0 c1 tls=""
-  c0=$(cpu $p)
-  if [ $kind = grpc ]; then
-    out=$(h2load -D "$D" -t1 -c "$c" -m "$m" -d "$b/getitem.grpc" -H 'content-type: application/grpc' -H 'te: trailers' \
-      "${url[$r]}/bench.v1.Items/GetItem" 2>&1)
-    c1=$(cpu $p)
-    rps=$(echo "$out" | awk '/^finished in/{gsub(",","",$4); print int($4)}')
-    done=$(echo "$out" | awk '/^requests:/{print $8}')
-    mean=$(echo "$out" | awk '/^time for request:/{print $6}')
-    bad=$(echo "$out" | awk '/^requests:/{print $10+$12+$14}')
-    tls=$(echo "$out" | awk '/^TLS Protocol:/{v=$3} /^Cipher:/{c=$2} /^Application protocol:/{a=$3} END {if (v) print v, c, a}')
-  else
-    out=$(wrk -t1 -c "$c" -d "${D}s" --latency "${url[$r]}/v1/items/42" 2>&1)
-    c1=$(cpu $p)
-    rps=$(echo "$out" | awk '/^Requests\/sec/{print int($2)}')
-    done=$(echo "$out" | awk '/requests in/{print $1}')
-    mean=$(echo "$out" | awk '/^ +Latency +[0-9]/{print $2; exit}')
-    p50=$(echo "$out" | awk '/^ +50%/{print $2}'); p99=$(echo "$out" | awk '/^ +99%/{print $2}')
-    bad=$(echo "$out" | awk '/Non-2xx/{print $5}'); bad=${bad:-0}
-  fi
-  local us; us=$(us_per $((c1 - c0)) "${done:-0}")
+  local kind=$1 c=$2 m=$3 r=$4 p=${pid[$4]} out rps done mean p50 p99 bad ticks tls=""
+  load "$kind" "$c" "$m" "${url[$r]}" "$p"
+  [ $kind = rest ] || tls=$(echo "$out" | awk '/^TLS Protocol:/{v=$3} /^Cipher:/{c=$2} /^Application protocol:/{a=$3} END {if (v) print v, c, a}')
+  local us; us=$(us_per "$ticks" "${done:-0}")
   printf '%-13s %8s req/s  mean %-8s %s cpu %6s us/req  rss %3s MiB  failed %s%s\n' "$r" "$rps" "$mean" \
     "${p50:+p50 $p50 p99 $p99 }" "$us" "$(rss $p)" "${bad:-?}" "${tls:+  ($tls)}"
   echo "$rps" >"$run/$kind$c.$r.rps"; echo "$us" >"$run/$kind$c.$r.cpu"
