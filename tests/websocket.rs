@@ -915,3 +915,38 @@ async fn a_multiplexed_call_ends_at_its_timeout() {
     assert_eq!(status["code"], 4, "DEADLINE_EXCEEDED: {seen:?}");
     wait_for(watches, "the backend's stream ends with the deadline", |open| *open == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multiplexed_sockets_later_calls_follow_a_config_reload() {
+    let echo = support::start_echo().await;
+    let gw = TestGateway::start().await;
+    let mut ws = open(&gw, "/ws").await;
+    let shown_name = |seen: &[Value]| {
+        seen.iter().find_map(|f| f["result"]["displayName"].as_str().map(str::to_owned)).unwrap_or_default()
+    };
+    send(&mut ws, json!({"id": 1, "call": "/v1/users/u-1", "message": {}})).await;
+    let mut seen = Vec::new();
+    assert_eq!(until_status(&mut ws, &json!(1), &mut seen).await["code"], 0, "{seen:?}");
+    assert!(!shown_name(&seen).contains("x-forwarded-for="), "the demo's UserService first: {seen:?}");
+
+    // A new config: a rule in front of the others (every rule's position moves) and UserService
+    // at the echo backend. The socket stays open.
+    let mut yaml = format!(
+        "listen: 127.0.0.1:0\ndescriptors: [{}]\nservices:\n  - match: other.v1.Nothing\n    backends: [http://127.0.0.1:1]\n  - match: shop.users.v1.UserService\n    backends: [http://{echo}]\n",
+        gw.descriptors.display()
+    );
+    for (name, address) in dragoman::demo::SERVICES.iter().zip(gw.backends.addresses).skip(1) {
+        yaml.push_str(&format!("  - match: {name}\n    backends: [http://{address}]\n"));
+    }
+    let file = gw.descriptors.with_file_name("reloaded.yaml");
+    std::fs::write(&file, yaml).expect("write");
+    let gateway = gw.gateway.clone();
+    let reloaded = tokio::task::spawn_blocking(move || gateway.reload_config(&file, false)).await.expect("join");
+    assert_eq!(reloaded, Ok(true));
+
+    // The same socket's next call goes where the new config says.
+    send(&mut ws, json!({"id": 2, "call": "/v1/users/u-1", "message": {}})).await;
+    let mut seen = Vec::new();
+    assert_eq!(until_status(&mut ws, &json!(2), &mut seen).await["code"], 0, "{seen:?}");
+    assert!(shown_name(&seen).contains("x-forwarded-for="), "the echo backend now: {seen:?}");
+}
