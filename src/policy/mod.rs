@@ -2,3 +2,5 @@
 //! place, [`crate::stack`]. They see calls, never a frontend's protocol.
 
 pub mod deadline;
+pub mod auth;
+pub mod limit;

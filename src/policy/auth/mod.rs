@@ -1,0 +1,3 @@
+//! Authentication and authorization (to be written).
+
+pub mod jwt;

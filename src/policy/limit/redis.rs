@@ -1,0 +1,1 @@
+//! Limits shared by every gateway replica through Redis (to be written).
