@@ -56,6 +56,8 @@ pub struct Call {
     pub peer: Option<SocketAddr>,
     /// The client's verified certificate, when it connected with mutual TLS.
     pub client: Option<Arc<ClientIdentity>>,
+    /// What a layer learned for the layers below it (the caller's verified identity, say).
+    pub extensions: http::Extensions,
     /// The request messages, gRPC-framed.
     pub body: Body,
 }

@@ -1,6 +1,6 @@
 //! The policy layers: each a `Layer` + `Service` pair over [`crate::call::Call`], ordered in one
 //! place, [`crate::stack`]. They see calls, never a frontend's protocol.
 
-pub mod deadline;
 pub mod auth;
+pub mod deadline;
 pub mod limit;

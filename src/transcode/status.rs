@@ -104,9 +104,18 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// google/rpc/error_details.proto, which the gateway's own refusals use (RetryInfo, ErrorInfo):
+/// known whatever descriptors the call's service came with.
+fn error_details() -> Option<&'static prost_reflect::DescriptorPool> {
+    static POOL: std::sync::OnceLock<Option<prost_reflect::DescriptorPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| prost_reflect::DescriptorPool::decode(tonic_types::pb::FILE_DESCRIPTOR_SET).ok()).as_ref()
+}
+
 fn detail_json(any: &prost_types::Any, pool: Option<&prost_reflect::DescriptorPool>) -> serde_json::Value {
     let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
-    let known = pool.and_then(|p| p.get_message_by_name(type_name));
+    let known = pool
+        .and_then(|p| p.get_message_by_name(type_name))
+        .or_else(|| error_details().and_then(|p| p.get_message_by_name(type_name)));
     if let Some(descriptor) = known {
         let message = prost_reflect::DynamicMessage::decode(descriptor, any.value.as_slice()).ok();
         // A detail nesting Anys without bound would overflow the stack when written: base64 then.
@@ -139,6 +148,26 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&status_json(&status, Some(&pool))).expect("json");
         assert_eq!(json["details"][0]["@type"], "type.googleapis.com/google.protobuf.Any");
         assert!(json["details"][0]["value"].is_string(), "as base64, not opened: {json}");
+    }
+
+    #[test]
+    fn the_gateways_own_details_are_rendered_whatever_the_pool() {
+        let error =
+            crate::error::GatewayError::new(Code::ResourceExhausted, crate::error::Origin::Gateway, "slow down")
+                .advised(
+                    crate::error::Advice::default()
+                        .retry_after(std::time::Duration::from_millis(1500))
+                        .reason("RATE_LIMITED")
+                        .metadata("limit", "per-ip"),
+                );
+        let json: serde_json::Value = serde_json::from_slice(&status_json(&error.to_status(), None)).expect("json");
+        let details = json["details"].as_array().expect("details");
+        let retry = details.iter().find(|d| d["@type"] == "type.googleapis.com/google.rpc.RetryInfo").expect("retry");
+        assert_eq!(retry["retryDelay"], "1.500s");
+        let info = details.iter().find(|d| d["@type"] == "type.googleapis.com/google.rpc.ErrorInfo").expect("info");
+        assert_eq!(info["reason"], "RATE_LIMITED");
+        assert_eq!(info["domain"], "dragoman");
+        assert_eq!(info["metadata"]["limit"], "per-ip");
     }
 
     #[test]

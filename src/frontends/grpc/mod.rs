@@ -109,6 +109,7 @@ impl GrpcFrontend {
             deadline,
             peer: Some(peer.address),
             client: peer.client.clone(),
+            extensions: http::Extensions::new(),
             body,
         };
         match self.stack.clone().oneshot(call).await {

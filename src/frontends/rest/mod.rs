@@ -229,6 +229,7 @@ impl RestFrontend {
             deadline,
             peer: Some(peer.address),
             client: peer.client.clone(),
+            extensions: http::Extensions::new(),
             body: call_body,
         };
         let reply = self.stack.clone().oneshot(call).await;

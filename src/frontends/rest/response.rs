@@ -408,13 +408,17 @@ impl MessageStream {
     }
 }
 
-/// An error before any response: the gateway's own or the stack's.
+/// An error before any response: the gateway's own or the stack's, with its advice's headers.
 pub(super) fn refused(
     error: &GatewayError,
     pool: Option<&prost_reflect::DescriptorPool>,
     format: Format,
 ) -> Response<ResponseBody> {
-    format.error(&error.to_status(), pool)
+    let mut response = format.error(&error.to_status(), pool);
+    if let Some(headers) = error.headers() {
+        response.headers_mut().extend(headers.clone());
+    }
+    response
 }
 
 /// A 405 with `Allow`.

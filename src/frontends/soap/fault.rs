@@ -50,29 +50,35 @@ pub(super) enum Kind {
 pub(super) struct Fault {
     pub(super) kind: Kind,
     pub(super) status: Status,
+    /// A refusal's HTTP headers (`Retry-After`, `WWW-Authenticate`, `RateLimit`).
+    pub(super) headers: http::HeaderMap,
 }
 
 impl Fault {
     /// The request was wrong: INVALID_ARGUMENT.
     pub(super) fn sender(message: impl Into<String>) -> Self {
-        Fault { kind: Kind::Status, status: Status::invalid_argument(message) }
+        Fault { kind: Kind::Status, status: Status::invalid_argument(message), headers: http::HeaderMap::new() }
     }
 
     pub(super) fn status(status: Status) -> Self {
-        Fault { kind: Kind::Status, status }
+        Fault { kind: Kind::Status, status, headers: http::HeaderMap::new() }
     }
 
     pub(super) fn version_mismatch(message: impl Into<String>) -> Self {
-        Fault { kind: Kind::VersionMismatch, status: Status::invalid_argument(message) }
+        Fault {
+            kind: Kind::VersionMismatch,
+            status: Status::invalid_argument(message),
+            headers: http::HeaderMap::new(),
+        }
     }
 
     /// An operation or action the service does not have: UNIMPLEMENTED, the client's fault.
     pub(super) fn no_operation(message: impl Into<String>) -> Self {
-        Fault { kind: Kind::Sender, status: Status::unimplemented(message) }
+        Fault { kind: Kind::Sender, status: Status::unimplemented(message), headers: http::HeaderMap::new() }
     }
 
     pub(super) fn must_understand(message: impl Into<String>) -> Self {
-        Fault { kind: Kind::MustUnderstand, status: Status::invalid_argument(message) }
+        Fault { kind: Kind::MustUnderstand, status: Status::invalid_argument(message), headers: http::HeaderMap::new() }
     }
 
     fn by_sender(&self) -> bool {
@@ -90,7 +96,9 @@ impl Fault {
             (Version::V12, Kind::Status | Kind::Sender) if self.by_sender() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        xml_response(status, version, body)
+        let mut response = xml_response(status, version, body);
+        response.headers_mut().extend(self.headers.clone());
+        response
     }
 
     fn envelope(&self, version: Version, pool: Option<&prost_reflect::DescriptorPool>) -> String {
@@ -144,7 +152,11 @@ impl Fault {
 
 impl From<crate::error::GatewayError> for Fault {
     fn from(error: crate::error::GatewayError) -> Self {
-        Fault::status(error.to_status())
+        let mut fault = Fault::status(error.to_status());
+        if let Some(headers) = error.headers() {
+            fault.headers = headers.clone();
+        }
+        fault
     }
 }
 

@@ -313,6 +313,7 @@ impl SoapFrontend {
             deadline,
             peer: Some(peer.address),
             client: peer.client.clone(),
+            extensions: http::Extensions::new(),
             body: Full::new(frames.freeze()).map_err(|never| match never {}).boxed_unsync(),
         };
         let replies = match self.stack.clone().oneshot(call).await {

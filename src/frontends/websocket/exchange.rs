@@ -71,6 +71,7 @@ pub(super) fn start(
         deadline: start.deadline,
         peer: Some(start.peer),
         client: start.client,
+        extensions: http::Extensions::new(),
         body: ChannelBody(receiver).boxed_unsync(),
     };
     let pump = async move {
