@@ -203,6 +203,7 @@ impl Gateway {
     /// connections belong to that worker's runtime, so a call never crosses threads.
     pub fn worker(&self, config: &Arc<Config>) -> Worker {
         let stack = stack::build(
+            config,
             Upstream::new(config, &self.shared.backends),
             self.shared.health_service.clone(),
             self.shared.tracer.clone(),

@@ -68,6 +68,13 @@ pub struct FileConfig {
     /// given.
     #[serde(default)]
     pub traces: TracesFile,
+    /// Who may call what: API keys, JWT bearer tokens, client certificates, and the rules.
+    /// Off unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::policy::auth::AuthFile>,
+    /// Rate limits, in process or shared by every replica through Redis. Off unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<crate::policy::limit::LimitsFile>,
     /// Which backends serve which services. The most specific `match` wins: an exact service name
     /// before a pattern, a longer pattern before a shorter one.
     #[serde(default)]
@@ -153,6 +160,10 @@ pub struct Config {
     pub proto_include: Vec<PathBuf>,
     pub watch: bool,
     pub services: Vec<Arc<ServiceRule>>,
+    /// Authentication and authorization, shared by every worker (key sets, JWKS).
+    pub auth: Option<Arc<crate::policy::auth::Auth>>,
+    /// Rate limits, shared by every worker (their counts).
+    pub limits: Option<Arc<crate::policy::limit::Limits>>,
     /// The file as read, every default filled in: what a reload compares with, and keeps the
     /// restart-only settings of. `/admin/config` shows it redacted ([`Config::effective`]).
     pub written: Arc<serde_json::Value>,
@@ -182,7 +193,7 @@ pub enum ServicePattern {
 }
 
 impl ServicePattern {
-    fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, String> {
         let valid = |part: &str| {
             part.split('.').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         };
@@ -288,7 +299,7 @@ impl Config {
         }
         let file: FileConfig = serde_json::from_value(written).map_err(|e| error(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Ok((Self::from_file(file, base).map_err(error)?, kept))
+        Ok((Self::from_file(file, base, Some(current)).map_err(error)?, kept))
     }
 
     /// The config in effect as `/admin/config` shows it: the file with every default filled in,
@@ -314,10 +325,11 @@ impl Config {
 
     /// Parses YAML text; relative paths are resolved against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
-        Self::from_file(Self::parse_file(text)?, base)
+        Self::from_file(Self::parse_file(text)?, base, None)
     }
 
-    fn from_file(file: FileConfig, base: &Path) -> Result<Self, String> {
+    /// The typed config; `previous`, when reloading, lends its rate limits' counts.
+    fn from_file(mut file: FileConfig, base: &Path, previous: Option<&Config>) -> Result<Self, String> {
         let written = Arc::new(serde_json::to_value(&file).map_err(|e| format!("the config cannot be shown: {e}"))?);
         let listen = match file.listen.as_str() {
             "off" => None,
@@ -337,6 +349,28 @@ impl Config {
             .map(|(index, s)| ServiceRule::from_file(index, s, base).map(Arc::new))
             .collect::<Result<_, _>>()?;
         file.server.validate()?;
+        let auth = file.auth.as_ref().map(|a| crate::policy::auth::Auth::new(a, base).map(Arc::new)).transpose()?;
+        let previous_limits = previous.and_then(|p| p.limits.as_deref());
+        let limits = file
+            .rate_limits
+            .as_ref()
+            .map(|l| crate::policy::limit::Limits::new(l, previous_limits).map(Arc::new))
+            .transpose()?;
+        // The frontends carry into each call the headers the policies read, and pass on as they
+        // are the rate-limit fields, whatever `rest:` lists.
+        let wanted = auth.iter().flat_map(|a| a.credential_headers());
+        for name in wanted {
+            if !file.rest.forward_headers.iter().any(|h| h.eq_ignore_ascii_case(name.as_str())) {
+                file.rest.forward_headers.push(name.as_str().to_owned());
+            }
+        }
+        if limits.is_some() {
+            for name in crate::policy::limit::Limits::header_names() {
+                if !file.rest.response_headers_unprefixed.iter().any(|h| h.eq_ignore_ascii_case(name.as_str())) {
+                    file.rest.response_headers_unprefixed.push(name.as_str().to_owned());
+                }
+            }
+        }
         let rest = Arc::new(RestOptions::from_file(file.rest, &file.server)?);
         let websocket = Arc::new(WebSocketOptions::from_file(file.websocket, &file.server)?);
         let soap = Arc::new(SoapOptions::from_file(file.soap)?);
@@ -361,6 +395,8 @@ impl Config {
             proto_include: file.proto_include.into_iter().map(resolve).collect(),
             watch: file.watch,
             services,
+            auth,
+            limits,
             written,
         })
     }

@@ -4,3 +4,4 @@
 pub mod auth;
 pub mod deadline;
 pub mod limit;
+pub mod selector;

@@ -1,9 +1,40 @@
-//! Rate limits: GCRA quotas keyed by client, credential, method or header, counted in process
-//! (`governor`) or across gateway replicas (Redis).
+//! `RateLimit<S>`: GCRA rate limits, keyed by client address, caller, method, a header or
+//! nothing (one limit for all), counted in process (`governor`) or across gateway replicas
+//! (Redis, [`redis`]).
+//!
+//! Every limit whose `match` covers a call counts it; the call is refused (RESOURCE_EXHAUSTED,
+//! HTTP 429) when any of them is spent, with `Retry-After` and `google.rpc.RetryInfo` saying when
+//! to come back. Answers carry the IETF `RateLimit-Policy` and `RateLimit` fields
+//! (draft-ietf-httpapi-ratelimit-headers: `"name";q=…;w=…` and `"name";r=…;t=…`) for every limit
+//! that counted the call; REST passes them on as they are.
+//!
+//! State is shared by every worker and call (one [`Limits`] per config), kept across config
+//! reloads for a limit whose name, key and quota are unchanged, and bounded: keys idle for a
+//! whole period are forgotten (swept at most every 10 s, off the worker threads). A shared limit
+//! whose Redis cannot answer in time lets the call through or refuses it, as `on_error` says,
+//! logged and counted in `dragoman_rate_limit_store_errors_total`.
 
 pub mod redis;
 
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+
+use crate::call::{Call, Reply};
+use crate::error::{Advice, GatewayError, Origin, Refusal};
+use crate::policy::auth::Identity;
+use crate::policy::selector::Selector;
 
 /// `limit` calls per `period`, as GCRA counts them: one call every `period / limit`, and up to
 /// `limit` at once after a quiet `period`.
@@ -23,4 +54,486 @@ pub struct Decision {
     pub retry_after: Duration,
     /// How long until the quota is whole again (every call of the burst available).
     pub reset_after: Duration,
+}
+
+/// The `rate_limits:` section.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Where `shared` limits are counted, so that every replica behind a load balancer holds the
+    /// same limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisFile>,
+    /// The limits; a call counts against every one that covers it.
+    #[serde(default)]
+    pub limits: Vec<LimitFile>,
+}
+
+/// `rate_limits.redis`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `redis://host:port/db` (`redis://:password@host:port` with a password).
+    pub url: String,
+    /// How long a call may wait for Redis's answer. Default 50ms.
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// When Redis cannot answer in time: `open` lets the call through, `closed` refuses it
+    /// (UNAVAILABLE). Default `open`.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    #[default]
+    Open,
+    Closed,
+}
+
+/// One `rate_limits.limits` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitFile {
+    /// Names the limit in answers (`RateLimit-Policy`), logs and Redis keys.
+    pub name: String,
+    /// The calls it counts: `pkg.Service/Method`, `pkg.Service`, `pkg.*` or `*` (default).
+    #[serde(rename = "match", default = "every_call")]
+    pub selector: Selector,
+    /// Who shares one quota: `client_ip`, `identity` (the caller auth found; callers without
+    /// one are counted by client address), `method` (each method its own quota), `global` (one
+    /// for all, the default) or `header:<name>` (calls without the header share one quota).
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Calls allowed per `per`, all at once after a quiet period (GCRA).
+    pub limit: u32,
+    /// The period, e.g. `1s`, `1m`.
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+    /// Count in Redis (`rate_limits.redis`), across every replica, instead of in this process.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+fn every_call() -> Selector {
+    Selector::Services(crate::config::ServicePattern::Prefix(String::new()))
+}
+
+fn default_key() -> String {
+    "global".to_owned()
+}
+
+/// Who shares a quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Key {
+    ClientIp,
+    Identity,
+    Method,
+    Global,
+    Header(HeaderName),
+}
+
+impl Key {
+    fn parse(s: &str) -> Result<Key, String> {
+        Ok(match s {
+            "client_ip" => Key::ClientIp,
+            "identity" => Key::Identity,
+            "method" => Key::Method,
+            "global" => Key::Global,
+            _ => match s.strip_prefix("header:") {
+                Some(name) => Key::Header(
+                    HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| format!("expected header:<a header name>, got {s:?}"))?,
+                ),
+                None => {
+                    return Err(format!("expected client_ip, identity, method, global or header:<name>, got {s:?}"));
+                }
+            },
+        })
+    }
+
+    /// The call's key under this limit.
+    fn of(&self, call: &Call) -> String {
+        let ip = || call.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        match self {
+            Key::ClientIp => ip(),
+            Key::Identity => match call.extensions.get::<Arc<Identity>>() {
+                Some(identity) => format!("id:{}", identity.name),
+                None => format!("ip:{}", ip()),
+            },
+            Key::Method => call.method.path().to_owned(),
+            Key::Global => String::new(),
+            Key::Header(name) => {
+                call.metadata.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default()
+            }
+        }
+    }
+}
+
+type Local = governor::RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// Where a limit counts.
+enum Counter {
+    Local(Local),
+    Shared { redis: Arc<redis::RedisLimiter>, on_error: OnError },
+}
+
+/// One limit, built.
+pub struct Limit {
+    file: LimitFile,
+    key: Key,
+    quota: Quota,
+    counter: Counter,
+    /// `"name";q=…;w=…`, written once.
+    policy: String,
+}
+
+/// Everything `rate_limits:` configures, shared by every worker.
+pub struct Limits {
+    limits: Vec<Arc<Limit>>,
+    /// Milliseconds since `epoch` of the last sweep of idle keys.
+    swept: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+/// Calls let through or refused because a shared limit's Redis could not answer.
+static STORE_ERRORS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// `dragoman_rate_limit_store_errors_total`, by what the call got.
+pub fn render_store_errors(out: &mut String, openmetrics: bool) {
+    let values = [
+        ("on_error=\"open\"", STORE_ERRORS[0].load(Ordering::Relaxed)),
+        ("on_error=\"closed\"", STORE_ERRORS[1].load(Ordering::Relaxed)),
+    ];
+    let help = "Calls a shared rate limit could not count (Redis unreachable or slow), by what they got.";
+    crate::observe::metrics::counter(out, openmetrics, "dragoman_rate_limit_store_errors_total", help, &values);
+}
+
+const SWEEP: Duration = Duration::from_secs(10);
+
+impl Limits {
+    /// Builds the limits; a limit `previous` has with the same name, key, quota and store keeps
+    /// its counts (a config reload does not hand every client a fresh quota).
+    pub fn new(file: &LimitsFile, previous: Option<&Limits>) -> Result<Self, String> {
+        let redis = match &file.redis {
+            Some(r) => Some((
+                Arc::new(
+                    redis::RedisLimiter::new(&r.url, r.timeout)
+                        .map_err(|e| format!("at `rate_limits.redis.url`: {e}"))?,
+                ),
+                r.on_error,
+            )),
+            None => None,
+        };
+        let mut limits = Vec::with_capacity(file.limits.len());
+        for (i, limit) in file.limits.iter().enumerate() {
+            let at = |key: &str| format!("at `rate_limits.limits[{i}].{key}`");
+            if file.limits[..i].iter().any(|l| l.name == limit.name) {
+                return Err(format!("{}: the name {:?} is used twice", at("name"), limit.name));
+            }
+            let key = Key::parse(&limit.key).map_err(|e| format!("{}: {e}", at("key")))?;
+            let quota = Quota { limit: limit.limit, period: limit.per };
+            let kept = previous.and_then(|p| p.limits.iter().find(|l| same(&l.file, limit, &file.redis)));
+            if let Some(kept) = kept {
+                limits.push(kept.clone());
+                continue;
+            }
+            let counter = if limit.shared {
+                let Some((redis, on_error)) = &redis else {
+                    return Err(format!("{}: a shared limit needs `rate_limits.redis`", at("shared")));
+                };
+                Counter::Shared { redis: redis.clone(), on_error: *on_error }
+            } else {
+                let quota = governor_quota(quota).ok_or_else(|| {
+                    format!("{}: expected at least one call, and a period of at least 1ns per call", at("limit"))
+                })?;
+                Counter::Local(governor::RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
+            };
+            let policy = format!("\"{}\";q={};w={}", limit.name, limit.limit, limit.per.as_secs().max(1));
+            limits.push(Arc::new(Limit { file: limit.clone(), key, quota, counter, policy }));
+        }
+        for limit in &limits {
+            if limit.policy.contains(['\r', '\n']) || HeaderValue::from_str(&limit.policy).is_err() {
+                return Err(format!("at `rate_limits.limits`: {:?} cannot be a header value", limit.file.name));
+            }
+        }
+        Ok(Limits { limits, swept: AtomicU64::new(0), epoch: std::time::Instant::now() })
+    }
+
+    /// The limits covering the call, each with the call's key under it.
+    pub fn keys(&self, call: &Call) -> Vec<(Arc<Limit>, String)> {
+        let service = call.method.descriptor.parent_service().full_name();
+        let method = call.method.descriptor.name();
+        let covering = self.limits.iter().filter(|l| l.file.selector.covers(service, method));
+        covering.map(|limit| (limit.clone(), limit.key.of(call))).collect()
+    }
+
+    /// Counts a call against the limits covering it ([`Limits::keys`]): the fields to answer
+    /// with, or the refusal.
+    pub async fn count(&self, keys: Vec<(Arc<Limit>, String)>) -> Result<Option<HeaderMap>, GatewayError> {
+        let mut policies = Vec::new();
+        let mut states = Vec::new();
+        for (limit, key) in &keys {
+            let Some(decision) = limit.decide(key).await? else { continue };
+            if !decision.allowed {
+                return Err(limit.refuse(key, decision));
+            }
+            policies.push(limit.policy.as_str());
+            states.push(limit.state(&decision));
+        }
+        self.sweep();
+        if policies.is_empty() {
+            return Ok(None);
+        }
+        let mut fields = HeaderMap::with_capacity(2);
+        let (policy, state) = (policies.join(", "), states.join(", "));
+        if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
+            fields.insert(RATELIMIT_POLICY.clone(), policy);
+            fields.insert(RATELIMIT.clone(), state);
+        }
+        Ok(Some(fields))
+    }
+
+    /// Forgets the keys idle for a whole period, at most every [`SWEEP`], on a blocking thread.
+    fn sweep(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let swept = self.swept.load(Ordering::Relaxed);
+        if now.saturating_sub(swept) < SWEEP.as_millis() as u64
+            || self.swept.compare_exchange(swept, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let locals: Vec<Arc<Limit>> =
+            self.limits.iter().filter(|l| matches!(l.counter, Counter::Local(_))).cloned().collect();
+        if locals.is_empty() {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            for limit in locals {
+                if let Counter::Local(local) = &limit.counter {
+                    local.retain_recent();
+                    local.shrink_to_fit();
+                }
+            }
+        });
+    }
+
+    /// The header names answers carry, for the REST frontend to pass on unprefixed.
+    pub fn header_names() -> [HeaderName; 2] {
+        [RATELIMIT_POLICY.clone(), RATELIMIT.clone()]
+    }
+}
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Whether a reloaded limit is the same as a running one, so that it keeps its counts.
+fn same(running: &LimitFile, new: &LimitFile, _redis: &Option<RedisFile>) -> bool {
+    running.name == new.name
+        && running.key == new.key
+        && running.limit == new.limit
+        && running.per == new.per
+        && running.shared == new.shared
+        && running.selector == new.selector
+        && !new.shared
+}
+
+/// governor's form of a quota: one call per `period / limit`, `limit` at once.
+fn governor_quota(quota: Quota) -> Option<governor::Quota> {
+    let limit = NonZeroU32::new(quota.limit)?;
+    let interval = quota.period.checked_div(quota.limit)?;
+    Some(governor::Quota::with_period(interval)?.allow_burst(limit))
+}
+
+impl Limit {
+    /// The decision for one call under `key`; None when a shared limit's Redis failed and the
+    /// limit fails open.
+    async fn decide(&self, key: &str) -> Result<Option<Decision>, GatewayError> {
+        match &self.counter {
+            Counter::Local(local) => Ok(Some(match local.check_key(&key.to_owned()) {
+                Ok(state) => {
+                    let remaining = state.remaining_burst_capacity();
+                    let interval = self.quota.period / self.quota.limit;
+                    let reset_after = interval * (self.quota.limit - remaining.min(self.quota.limit));
+                    Decision { allowed: true, remaining, retry_after: Duration::ZERO, reset_after }
+                }
+                Err(not_until) => {
+                    let retry_after = not_until.wait_time_from(DefaultClock::default().now());
+                    Decision { allowed: false, remaining: 0, retry_after, reset_after: self.quota.period }
+                }
+            })),
+            Counter::Shared { redis, on_error } => {
+                let scoped = format!("dragoman:{}:{key}", self.file.name);
+                match redis.check(&scoped, self.quota).await {
+                    Ok(decision) => Ok(Some(decision)),
+                    Err(e) => {
+                        let refuse = *on_error == OnError::Closed;
+                        STORE_ERRORS[usize::from(refuse)].fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(limit = %self.file.name, error = %e, on_error = if refuse { "closed" } else { "open" },
+                            "a shared rate limit could not be counted");
+                        if refuse {
+                            return Err(GatewayError::new(
+                                Code::Unavailable,
+                                Origin::Gateway,
+                                format!("rate limit {:?} cannot be checked right now; retry", self.file.name),
+                            )
+                            .refused(Refusal::LimitUnavailable)
+                            .advised(
+                                Advice::default().reason("RATE_LIMIT_UNAVAILABLE").metadata("limit", &self.file.name),
+                            ));
+                        }
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `"name";r=…;t=…`: calls left, seconds until the quota is whole (rounded up).
+    fn state(&self, decision: &Decision) -> String {
+        format!("\"{}\";r={};t={}", self.file.name, decision.remaining, ceil_secs(decision.reset_after))
+    }
+
+    fn refuse(&self, key: &str, decision: Decision) -> GatewayError {
+        tracing::debug!(limit = %self.file.name, key, "call refused: rate limited");
+        let advice = Advice::default()
+            .retry_after(decision.retry_after)
+            .reason("RATE_LIMITED")
+            .metadata("limit", &self.file.name)
+            .header(RATELIMIT_POLICY.clone(), &self.policy)
+            .header(RATELIMIT.clone(), &self.state(&Decision { remaining: 0, ..decision }));
+        GatewayError::new(
+            Code::ResourceExhausted,
+            Origin::Client,
+            format!(
+                "rate limit {:?} reached ({} calls per {}); retry in {} s",
+                self.file.name,
+                self.quota.limit,
+                humantime::format_duration(self.quota.period),
+                ceil_secs(decision.retry_after)
+            ),
+        )
+        .refused(Refusal::RateLimited)
+        .advised(advice)
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    limits: Arc<Limits>,
+}
+
+impl RateLimitLayer {
+    pub fn new(limits: Arc<Limits>) -> Self {
+        RateLimitLayer { limits }
+    }
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit { inner, limits: self.limits.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    limits: Arc<Limits>,
+}
+
+impl<S> tower::Service<Call> for RateLimit<S>
+where
+    S: tower::Service<Call, Response = Reply, Error = GatewayError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limits = self.limits.clone();
+        let keys = limits.keys(&call);
+        Box::pin(async move {
+            let fields = limits.count(keys).await?;
+            let mut reply = inner.call(call).await?;
+            if let Some(fields) = fields {
+                reply.metadata.extend(fields);
+            }
+            Ok(reply)
+        })
+    }
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.limits.iter().map(|l| &l.file)).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_limit_allows_its_burst_then_says_when_to_come_back() {
+        let file: LimitsFile = serde_yaml_ng::from_str("limits: [{name: burst, limit: 5, per: 10s, key: client_ip}]")
+            .expect("test set-up");
+        let limits = Limits::new(&file, None).expect("test set-up");
+        let limit = &limits.limits[0];
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("test set-up");
+        let decisions: Vec<Decision> = (0..6)
+            .map(|_| runtime.block_on(limit.decide("10.0.0.1")).expect("test set-up").expect("test set-up"))
+            .collect();
+        let remaining: Vec<u32> = decisions.iter().map(|d| d.remaining).collect();
+        assert_eq!(remaining, [4, 3, 2, 1, 0, 0]);
+        assert!(decisions[..5].iter().all(|d| d.allowed));
+        assert!(!decisions[5].allowed);
+        assert!(
+            decisions[5].retry_after > Duration::from_millis(1900)
+                && decisions[5].retry_after <= Duration::from_secs(2)
+        );
+        assert_eq!(limit.state(&decisions[4]), "\"burst\";r=0;t=10");
+        // Another key has its own quota.
+        assert!(runtime.block_on(limit.decide("10.0.0.2")).expect("test set-up").expect("test set-up").allowed);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_counts_of_an_unchanged_limit_only() {
+        let yaml = "limits: [{name: a, limit: 1, per: 1m}, {name: b, limit: 1, per: 1m}]";
+        let first = Limits::new(&serde_yaml_ng::from_str(yaml).expect("test set-up"), None).expect("test set-up");
+        let changed = "limits: [{name: a, limit: 1, per: 1m}, {name: b, limit: 2, per: 1m}]";
+        let second =
+            Limits::new(&serde_yaml_ng::from_str(changed).expect("test set-up"), Some(&first)).expect("test set-up");
+        assert!(Arc::ptr_eq(&first.limits[0], &second.limits[0]));
+        assert!(!Arc::ptr_eq(&first.limits[1], &second.limits[1]));
+    }
+
+    #[test]
+    fn bad_limits_are_named() {
+        for (yaml, expected) in [
+            ("limits: [{name: a, limit: 0, per: 1s}]", "limits[0].limit"),
+            ("limits: [{name: a, limit: 1, per: 1s, key: cookie}]", "limits[0].key"),
+            ("limits: [{name: a, limit: 1, per: 1s, shared: true}]", "rate_limits.redis"),
+            ("limits: [{name: a, limit: 1, per: 1s}, {name: a, limit: 2, per: 1s}]", "used twice"),
+        ] {
+            let error = Limits::new(&serde_yaml_ng::from_str(yaml).expect("test set-up"), None).expect_err("an error");
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
+    }
 }
