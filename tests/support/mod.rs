@@ -154,6 +154,12 @@ impl Builder {
         self
     }
 
+    /// Top-level config sections, as they are (`auth:`, `rate_limits:`), after `services:`.
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.extra_yaml.push_str(yaml);
+        self
+    }
+
     /// Route one demo service to `address` instead of its demo backend.
     pub fn backend(mut self, service: &str, address: &str) -> Self {
         self.backends.push((service.to_owned(), address.to_owned()));

@@ -1,0 +1,330 @@
+//! Authentication, authorization and rate limits (`auth:`, `rate_limits:`) through every
+//! frontend: gRPC (tonic and grpcurl), REST, WebSocket and SOAP calls against a backend that
+//! counts what reaches it, so a refused call is seen never to arrive.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dragoman::demo::pb::shop::users::v1::user_service_server::{UserService, UserServiceServer};
+use dragoman::demo::pb::shop::users::v1::{
+    CreateUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, User,
+    user_service_client::UserServiceClient,
+};
+use dragoman::policy::auth::api_key::hash_hex;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use support::{HttpReply, TestGateway, http};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// A UserService that counts the calls reaching it and tells, in `display_name`, the metadata
+/// the gateway gave it.
+#[derive(Clone, Default)]
+struct Counting {
+    calls: Arc<AtomicUsize>,
+}
+
+const SHOWN: [&str; 5] = ["x-dragoman-identity", "x-user-id", "x-tenant", "authorization", "x-api-key"];
+
+#[tonic::async_trait]
+impl UserService for Counting {
+    async fn get_user(&self, request: tonic::Request<GetUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let seen = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let display_name = SHOWN.iter().map(|h| format!("{h}={}", seen(h))).collect::<Vec<_>>().join(" ");
+        Ok(tonic::Response::new(User { id: request.get_ref().id.clone(), display_name, ..Default::default() }))
+    }
+    async fn create_user(&self, _: tonic::Request<CreateUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(tonic::Status::unimplemented("not here"))
+    }
+    async fn list_users(
+        &self,
+        _: tonic::Request<ListUsersRequest>,
+    ) -> Result<tonic::Response<ListUsersResponse>, tonic::Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(tonic::Response::new(ListUsersResponse::default()))
+    }
+}
+
+async fn start_counting() -> (SocketAddr, Arc<AtomicUsize>) {
+    let backend = Counting::default();
+    let calls = backend.calls.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(UserServiceServer::new(backend))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (address, calls)
+}
+
+/// A gateway in front of a counting UserService, with these top-level sections.
+async fn gateway(sections: &str) -> (TestGateway, Arc<AtomicUsize>) {
+    let (backend, calls) = start_counting().await;
+    let gw = TestGateway::builder()
+        .backend("shop.users.v1.UserService", &backend.to_string())
+        .config(sections)
+        .start()
+        .await;
+    (gw, calls)
+}
+
+/// GetUser by gRPC (tonic) with these metadata.
+async fn grpc(gw: &TestGateway, headers: &[(&str, &str)]) -> Result<User, tonic::Status> {
+    let mut request = tonic::Request::new(GetUserRequest { id: "u-1".into() });
+    for (name, value) in headers {
+        let name: tonic::metadata::MetadataKey<tonic::metadata::Ascii> = name.parse().expect("name");
+        request.metadata_mut().append(name, value.parse().expect("value"));
+    }
+    UserServiceClient::new(gw.channel().await).get_user(request).await.map(tonic::Response::into_inner)
+}
+
+/// GetUser by REST.
+async fn rest(gw: &TestGateway, headers: &[(&str, &str)]) -> HttpReply {
+    http(gw.address, "GET", "/v1/users/u-1", headers, b"").await
+}
+
+/// GetUser by WebSocket at the method's path: the handshake carries the headers; the call's
+/// final status frame (`{"status": {"code", "message", "details"}}`) or its message.
+async fn websocket(gw: &TestGateway, headers: &[(&str, &str)]) -> Value {
+    let path = "/shop.users.v1.UserService/GetUser";
+    let mut request = format!("ws://{}{path}", gw.address).into_client_request().expect("request");
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("the socket opens");
+    ws.send(Message::text(r#"{"id":"u-1"}"#)).await.expect("send");
+    let mut frames = Vec::new();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("no stall") {
+        match frame.expect("a frame") {
+            Message::Text(text) => frames.push(serde_json::from_str::<Value>(&text).expect("json")),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    frames.into_iter().find(|f| f.get("status").is_some() || f.get("displayName").is_some()).expect("a reply")
+}
+
+/// GetUser by SOAP 1.1.
+async fn soap(gw: &TestGateway, headers: &[(&str, &str)]) -> HttpReply {
+    let envelope = "<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body>\
+        <GetUser xmlns=\"urn:dragoman:shop.users.v1\"><id>u-1</id></GetUser></soap:Body></soap:Envelope>";
+    let mut all = vec![("content-type", "text/xml; charset=utf-8"), ("soapaction", "GetUser")];
+    all.extend_from_slice(headers);
+    http(gw.address, "POST", "/soap/shop.users.v1.UserService", &all, envelope.as_bytes()).await
+}
+
+fn api_keys_config() -> String {
+    format!(
+        "auth:
+  api_keys:
+    keys:
+      - {{name: billing, sha256: {}, scopes: [users.read]}}
+      - {{name: intern, sha256: {}}}
+  rules:
+    - match: shop.users.v1.UserService/GetUser
+      scopes: [users.read]
+    - match: grpc.reflection.*
+    - match: grpc.health.v1.Health
+      anonymous: true
+",
+        hash_hex("key-billing"),
+        hash_hex("key-intern")
+    )
+}
+
+#[tokio::test]
+async fn every_frontend_refuses_what_the_rules_refuse_and_the_backend_never_sees_it() {
+    let (gw, calls) = gateway(&api_keys_config()).await;
+    let billing = [("x-api-key", "key-billing")];
+    let intern = [("x-api-key", "key-intern")];
+    let stranger = [("x-api-key", "key-unknown")];
+    let forged = [("x-dragoman-identity", "root")];
+
+    // gRPC: UNAUTHENTICATED without a key or with an unknown one, PERMISSION_DENIED without the
+    // scope; the message names the rule and what is missing, never the key.
+    let status = grpc(&gw, &[]).await.expect_err("no key");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("rule `shop.users.v1.UserService/GetUser`"), "{}", status.message());
+    assert!(status.message().contains("an API key in x-api-key"), "{}", status.message());
+    let status = grpc(&gw, &forged).await.expect_err("a forged identity is no credential");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = grpc(&gw, &stranger).await.expect_err("unknown key");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(!status.message().contains("key-unknown"), "{}", status.message());
+    let status = grpc(&gw, &intern).await.expect_err("no scope");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("requires the scope \"users.read\", which \"intern\" lacks"), "{}", status.message());
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!((info.reason.as_str(), info.domain.as_str()), ("PERMISSION_DENIED", "dragoman"));
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no refused call reached the backend");
+    let user = grpc(&gw, &[billing[0], forged[0]]).await.expect("billing may");
+    assert!(user.display_name.contains("x-dragoman-identity=billing"), "{}", user.display_name);
+    assert!(user.display_name.contains("x-api-key=-"), "the key is not passed on: {}", user.display_name);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // REST: 401 with a challenge naming the header, 403, 200.
+    let reply = rest(&gw, &[]).await;
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(reply.header("www-authenticate"), Some("ApiKey realm=\"dragoman\", header=\"x-api-key\""));
+    assert_eq!(reply.json()["code"], 16);
+    assert_eq!(rest(&gw, &stranger).await.status, 401);
+    let reply = rest(&gw, &intern).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(reply.json()["message"].as_str().unwrap_or_default().contains("users.read"), "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let reply = rest(&gw, &[billing[0], forged[0]]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["displayName"].as_str().unwrap_or_default().contains("x-dragoman-identity=billing"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // WebSocket: the call's status says why.
+    let reply = websocket(&gw, &[]).await;
+    assert_eq!(reply["status"]["code"], 16, "{reply}");
+    let reply = websocket(&gw, &intern).await;
+    assert_eq!(reply["status"]["code"], 7, "{reply}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let reply = websocket(&gw, &billing).await;
+    assert!(reply["displayName"].as_str().unwrap_or_default().contains("x-dragoman-identity=billing"), "{reply}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // SOAP: a fault with the gRPC code, and the challenge header.
+    let reply = soap(&gw, &[]).await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(reply.text().contains("<grpc:name>UNAUTHENTICATED</grpc:name>"), "{}", reply.text());
+    assert!(reply.header("www-authenticate").is_some());
+    let reply = soap(&gw, &intern).await;
+    assert!(reply.text().contains("<grpc:name>PERMISSION_DENIED</grpc:name>"), "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let reply = soap(&gw, &billing).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().contains("x-dragoman-identity=billing"), "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+    // A method of the same service that no rule names is denied, even to billing.
+    let reply = http(gw.address, "GET", "/v1/users", &billing, b"").await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(reply.text().contains("no rule allows shop.users.v1.UserService/ListUsers"), "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+    // The refusals are counted per reason.
+    let metrics = gw.gateway.metrics().render(false);
+    let counted = |reason: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("dragoman_refusals_total") && l.contains(&format!("reason=\"{reason}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert_eq!(counted("unauthenticated"), 10, "{metrics}");
+    assert_eq!(counted("permission_denied"), 5, "{metrics}");
+}
+
+#[tokio::test]
+async fn reflection_can_be_put_behind_a_key_and_health_left_open() {
+    let (gw, _) = gateway(&api_keys_config()).await;
+    let output = gw.grpcurl(&["list"]);
+    assert!(!output.status.success());
+    assert!(support::stderr(&output).contains("Unauthenticated"), "{}", support::stderr(&output));
+    let output = gw.grpcurl(&["-H", "x-api-key: key-intern", "list"]);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    assert!(support::stdout(&output).contains("shop.users.v1.UserService"));
+    let output = gw.grpcurl(&["grpc.health.v1.Health/Check"]);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    assert!(support::stdout(&output).contains("SERVING"));
+}
+
+#[tokio::test]
+async fn a_burst_is_allowed_exactly_then_every_protocol_is_told_when_to_come_back() {
+    let config = "rate_limits:
+  limits:
+    - {name: per-ip, match: shop.users.v1.UserService/GetUser, key: client_ip, limit: 4, per: 1m}
+";
+    let (gw, calls) = gateway(config).await;
+    // One quota for every protocol and worker: four calls, one by each frontend.
+    let reply = rest(&gw, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("ratelimit-policy"), Some("\"per-ip\";q=4;w=60"));
+    assert_eq!(reply.header("ratelimit"), Some("\"per-ip\";r=3;t=15"));
+    grpc(&gw, &[]).await.expect("second");
+    assert!(websocket(&gw, &[]).await.get("displayName").is_some(), "third");
+    assert_eq!(soap(&gw, &[]).await.status, 200, "fourth");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+    let reply = rest(&gw, &[]).await;
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    let retry_after: u64 = reply.header("retry-after").expect("Retry-After").parse().expect("seconds");
+    assert!((14..=15).contains(&retry_after), "one call comes back every 15 s: {retry_after}");
+    assert_eq!(reply.header("ratelimit"), Some("\"per-ip\";r=0;t=60"));
+    assert!(reply.json()["message"].as_str().unwrap_or_default().contains("rate limit \"per-ip\" reached"));
+    let status = grpc(&gw, &[]).await.expect_err("over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let retry = status.get_details_retry_info().expect("RetryInfo").retry_delay.expect("a delay");
+    assert!(retry > Duration::from_secs(13) && retry <= Duration::from_secs(15), "{retry:?}");
+    assert_eq!(websocket(&gw, &[]).await["status"]["code"], 8);
+    let reply = soap(&gw, &[]).await;
+    assert!(reply.text().contains("RESOURCE_EXHAUSTED"), "{}", reply.text());
+    assert!(reply.header("retry-after").is_some());
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "no call over the limit reached the backend");
+    // Another method is not covered by the limit.
+    assert_eq!(http(gw.address, "GET", "/v1/users", &[], b"").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_spent_quota_recovers_after_its_period() {
+    let config = "rate_limits:
+  limits:
+    - {name: fast, key: global, limit: 2, per: 1s}
+";
+    let (gw, _) = gateway(config).await;
+    assert_eq!(rest(&gw, &[]).await.status, 200);
+    assert_eq!(rest(&gw, &[]).await.status, 200);
+    let reply = rest(&gw, &[]).await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert_eq!(rest(&gw, &[]).await.status, 200, "one call back every 500 ms");
+    assert_eq!(rest(&gw, &[]).await.status, 429);
+}
+
+#[tokio::test]
+async fn limits_per_identity_and_per_header_compose() {
+    let config = format!(
+        "{}rate_limits:
+  limits:
+    - {{name: per-caller, key: identity, limit: 2, per: 1m}}
+    - {{name: per-tenant, key: 'header:x-tenant', limit: 3, per: 1m}}
+",
+        api_keys_config()
+    );
+    let (gw, calls) = gateway(&config).await;
+    let billing = |tenant: &'static str| [("x-api-key", "key-billing"), ("grpc-metadata-x-tenant", tenant)];
+    let reply = rest(&gw, &billing("a")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("ratelimit-policy"), Some("\"per-caller\";q=2;w=60, \"per-tenant\";q=3;w=60"));
+    assert_eq!(rest(&gw, &billing("b")).await.status, 200);
+    let reply = rest(&gw, &billing("c")).await;
+    assert_eq!(reply.status, 429, "billing's own quota is spent");
+    assert!(reply.text().contains("per-caller"), "{}", reply.text());
+    // Refused by auth: counted by no limit. Then another caller, one tenant's quota.
+    assert_eq!(rest(&gw, &[("x-api-key", "nope")]).await.status, 401);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let intern_health = gw.grpcurl(&["-H", "x-api-key: key-intern", "-H", "x-tenant: a", "grpc.health.v1.Health/Check"]);
+    assert!(intern_health.status.success(), "{}", support::stderr(&intern_health));
+    let intern_again = gw.grpcurl(&["-H", "x-api-key: key-intern", "-H", "x-tenant: a", "grpc.health.v1.Health/Check"]);
+    assert!(intern_again.status.success(), "{}", support::stderr(&intern_again));
+    let third = gw.grpcurl(&["-H", "x-tenant: a", "grpc.health.v1.Health/Check"]);
+    assert!(!third.status.success(), "tenant a's third call is over its quota");
+    assert!(support::stderr(&third).contains("per-tenant"), "{}", support::stderr(&third));
+}
