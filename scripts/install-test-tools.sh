@@ -36,9 +36,11 @@ fi
 #   grpc-gateway's own example protos, and its example server built from them.
 #   libxml2-utils — xmllint, which validates the generated WSDL's schemas (tests/soap.rs).
 #   prometheus — promtool, which lints the /metrics exposition (tests/admin.rs).
+#   redis-server — the Redis that limits shared across replicas count in (policy/limit/redis.rs's
+#   unit tests, tests/support/redis.rs).
 need=()
 for package in chromium etcd-server golang-etcd-server-dev protobuf-compiler libprotobuf-dev golang-go \
-  golang-github-grpc-ecosystem-grpc-gateway-dev libxml2-utils prometheus; do
+  golang-github-grpc-ecosystem-grpc-gateway-dev libxml2-utils prometheus redis-server; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -49,6 +51,7 @@ etcd --version | sed -n 1p
 protoc --version
 xmllint --version 2>&1 | sed -n 1p
 promtool --version 2>&1 | sed -n 1p
+redis-server --version
 # grpc-gateway 1.6.4's example gRPC server (examples/server in the Debian package), built in
 # GOPATH mode against Debian's Go packages (Go modules cannot be downloaded here).
 if [ ! -x "$tools/grpc-gateway-example" ]; then

@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, a descriptors folder of the test's own (so reload tests can drop files in), and
 //! the real grpcurl. Everything stops on `Drop`.
 #![allow(dead_code, unreachable_pub)]
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
