@@ -317,15 +317,15 @@ async fn limits_per_identity_and_per_header_compose() {
     let (gw, calls) = gateway(&config).await;
     let gw = &gw;
     let billing = |tenant: &'static str| [("x-api-key", "key-billing"), ("grpc-metadata-x-tenant", tenant)];
-    let reply = rest(&gw, &billing("a")).await;
+    let reply = rest(gw, &billing("a")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("ratelimit-policy"), Some("\"per-caller\";q=2;w=60, \"per-tenant\";q=3;w=60"));
-    assert_eq!(rest(&gw, &billing("b")).await.status, 200);
-    let reply = rest(&gw, &billing("c")).await;
+    assert_eq!(rest(gw, &billing("b")).await.status, 200);
+    let reply = rest(gw, &billing("c")).await;
     assert_eq!(reply.status, 429, "billing's own quota is spent");
     assert!(reply.text().contains("per-caller"), "{}", reply.text());
     // Refused by auth: counted by no limit. Then another caller, one tenant's quota.
-    assert_eq!(rest(&gw, &[("x-api-key", "nope")]).await.status, 401);
+    assert_eq!(rest(gw, &[("x-api-key", "nope")]).await.status, 401);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     let health = |headers: &'static [(&'static str, &'static str)]| {
         let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
