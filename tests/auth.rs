@@ -340,3 +340,249 @@ async fn limits_per_identity_and_per_header_compose() {
     assert!(format!("{message:?}").contains("per-tenant"), "{message:?}");
     assert_eq!(health(&[("x-tenant", "b")]).await.status(), Some(0), "tenant b has its own quota");
 }
+
+/// An identity provider: a JWKS at `/jwks`, served over HTTP/1.1 from what `keys` holds now,
+/// counting the fetches.
+struct Provider {
+    address: SocketAddr,
+    keys: Arc<std::sync::Mutex<String>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl Provider {
+    async fn start(jwks: String) -> Provider {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let keys = Arc::new(std::sync::Mutex::new(jwks));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (keys.clone(), fetches.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body = served.lock().expect("keys").clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        Provider { address, keys, fetches }
+    }
+}
+
+/// An ES256 key of the provider's: signs tokens, and its public half as a JWK.
+struct Signer {
+    kid: String,
+    encoding: jsonwebtoken::EncodingKey,
+    jwk: Value,
+}
+
+impl Signer {
+    fn new(kid: &str) -> Signer {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let raw = pair.public_key_raw(); // 0x04 || x || y
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
+        });
+        let encoding = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("pem");
+        Signer { kid: kid.to_owned(), encoding, jwk }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("sign")
+    }
+}
+
+fn jwks(signers: &[&Signer]) -> String {
+    serde_json::json!({ "keys": signers.iter().map(|s| s.jwk.clone()).collect::<Vec<_>>() }).to_string()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+fn claims(overrides: Value) -> Value {
+    let mut claims = serde_json::json!({
+        "iss": "https://idp.test", "aud": "dragoman", "sub": "ada", "tenant": "acme",
+        "scope": "users.read profile", "iat": now(), "exp": now() + 300,
+    });
+    for (key, value) in overrides.as_object().expect("an object") {
+        claims[key] = value.clone();
+    }
+    claims
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_tokens_are_verified_against_the_providers_keys_and_their_claims_reach_the_backend() {
+    let first = Signer::new("key-1");
+    let provider = Provider::start(jwks(&[&first])).await;
+    let config = format!(
+        "auth:
+  jwt:
+    - issuer: https://idp.test
+      audiences: [dragoman]
+      jwks_url: http://{}/jwks
+      min_refetch_interval: 2s
+  claims_metadata: {{sub: x-user-id, tenant: x-tenant}}
+  rules:
+    - match: shop.users.v1.UserService/GetUser
+      scopes: [users.read]
+",
+        provider.address
+    );
+    let (gw, calls) = gateway(&config).await;
+    let bearer = |token: &str| format!("Bearer {token}");
+
+    // A valid token: the identity and chosen claims reach the backend; the token and a forged
+    // claim header do not.
+    let token = first.sign(&claims(serde_json::json!({})));
+    let auth = bearer(&token);
+    let reply = rest(&gw, &[("authorization", &auth), ("grpc-metadata-x-user-id", "mallory")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = reply.json()["displayName"].as_str().unwrap_or_default().to_owned();
+    for expected in ["x-dragoman-identity=ada", "x-user-id=ada", "x-tenant=acme", "authorization=-"] {
+        assert!(seen.contains(expected), "{expected} in {seen}");
+    }
+    let user = grpc(&gw, &[("authorization", &auth)]).await.expect("gRPC with the same token");
+    assert!(user.display_name.contains("x-user-id=ada"), "{}", user.display_name);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(provider.fetches.load(Ordering::SeqCst), 1, "the keys are fetched once");
+
+    // Each bad token: 401, RFC 6750's invalid_token challenge saying why; the backend sees none.
+    let other = Signer::new("key-1"); // the same kid, another key: a forged signature
+    let none = {
+        use base64::Engine;
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.", b64(&serde_json::json!({"alg": "none", "kid": "key-1"})), b64(&claims(serde_json::json!({}))))
+    };
+    let mut tampered = token.clone();
+    tampered.insert_str(token.find('.').expect("dot") + 1, "eyJzdWIiOiJyb290In0");
+    let cases = [
+        (first.sign(&claims(serde_json::json!({"exp": now() - 3600}))), "the token has expired"),
+        (first.sign(&claims(serde_json::json!({"nbf": now() + 3600}))), "the token is not valid yet"),
+        (first.sign(&claims(serde_json::json!({"aud": "someone-else"}))), "the token's audience is not accepted"),
+        (first.sign(&claims(serde_json::json!({"iss": "https://evil.test"}))), "issuer"),
+        (other.sign(&claims(serde_json::json!({}))), "the token's signature is invalid"),
+        (none, "token"),
+        (tampered, "token"),
+    ];
+    for (token, why) in &cases {
+        let reply = rest(&gw, &[("authorization", &bearer(token))]).await;
+        assert_eq!(reply.status, 401, "{why}: {}", reply.text());
+        let challenge = reply.header("www-authenticate").unwrap_or_default().to_owned();
+        assert!(challenge.starts_with("Bearer realm=\"dragoman\", error=\"invalid_token\""), "{challenge}");
+        assert!(challenge.contains(why) && reply.text().contains(why), "{why}: {challenge} {}", reply.text());
+    }
+    let status = grpc(&gw, &[("authorization", &bearer(&cases[0].0))]).await.expect_err("expired");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let reply = rest(&gw, &[]).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer realm=\"dragoman\""));
+    let scopeless = first.sign(&claims(serde_json::json!({"scope": "profile"})));
+    assert_eq!(rest(&gw, &[("authorization", &bearer(&scopeless))]).await.status, 403);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "no refused call reached the backend");
+
+    // The provider rotates to a new key: once min_refetch_interval has passed since the last
+    // fetch, a token with the new kid makes one re-fetch and verifies.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let second = Signer::new("key-2");
+    *provider.keys.lock().expect("keys") = jwks(&[&first, &second]);
+    let rotated = second.sign(&claims(serde_json::json!({"sub": "grace"})));
+    let reply = rest(&gw, &[("authorization", &bearer(&rotated))]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().contains("x-dragoman-identity=grace"), "{}", reply.text());
+    assert_eq!(provider.fetches.load(Ordering::SeqCst), 2);
+
+    // Fifty tokens with random kids at once: at most one more fetch (one per 2 s at most).
+    let flood = (0..50).map(|i| {
+        let signer = Signer::new(&format!("random-{i}"));
+        let token = bearer(&signer.sign(&claims(serde_json::json!({}))));
+        let gw = &gw;
+        async move { rest(gw, &[("authorization", &token)]).await.status }
+    });
+    let statuses = futures_util::future::join_all(flood).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(provider.fetches.load(Ordering::SeqCst) <= 3, "random kids do not flood the provider");
+}
+
+fn shared_limit(redis: &support::redis::Redis, on_error: &str) -> String {
+    format!(
+        "rate_limits:
+  redis: {{url: '{}', timeout: 200ms, on_error: {on_error}}}
+  limits:
+    - {{name: shared, match: shop.users.v1.UserService, key: global, limit: 5, per: 1m, shared: true}}
+",
+        redis.url
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_sharing_redis_admit_the_limit_once_not_twice() {
+    let redis = support::redis::Redis::start();
+    let (one, one_calls) = gateway(&shared_limit(&redis, "open")).await;
+    let (two, two_calls) = gateway(&shared_limit(&redis, "open")).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let gw = if i % 2 == 0 { &one } else { &two };
+        statuses.push(rest(gw, &[]).await.status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
+    assert_eq!(one_calls.load(Ordering::SeqCst) + two_calls.load(Ordering::SeqCst), 5);
+    let reply = rest(&two, &[]).await;
+    assert_eq!(reply.header("ratelimit-policy"), Some("\"shared\";q=5;w=60"));
+    let retry_after: u64 = reply.header("retry-after").expect("Retry-After").parse().expect("seconds");
+    assert!((1..=12).contains(&retry_after), "{retry_after}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_gone_a_shared_limit_fails_open_or_closed_as_configured_and_never_hangs() {
+    let mut redis = support::redis::Redis::start();
+    let (open, open_calls) = gateway(&shared_limit(&redis, "open")).await;
+    let (closed, closed_calls) = gateway(&shared_limit(&redis, "closed")).await;
+    assert_eq!(rest(&open, &[]).await.status, 200);
+    assert_eq!(rest(&closed, &[]).await.status, 200);
+    redis.kill();
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let reply = rest(&open, &[]).await;
+        assert_eq!(reply.status, 200, "fails open: {}", reply.text());
+        assert_eq!(reply.header("ratelimit"), None, "nothing was counted");
+        let reply = rest(&closed, &[]).await;
+        assert_eq!(reply.status, 503, "fails closed: {}", reply.text());
+        assert!(reply.text().contains("rate limit \\\"shared\\\" cannot be checked right now"), "{}", reply.text());
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "no call waited long: {:?}", started.elapsed());
+    assert_eq!(open_calls.load(Ordering::SeqCst), 11);
+    assert_eq!(closed_calls.load(Ordering::SeqCst), 1);
+    // Counted for /metrics (only this test makes Redis fail in this binary).
+    let mut metrics = String::new();
+    dragoman::policy::limit::render_store_errors(&mut metrics, false);
+    assert!(metrics.contains("dragoman_rate_limit_store_errors_total{on_error=\"open\"} 10\n"), "{metrics}");
+    assert!(metrics.contains("dragoman_rate_limit_store_errors_total{on_error=\"closed\"} 10\n"), "{metrics}");
+    // Redis back: the limit counts again (the back-off after a failure lasts about a second).
+    redis.restart();
+    let mut counted = None;
+    for _ in 0..100 {
+        let reply = rest(&closed, &[]).await;
+        if reply.status == 200 {
+            counted = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counted = counted.expect("served again within 5 s of Redis's return");
+    assert_eq!(counted.header("ratelimit"), Some("\"shared\";r=4;t=12"), "counted in the new, empty Redis");
+}
