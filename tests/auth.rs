@@ -130,6 +130,7 @@ fn api_keys_config() -> String {
     format!(
         "auth:
   api_keys:
+    query_parameter: api_key
     keys:
       - {{name: billing, sha256: {}, scopes: [users.read]}}
       - {{name: intern, sha256: {}}}
@@ -217,11 +218,19 @@ async fn every_frontend_refuses_what_the_rules_refuse_and_the_backend_never_sees
     assert!(reply.text().contains("x-dragoman-identity=billing"), "{}", reply.text());
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 
+    // The key in the URL, for clients that cannot set a header: REST does not bind it as a field.
+    let reply = http(gw.address, "GET", "/v1/users/u-1?api_key=key-billing", &[], b"").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().contains("x-dragoman-identity=billing"), "{}", reply.text());
+    let reply = http(gw.address, "GET", "/v1/users/u-1?api_key=key-intern", &[], b"").await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+
     // A method of the same service that no rule names is denied, even to billing.
     let reply = http(gw.address, "GET", "/v1/users", &billing, b"").await;
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert!(reply.text().contains("no rule allows shop.users.v1.UserService/ListUsers"), "{}", reply.text());
-    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
 
     // The refusals are counted per reason.
     let metrics = gw.gateway.metrics().render(false);
@@ -233,7 +242,7 @@ async fn every_frontend_refuses_what_the_rules_refuse_and_the_backend_never_sees
             .sum::<u64>()
     };
     assert_eq!(counted("unauthenticated"), 7, "{metrics}");
-    assert_eq!(counted("permission_denied"), 5, "{metrics}");
+    assert_eq!(counted("permission_denied"), 6, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

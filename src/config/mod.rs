@@ -371,7 +371,9 @@ impl Config {
                 }
             }
         }
-        let rest = Arc::new(RestOptions::from_file(file.rest, &file.server)?);
+        let mut rest = RestOptions::from_file(file.rest, &file.server)?;
+        rest.key_query_parameter = auth.as_ref().and_then(|a| a.key_query_parameter());
+        let rest = Arc::new(rest);
         let websocket = Arc::new(WebSocketOptions::from_file(file.websocket, &file.server)?);
         let soap = Arc::new(SoapOptions::from_file(file.soap)?);
         let traces = TracesOptions::from_file(file.traces)?;

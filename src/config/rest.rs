@@ -137,6 +137,9 @@ pub struct RestOptions {
     pub body_read_timeout: std::time::Duration,
     /// ...and the largest message it sends or reads.
     pub max_message_size: u32,
+    /// From `auth.api_keys`: a query parameter carrying an API key, and the header it stands
+    /// for. REST, SOAP and WebSocket move it into the call's metadata; REST does not bind it.
+    pub key_query_parameter: Option<(String, http::HeaderName)>,
 }
 
 impl RestOptions {
@@ -168,6 +171,7 @@ impl RestOptions {
             cors: file.cors,
             body_read_timeout: server.body_read_timeout,
             max_message_size: server.max_message_size,
+            key_query_parameter: None,
         })
     }
 }

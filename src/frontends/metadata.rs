@@ -118,6 +118,12 @@ fn client_cert(client: &ClientIdentity) -> String {
     out
 }
 
+/// The first value of `name` in a query string, percent-decoded.
+pub(crate) fn query_value(query: &str, name: &str) -> Option<String> {
+    let value = query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    percent_encoding::percent_decode_str(value).decode_utf8().ok().map(|v| v.into_owned())
+}
+
 /// Adds this hop to `X-Forwarded-For` and `Forwarded` (RFC 7239), after whatever the client's own
 /// proxies wrote in `headers` (every line of them, joined); sets `X-Forwarded-Client-Cert` to the
 /// client's verified certificate, or removes it.
@@ -145,9 +151,22 @@ pub(crate) fn add_forwarded(headers: &HeaderMap, out: &mut HeaderMap, peer: &Pee
 /// and SOAP alike: the forwarded ones, those with the metadata prefix (without it), W3C Trace
 /// Context's `traceparent` and `tracestate` always (a trace crosses every hop, whatever the
 /// config forwards), and `X-Forwarded-For`/`Forwarded` with this hop added. Framing headers and
-/// `grpc-` names never do, whatever the config says; a `-bin` value must be base64.
-pub(crate) fn from_headers(headers: &HeaderMap, options: &RestOptions, peer: &Peer) -> Result<HeaderMap, GatewayError> {
+/// `grpc-` names never do, whatever the config says; a `-bin` value must be base64. An API key
+/// in the URL's `auth.api_keys.query_parameter` becomes its header, unless the header is sent.
+pub(crate) fn from_headers(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    options: &RestOptions,
+    peer: &Peer,
+) -> Result<HeaderMap, GatewayError> {
     let mut out = HeaderMap::new();
+    if let (Some((parameter, header)), Some(query)) = (&options.key_query_parameter, query) {
+        if !headers.contains_key(header) {
+            if let Some(key) = query_value(query, parameter).and_then(|v| HeaderValue::from_str(&v).ok()) {
+                out.insert(header.clone(), key);
+            }
+        }
+    }
     for name in [&TRACEPARENT, &TRACESTATE] {
         if options.forward_headers.contains(name) {
             continue;
@@ -253,7 +272,7 @@ mod tests {
         let mut options = (*config.rest).clone();
         for forward in [vec![], vec![TRACEPARENT.clone()]] {
             options.forward_headers = forward;
-            let out = from_headers(&headers, &options, &peer).expect("valid");
+            let out = from_headers(&headers, None, &options, &peer).expect("valid");
             assert_eq!(out.get_all("traceparent").iter().count(), 1);
             assert_eq!(out["traceparent"], headers["traceparent"]);
             assert_eq!(out["tracestate"], "vendor=x");

@@ -218,7 +218,7 @@ impl RestFrontend {
             };
             Full::new(frame).map_err(|never| match never {}).boxed_unsync()
         };
-        let metadata = match super::metadata::from_headers(&parts.headers, options, peer) {
+        let metadata = match super::metadata::from_headers(&parts.headers, parts.uri.query(), options, peer) {
             Ok(metadata) => metadata,
             Err(error) => return refuse(error.into()),
         };

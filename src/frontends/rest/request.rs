@@ -199,7 +199,12 @@ fn bind_query(
     options: &RestOptions,
 ) -> Result<(), GatewayError> {
     let pairs = query::pairs(query, options.query_param_unescape_plus).map_err(invalid)?;
+    let api_key = options.key_query_parameter.as_ref().map(|(parameter, _)| parameter.as_str());
     for (key, value) in pairs {
+        // The API key is the auth layer's, not a field.
+        if Some(key.as_str()) == api_key {
+            continue;
+        }
         let path: Vec<&str> = key.split('.').collect();
         let resolved = resolve(&message.descriptor(), &path);
         // Resolved to proto names: the field exists, so setting it can only fail on the value.

@@ -300,7 +300,7 @@ impl SoapFrontend {
                 }
             }
         }
-        let metadata = match super::metadata::from_headers(&parts.headers, &self.rest, peer) {
+        let metadata = match super::metadata::from_headers(&parts.headers, parts.uri.query(), &self.rest, peer) {
             Ok(metadata) => metadata,
             Err(error) => return refuse(error.into(), Some(&method)),
         };

@@ -195,7 +195,7 @@ impl WebSocketFrontend {
         peer: &Peer,
         bearer: Option<HeaderValue>,
     ) -> Result<HeaderMap, GatewayError> {
-        let mut metadata = super::metadata::from_headers(request.headers(), &self.rest, peer)?;
+        let mut metadata = super::metadata::from_headers(request.headers(), request.uri().query(), &self.rest, peer)?;
         for pair in request.uri().query().unwrap_or_default().split('&') {
             let Some((name, value)) = pair.split_once('=') else { continue };
             let Some(name) = name.strip_prefix("metadata.") else { continue };

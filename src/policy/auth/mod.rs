@@ -155,9 +155,10 @@ impl Auth {
         names
     }
 
-    /// The query parameter that may carry an API key, if one is configured.
-    pub fn key_query_parameter(&self) -> Option<&str> {
-        self.api_keys.as_ref()?.query_parameter.as_deref()
+    /// The query parameter that may carry an API key, if one is configured, and its header.
+    pub fn key_query_parameter(&self) -> Option<(String, HeaderName)> {
+        let keys = self.api_keys.as_ref()?;
+        Some((keys.query_parameter.clone()?, keys.header.clone()))
     }
 
     /// Admits the call, learning who makes it, or says why not.
