@@ -595,3 +595,52 @@ async fn with_redis_gone_a_shared_limit_fails_open_or_closed_as_configured_and_n
     let counted = counted.expect("served again within 5 s of Redis's return");
     assert_eq!(counted.header("ratelimit"), Some("\"shared\";r=4;t=12"), "counted in the new, empty Redis");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_and_limits_change_on_a_config_reload_and_an_unchanged_limit_keeps_its_counts() {
+    let (backend, calls) = start_counting().await;
+    let sections = |key: &str, extra_limit: &str| {
+        format!(
+            "auth:
+  api_keys:
+    keys: [{{name: holder, sha256: {}, scopes: [users.read]}}]
+  rules: [{{match: shop.users.v1.UserService, scopes: [users.read]}}]
+rate_limits:
+  limits:
+    - {{name: per-ip, match: shop.users.v1.UserService/GetUser, key: client_ip, limit: 3, per: 1m}}
+{extra_limit}",
+            hash_hex(key)
+        )
+    };
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!("  - match: shop.users.v1.UserService\n    backends: [http://{backend}]\n"))
+        .config(&sections("key-old", ""))
+        .start()
+        .await;
+    assert_eq!(rest(&gw, &[("x-api-key", "key-old")]).await.status, 200);
+    assert_eq!(rest(&gw, &[("x-api-key", "key-old")]).await.header("ratelimit"), Some("\"per-ip\";r=1;t=40"));
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("gateway.yaml");
+    let extra = "    - {name: per-method, key: method, limit: 100, per: 1s}\n";
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ndescriptors: [{}]\nservices:\n  - match: shop.users.v1.UserService\n    backends: [http://{backend}]\n{}",
+        gw.descriptors.display(),
+        sections("key-new", extra)
+    );
+    std::fs::write(&path, yaml).expect("write");
+    assert!(gw.gateway.reload_config(&path, false).expect("reloads"), "the config changed");
+
+    let reply = rest(&gw, &[("x-api-key", "key-old")]).await;
+    assert_eq!(reply.status, 401, "the old key is gone: {}", reply.text());
+    let reply = rest(&gw, &[("x-api-key", "key-new")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.header("ratelimit"),
+        Some("\"per-ip\";r=0;t=60, \"per-method\";r=99;t=1"),
+        "per-ip kept its count across the reload; per-method is new"
+    );
+    assert_eq!(rest(&gw, &[("x-api-key", "key-new")]).await.status, 429);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
