@@ -2,6 +2,7 @@
 # Instructions per request (callgrind) for a dragoman binary: REST GET (HTTP/1.1), gRPC unary or
 # SOAP 1.1 (HTTP/1.1, GetItem), through a one-worker gateway in front of the peers' Go backend.
 # usage: bench/callgrind.sh BINARY rest|grpc|soap N1 N2   (needs valgrind, h2load, ../shared/peers built)
+#   env: EXTRA (config sections appended, e.g. auth:), HDR ("name: value", a header every request carries)
 # Runs N1 then N2 requests at concurrency 1 and divides the difference, so start-up and shutdown
 # cancel out.
 set -u
@@ -19,11 +20,12 @@ descriptors: [$b/bench.binpb]
 services:
   - match: "bench.v1.*"
     backends: [http://127.0.0.1:$BP]
+${EXTRA:-}
 YAML
   rm -f $tmp/cg.out
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file=$tmp/cg.out $bin serve --config $tmp/cg.yaml >/dev/null 2>&1 & DG=$!
   for i in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/$DP) 2>/dev/null && break; sleep 0.1; done
-  if [ $kind = rest ]; then h2load --h1 -n $1 -c 1 http://127.0.0.1:$DP/v1/items/42 >/dev/null 2>&1
+  if [ $kind = rest ]; then h2load --h1 -n $1 -c 1 ${HDR:+-H "$HDR"} http://127.0.0.1:$DP/v1/items/42 >/dev/null 2>&1
   elif [ $kind = soap ]; then
     printf '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><GetItem xmlns="urn:dragoman:bench.v1"><id>42</id></GetItem></s:Body></s:Envelope>' >$tmp/getitem.xml
     h2load --h1 -n $1 -c 1 -d $tmp/getitem.xml -H 'content-type: text/xml; charset=utf-8' -H 'soapaction: "urn:dragoman:bench.v1.Items/GetItem"' http://127.0.0.1:$DP/soap/bench.v1.Items >/dev/null 2>&1

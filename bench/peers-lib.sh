@@ -26,19 +26,20 @@ commit_of() { local d; d=$(dirname "$1")
 rss() { local t=0 p; for p in $1 $(ps -o pid= --ppid $1 2>/dev/null); do
   t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status 2>/dev/null || echo 0))); done; echo $((t / 1024)); }
 # load KIND CONNS STREAMS BASE_URL PID: one row's load, unary GetItem by h2load (KIND grpc) or REST GET
-# /v1/items/42 by wrk (rest), D seconds; sets out rps done mean p50 p99 bad, and ticks (PID's CPU over it).
+# /v1/items/42 by wrk (rest), D seconds, with the header in $HDR if set ("name: value"); sets out rps done
+# mean p50 p99 bad, and ticks (PID's CPU over it).
 load() {
   local c0; c0=$(cpu $5); p50=""; p99=""
   if [ "$1" = grpc ]; then
     out=$(h2load -D "$D" -t1 -c "$2" -m "$3" -d "$b/getitem.grpc" -H 'content-type: application/grpc' -H 'te: trailers' \
-      "$4/bench.v1.Items/GetItem" 2>&1)
+      ${HDR:+-H "$HDR"} "$4/bench.v1.Items/GetItem" 2>&1)
     ticks=$(($(cpu $5) - c0))
     rps=$(echo "$out" | awk '/^finished in/{gsub(",","",$4); print int($4)}')
     done=$(echo "$out" | awk '/^requests:/{print $8}')
     mean=$(echo "$out" | awk '/^time for request:/{print $6}')
     bad=$(echo "$out" | awk '/^requests:/{print $10+$12+$14}')
   else
-    out=$(wrk -t1 -c "$2" -d "${D}s" --latency "$4/v1/items/42" 2>&1)
+    out=$(wrk -t1 -c "$2" -d "${D}s" --latency ${HDR:+-H "$HDR"} "$4/v1/items/42" 2>&1)
     ticks=$(($(cpu $5) - c0))
     rps=$(echo "$out" | awk '/^Requests\/sec/{print int($2)}')
     done=$(echo "$out" | awk '/requests in/{print $1}')
