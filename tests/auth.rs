@@ -272,7 +272,10 @@ async fn a_burst_is_allowed_exactly_then_every_protocol_is_told_when_to_come_bac
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("ratelimit-policy"), Some("\"per-ip\";q=4;w=60"));
     assert_eq!(reply.header("ratelimit"), Some("\"per-ip\";r=3;t=15"));
-    grpc(&gw, &[]).await.expect("second");
+    let second =
+        UserServiceClient::new(gw.channel().await).get_user(GetUserRequest { id: "u-1".into() }).await.expect("second");
+    let fields = second.metadata().get("ratelimit").and_then(|v| v.to_str().ok());
+    assert_eq!(fields, Some("\"per-ip\";r=2;t=30"), "gRPC clients get the fields as metadata");
     assert!(websocket(&gw, &[]).await.get("displayName").is_some(), "third");
     assert_eq!(soap(&gw, &[]).await.status, 200, "fourth");
     assert_eq!(calls.load(Ordering::SeqCst), 4);

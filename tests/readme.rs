@@ -371,9 +371,12 @@ fn config_example_is_valid() {
     let gateway = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     std::fs::write(dir.path().join("certs/gateway.pem"), gateway.cert.pem()).expect("write");
     std::fs::write(dir.path().join("certs/gateway.key"), gateway.signing_key.serialize_pem()).expect("write");
+    let key = dragoman::policy::auth::api_key::hash_hex("another key");
+    std::fs::write(dir.path().join("keys.yaml"), format!("- {{name: reports, sha256: {key}}}\n")).expect("write");
     let config_path = dir.path().join("gateway.yaml");
     std::fs::write(&config_path, &yaml).expect("write");
     let config = dragoman::config::Config::load(&config_path).expect("the README's config is valid");
+    assert!(config.auth.is_some() && config.limits.is_some());
     assert_eq!(config.services.len(), 3);
     // The example says its `server:` values are the defaults.
     assert_eq!(format!("{:?}", config.server), format!("{:?}", dragoman::config::ServerLimits::default()));

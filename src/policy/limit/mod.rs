@@ -10,7 +10,7 @@
 //!
 //! State is shared by every worker and call (one [`Limits`] per config), kept across config
 //! reloads for a limit whose name, key and quota are unchanged, and bounded: keys idle for a
-//! whole period are forgotten (swept at most every 10 s, off the worker threads). A shared limit
+//! period and one interval are forgotten (swept at most every 10 s, off the worker threads). A shared limit
 //! whose Redis cannot answer in time lets the call through or refuses it, as `on_error` says,
 //! logged and counted in `dragoman_rate_limit_store_errors_total`.
 
@@ -286,7 +286,7 @@ impl Limits {
             policies.push(limit.policy.as_str());
             states.push(limit.state(&decision));
         }
-        self.sweep();
+        let _sweeping = self.sweep();
         if policies.is_empty() {
             return Ok(None);
         }
@@ -299,28 +299,32 @@ impl Limits {
         Ok(Some(fields))
     }
 
-    /// Forgets the keys idle for a whole period, at most every [`SWEEP`], on a blocking thread.
-    fn sweep(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
+    /// Forgets the idle keys, at most every [`SWEEP`], on a blocking thread.
+    fn sweep(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.sweep_at(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// [`Limits::sweep`] at `now`, in milliseconds since `epoch`; the sweep's task, if it started one.
+    fn sweep_at(&self, now: u64) -> Option<tokio::task::JoinHandle<()>> {
         let swept = self.swept.load(Ordering::Relaxed);
         if now.saturating_sub(swept) < SWEEP.as_millis() as u64
             || self.swept.compare_exchange(swept, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
         {
-            return;
+            return None;
         }
         let locals: Vec<Arc<Limit>> =
             self.limits.iter().filter(|l| matches!(l.counter, Counter::Local(_))).cloned().collect();
         if locals.is_empty() {
-            return;
+            return None;
         }
-        tokio::task::spawn_blocking(move || {
+        Some(tokio::task::spawn_blocking(move || {
             for limit in locals {
                 if let Counter::Local(local) = &limit.counter {
                     local.retain_recent();
                     local.shrink_to_fit();
                 }
             }
-        });
+        }))
     }
 
     /// The header names answers carry, for the REST frontend to pass on unprefixed.
@@ -511,6 +515,29 @@ mod tests {
         assert_eq!(limit.state(&decisions[4]), "\"burst\";r=0;t=10");
         // Another key has its own quota.
         assert!(runtime.block_on(limit.decide("10.0.0.2")).expect("test set-up").expect("test set-up").allowed);
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_by_the_sweep() {
+        let file: LimitsFile =
+            serde_yaml_ng::from_str("limits: [{name: a, limit: 1, per: 50ms, key: client_ip}]").expect("yaml");
+        let limits = Limits::new(&file, None).expect("limits");
+        let keys = |limits: &Limits| match &limits.limits[0].counter {
+            Counter::Local(local) => local.len(),
+            Counter::Shared { .. } => unreachable!(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        runtime.block_on(async {
+            for ip in ["10.0.0.1", "10.0.0.2"] {
+                limits.limits[0].decide(ip).await.expect("decided");
+            }
+            assert_eq!(keys(&limits), 2);
+            assert!(limits.sweep_at(1_000).is_none(), "not before SWEEP has passed");
+            // governor forgets a key once its state is one interval past fresh: period + interval.
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            limits.sweep_at(20_000).expect("a sweep").await.expect("swept");
+            assert_eq!(keys(&limits), 0, "both keys were idle for a period and an interval");
+        });
     }
 
     #[test]
