@@ -88,10 +88,10 @@ pub struct GatewayError {
     pub advice: Option<Box<Advice>>,
 }
 
-/// What a refusal tells the client beyond its code and message. gRPC clients get it as
-/// `google.rpc.RetryInfo` and `google.rpc.ErrorInfo` details; REST, SOAP and the WebSocket
-/// handshake also as HTTP headers (`Retry-After`, `WWW-Authenticate`, `RateLimit-Policy`,
-/// `RateLimit`).
+/// What a refusal tells the client beyond its code and message: as `google.rpc.RetryInfo` and
+/// `google.rpc.ErrorInfo` details in the status (gRPC, and the JSON or XML status of REST,
+/// WebSocket and SOAP), and for REST and SOAP also as HTTP headers (`Retry-After`,
+/// `WWW-Authenticate`, `RateLimit-Policy`, `RateLimit`).
 #[derive(Debug, Clone, Default)]
 pub struct Advice {
     /// When the call may succeed if sent again.

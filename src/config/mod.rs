@@ -349,16 +349,28 @@ impl Config {
             .map(|(index, s)| ServiceRule::from_file(index, s, base).map(Arc::new))
             .collect::<Result<_, _>>()?;
         file.server.validate()?;
-        let auth = file.auth.as_ref().map(|a| crate::policy::auth::Auth::new(a, base).map(Arc::new)).transpose()?;
+        let previous_auth = previous.and_then(|p| p.auth.as_deref());
+        let auth = file
+            .auth
+            .as_ref()
+            .map(|a| crate::policy::auth::Auth::new(a, base, previous_auth).map(Arc::new))
+            .transpose()?;
         let previous_limits = previous.and_then(|p| p.limits.as_deref());
         let limits = file
             .rate_limits
             .as_ref()
             .map(|l| crate::policy::limit::Limits::new(l, previous_limits).map(Arc::new))
             .transpose()?;
+        if let (Some(auth), Some(limits)) = (&auth, &limits) {
+            if let Some((name, header)) = limits.key_headers().find(|(_, h)| auth.credential_headers().contains(h)) {
+                return Err(format!(
+                    "at `rate_limits`: limit {name:?} is keyed by {header}, a credential auth removes; use key: identity"
+                ));
+            }
+        }
         // The frontends carry into each call the headers the policies read, and pass on as they
         // are the rate-limit fields, whatever `rest:` lists.
-        let wanted = auth.iter().flat_map(|a| a.credential_headers());
+        let wanted = auth.iter().flat_map(|a| a.credential_headers().iter());
         for name in wanted {
             if !file.rest.forward_headers.iter().any(|h| h.eq_ignore_ascii_case(name.as_str())) {
                 file.rest.forward_headers.push(name.as_str().to_owned());

@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use http::HeaderName;
 use serde::{Deserialize, Serialize};
+
+use super::{Identity, Source};
 
 /// One key as written in `auth.api_keys.keys` or in the key file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -51,27 +54,22 @@ fn default_header() -> String {
     "x-api-key".to_owned()
 }
 
-/// A known key's holder.
-#[derive(Debug)]
-pub struct KeyHolder {
-    pub name: String,
-    pub scopes: Vec<String>,
-}
-
 type Digest = [u8; 32];
 
 /// The keys, looked up by digest: the config's and the key file's.
 pub struct ApiKeys {
     pub header: http::HeaderName,
     pub query_parameter: Option<String>,
-    inline: HashMap<Digest, Arc<KeyHolder>>,
+    inline: Keys,
     file: Option<KeyFileState>,
 }
 
 /// The key file, its keys as last read, and when it was last looked at.
 struct KeyFileState {
     path: PathBuf,
-    keys: ArcSwap<HashMap<Digest, Arc<KeyHolder>>>,
+    keys: ArcSwap<Keys>,
+    /// The metadata naming a key's holder to the backend.
+    identity_metadata: HeaderName,
     modified: ArcSwap<Option<SystemTime>>,
     /// Milliseconds since `epoch` of the last look; one caller at a time looks.
     checked: AtomicU64,
@@ -82,20 +80,23 @@ struct KeyFileState {
 const RECHECK: Duration = Duration::from_secs(1);
 
 impl ApiKeys {
-    pub fn new(file: &ApiKeysFile, base: &Path) -> Result<Self, String> {
+    /// The keys; each holder's identity tells the backend its name in `identity_metadata`.
+    pub fn new(file: &ApiKeysFile, base: &Path, identity_metadata: &HeaderName) -> Result<Self, String> {
         let header = http::HeaderName::from_bytes(file.header.as_bytes())
             .map_err(|_| format!("at `auth.api_keys.header`: not a header name: {:?}", file.header))?;
-        let inline = digests(&file.keys).map_err(|e| format!("at `auth.api_keys.keys`: {e}"))?;
+        let inline = digests(&file.keys, identity_metadata).map_err(|e| format!("at `auth.api_keys.keys`: {e}"))?;
         let query_parameter = file.query_parameter.clone();
         let file = match &file.file {
             None => None,
             Some(path) => {
                 let path = if path.is_absolute() { path.clone() } else { base.join(path) };
-                let (keys, modified) = read(&path).map_err(|e| format!("at `auth.api_keys.file`: {e}"))?;
+                let (keys, modified) =
+                    read(&path, identity_metadata).map_err(|e| format!("at `auth.api_keys.file`: {e}"))?;
                 Some(KeyFileState {
                     path,
                     keys: ArcSwap::from_pointee(keys),
                     modified: ArcSwap::from_pointee(modified),
+                    identity_metadata: identity_metadata.clone(),
                     checked: AtomicU64::new(0),
                     epoch: std::time::Instant::now(),
                 })
@@ -104,8 +105,8 @@ impl ApiKeys {
         Ok(ApiKeys { header, query_parameter, inline, file })
     }
 
-    /// The holder of `key`, if it is known.
-    pub fn holder(&self, key: &[u8]) -> Option<Arc<KeyHolder>> {
+    /// Who holds `key`, if it is known.
+    pub fn holder(&self, key: &[u8]) -> Option<Arc<Identity>> {
         let digest = sha256(key);
         if let Some(holder) = self.inline.get(&digest) {
             return Some(holder.clone());
@@ -134,7 +135,7 @@ impl KeyFileState {
         if modified == **self.modified.load() {
             return;
         }
-        match read(&self.path) {
+        match read(&self.path, &self.identity_metadata) {
             Ok((keys, modified)) => {
                 tracing::info!(file = %self.path.display(), keys = keys.len(), "API key file reloaded");
                 self.keys.store(Arc::new(keys));
@@ -147,21 +148,23 @@ impl KeyFileState {
     }
 }
 
-type Keys = HashMap<Digest, Arc<KeyHolder>>;
+type Keys = HashMap<Digest, Arc<Identity>>;
 
-fn read(path: &Path) -> Result<(Keys, Option<SystemTime>), String> {
+fn read(path: &Path, identity_metadata: &HeaderName) -> Result<(Keys, Option<SystemTime>), String> {
     let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     let keys: Vec<KeyFile> = serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((digests(&keys).map_err(|e| format!("{}: {e}", path.display()))?, modified))
+    Ok((digests(&keys, identity_metadata).map_err(|e| format!("{}: {e}", path.display()))?, modified))
 }
 
-fn digests(keys: &[KeyFile]) -> Result<HashMap<Digest, Arc<KeyHolder>>, String> {
+fn digests(keys: &[KeyFile], identity_metadata: &HeaderName) -> Result<Keys, String> {
     let mut out = HashMap::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let digest =
             parse_hex(&key.sha256).ok_or_else(|| format!("key {i} ({}): sha256 must be 64 hex digits", key.name))?;
-        let holder = Arc::new(KeyHolder { name: key.name.clone(), scopes: key.scopes.clone() });
+        let holder = Identity::new(key.name.clone(), Source::ApiKey, key.scopes.clone(), Default::default())
+            .told_as(identity_metadata, &[]);
+        let holder = Arc::new(holder);
         if out.insert(digest, holder).is_some() {
             return Err(format!("key {i} ({}): the same key is listed twice", key.name));
         }
@@ -187,7 +190,7 @@ fn sha256(key: &[u8]) -> Digest {
     out
 }
 
-/// SHA-256 of a key, hex: what the config stores (tests and `dragoman hash-key`).
+/// SHA-256 of a key, hex: what the config stores.
 pub fn hash_hex(key: &str) -> String {
     sha256(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -196,6 +199,8 @@ pub fn hash_hex(key: &str) -> String {
 mod tests {
     use super::*;
 
+    static NAME: HeaderName = HeaderName::from_static("x-identity");
+
     fn file(keys: Vec<KeyFile>, path: Option<PathBuf>) -> ApiKeysFile {
         ApiKeysFile { header: default_header(), query_parameter: None, keys, file: path }
     }
@@ -203,12 +208,14 @@ mod tests {
     #[test]
     fn a_key_is_known_by_its_hash_only() {
         let keys = vec![KeyFile { name: "billing".into(), sha256: hash_hex("s3cret"), scopes: vec!["a".into()] }];
-        let api_keys = ApiKeys::new(&file(keys, None), Path::new(".")).expect("test set-up");
+        let api_keys = ApiKeys::new(&file(keys, None), Path::new("."), &NAME).expect("test set-up");
         assert_eq!(api_keys.holder(b"s3cret").expect("test set-up").name, "billing");
         assert!(api_keys.holder(b"s3cret ").is_none());
         assert!(api_keys.holder(b"").is_none());
         let bad = vec![KeyFile { name: "x".into(), sha256: "zz".into(), scopes: vec![] }];
-        let Err(error) = ApiKeys::new(&file(bad, None), Path::new(".")) else { panic!("a bad digest was accepted") };
+        let Err(error) = ApiKeys::new(&file(bad, None), Path::new("."), &NAME) else {
+            panic!("a bad digest was accepted")
+        };
         assert!(error.contains("64 hex digits"), "{error}");
     }
 
@@ -220,7 +227,7 @@ mod tests {
             std::fs::write(&path, format!("- name: {key}-holder\n  sha256: {}\n", hash_hex(key))).expect("test set-up");
         };
         write("one");
-        let api_keys = ApiKeys::new(&file(vec![], Some("keys.yaml".into())), dir.path()).expect("test set-up");
+        let api_keys = ApiKeys::new(&file(vec![], Some("keys.yaml".into())), dir.path(), &NAME).expect("test set-up");
         assert_eq!(api_keys.holder(b"one").expect("test set-up").name, "one-holder");
         // A change is seen at the next look (at most one per RECHECK).
         write("two");

@@ -76,6 +76,47 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// The token's claims (empty for keys and certificates).
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// What the backend is told (`identity_metadata`, `claims_metadata`), made once per identity.
+    told: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Identity {
+    pub fn new(
+        name: String,
+        source: Source,
+        scopes: Vec<String>,
+        claims: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        Identity { name, source, scopes, claims, told: Vec::new() }
+    }
+
+    /// The same identity, told to the backend by name in `identity_metadata` and by the claims
+    /// `claims_metadata` names (claim, metadata name). A value that cannot be metadata is left out.
+    pub fn told_as(mut self, identity_metadata: &HeaderName, claims_metadata: &[(String, HeaderName)]) -> Self {
+        self.told.push((identity_metadata.clone(), metadata_value(&self.name)));
+        for (claim, name) in claims_metadata {
+            let value = match self.claims.get(claim) {
+                Some(serde_json::Value::String(s)) => metadata_value(s),
+                Some(serde_json::Value::Null) | None => continue,
+                Some(other) => metadata_value(&other.to_string()),
+            };
+            self.told.push((name.clone(), value));
+        }
+        self
+    }
+
+    /// Who shares a quota keyed by `identity`: the name within its source (and issuer), so an API
+    /// key and a token subject of the same name are two callers.
+    pub fn limit_key(&self) -> String {
+        match self.source {
+            Source::ApiKey => format!("key:{}", self.name),
+            Source::Certificate => format!("cert:{}", self.name),
+            Source::Jwt => {
+                let issuer = self.claims.get("iss").and_then(serde_json::Value::as_str).unwrap_or_default();
+                format!("jwt:{issuer}#{}", self.name)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,12 +129,22 @@ pub enum Source {
 /// Everything `auth:` configures, built once per config and shared by every worker.
 pub struct Auth {
     api_keys: Option<ApiKeys>,
-    jwt: Option<Jwt>,
+    /// Shared with the next config's `Auth` while `jwt:` is unchanged and names only URLs: a
+    /// reload keeps the key sets fetched, rather than fetching them again on the next call.
+    jwt: Option<Arc<Jwt>>,
+    /// `jwt:` as written, to tell whether a reload changed it.
+    jwt_written: serde_json::Value,
     client_certificates: bool,
     identity_metadata: HeaderName,
     claims_metadata: Vec<(String, HeaderName)>,
     forward_credentials: bool,
     rules: Vec<Rule>,
+    /// Tokens verified already, by their text: a client sends the same token with every call,
+    /// and checking an RS256 signature costs more than the rest of a call. An entry serves until
+    /// the token's `exp`, for at most [`TOKEN_CACHE_TTL`] seconds.
+    verified: quick_cache::sync::Cache<Box<str>, (Arc<Identity>, u64)>,
+    /// The headers that carry credentials (`authorization` with `jwt:`, the API key's).
+    credentials: Vec<HeaderName>,
     /// The `WWW-Authenticate` challenges of a 401 (RFC 9110 11.6.1), one per scheme configured.
     challenges: Vec<String>,
     /// What a refused caller is told it may send.
@@ -102,18 +153,49 @@ pub struct Auth {
 
 static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
 
+/// How long (seconds) a verified token is taken on trust: a key the provider withdraws stops
+/// verifying the tokens it signed within this time.
+const TOKEN_CACHE_TTL: u64 = 300;
+/// Verified tokens remembered at most.
+const TOKEN_CACHE_SIZE: usize = 10_000;
+
 impl Auth {
-    pub fn new(file: &AuthFile, base: &Path) -> Result<Self, String> {
+    /// Builds `auth:`; `previous` (on a config reload) lends its JWT key sets when `jwt:` is
+    /// unchanged.
+    pub fn new(file: &AuthFile, base: &Path, previous: Option<&Auth>) -> Result<Self, String> {
         let header = |at: &str, name: &str| {
             HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("at `auth.{at}`: not a header name: {name:?}"))
         };
-        let api_keys = file.api_keys.as_ref().map(|k| ApiKeys::new(k, base)).transpose()?;
-        let jwt = if file.jwt.is_empty() { None } else { Some(Jwt::new(&file.jwt, base)?) };
-        let claims_metadata = file
+        let identity_metadata = header("identity_metadata", &file.identity_metadata)?;
+        let api_keys = file.api_keys.as_ref().map(|k| ApiKeys::new(k, base, &identity_metadata)).transpose()?;
+        let jwt_written = serde_json::to_value(&file.jwt).map_err(|e| format!("at `auth.jwt`: {e}"))?;
+        for url in file.jwt.iter().filter_map(|j| j.jwks_url.as_deref()).filter(|u| u.starts_with("http://")) {
+            tracing::warn!(url, "auth.jwt: a key set fetched over plain HTTP can be replaced on the way; use https://");
+        }
+        // Only fetched key sets are worth keeping: files (PEM, secret, JWKS) are read again, so a
+        // reload (SIGHUP) picks up a rotated one.
+        let fetched_only = file.jwt.iter().all(|j| j.jwks_url.is_some());
+        let jwt = match previous.filter(|p| fetched_only && p.jwt_written == jwt_written) {
+            Some(previous) => previous.jwt.clone(),
+            None if file.jwt.is_empty() => None,
+            None => Some(Arc::new(Jwt::new(&file.jwt, base)?)),
+        };
+        let claims_metadata: Vec<(String, HeaderName)> = file
             .claims_metadata
             .iter()
             .map(|(claim, name)| Ok((claim.clone(), header(&format!("claims_metadata.{claim}"), name)?)))
             .collect::<Result<_, String>>()?;
+        rules::check(&file.rules)?;
+        let mut credentials = Vec::new();
+        if jwt.is_some() {
+            credentials.push(AUTHORIZATION.clone());
+        }
+        credentials.extend(api_keys.as_ref().map(|k| k.header.clone()));
+        for name in std::iter::once(&identity_metadata).chain(claims_metadata.iter().map(|(_, n)| n)) {
+            if credentials.contains(name) {
+                return Err(format!("at `auth`: {name} carries credentials; it cannot be identity or claims metadata"));
+            }
+        }
         let mut challenges = Vec::new();
         let mut accepted = Vec::new();
         if jwt.is_some() {
@@ -135,24 +217,23 @@ impl Auth {
         Ok(Auth {
             api_keys,
             jwt,
+            jwt_written,
             client_certificates: file.client_certificates,
-            identity_metadata: header("identity_metadata", &file.identity_metadata)?,
+            identity_metadata,
             claims_metadata,
             forward_credentials: file.forward_credentials,
             rules: file.rules.clone(),
+            verified: quick_cache::sync::Cache::new(TOKEN_CACHE_SIZE),
+            credentials,
             challenges,
             accepted: accepted.join(" or "),
         })
     }
 
-    /// The request headers the frontends must carry into a call for this layer to see them.
-    pub fn credential_headers(&self) -> Vec<HeaderName> {
-        let mut names = Vec::new();
-        if self.jwt.is_some() {
-            names.push(AUTHORIZATION.clone());
-        }
-        names.extend(self.api_keys.as_ref().map(|k| k.header.clone()));
-        names
+    /// The request headers that carry credentials: the frontends carry them into each call for
+    /// this layer to see.
+    pub fn credential_headers(&self) -> &[HeaderName] {
+        &self.credentials
     }
 
     /// The query parameter that may carry an API key, if one is configured, and its header.
@@ -191,8 +272,10 @@ impl Auth {
             }
         }
         if let Some(identity) = identity {
-            self.tell_backend(&mut call, &identity);
-            call.extensions.insert(Arc::new(identity));
+            for (name, value) in &identity.told {
+                call.metadata.insert(name.clone(), value.clone());
+            }
+            call.extensions.insert(identity);
         }
         Ok(call)
     }
@@ -200,68 +283,70 @@ impl Auth {
     /// The caller's identity from the first credential it sent: a bearer token, an API key, a
     /// client certificate. A credential that does not verify refuses the call, even where
     /// anonymous calls are allowed: a client that meant to authenticate should know it failed.
-    async fn identify(&self, call: &mut Call) -> Result<Option<Identity>, GatewayError> {
-        if let Some(jwt) = &self.jwt {
-            if let Some(token) = bearer(call.metadata.get(&AUTHORIZATION)) {
-                let claims = jwt.verify(token).await.map_err(|rejection| {
-                    let challenge = format!(
-                        "Bearer realm=\"dragoman\", error=\"invalid_token\", error_description=\"{}\"",
-                        rejection.0.replace(['"', '\\'], "'")
-                    );
-                    self.unauthenticated(format!("the bearer token was refused: {rejection}"), Some(challenge))
-                })?;
-                if !self.forward_credentials {
-                    call.metadata.remove(&AUTHORIZATION);
-                }
-                return Ok(Some(from_claims(claims)));
+    /// Every credential header is removed from the call's metadata unless `forward_credentials`,
+    /// the ones that did not decide too.
+    async fn identify(&self, call: &mut Call) -> Result<Option<Arc<Identity>>, GatewayError> {
+        let bearer_value = self.jwt.as_ref().and_then(|_| call.metadata.get(&AUTHORIZATION).cloned());
+        let identity = match (&self.jwt, bearer_value) {
+            (Some(jwt), Some(value)) => match bearer(&value) {
+                Some(token) => self.verify(jwt, token).await.map(Some),
+                None => Err(self.unauthenticated("authorization: expected `Bearer <token>`".to_owned(), None)),
+            },
+            _ => self.key_or_certificate(call),
+        };
+        if !self.forward_credentials {
+            for name in &self.credentials {
+                call.metadata.remove(name);
             }
         }
+        identity
+    }
+
+    /// The caller by API key, else by client certificate.
+    fn key_or_certificate(&self, call: &Call) -> Result<Option<Arc<Identity>>, GatewayError> {
         if let Some(keys) = &self.api_keys {
-            let key = call.metadata.get(&keys.header).map(HeaderValue::as_bytes);
-            if let Some(key) = key {
-                let holder = keys.holder(key).ok_or_else(|| {
+            if let Some(key) = call.metadata.get(&keys.header) {
+                let holder = keys.holder(key.as_bytes()).ok_or_else(|| {
                     self.unauthenticated(format!("the API key in {} is not known", keys.header), None)
                 })?;
-                if !self.forward_credentials {
-                    call.metadata.remove(&keys.header);
-                }
-                let scopes = holder.scopes.clone();
-                return Ok(Some(Identity {
-                    name: holder.name.clone(),
-                    source: Source::ApiKey,
-                    scopes,
-                    claims: Default::default(),
-                }));
+                return Ok(Some(holder));
             }
         }
         if self.client_certificates {
             if let Some(client) = &call.client {
                 let name = client.uris.first().or(client.dns_names.first()).unwrap_or(&client.subject);
-                return Ok(Some(Identity {
-                    name: name.clone(),
-                    source: Source::Certificate,
-                    scopes: Vec::new(),
-                    claims: Default::default(),
-                }));
+                let identity = Identity::new(name.clone(), Source::Certificate, Vec::new(), Default::default());
+                return Ok(Some(Arc::new(identity.told_as(&self.identity_metadata, &[]))));
             }
         }
         Ok(None)
     }
 
-    fn tell_backend(&self, call: &mut Call, identity: &Identity) {
-        if let Ok(value) = HeaderValue::from_str(&identity.name) {
-            call.metadata.insert(self.identity_metadata.clone(), value);
-        }
-        for (claim, name) in &self.claims_metadata {
-            let value = match identity.claims.get(claim) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(serde_json::Value::Null) | None => continue,
-                Some(other) => other.to_string(),
-            };
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                call.metadata.insert(name.clone(), value);
+    /// A bearer token's caller: from the cache of verified tokens, or verified now.
+    async fn verify(&self, jwt: &Jwt, token: &str) -> Result<Arc<Identity>, GatewayError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if let Some((identity, until)) = self.verified.get(token) {
+            if now < until {
+                return Ok(identity);
             }
+            self.verified.remove(token);
         }
+        let claims = jwt.verify(token).await.map_err(|rejection| {
+            let challenge = format!(
+                "Bearer realm=\"dragoman\", error=\"invalid_token\", error_description=\"{}\"",
+                rejection.0.replace(['"', '\\'], "'")
+            );
+            self.unauthenticated(format!("the bearer token was refused: {rejection}"), Some(challenge))
+        })?;
+        if claims.get("sub").and_then(serde_json::Value::as_str).is_none_or(str::is_empty) {
+            let why = "the token names no subject (sub)";
+            let challenge = format!("Bearer realm=\"dragoman\", error=\"invalid_token\", error_description=\"{why}\"");
+            return Err(self.unauthenticated(format!("the bearer token was refused: {why}"), Some(challenge)));
+        }
+        let expires = claims.get("exp").and_then(serde_json::Value::as_u64).unwrap_or(now);
+        let identity = Arc::new(from_claims(claims).told_as(&self.identity_metadata, &self.claims_metadata));
+        self.verified.insert(token.into(), (identity.clone(), expires.min(now + TOKEN_CACHE_TTL)));
+        Ok(identity)
     }
 
     fn unauthenticated(&self, message: String, challenge: Option<String>) -> GatewayError {
@@ -288,9 +373,17 @@ impl Auth {
     }
 }
 
+/// Text as a metadata value: control characters, `%` and non-ASCII percent-encoded (UTF-8), so
+/// every name and claim can be told, and told one way.
+fn metadata_value(text: &str) -> HeaderValue {
+    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    let encoded = percent_encoding::utf8_percent_encode(text, ESCAPED).to_string();
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// The token of `Authorization: Bearer <token>` (RFC 6750 2.1; the scheme is case-insensitive).
-fn bearer(value: Option<&HeaderValue>) -> Option<&str> {
-    let value = value?.to_str().ok()?;
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
@@ -306,7 +399,7 @@ fn from_claims(claims: serde_json::Map<String, serde_json::Value>) -> Identity {
         }
     };
     let scopes = claims.get("scope").or_else(|| claims.get("scp")).map(words).unwrap_or_default();
-    Identity { name, source: Source::Jwt, scopes, claims }
+    Identity::new(name, Source::Jwt, scopes, claims)
 }
 
 #[derive(Clone)]

@@ -1,9 +1,10 @@
 //! Authorization rules: which callers may call which methods.
 //!
 //! A call is judged by the most specific rule whose `match` covers it. No rule at all: the call
-//! is open (auth configured only to learn identities). Once a rule names a method of a service,
-//! the service's other methods are denied unless a rule covers them too — a rule written for one
-//! method never leaves its neighbours open by accident.
+//! is open (auth configured only to learn identities; `match: '*'` covers everything else). Once
+//! a rule names a method of a service, only rules naming that service — one of its methods, or
+//! the service itself — decide its calls, not a package pattern: a rule written for one method
+//! never leaves its neighbours to a broader rule by accident.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,12 +47,28 @@ pub enum Verdict<'a> {
 }
 
 pub fn judge<'a>(rules: &'a [Rule], service: &str, method: &str) -> Verdict<'a> {
-    let best = rules.iter().filter_map(|r| Some((r.selector.specificity(service, method)?, r))).max_by_key(|(s, _)| *s);
+    let listed = rules.iter().any(|r| r.selector.names_a_method_of(service));
+    let best = rules
+        .iter()
+        .filter_map(|r| Some((r.selector.specificity(service, method)?, r)))
+        // A service whose methods are listed one by one is decided by its own rules only.
+        .filter(|((rank, _), _)| !listed || *rank > 0)
+        .max_by_key(|(s, _)| *s);
     match best {
         Some((_, rule)) => Verdict::Rule(rule),
-        None if rules.iter().any(|r| r.selector.names_a_method_of(service)) => Verdict::Unlisted,
+        None if listed => Verdict::Unlisted,
         None => Verdict::Open,
     }
+}
+
+/// Refuses rules that cannot be told apart: two with the same `match`.
+pub fn check(rules: &[Rule]) -> Result<(), String> {
+    for (i, rule) in rules.iter().enumerate() {
+        if rules[..i].iter().any(|r| r.selector == rule.selector) {
+            return Err(format!("at `auth.rules[{i}].match`: {} is matched by an earlier rule too", rule.selector));
+        }
+    }
+    Ok(())
 }
 
 impl Rule {
@@ -107,6 +124,17 @@ mod tests {
         assert!(matches!(judge(&rules, "shop.v1.Orders", "Get"), Verdict::Unlisted));
         assert!(matches!(judge(&rules, "shop.v1.Users", "Get"), Verdict::Open));
         assert!(matches!(judge(&rules, "grpc.health.v1.Health", "Check"), Verdict::Rule(r) if r.anonymous));
+        // A broader pattern does not open the methods a service lists one by one...
+        let mut broader = rules.clone();
+        broader.push(rule("match: '*'\nanonymous: true"));
+        assert!(matches!(judge(&broader, "shop.v1.Orders", "Delete"), Verdict::Unlisted));
+        assert!(matches!(judge(&broader, "shop.v1.Users", "Get"), Verdict::Rule(r) if r.anonymous));
+        // ...the service's own rule does.
+        broader.push(rule("match: shop.v1.Orders"));
+        assert!(matches!(judge(&broader, "shop.v1.Orders", "Delete"), Verdict::Rule(r) if !r.anonymous));
+        assert!(check(&broader).is_ok());
+        broader.push(rule("match: '*'"));
+        assert!(check(&broader).expect_err("a duplicate").contains("auth.rules[4].match"));
     }
 
     #[test]
@@ -114,12 +142,7 @@ mod tests {
         let mut claims = serde_json::Map::new();
         claims.insert("role".into(), serde_json::json!(["reader", "admin"]));
         claims.insert("tier".into(), serde_json::json!(2));
-        let identity = Identity {
-            name: "ada".into(),
-            source: super::super::Source::Jwt,
-            scopes: vec!["orders.read".into()],
-            claims,
-        };
+        let identity = Identity::new("ada".into(), super::super::Source::Jwt, vec!["orders.read".into()], claims);
         assert!(rule("match: '*'\nclaims: {role: admin, tier: '2'}").refuses(&identity).is_none());
         let missing = rule("match: '*'\nscopes: [orders.read, orders.write]").refuses(&identity).expect("test set-up");
         assert!(missing.contains("\"orders.write\""), "{missing}");

@@ -163,7 +163,7 @@ impl Key {
         match self {
             Key::ClientIp => ip(),
             Key::Identity => match call.extensions.get::<Arc<Identity>>() {
-                Some(identity) => format!("id:{}", identity.name),
+                Some(identity) => identity.limit_key(),
                 None => format!("ip:{}", ip()),
             },
             Key::Method => call.method.path().to_owned(),
@@ -175,11 +175,18 @@ impl Key {
     }
 }
 
-type Local = governor::RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+/// Keys are kept as 64-bit hashes (SipHash, seeded per limit): an entry's size does not depend on
+/// what a client sends.
+type Local = governor::RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>;
+
+/// Keys one local limit keeps at most; past it, calls share one overflow quota until the sweep
+/// frees room (a flood of made-up header values fills the table, not the memory).
+const MAX_KEYS: usize = 100_000;
+const OVERFLOW: u64 = u64::MAX;
 
 /// Where a limit counts.
 enum Counter {
-    Local(Local),
+    Local(Local, std::hash::RandomState),
     Shared { redis: Arc<redis::RedisLimiter>, on_error: OnError },
 }
 
@@ -215,10 +222,12 @@ pub fn render_store_errors(out: &mut String, openmetrics: bool) {
 }
 
 const SWEEP: Duration = Duration::from_secs(10);
+/// The longest period a limit may have.
+const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl Limits {
-    /// Builds the limits; a limit `previous` has with the same name, key, quota and store keeps
-    /// its counts (a config reload does not hand every client a fresh quota).
+    /// Builds the limits; a local limit `previous` has with the same name, match, key and quota
+    /// keeps its counts (a config reload does not hand every client a fresh quota).
     pub fn new(file: &LimitsFile, previous: Option<&Limits>) -> Result<Self, String> {
         let redis = match &file.redis {
             Some(r) => Some((
@@ -237,8 +246,20 @@ impl Limits {
                 return Err(format!("{}: the name {:?} is used twice", at("name"), limit.name));
             }
             let key = Key::parse(&limit.key).map_err(|e| format!("{}: {e}", at("key")))?;
+            if limit.name.is_empty() || !limit.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                return Err(format!("{}: letters, digits, '-', '_' and '.' only, got {:?}", at("name"), limit.name));
+            }
+            if limit.limit == 0 {
+                return Err(format!("{}: at least 1", at("limit")));
+            }
+            if limit.per < Duration::from_millis(1) || limit.per > MAX_PERIOD {
+                return Err(format!("{}: between 1ms and {}", at("per"), humantime::format_duration(MAX_PERIOD)));
+            }
+            if limit.per / limit.limit < Duration::from_micros(1) {
+                return Err(format!("{}: more than one call per microsecond cannot be counted", at("limit")));
+            }
             let quota = Quota { limit: limit.limit, period: limit.per };
-            let kept = previous.and_then(|p| p.limits.iter().find(|l| same(&l.file, limit, &file.redis)));
+            let kept = previous.and_then(|p| p.limits.iter().find(|l| same(&l.file, limit)));
             if let Some(kept) = kept {
                 limits.push(kept.clone());
                 continue;
@@ -252,9 +273,14 @@ impl Limits {
                 let quota = governor_quota(quota).ok_or_else(|| {
                     format!("{}: expected at least one call, and a period of at least 1ns per call", at("limit"))
                 })?;
-                Counter::Local(governor::RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
+                let local = governor::RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>();
+                Counter::Local(local, std::hash::RandomState::new())
             };
-            let policy = format!("\"{}\";q={};w={}", limit.name, limit.limit, limit.per.as_secs().max(1));
+            // The fields count in whole seconds: a period that is not is told as its rate over
+            // the whole seconds that cover it.
+            let window = ceil_secs(limit.per);
+            let calls = u128::from(limit.limit) * u128::from(window) * 1_000_000_000 / limit.per.as_nanos().max(1);
+            let policy = format!("\"{}\";q={calls};w={window}", limit.name);
             limits.push(Arc::new(Limit { file: limit.clone(), key, quota, counter, policy }));
         }
         for limit in &limits {
@@ -313,18 +339,26 @@ impl Limits {
             return None;
         }
         let locals: Vec<Arc<Limit>> =
-            self.limits.iter().filter(|l| matches!(l.counter, Counter::Local(_))).cloned().collect();
+            self.limits.iter().filter(|l| matches!(l.counter, Counter::Local(..))).cloned().collect();
         if locals.is_empty() {
             return None;
         }
         Some(tokio::task::spawn_blocking(move || {
             for limit in locals {
-                if let Counter::Local(local) = &limit.counter {
+                if let Counter::Local(local, _) = &limit.counter {
                     local.retain_recent();
                     local.shrink_to_fit();
                 }
             }
         }))
+    }
+
+    /// The headers limits are keyed by.
+    pub fn key_headers(&self) -> impl Iterator<Item = (&str, &HeaderName)> {
+        self.limits.iter().filter_map(|l| match &l.key {
+            Key::Header(name) => Some((l.file.name.as_str(), name)),
+            _ => None,
+        })
     }
 
     /// The header names answers carry, for the REST frontend to pass on unprefixed.
@@ -336,15 +370,16 @@ impl Limits {
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// Whether a reloaded limit is the same as a running one, so that it keeps its counts.
-fn same(running: &LimitFile, new: &LimitFile, _redis: &Option<RedisFile>) -> bool {
-    running.name == new.name
+/// Whether a reloaded local limit is the one running, so that it keeps its counts (a shared
+/// limit's counts are in Redis: it is always built anew).
+fn same(running: &LimitFile, new: &LimitFile) -> bool {
+    !running.shared
+        && !new.shared
+        && running.name == new.name
         && running.key == new.key
         && running.limit == new.limit
         && running.per == new.per
-        && running.shared == new.shared
         && running.selector == new.selector
-        && !new.shared
 }
 
 /// governor's form of a quota: one call per `period / limit`, `limit` at once.
@@ -359,20 +394,30 @@ impl Limit {
     /// limit fails open.
     async fn decide(&self, key: &str) -> Result<Option<Decision>, GatewayError> {
         match &self.counter {
-            Counter::Local(local) => Ok(Some(match local.check_key(&key.to_owned()) {
-                Ok(state) => {
-                    let remaining = state.remaining_burst_capacity();
-                    let interval = self.quota.period / self.quota.limit;
-                    let reset_after = interval * (self.quota.limit - remaining.min(self.quota.limit));
-                    Decision { allowed: true, remaining, retry_after: Duration::ZERO, reset_after }
-                }
-                Err(not_until) => {
-                    let retry_after = not_until.wait_time_from(DefaultClock::default().now());
-                    Decision { allowed: false, remaining: 0, retry_after, reset_after: self.quota.period }
-                }
-            })),
+            Counter::Local(local, hasher) => {
+                use std::hash::BuildHasher;
+                let hashed = if local.len() < MAX_KEYS { hasher.hash_one(key) } else { OVERFLOW };
+                let interval = self.quota.period / self.quota.limit;
+                Ok(Some(match local.check_key(&hashed) {
+                    Ok(state) => {
+                        let remaining = state.remaining_burst_capacity().min(self.quota.limit - 1);
+                        // Rounded up to a whole interval: governor does not show the arrival time.
+                        let reset_after = interval * (self.quota.limit - remaining);
+                        Decision { allowed: true, remaining, retry_after: Duration::ZERO, reset_after }
+                    }
+                    Err(not_until) => {
+                        let retry_after = not_until.wait_time_from(DefaultClock::default().now());
+                        // GCRA refuses while the arrival time is past the burst tolerance.
+                        let reset_after = retry_after + interval * (self.quota.limit - 1);
+                        Decision { allowed: false, remaining: 0, retry_after, reset_after }
+                    }
+                }))
+            }
             Counter::Shared { redis, on_error } => {
-                let scoped = format!("dragoman:{}:{key}", self.file.name);
+                // A fixed-size key, the same on every replica.
+                let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+                let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+                let scoped = format!("dragoman:{}:{hex}", self.file.name);
                 match redis.check(&scoped, self.quota).await {
                     Ok(decision) => Ok(Some(decision)),
                     Err(e) => {
@@ -513,6 +558,10 @@ mod tests {
                 && decisions[5].retry_after <= Duration::from_secs(2)
         );
         assert_eq!(limit.state(&decisions[4]), "\"burst\";r=0;t=10");
+        assert_eq!(decisions[5].reset_after, decisions[5].retry_after + Duration::from_secs(8));
+        assert_eq!(limit.policy, "\"burst\";q=5;w=10");
+        let odd: LimitsFile = serde_yaml_ng::from_str("limits: [{name: odd, limit: 3, per: 1500ms}]").expect("yaml");
+        assert_eq!(Limits::new(&odd, None).expect("limits").limits[0].policy, "\"odd\";q=4;w=2");
         // Another key has its own quota.
         assert!(runtime.block_on(limit.decide("10.0.0.2")).expect("test set-up").expect("test set-up").allowed);
     }
@@ -523,7 +572,7 @@ mod tests {
             serde_yaml_ng::from_str("limits: [{name: a, limit: 1, per: 50ms, key: client_ip}]").expect("yaml");
         let limits = Limits::new(&file, None).expect("limits");
         let keys = |limits: &Limits| match &limits.limits[0].counter {
-            Counter::Local(local) => local.len(),
+            Counter::Local(local, _) => local.len(),
             Counter::Shared { .. } => unreachable!(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
@@ -558,6 +607,13 @@ mod tests {
             ("limits: [{name: a, limit: 1, per: 1s, key: cookie}]", "limits[0].key"),
             ("limits: [{name: a, limit: 1, per: 1s, shared: true}]", "rate_limits.redis"),
             ("limits: [{name: a, limit: 1, per: 1s}, {name: a, limit: 2, per: 1s}]", "used twice"),
+            ("limits: [{name: 'a\"b', limit: 1, per: 1s}]", "limits[0].name"),
+            ("limits: [{name: a, limit: 1, per: 1000y}]", "limits[0].per"),
+            ("limits: [{name: a, limit: 10000000, per: 1s}]", "per microsecond"),
+            (
+                "{redis: {url: 'redis://127.0.0.1:1'}, limits: [{name: a, limit: 0, per: 1s, shared: true}]}",
+                "limits[0].limit",
+            ),
         ] {
             let error = Limits::new(&serde_yaml_ng::from_str(yaml).expect("test set-up"), None).expect_err("an error");
             assert!(error.contains(expected), "{yaml}: {error}");
