@@ -4,7 +4,7 @@
 #   none          no auth:, no rate_limits:
 #   api-key       auth.api_keys (one key) and a rule requiring it for bench.v1.*
 #   jwt-rs256     auth.jwt with an RS256 public key (pem_file; 2048-bit) and the same rule
-#   api-key+limit api-key, and a limit per identity that never trips (10^9 per second)
+#   api-key+limit api-key, and a limit per identity that never trips (10^6 per second)
 #   jwt+limit     jwt-rs256, and the same limit
 # Load: REST GET /v1/items/42 by wrk (HTTP/1.1 keep-alive, CONNS connections, then 1), each row's
 # credential in a header. cpu = the gateway's CPU over the row / requests done.
@@ -33,7 +33,7 @@ jwt="auth:
     - {issuer: bench, audiences: [dragoman], pem_file: $run/jwt.pub, algorithm: RS256}
   rules: [{match: 'bench.v1.*', scopes: [items.read]}]"
 limit="rate_limits:
-  limits: [{name: per-caller, key: identity, limit: 1000000000, per: 1s}]"
+  limits: [{name: per-caller, key: identity, limit: 1000000, per: 1s}]"
 
 declare -A dport dpid hdr
 rows=()
