@@ -21,7 +21,7 @@ mod websocket;
 pub use rest::{CorsFile, PathBodyConflict, RestFile, RestOptions, StreamFormat};
 pub use server::ServerLimits;
 pub use soap::{SoapFile, SoapOptions};
-pub use tls::{ClientCert, TlsListener, TlsListenerFile};
+pub use tls::{ClientCert, TlsListener, TlsListenerFile, client_config};
 pub use traces::{OtlpProtocol, TracesFile, TracesOptions};
 pub use websocket::{AllowedOrigins, WebSocketFile, WebSocketOptions};
 
@@ -453,7 +453,7 @@ impl ServiceRule {
         let tls_file = file.tls.unwrap_or_default();
         let tls = if backends.iter().any(|b| b.tls) {
             let ca = tls_file.ca_file.map(|p| if p.is_absolute() { p } else { base.join(p) });
-            Some(Arc::new(tls::client_config(ca.as_deref()).map_err(|e| format!("{}: {e}", at("tls.ca_file")))?))
+            Some(Arc::new(tls::client_config(ca.as_deref(), b"h2").map_err(|e| format!("{}: {e}", at("tls.ca_file")))?))
         } else {
             None
         };

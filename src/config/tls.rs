@@ -12,8 +12,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde::{Deserialize, Serialize};
 
-/// A client config trusting `ca_file`'s certificates, or the system's roots when none is given.
-pub(super) fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+/// A client config trusting `ca_file`'s certificates, or the system's roots when none is given,
+/// offering `alpn` (backends: `h2`; a JWKS fetch: `http/1.1`).
+pub fn client_config(ca_file: Option<&Path>, alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
     let roots = match ca_file {
         Some(path) => roots_from(path)?,
         None => {
@@ -28,7 +29,7 @@ pub(super) fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConf
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
 

@@ -264,32 +264,6 @@ where
 
 /// A TLS connector trusting `ca_file`'s certificates, or the system's roots; ALPN `http/1.1`.
 pub(super) fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<TlsConnector, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: no certificates found", path.display()));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = crate::config::client_config(ca_file, b"http/1.1")?;
     Ok(TlsConnector::from(Arc::new(config)))
 }
