@@ -487,9 +487,19 @@ async fn bearer_tokens_are_verified_against_the_providers_keys_and_their_claims_
     for expected in ["x-dragoman-identity=ada", "x-user-id=ada", "x-tenant=acme", "authorization=-"] {
         assert!(seen.contains(expected), "{expected} in {seen}");
     }
+    // A claim the token lacks is not told, whatever the client writes in its place.
+    let tenantless = bearer(&first.sign(&claims(serde_json::json!({"tenant": null}))));
+    let reply = rest(&gw, &[("authorization", &tenantless), ("grpc-metadata-x-tenant", "evil")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().contains("x-tenant=-"), "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // Another scheme in authorization is no bearer token: refused, not passed through.
+    let reply = rest(&gw, &[("authorization", "Basic YWRhOnNlY3JldA==")]).await;
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert!(reply.text().contains("expected `Bearer <token>`"), "{}", reply.text());
     let user = grpc(&gw, &[("authorization", &auth)]).await.expect("gRPC with the same token");
     assert!(user.display_name.contains("x-user-id=ada"), "{}", user.display_name);
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(provider.fetches.load(Ordering::SeqCst), 1, "the keys are fetched once");
 
     // Each bad token: 401, RFC 6750's invalid_token challenge saying why; the backend sees none.
@@ -531,7 +541,7 @@ async fn bearer_tokens_are_verified_against_the_providers_keys_and_their_claims_
     assert_eq!(reply.header("www-authenticate"), Some("Bearer realm=\"dragoman\""));
     let scopeless = first.sign(&claims(serde_json::json!({"scope": "profile"})));
     assert_eq!(rest(&gw, &[("authorization", &bearer(&scopeless))]).await.status, 403);
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "no refused call reached the backend");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "no refused call reached the backend");
 
     // The provider rotates to a new key: once min_refetch_interval has passed since the last
     // fetch, a token with the new kid makes one re-fetch and verifies.
@@ -675,4 +685,74 @@ rate_limits:
     );
     assert_eq!(rest(&gw, &[("x-api-key", "key-new")]).await.status, 429);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_frontend_lets_a_client_name_itself() {
+    // GetUser open to anonymous callers: what reaches the backend is what the client sent, but
+    // never the identity or claim metadata, whichever way it is written.
+    let config = format!(
+        "{}  claims_metadata: {{tenant: x-tenant}}\n",
+        api_keys_config().replace(
+            "    - match: shop.users.v1.UserService/GetUser\n      scopes: [users.read]\n",
+            "    - match: shop.users.v1.UserService/GetUser\n      anonymous: true\n"
+        )
+    );
+    let (gw, calls) = gateway(&config).await;
+    let forged = [("x-dragoman-identity", "root"), ("x-tenant", "evil")];
+    let user = grpc(&gw, &forged).await.expect("anonymous GetUser");
+    assert!(user.display_name.contains("x-dragoman-identity=- x-user-id=- x-tenant=-"), "{}", user.display_name);
+    let prefixed = [("grpc-metadata-x-dragoman-identity", "root"), ("grpc-metadata-x-tenant", "evil")];
+    let reply = rest(&gw, &prefixed).await;
+    assert!(reply.text().contains("x-dragoman-identity=- x-user-id=- x-tenant=-"), "{}", reply.text());
+    let path = "/shop.users.v1.UserService/GetUser?metadata.x-dragoman-identity=root&metadata.x-tenant=evil";
+    let reply = websocket_at(&gw, path, &[]).await;
+    assert!(
+        reply["displayName"].as_str().unwrap_or_default().contains("x-dragoman-identity=- x-user-id=- x-tenant=-"),
+        "{reply}"
+    );
+    let reply = soap(&gw, &prefixed).await;
+    assert!(reply.text().contains("x-dragoman-identity=- x-user-id=- x-tenant=-"), "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    // With a key, the backend is told the key's holder instead.
+    let user = grpc(&gw, &[("x-api-key", "key-intern"), forged[0]]).await.expect("intern");
+    assert!(user.display_name.contains("x-dragoman-identity=intern"), "{}", user.display_name);
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let secret = "a-shared-secret-of-at-least-thirty-two-bytes";
+    std::fs::write(dir.path().join("secret"), secret).expect("write");
+    let config = format!(
+        "auth:
+  jwt:
+    - {{issuer: https://idp.test, audiences: [dragoman], secret_file: {}, algorithm: HS256, leeway: 0s}}
+  rules: [{{match: shop.users.v1.UserService/GetUser}}]
+",
+        dir.path().join("secret").display()
+    );
+    let (gw, calls) = gateway(&config).await;
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let expiring = claims(serde_json::json!({"exp": now() + 2}));
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &expiring, &key)
+        .expect("sign");
+    let auth = format!("Bearer {token}");
+    assert_eq!(rest(&gw, &[("authorization", &auth)]).await.status, 200);
+    assert_eq!(rest(&gw, &[("authorization", &auth)]).await.status, 200, "answered from the cache");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let reply = rest(&gw, &[("authorization", &auth)]).await;
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert!(reply.text().contains("the token has expired"), "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_limit_keyed_by_a_credential_is_refused_at_load() {
+    let yaml = format!(
+        "services: []\n{}rate_limits:\n  limits: [{{name: by-key, key: 'header:x-api-key', limit: 1, per: 1s}}]\n",
+        api_keys_config()
+    );
+    let error = dragoman::config::Config::parse(&yaml, std::path::Path::new(".")).expect_err("refused");
+    assert!(error.contains("limit \"by-key\" is keyed by x-api-key"), "{error}");
 }

@@ -172,9 +172,9 @@ impl Auth {
         for url in file.jwt.iter().filter_map(|j| j.jwks_url.as_deref()).filter(|u| u.starts_with("http://")) {
             tracing::warn!(url, "auth.jwt: a key set fetched over plain HTTP can be replaced on the way; use https://");
         }
-        // Only fetched key sets are worth keeping: files (PEM, secret, JWKS) are read again, so a
-        // reload (SIGHUP) picks up a rotated one.
-        let fetched_only = file.jwt.iter().all(|j| j.jwks_url.is_some());
+        // Only fetched key sets are worth keeping: files (PEM, secret, JWKS, a CA) are read
+        // again, so a reload (SIGHUP) picks up a rotated one.
+        let fetched_only = file.jwt.iter().all(|j| j.jwks_url.is_some() && j.ca_file.is_none());
         let jwt = match previous.filter(|p| fetched_only && p.jwt_written == jwt_written) {
             Some(previous) => previous.jwt.clone(),
             None if file.jwt.is_empty() => None,
@@ -194,6 +194,11 @@ impl Auth {
         for name in std::iter::once(&identity_metadata).chain(claims_metadata.iter().map(|(_, n)| n)) {
             if credentials.contains(name) {
                 return Err(format!("at `auth`: {name} carries credentials; it cannot be identity or claims metadata"));
+            }
+            if name.as_str().ends_with("-bin") || name.as_str().starts_with("grpc-") {
+                return Err(format!(
+                    "at `auth`: {name}: identity and claims metadata are text, not -bin or grpc- names"
+                ));
             }
         }
         let mut challenges = Vec::new();
@@ -345,7 +350,10 @@ impl Auth {
         }
         let expires = claims.get("exp").and_then(serde_json::Value::as_u64).unwrap_or(now);
         let identity = Arc::new(from_claims(claims).told_as(&self.identity_metadata, &self.claims_metadata));
-        self.verified.insert(token.into(), (identity.clone(), expires.min(now + TOKEN_CACHE_TTL)));
+        let until = expires.min(now + TOKEN_CACHE_TTL);
+        if until > now {
+            self.verified.insert(token.into(), (identity.clone(), until));
+        }
         Ok(identity)
     }
 
@@ -377,7 +385,14 @@ impl Auth {
 /// every name and claim can be told, and told one way.
 fn metadata_value(text: &str) -> HeaderValue {
     const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
-    let encoded = percent_encoding::utf8_percent_encode(text, ESCAPED).to_string();
+    let mut encoded = percent_encoding::utf8_percent_encode(text, ESCAPED).to_string();
+    // HTTP/2 refuses a field value with white space at either end (RFC 9113 8.2.1).
+    if encoded.starts_with(' ') {
+        encoded.replace_range(..1, "%20");
+    }
+    if encoded.ends_with(' ') {
+        encoded.replace_range(encoded.len() - 1.., "%20");
+    }
     HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -400,6 +415,38 @@ fn from_claims(claims: serde_json::Map<String, serde_json::Value>) -> Identity {
     };
     let scopes = claims.get("scope").or_else(|| claims.get("scp")).map(words).unwrap_or_default();
     Identity::new(name, Source::Jwt, scopes, claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_values_are_always_valid_metadata() {
+        for (text, told) in [
+            ("ada", "ada"),
+            ("Müller", "M%C3%BCller"),
+            ("a\r\nx-admin: 1", "a%0D%0Ax-admin: 1"),
+            ("100%", "100%25"),
+            (" padded ", "%20padded%20"),
+        ] {
+            assert_eq!(metadata_value(text), told, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn credential_and_binary_names_cannot_carry_the_identity() {
+        let auth = |yaml: &str| {
+            let file: AuthFile = serde_yaml_ng::from_str(yaml).expect("yaml");
+            Auth::new(&file, Path::new("."), None).err().unwrap_or_default()
+        };
+        let keys = "api_keys: {keys: []}\n";
+        assert!(auth(&format!("{keys}identity_metadata: x-api-key")).contains("carries credentials"));
+        assert!(auth(&format!("{keys}identity_metadata: x-id-bin")).contains("not -bin"));
+        assert!(auth(&format!("{keys}claims_metadata: {{sub: grpc-x}}")).contains("not -bin or grpc-"));
+        assert!(auth(&format!("{keys}rules: [{{match: '*'}}, {{match: '*'}}]")).contains("earlier rule"));
+        assert!(auth("rules: [{match: '*'}]").contains("no credential is configured"));
+    }
 }
 
 #[derive(Clone)]

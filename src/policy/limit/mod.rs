@@ -14,6 +14,7 @@
 //! whose Redis cannot answer in time lets the call through or refuses it, as `on_error` says,
 //! logged and counted in `dragoman_rate_limit_store_errors_total`.
 
+mod local;
 pub mod redis;
 
 use std::future::Future;
@@ -26,7 +27,6 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tonic::Code;
@@ -177,12 +177,10 @@ impl Key {
 
 /// Keys are kept as 64-bit hashes (SipHash, seeded per limit): an entry's size does not depend on
 /// what a client sends.
-type Local = governor::RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>;
+type Local = governor::RateLimiter<u64, local::BoundedStore, DefaultClock, StateInformationMiddleware>;
 
-/// Keys one local limit keeps at most; past it, calls share one overflow quota until the sweep
-/// frees room (a flood of made-up header values fills the table, not the memory).
+/// Keys one local limit keeps at most ([`local::BoundedStore`]).
 const MAX_KEYS: usize = 100_000;
-const OVERFLOW: u64 = u64::MAX;
 
 /// Where a limit counts.
 enum Counter {
@@ -253,7 +251,7 @@ impl Limits {
                 return Err(format!("{}: at least 1", at("limit")));
             }
             if limit.per < Duration::from_millis(1) || limit.per > MAX_PERIOD {
-                return Err(format!("{}: between 1ms and {}", at("per"), humantime::format_duration(MAX_PERIOD)));
+                return Err(format!("{}: between 1ms and 366 days", at("per")));
             }
             if limit.per / limit.limit < Duration::from_micros(1) {
                 return Err(format!("{}: more than one call per microsecond cannot be counted", at("limit")));
@@ -273,7 +271,8 @@ impl Limits {
                 let quota = governor_quota(quota).ok_or_else(|| {
                     format!("{}: expected at least one call, and a period of at least 1ns per call", at("limit"))
                 })?;
-                let local = governor::RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>();
+                let store = local::BoundedStore::new(MAX_KEYS);
+                let local: Local = governor::RateLimiter::new(quota, store, DefaultClock::default());
                 Counter::Local(local, std::hash::RandomState::new())
             };
             // The fields count in whole seconds: a period that is not is told as its rate over
@@ -396,11 +395,11 @@ impl Limit {
         match &self.counter {
             Counter::Local(local, hasher) => {
                 use std::hash::BuildHasher;
-                let hashed = if local.len() < MAX_KEYS { hasher.hash_one(key) } else { OVERFLOW };
+                let hashed = hasher.hash_one(key);
                 let interval = self.quota.period / self.quota.limit;
                 Ok(Some(match local.check_key(&hashed) {
                     Ok(state) => {
-                        let remaining = state.remaining_burst_capacity().min(self.quota.limit - 1);
+                        let remaining = state.remaining_burst_capacity();
                         // Rounded up to a whole interval: governor does not show the arrival time.
                         let reset_after = interval * (self.quota.limit - remaining);
                         Decision { allowed: true, remaining, retry_after: Duration::ZERO, reset_after }
