@@ -4,6 +4,7 @@
 //! made-up keys (header values, addresses) fills the table, not the memory, and does not take
 //! the callers already known down with it.
 
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use governor::nanos::Nanos;
@@ -13,8 +14,29 @@ use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 /// The key the calls past capacity share.
 pub(super) const OVERFLOW: u64 = u64::MAX;
 
+/// Keys arrive hashed already (SipHash, seeded per limit): the map uses them as they are instead
+/// of hashing them again on each of a call's two lookups.
+#[derive(Default)]
+pub(super) struct Hashed(u64);
+
+impl Hasher for Hashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 pub(super) struct BoundedStore {
-    keys: DashMapStateStore<u64>,
+    keys: DashMapStateStore<u64, BuildHasherDefault<Hashed>>,
     /// Keys held, counted up as they are added and set from the map after each sweep (two
     /// callers adding one key at once may count it twice until then).
     live: AtomicUsize,
