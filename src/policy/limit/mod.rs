@@ -17,6 +17,7 @@
 mod local;
 pub mod redis;
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -415,8 +416,10 @@ impl Limit {
             Counter::Shared { redis, on_error } => {
                 // A fixed-size key, the same on every replica.
                 let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-                let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-                let scoped = format!("dragoman:{}:{hex}", self.file.name);
+                let mut scoped = format!("dragoman:{}:", self.file.name);
+                for byte in &digest.as_ref()[..16] {
+                    let _ = write!(scoped, "{byte:02x}");
+                }
                 match redis.check(&scoped, self.quota).await {
                     Ok(decision) => Ok(Some(decision)),
                     Err(e) => {
