@@ -154,7 +154,7 @@ pub struct Auth {
 static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
 
 /// How long (seconds) a verified token is taken on trust: a key the provider withdraws stops
-/// verifying the tokens it signed within this time.
+/// verifying the tokens it signed at the next key-set refresh plus this time.
 const TOKEN_CACHE_TTL: u64 = 300;
 /// Verified tokens remembered at most.
 const TOKEN_CACHE_SIZE: usize = 10_000;
