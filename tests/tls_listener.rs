@@ -408,3 +408,36 @@ async fn with_optional_client_certificates_anyone_gets_in_but_only_a_valid_certi
     let refused = curl(&["--cacert", ca, "--cert", cert, "--key", key, &url]);
     assert!(!refused.status.success(), "an invalid certificate is refused even when optional: {}", stdout(&refused));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_certificate_is_an_identity_the_rules_can_name() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_, ca) = gateway_certificate(dir.path(), "server CA");
+    let clients = Authority::new("clients CA");
+    std::fs::write(dir.path().join("clients.pem"), clients.pem()).expect("write");
+    let (billing, ops) = (client_cert(&clients, dir.path(), "billing"), client_cert(&clients, dir.path(), "ops"));
+    let auth = "  client_ca_file: clients.pem\n  client_cert: optional\nauth:\n  client_certificates: true\n  \
+                rules: [{match: shop.users.v1.UserService, identities: ['spiffe://example.org/billing']}]\n";
+    let (_gateway, tls) = serve(dir.path(), auth).await;
+    let url = format!("https://localhost:{}/v1/users/u-1", tls.port());
+    let ca = ca.to_str().expect("path");
+    // The HTTP status, then the body.
+    let call = |client: Option<&ClientCert>| {
+        let mut args = vec!["--cacert", ca, "-w", "\n%{http_code}"];
+        if let Some(client) = client {
+            args.extend(["--cert", client.cert.to_str().expect("path"), "--key", client.key.to_str().expect("path")]);
+        }
+        args.push(&url);
+        let out = stdout(&curl(&args));
+        let (body, status) = out.rsplit_once('\n').expect("a status line");
+        (status.to_owned(), body.to_owned())
+    };
+    let (status, body) = call(None);
+    assert_eq!(status, "401", "no certificate, no identity: {body}");
+    assert!(body.contains("a client certificate"), "{body}");
+    let (status, body) = call(Some(&ops));
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("\\\"spiffe://example.org/ops\\\" is not among the identities"), "{body}");
+    let (status, body) = call(Some(&billing));
+    assert_eq!(status, "200", "{body}");
+}
