@@ -26,7 +26,7 @@ pub fn build(config: &Config, upstream: Upstream, health: TonicService, tracer: 
         .layer(AccessLogLayer::new(tracer))
         // Fixes the deadline (client's or the service's default) before anything waits on it,
         // and bounds everything below it, streaming included.
-        .layer(DeadlineLayer)
+        .layer(DeadlineLayer::new(config.timeouts.clone()))
         // Who is calling, and may they: before anything counts or serves the call. Under the
         // deadline, which bounds a JWKS fetch too.
         .option_layer(config.auth.clone().map(AuthLayer::new))

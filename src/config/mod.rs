@@ -72,6 +72,10 @@ pub struct FileConfig {
     /// Off unless given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::policy::auth::AuthFile>,
+    /// Deadlines per method: the default for calls whose client sets none, and the most a client
+    /// may ask for. The most specific `match` decides; a service's `timeout` applies otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeouts: Vec<crate::policy::deadline::TimeoutFile>,
     /// Rate limits, in process or shared by every replica through Redis. Off unless given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<crate::policy::limit::LimitsFile>,
@@ -164,6 +168,8 @@ pub struct Config {
     pub auth: Option<Arc<crate::policy::auth::Auth>>,
     /// Rate limits, shared by every worker (their counts).
     pub limits: Option<Arc<crate::policy::limit::Limits>>,
+    /// Deadlines per method (`timeouts:`).
+    pub timeouts: Arc<[crate::policy::deadline::TimeoutFile]>,
     /// The file as read, every default filled in: what a reload compares with, and keeps the
     /// restart-only settings of. `/admin/config` shows it redacted ([`Config::effective`]).
     pub written: Arc<serde_json::Value>,
@@ -349,6 +355,7 @@ impl Config {
             .map(|(index, s)| ServiceRule::from_file(index, s, base).map(Arc::new))
             .collect::<Result<_, _>>()?;
         file.server.validate()?;
+        crate::policy::deadline::check(&file.timeouts)?;
         let previous_auth = previous.and_then(|p| p.auth.as_deref());
         let auth = file
             .auth
@@ -411,6 +418,7 @@ impl Config {
             services,
             auth,
             limits,
+            timeouts: file.timeouts.into(),
             written,
         })
     }
