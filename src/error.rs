@@ -33,6 +33,8 @@ pub enum Refusal {
     BackendsBusy,
     /// The gateway was at `server.max_calls_in_flight`.
     CallsInFlight,
+    /// The service's backends were at their `max_calls_in_flight`.
+    ServiceCallsInFlight,
     /// The gateway was at `server.max_connections` (counted per connection, not per call).
     Connections,
     /// The call carried no credential, or one that did not verify.
@@ -46,11 +48,12 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::Deadline,
         Refusal::NoBackend,
         Refusal::BackendsBusy,
         Refusal::CallsInFlight,
+        Refusal::ServiceCallsInFlight,
         Refusal::Connections,
         Refusal::Unauthenticated,
         Refusal::PermissionDenied,
@@ -64,6 +67,7 @@ impl Refusal {
             Refusal::NoBackend => "no_backend",
             Refusal::BackendsBusy => "backends_busy",
             Refusal::CallsInFlight => "calls_in_flight",
+            Refusal::ServiceCallsInFlight => "service_calls_in_flight",
             Refusal::Connections => "connections",
             Refusal::Unauthenticated => "unauthenticated",
             Refusal::PermissionDenied => "permission_denied",

@@ -11,6 +11,7 @@ use crate::error::GatewayError;
 use crate::observe::access_log::AccessLogLayer;
 use crate::observe::trace::Tracer;
 use crate::policy::auth::AuthLayer;
+use crate::policy::concurrency::ConcurrencyLimitLayer;
 use crate::policy::deadline::DeadlineLayer;
 use crate::policy::limit::RateLimitLayer;
 use crate::upstream::Upstream;
@@ -32,6 +33,8 @@ pub fn build(config: &Config, upstream: Upstream, health: TonicService, tracer: 
         .option_layer(config.auth.clone().map(AuthLayer::new))
         // After auth, so limits can be per caller; a refused call is not counted.
         .option_layer(config.limits.clone().map(RateLimitLayer::new))
+        // Last before the backends: a call the policies above refuse takes no backend's place.
+        .layer(ConcurrencyLimitLayer)
         // Innermost: the gateway's own services (health, reflection) are answered here, after
         // every policy has had its say; every other call goes to a backend.
         .layer(InProcessLayer::new(health))

@@ -117,6 +117,10 @@ pub struct ServiceFile {
     /// Default 1s (never past the call's deadline).
     #[serde(default)]
     pub queue_timeout: Option<String>,
+    /// Calls these backends may have in flight at once, from every worker; past it a call is
+    /// refused at once with UNAVAILABLE (503) rather than queued. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_calls_in_flight: Option<usize>,
     /// TLS settings for `https://` backends.
     #[serde(default)]
     pub tls: Option<TlsFile>,
@@ -185,6 +189,8 @@ pub struct ServiceRule {
     pub connect_timeout: Duration,
     pub default_timeout: Option<Duration>,
     pub queue_timeout: Duration,
+    /// `max_calls_in_flight`: its permits, shared by every worker.
+    pub calls_in_flight: Option<Arc<tokio::sync::Semaphore>>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub tls_server_name: Option<String>,
 }
@@ -472,6 +478,11 @@ impl ServiceRule {
             connect_timeout,
             default_timeout,
             queue_timeout,
+            calls_in_flight: match file.max_calls_in_flight {
+                Some(0) => return Err(format!("{}: at least 1", at("max_calls_in_flight"))),
+                Some(n) => Some(Arc::new(tokio::sync::Semaphore::new(n))),
+                None => None,
+            },
             tls,
             tls_server_name: tls_file.server_name,
         })

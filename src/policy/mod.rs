@@ -2,6 +2,7 @@
 //! place, [`crate::stack`]. They see calls, never a frontend's protocol.
 
 pub mod auth;
+pub mod concurrency;
 pub mod deadline;
 pub mod limit;
 pub mod selector;
