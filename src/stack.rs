@@ -14,6 +14,7 @@ use crate::policy::auth::AuthLayer;
 use crate::policy::concurrency::ConcurrencyLimitLayer;
 use crate::policy::deadline::DeadlineLayer;
 use crate::policy::limit::RateLimitLayer;
+use crate::policy::retry::RetryLayer;
 use crate::upstream::Upstream;
 
 /// The policy stack every call goes through.
@@ -35,6 +36,9 @@ pub fn build(config: &Config, upstream: Upstream, health: TonicService, tracer: 
         .option_layer(config.limits.clone().map(RateLimitLayer::new))
         // Last before the backends: a call the policies above refuse takes no backend's place.
         .layer(ConcurrencyLimitLayer)
+        // Below the limits (a retry takes no second place, counts under no limit again) and above
+        // the upstream, which picks the endpoint afresh for each attempt.
+        .option_layer(config.retries.clone().map(RetryLayer::new))
         // Innermost: the gateway's own services (health, reflection) are answered here, after
         // every policy has had its say; every other call goes to a backend.
         .layer(InProcessLayer::new(health))

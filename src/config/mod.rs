@@ -76,6 +76,10 @@ pub struct FileConfig {
     /// may ask for. The most specific `match` decides; a service's `timeout` applies otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeouts: Vec<crate::policy::deadline::TimeoutFile>,
+    /// Calls the backends turned away (UNAVAILABLE, unreachable) sent again, within a budget. Off
+    /// unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<crate::policy::retry::RetriesFile>,
     /// Rate limits, in process or shared by every replica through Redis. Off unless given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<crate::policy::limit::LimitsFile>,
@@ -172,6 +176,8 @@ pub struct Config {
     pub auth: Option<Arc<crate::policy::auth::Auth>>,
     /// Rate limits, shared by every worker (their counts).
     pub limits: Option<Arc<crate::policy::limit::Limits>>,
+    /// Retries and their budget, shared by every worker.
+    pub retries: Option<Arc<crate::policy::retry::Retries>>,
     /// Deadlines per method (`timeouts:`).
     pub timeouts: Arc<[crate::policy::deadline::TimeoutFile]>,
     /// The file as read, every default filled in: what a reload compares with, and keeps the
@@ -424,6 +430,7 @@ impl Config {
             services,
             auth,
             limits,
+            retries: file.retries.as_ref().map(|r| crate::policy::retry::Retries::new(r).map(Arc::new)).transpose()?,
             timeouts: file.timeouts.into(),
             written,
         })

@@ -5,4 +5,5 @@ pub mod auth;
 pub mod concurrency;
 pub mod deadline;
 pub mod limit;
+pub mod retry;
 pub mod selector;

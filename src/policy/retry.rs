@@ -1,0 +1,160 @@
+//! `Retry<S>`: a call the backends turned away is sent again — on `UNAVAILABLE` (a backend that
+//! is going away, or at its limit, says so before doing anything) and when no backend could be
+//! reached (nothing was sent) — at most `retries.attempts` times in all, and only while the retry
+//! budget allows, so retries cannot multiply an outage.
+//!
+//! Only calls with one request message are retried: their request is buffered (bounded by
+//! `server.max_message_size`, which the frontends enforce) so it can be sent again. A reply is
+//! retried only when it is nothing but a status (gRPC's Trailers-Only): once a backend has sent a
+//! message, the call is the client's. The deadline layer above bounds every attempt together.
+//!
+//! Not yet: retrying other codes for methods the proto marks `NO_SIDE_EFFECTS` or `IDEMPOTENT`,
+//! back-off between attempts, hedging.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::call::{Call, Reply};
+use crate::error::GatewayError;
+
+/// The `retries:` section.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesFile {
+    /// Tries in all, the first included. Default 2 (one retry).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Retries may add at most this share of the calls (over the last 10 s)...
+    #[serde(default = "default_ratio")]
+    pub budget_ratio: f32,
+    /// ...plus this many per second, so a quiet gateway can still retry.
+    #[serde(default = "default_min_per_second")]
+    pub budget_min_per_second: u32,
+}
+
+fn default_attempts() -> u32 {
+    2
+}
+
+fn default_ratio() -> f32 {
+    0.2
+}
+
+fn default_min_per_second() -> u32 {
+    10
+}
+
+/// `retries:`, built: one budget for every worker.
+pub struct Retries {
+    attempts: u32,
+    budget: TpsBudget,
+}
+
+impl Retries {
+    pub fn new(file: &RetriesFile) -> Result<Self, String> {
+        if !(1..=10).contains(&file.attempts) {
+            return Err("at `retries.attempts`: between 1 and 10".to_owned());
+        }
+        if !(0.0..=1000.0).contains(&file.budget_ratio) {
+            return Err("at `retries.budget_ratio`: between 0 and 1000".to_owned());
+        }
+        let budget = TpsBudget::new(Duration::from_secs(10), file.budget_min_per_second, file.budget_ratio);
+        Ok(Retries { attempts: file.attempts, budget })
+    }
+}
+
+impl std::fmt::Debug for Retries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retries").field("attempts", &self.attempts).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+pub struct RetryLayer {
+    retries: Arc<Retries>,
+}
+
+impl RetryLayer {
+    pub fn new(retries: Arc<Retries>) -> Self {
+        RetryLayer { retries }
+    }
+}
+
+impl<S> tower::Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry { inner, retries: self.retries.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Retry<S> {
+    inner: S,
+    retries: Arc<Retries>,
+}
+
+impl<S> tower::Service<Call> for Retry<S>
+where
+    S: tower::Service<Call, Response = Reply, Error = GatewayError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = GatewayError;
+    type Future =
+        futures_util::future::Either<S::Future, Pin<Box<dyn Future<Output = Result<Reply, GatewayError>> + Send>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        use futures_util::future::Either;
+        // A client stream cannot be sent twice; nor can a call with one try.
+        if call.method.descriptor.is_client_streaming() || self.retries.attempts < 2 || call.method.local.is_some() {
+            return Either::Left(self.inner.call(call));
+        }
+        let inner = self.inner.clone();
+        let retries = self.retries.clone();
+        Either::Right(Box::pin(async move {
+            retries.budget.deposit();
+            let Call { method, protocol, metadata, deadline, peer, client, extensions, body } = call;
+            let request = body.collect().await?.to_bytes();
+            let mut attempt = 1;
+            loop {
+                let call = Call {
+                    method: method.clone(),
+                    protocol,
+                    metadata: metadata.clone(),
+                    deadline,
+                    peer,
+                    client: client.clone(),
+                    extensions: extensions.clone(),
+                    body: Full::new(request.clone()).map_err(|never| match never {}).boxed_unsync(),
+                };
+                let outcome = inner.clone().oneshot(call).await;
+                if attempt >= retries.attempts || !turned_away(&outcome) || !retries.budget.withdraw() {
+                    return outcome;
+                }
+                tracing::debug!(method = method.path(), attempt, "the backends turned the call away; trying again");
+                attempt += 1;
+            }
+        }))
+    }
+}
+
+/// Whether the backends turned the call away before doing anything with it: no backend could be
+/// reached, or one answered `UNAVAILABLE` with nothing but a status.
+fn turned_away(outcome: &Result<Reply, GatewayError>) -> bool {
+    match outcome {
+        Err(error) => error.retryable,
+        Ok(reply) => reply.early_status.as_ref().is_some_and(|s| s.code() == tonic::Code::Unavailable),
+    }
+}

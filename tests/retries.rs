@@ -1,0 +1,92 @@
+//! `retries:`: calls the backends turn away (UNAVAILABLE, unreachable) are sent again, at most
+//! `attempts` times, within the budget; a backend counts what reaches it.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dragoman::demo::pb::shop::users::v1::user_service_server::{UserService, UserServiceServer};
+use dragoman::demo::pb::shop::users::v1::{
+    CreateUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, User,
+};
+use support::{TestGateway, get};
+
+/// A UserService that answers UNAVAILABLE to its first `failures` calls, then serves.
+#[derive(Clone)]
+struct Flaky {
+    calls: Arc<AtomicUsize>,
+    failures: usize,
+}
+
+#[tonic::async_trait]
+impl UserService for Flaky {
+    async fn get_user(&self, request: tonic::Request<GetUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+            return Err(tonic::Status::unavailable("going away"));
+        }
+        Ok(tonic::Response::new(User { id: request.into_inner().id, ..Default::default() }))
+    }
+    async fn create_user(&self, _: tonic::Request<CreateUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(tonic::Status::unavailable("going away"))
+    }
+    async fn list_users(
+        &self,
+        _: tonic::Request<ListUsersRequest>,
+    ) -> Result<tonic::Response<ListUsersResponse>, tonic::Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(tonic::Status::internal("broken"))
+    }
+}
+
+async fn gateway(failures: usize, retries: &str) -> (TestGateway, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let backend = Flaky { calls: calls.clone(), failures };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(UserServiceServer::new(backend))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let gw =
+        TestGateway::builder().backend("shop.users.v1.UserService", &address.to_string()).config(retries).start().await;
+    (gw, calls)
+}
+
+#[tokio::test]
+async fn a_call_turned_away_is_sent_again_up_to_its_attempts() {
+    let (gw, calls) = gateway(2, "retries: {attempts: 3}\n").await;
+    let reply = get(gw.address, "/v1/users/u-1").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "two refusals, then served");
+    // Every attempt refused: the client gets the last refusal, after exactly three tries.
+    let reply = support::http(gw.address, "POST", "/v1/users", &[], b"{}").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    // Another code is the backend's answer, not a refusal: not sent again.
+    let reply = get(gw.address, "/v1/users").await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 7);
+}
+
+#[tokio::test]
+async fn without_retries_a_refusal_is_the_answer() {
+    let (gw, calls) = gateway(1, "").await;
+    assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 503);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn in_a_full_outage_the_budget_caps_the_retries() {
+    // Every call refused; retries may add 10 % of the calls and none for free.
+    let (gw, calls) =
+        gateway(usize::MAX, "retries: {attempts: 3, budget_ratio: 0.1, budget_min_per_second: 0}\n").await;
+    for _ in 0..100 {
+        assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 503);
+    }
+    let sent = calls.load(Ordering::SeqCst);
+    assert!((100..=112).contains(&sent), "100 calls and about 10 retries, not 200 more: {sent}");
+    assert!(sent > 100, "the budget allows some retries: {sent}");
+}
