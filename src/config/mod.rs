@@ -121,6 +121,10 @@ pub struct ServiceFile {
     /// Default 1s (never past the call's deadline).
     #[serde(default)]
     pub queue_timeout: Option<String>,
+    /// How calls spread over the backends: `p2c` (default: the power of two choices, by calls in
+    /// flight) or `round_robin`.
+    #[serde(default)]
+    pub balance: Balance,
     /// Calls these backends may have in flight at once, from every worker; past it a call is
     /// refused at once with UNAVAILABLE (503) rather than queued. Default: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,6 +132,17 @@ pub struct ServiceFile {
     /// TLS settings for `https://` backends.
     #[serde(default)]
     pub tls: Option<TlsFile>,
+}
+
+/// `services[].balance`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Balance {
+    /// Two endpoints at random, the call to the one with fewer calls in flight.
+    #[default]
+    #[serde(rename = "p2c")]
+    PowerOfTwoChoices,
+    #[serde(rename = "round_robin")]
+    RoundRobin,
 }
 
 /// TLS settings for backends.
@@ -195,6 +210,8 @@ pub struct ServiceRule {
     pub connect_timeout: Duration,
     pub default_timeout: Option<Duration>,
     pub queue_timeout: Duration,
+    /// How calls spread over the backends.
+    pub balance: Balance,
     /// `max_calls_in_flight`: its permits, shared by every worker.
     pub calls_in_flight: Option<Arc<tokio::sync::Semaphore>>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -485,6 +502,7 @@ impl ServiceRule {
             connect_timeout,
             default_timeout,
             queue_timeout,
+            balance: file.balance,
             calls_in_flight: match file.max_calls_in_flight {
                 Some(0) => return Err(format!("{}: at least 1", at("max_calls_in_flight"))),
                 Some(n) => Some(Arc::new(tokio::sync::Semaphore::new(n))),

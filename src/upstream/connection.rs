@@ -83,6 +83,11 @@ impl Endpoint {
         Endpoint { backend, rule, live: ArcSwapOption::empty(), dial, freed, stats }
     }
 
+    /// Calls in flight on this backend, from every worker: the load the balancer compares.
+    pub(super) fn load(&self) -> i64 {
+        self.stats.in_flight()
+    }
+
     /// The endpoint's state, starting a dial when it has no connection and is not backing off.
     pub(super) fn status(self: &Arc<Self>) -> Status {
         let live = self.live.load();

@@ -1,5 +1,8 @@
-//! The backends of one config rule, and how calls spread over them: round-robin over the
-//! endpoints that can take a call now, without waiting on those that cannot.
+//! The backends of one config rule, and how calls spread over them: by default the power of two
+//! choices — two endpoints picked at random, the call going to the one with fewer calls in flight
+//! (across every worker), so a slow or overloaded backend is given less — else round-robin
+//! (`services[].balance`) over the endpoints that can take a call now, without waiting on those
+//! that cannot.
 //!
 //! A call looks for a live connection with a free stream, starting from the next endpoint in
 //! turn; endpoints in back-off are skipped, idle ones start dialing in the background. Only when
@@ -16,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::connection::{Endpoint, Status, Stream, dialed};
-use crate::config::ServiceRule;
+use crate::config::{Balance, ServiceRule};
 use crate::observe::backends::Backends;
 
 pub(super) struct Pool {
@@ -26,6 +29,14 @@ pub(super) struct Pool {
     /// Told when a stream frees up on any of the pool's connections (one waiter), and when a
     /// connection closes, goes away or raises its limit (every waiter).
     freed: Arc<Notify>,
+}
+
+/// A 64-bit mix of a counter (splitmix64's finaliser): the pool's cheap, lock-free random pick.
+fn mix(n: usize) -> u64 {
+    let mut z = (n as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Why no stream could be had: for the log, not for the client.
@@ -55,10 +66,34 @@ impl Pool {
         &self.rule
     }
 
+    /// The power of two choices: of two endpoints picked at random, the one with fewer calls in
+    /// flight, if it (or else the other) can take the call now. None: look at them all in turn.
+    fn two_choices(&self, draw: usize) -> Option<(Stream, &Endpoint)> {
+        let n = self.endpoints.len();
+        if n < 2 || self.rule.balance != Balance::PowerOfTwoChoices {
+            return None;
+        }
+        let random = mix(draw);
+        let a = (random % n as u64) as usize;
+        let mut b = ((random >> 32) % (n as u64 - 1)) as usize;
+        if b >= a {
+            b += 1;
+        }
+        let (a, b) = (&self.endpoints[a], &self.endpoints[b]);
+        let (first, second) = if a.load() <= b.load() { (a, b) } else { (b, a) };
+        [first, second].into_iter().find_map(|endpoint| match endpoint.status() {
+            Status::Ready(connection) => connection.try_stream().map(|stream| (stream, &**endpoint)),
+            _ => None,
+        })
+    }
+
     /// A stream to send a call on, and its endpoint; waits at most `patience` for a full
     /// connection to free a stream.
     pub(super) async fn stream(&self, patience: Duration) -> Result<(Stream, &Endpoint), NoStream> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Some(found) = self.two_choices(start) {
+            return Ok(found);
+        }
         let give_up = Instant::now() + patience;
         let n = self.endpoints.len();
         loop {
