@@ -13,17 +13,22 @@ use dragoman::demo::pb::shop::users::v1::{
 };
 use support::{TestGateway, get};
 
-/// A UserService answering GetUser after `delay`, counting its calls.
+/// A UserService answering GetUser after `delay` (UNAVAILABLE while `refusing`), counting its
+/// calls.
 #[derive(Clone)]
 struct Timed {
     calls: Arc<AtomicUsize>,
     delay: Duration,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[tonic::async_trait]
 impl UserService for Timed {
     async fn get_user(&self, request: tonic::Request<GetUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err(tonic::Status::unavailable("going away"));
+        }
         tokio::time::sleep(self.delay).await;
         Ok(tonic::Response::new(User { id: request.into_inner().id, ..Default::default() }))
     }
@@ -39,15 +44,24 @@ impl UserService for Timed {
 }
 
 async fn start(delay: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let (address, calls, _) = start_refusing(delay, false).await;
+    (address, calls)
+}
+
+async fn start_refusing(
+    delay: Duration,
+    refusing: bool,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<std::sync::atomic::AtomicBool>) {
     let calls = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::new(std::sync::atomic::AtomicBool::new(refusing));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(UserServiceServer::new(Timed { calls: calls.clone(), delay }))
+            .add_service(UserServiceServer::new(Timed { calls: calls.clone(), delay, refusing: refusing.clone() }))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    (address, calls)
+    (address, calls, refusing)
 }
 
 /// The slow backend's share of 240 calls, 12 at a time, with this `balance`.
@@ -82,4 +96,39 @@ async fn the_power_of_two_choices_gives_a_slow_backend_less_than_round_robin_doe
     let p2c = slow_share("p2c").await;
     assert!((0.28..=0.39).contains(&round_robin), "round-robin: a third each, {round_robin}");
     assert!(p2c < 0.15, "p2c moves calls away from the slow backend: {p2c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_turns_calls_away_is_ejected_then_readmitted() {
+    let (bad, bad_calls, refusing) = start_refusing(Duration::ZERO, true).await;
+    let (good_a, _) = start(Duration::ZERO).await;
+    let (good_b, _) = start(Duration::ZERO).await;
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!(
+            "  - match: shop.users.v1.UserService\n    backends: [http://{bad}, http://{good_a}, http://{good_b}]\n"
+        ))
+        .start()
+        .await;
+    // One call at a time: five turned away in a row eject the backend; then it gets none.
+    let mut refused = 0;
+    for _ in 0..150 {
+        match get(gw.address, "/v1/users/u-1").await.status {
+            200 => {}
+            503 => refused += 1,
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!(bad_calls.load(Ordering::SeqCst), 5, "ejected after five");
+    assert_eq!(refused, 5, "the clients saw only those five");
+    let bad_address = format!("http://{bad}");
+    let bad_stats = gw.gateway.backends().endpoint(&bad_address);
+    assert_eq!(bad_stats.to_json()["ejected"], true, "{}", bad_stats.to_json());
+    // Healthy again: once the ejection (5 s) is over, calls come back to it.
+    refusing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    for _ in 0..60 {
+        assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
+    }
+    assert!(bad_calls.load(Ordering::SeqCst) > 5 + 5, "readmitted: {}", bad_calls.load(Ordering::SeqCst));
 }

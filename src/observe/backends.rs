@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -54,9 +54,28 @@ pub struct EndpointStats {
     connect_failures: AtomicU64,
     /// Rare events, read by the admin listener: a lock is fine.
     events: Mutex<Events>,
+    /// Calls turned away in a row (transport failures, UNAVAILABLE); reset by a call answered.
+    turned_away: AtomicU32,
+    /// Until when (ms since [`epoch`]) the balancer passes the endpoint over; 0: not ejected.
+    ejected_until: AtomicU64,
+    /// Times it was ejected: the next ejection lasts twice as long, up to [`EJECTION_MAX`].
+    ejections: AtomicU64,
     /// The readiness probe's latest dial: when, and whether it connected. Held across the dial,
     /// so probes arriving meanwhile wait for its answer instead of dialing too.
     probed: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+}
+
+/// Calls turned away in a row that eject an endpoint.
+const EJECT_AFTER: u32 = 5;
+/// How long a first ejection lasts.
+const EJECTION_BASE: Duration = Duration::from_secs(5);
+/// The longest an ejection lasts.
+const EJECTION_MAX: Duration = Duration::from_secs(60);
+
+/// The process's clock origin for ejection times.
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
 }
 
 /// The per-call counters one worker writes.
@@ -154,6 +173,9 @@ impl EndpointStats {
             connects: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             events: Mutex::new(Events::default()),
+            turned_away: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
             probed: tokio::sync::Mutex::new(None),
         }
     }
@@ -183,6 +205,35 @@ impl EndpointStats {
     /// A call failed at the transport.
     pub fn call_failed(&self) {
         self.shard().failures.fetch_add(1, Ordering::Relaxed);
+        self.answered(false);
+    }
+
+    /// Passive outlier detection: a call was answered (`true`), or turned away (`false`: a
+    /// transport failure, UNAVAILABLE). [`EJECT_AFTER`] in a row eject the endpoint — the balancer
+    /// passes it over while another endpoint is not ejected — for [`EJECTION_BASE`], doubling with
+    /// each ejection up to [`EJECTION_MAX`]; a call answered after that resets the count.
+    pub fn answered(&self, ok: bool) {
+        if ok {
+            if self.turned_away.load(Ordering::Relaxed) != 0 {
+                self.turned_away.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        if self.turned_away.fetch_add(1, Ordering::Relaxed) + 1 < EJECT_AFTER {
+            return;
+        }
+        self.turned_away.store(0, Ordering::Relaxed);
+        let ejections = self.ejections.fetch_add(1, Ordering::Relaxed).min(16) as u32;
+        let lasts = EJECTION_BASE.saturating_mul(1 << ejections.min(10)).min(EJECTION_MAX);
+        let until = epoch().elapsed().saturating_add(lasts).as_millis() as u64;
+        self.ejected_until.store(until, Ordering::Relaxed);
+        tracing::warn!(backend = %self.address, seconds = lasts.as_secs(), "backend ejected: it turned calls away");
+    }
+
+    /// Whether the balancer should pass the endpoint over now.
+    pub fn ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && (epoch().elapsed().as_millis() as u64) < until
     }
 
     /// A dial answered.
@@ -247,6 +298,8 @@ impl EndpointStats {
             "failures": self.sum(|s| &s.failures),
             "connects": self.connects.load(Ordering::Relaxed),
             "connect_failures": self.connect_failures.load(Ordering::Relaxed),
+            "ejected": self.ejected(),
+            "ejections": self.ejections.load(Ordering::Relaxed),
             "last_connected": last_connected,
             "last_error": error,
             "last_error_at": error_at,

@@ -88,6 +88,11 @@ impl Endpoint {
         self.stats.in_flight()
     }
 
+    /// Whether outlier detection has ejected it for now ([`EndpointStats::answered`]).
+    pub(super) fn ejected(&self) -> bool {
+        self.stats.ejected()
+    }
+
     /// The endpoint's state, starting a dial when it has no connection and is not backing off.
     pub(super) fn status(self: &Arc<Self>) -> Status {
         let live = self.live.load();
@@ -273,6 +278,11 @@ impl Stream {
     /// The call on it failed at the transport (counted for the endpoint).
     pub(super) fn failed(&self) {
         self.connection.stats.call_failed();
+    }
+
+    /// The backend answered the call: turned away (UNAVAILABLE) or not (for outlier detection).
+    pub(super) fn answered(&self, ok: bool) {
+        self.connection.stats.answered(ok);
     }
 }
 

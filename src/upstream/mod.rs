@@ -170,6 +170,10 @@ fn reply(
     }
     // The backend's framing is not the client's (the gateway may end a reply early, so a
     // Content-Length passed on would be a lie): Reply::from_grpc leaves it behind.
+    // Outlier detection hears the answer: UNAVAILABLE with nothing but a status turns the call
+    // away; anything else (a status in the trailers included) is the backend answering.
+    let turned_away = parts.headers.get(&crate::call::GRPC_STATUS).is_some_and(|s| s.as_bytes() == b"14");
+    stream.answered(!turned_away);
     let body = ReplyStream { inner: body, method, stream }.boxed_unsync();
     Ok(Reply::from_grpc(parts.headers, body))
 }

@@ -81,7 +81,7 @@ impl Pool {
         }
         let (a, b) = (&self.endpoints[a], &self.endpoints[b]);
         let (first, second) = if a.load() <= b.load() { (a, b) } else { (b, a) };
-        [first, second].into_iter().find_map(|endpoint| match endpoint.status() {
+        [first, second].into_iter().filter(|e| !e.ejected()).find_map(|endpoint| match endpoint.status() {
             Status::Ready(connection) => connection.try_stream().map(|stream| (stream, &**endpoint)),
             _ => None,
         })
@@ -104,8 +104,13 @@ impl Pool {
             let mut dialing = Vec::new();
             let mut failures = Vec::new();
             let mut full = None;
+            // Ejected endpoints are passed over while another is not (never all of them).
+            let all_ejected = self.endpoints.iter().all(|e| e.ejected());
             for i in 0..n {
                 let endpoint = &self.endpoints[(start + i) % n];
+                if endpoint.ejected() && !all_ejected {
+                    continue;
+                }
                 match endpoint.status() {
                     Status::Ready(connection) => match connection.try_stream() {
                         Some(stream) => return Ok((stream, endpoint)),
