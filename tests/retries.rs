@@ -40,7 +40,7 @@ impl UserService for Flaky {
     }
 }
 
-async fn gateway(failures: usize, retries: &str) -> (TestGateway, Arc<AtomicUsize>) {
+async fn gateway(failures: usize, config: &str) -> (TestGateway, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let backend = Flaky { calls: calls.clone(), failures };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -51,7 +51,7 @@ async fn gateway(failures: usize, retries: &str) -> (TestGateway, Arc<AtomicUsiz
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let gw =
-        TestGateway::builder().backend("shop.users.v1.UserService", &address.to_string()).config(retries).start().await;
+        TestGateway::builder().backend("shop.users.v1.UserService", &address.to_string()).config(config).start().await;
     (gw, calls)
 }
 
@@ -89,4 +89,31 @@ async fn in_a_full_outage_the_budget_caps_the_retries() {
     let sent = calls.load(Ordering::SeqCst);
     assert!((100..=112).contains(&sent), "100 calls and about 10 retries, not 200 more: {sent}");
     assert!(sent > 100, "the budget allows some retries: {sent}");
+}
+
+#[tokio::test]
+async fn a_unary_call_kept_to_be_sent_again_holds_one_message_at_most() {
+    use http_body_util::BodyExt;
+    // max_message_size 1 KiB: one framed message of it at most is kept, more is refused.
+    let (gw, calls) = gateway(0, "retries: {attempts: 3}\nserver:\n  max_message_size: 1024\n").await;
+    let message = prost::Message::encode_to_vec(&GetUserRequest { id: "u".repeat(1000) });
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(&message);
+    let twice = [frame.clone(), frame].concat();
+    let mut request =
+        support::grpc_request(gw.address, "/shop.users.v1.UserService/GetUser", &GetUserRequest::default());
+    *request.body_mut() = http_body_util::Full::new(bytes::Bytes::from(twice));
+    let tcp = tokio::net::TcpStream::connect(gw.address).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2");
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let trailers = body.collect().await.expect("body").trailers().cloned().unwrap_or_default();
+    let status = trailers.get("grpc-status").or(parts.headers.get("grpc-status")).cloned();
+    assert_eq!(status.as_ref().map(|s| s.as_bytes()), Some(&b"8"[..]), "{parts:?} {trailers:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing reached the backend");
 }

@@ -431,6 +431,11 @@ impl Config {
                 Some(address.parse().map_err(|_| format!("at `admin.listen`: expected host:port, got {address:?}"))?)
             }
         };
+        let retries = file
+            .retries
+            .as_ref()
+            .map(|r| crate::policy::retry::Retries::new(r, file.server.max_message_size).map(Arc::new))
+            .transpose()?;
         Ok(Config {
             listen,
             tls,
@@ -447,7 +452,7 @@ impl Config {
             services,
             auth,
             limits,
-            retries: file.retries.as_ref().map(|r| crate::policy::retry::Retries::new(r).map(Arc::new)).transpose()?,
+            retries,
             timeouts: file.timeouts.into(),
             written,
         })

@@ -210,23 +210,34 @@ impl EndpointStats {
 
     /// Passive outlier detection: a call was answered (`true`), or turned away (`false`: a
     /// transport failure, UNAVAILABLE). [`EJECT_AFTER`] in a row eject the endpoint — the balancer
-    /// passes it over while another endpoint is not ejected — for [`EJECTION_BASE`], doubling with
-    /// each ejection up to [`EJECTION_MAX`]; a call answered after that resets the count.
+    /// passes it over while at most half the pool is ejected and another endpoint can take the
+    /// call — for [`EJECTION_BASE`], doubling with each ejection up to [`EJECTION_MAX`]; a call
+    /// answered resets the streak, and a whole [`EJECTION_MAX`] healthy the doubling.
     pub fn answered(&self, ok: bool) {
+        let now = epoch().elapsed().as_millis() as u64;
+        let until = self.ejected_until.load(Ordering::Relaxed);
         if ok {
             if self.turned_away.load(Ordering::Relaxed) != 0 {
                 self.turned_away.store(0, Ordering::Relaxed);
             }
+            // Healthy for a whole EJECTION_MAX since its last ejection: the back-off starts over.
+            if until != 0 && now > until + EJECTION_MAX.as_millis() as u64 {
+                self.ejections.store(0, Ordering::Relaxed);
+            }
             return;
         }
-        if self.turned_away.fetch_add(1, Ordering::Relaxed) + 1 < EJECT_AFTER {
+        // Calls turned away while ejected (in flight when it was) count for nothing more.
+        if now < until {
+            return;
+        }
+        // The call that makes the streak exactly EJECT_AFTER ejects; racing ones do not again.
+        if self.turned_away.fetch_add(1, Ordering::Relaxed) + 1 != EJECT_AFTER {
             return;
         }
         self.turned_away.store(0, Ordering::Relaxed);
-        let ejections = self.ejections.fetch_add(1, Ordering::Relaxed).min(16) as u32;
-        let lasts = EJECTION_BASE.saturating_mul(1 << ejections.min(10)).min(EJECTION_MAX);
-        let until = epoch().elapsed().saturating_add(lasts).as_millis() as u64;
-        self.ejected_until.store(until, Ordering::Relaxed);
+        let ejections = self.ejections.fetch_add(1, Ordering::Relaxed).min(10) as u32;
+        let lasts = EJECTION_BASE.saturating_mul(1 << ejections).min(EJECTION_MAX);
+        self.ejected_until.store(now + lasts.as_millis() as u64, Ordering::Relaxed);
         tracing::warn!(backend = %self.address, seconds = lasts.as_secs(), "backend ejected: it turned calls away");
     }
 

@@ -3,8 +3,8 @@
 //! reached (nothing was sent) — at most `retries.attempts` times in all, and only while the retry
 //! budget allows, so retries cannot multiply an outage.
 //!
-//! Only calls with one request message are retried: their request is buffered (bounded by
-//! `server.max_message_size`, which the frontends enforce) so it can be sent again. A reply is
+//! Only calls with one request message are retried: their request is buffered (at most one
+//! framed message of `server.max_message_size`; more is refused) so it can be sent again. A reply is
 //! retried only when it is nothing but a status (gRPC's Trailers-Only): once a backend has sent a
 //! message, the call is the client's. The deadline layer above bounds every attempt together.
 //!
@@ -56,18 +56,24 @@ fn default_min_per_second() -> u32 {
 pub struct Retries {
     attempts: u32,
     budget: TpsBudget,
+    /// The most request bytes kept to send again: one framed message of `server.max_message_size`.
+    max_request: usize,
 }
 
 impl Retries {
-    pub fn new(file: &RetriesFile) -> Result<Self, String> {
+    pub fn new(file: &RetriesFile, max_message_size: u32) -> Result<Self, String> {
         if !(1..=10).contains(&file.attempts) {
             return Err("at `retries.attempts`: between 1 and 10".to_owned());
         }
         if !(0.0..=1000.0).contains(&file.budget_ratio) {
             return Err("at `retries.budget_ratio`: between 0 and 1000".to_owned());
         }
+        if file.budget_min_per_second > 1_000_000 {
+            return Err("at `retries.budget_min_per_second`: at most 1000000".to_owned());
+        }
         let budget = TpsBudget::new(Duration::from_secs(10), file.budget_min_per_second, file.budget_ratio);
-        Ok(Retries { attempts: file.attempts, budget })
+        let max_request = 5 + max_message_size as usize;
+        Ok(Retries { attempts: file.attempts, budget, max_request })
     }
 }
 
@@ -126,7 +132,21 @@ where
         Either::Right(Box::pin(async move {
             retries.budget.deposit();
             let Call { method, protocol, metadata, deadline, peer, client, extensions, body } = call;
-            let request = body.collect().await?.to_bytes();
+            // Kept whole to be sent again, so bounded: a unary call carries one message (the
+            // frontends bound each message, not how many a gRPC client sends).
+            let request = match http_body_util::Limited::new(body, retries.max_request).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) => {
+                    return Err(match error.downcast::<GatewayError>() {
+                        Ok(error) => *error,
+                        Err(_) => GatewayError::new(
+                            tonic::Code::ResourceExhausted,
+                            crate::error::Origin::Client,
+                            "the request holds more than the one message this method takes",
+                        ),
+                    });
+                }
+            };
             let mut attempt = 1;
             loop {
                 let call = Call {

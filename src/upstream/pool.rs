@@ -66,6 +66,13 @@ impl Pool {
         &self.rule
     }
 
+    /// Whether ejected endpoints may be passed over: while at most half the pool is ejected (so
+    /// ejections cannot pile the whole load onto the last endpoints standing).
+    fn may_pass_over_ejected(&self) -> bool {
+        let ejected = self.endpoints.iter().filter(|e| e.ejected()).count();
+        ejected > 0 && ejected * 2 <= self.endpoints.len()
+    }
+
     /// The power of two choices: of two endpoints picked at random, the one with fewer calls in
     /// flight, if it (or else the other) can take the call now. None: look at them all in turn.
     fn two_choices(&self, draw: usize) -> Option<(Stream, &Endpoint)> {
@@ -81,7 +88,9 @@ impl Pool {
         }
         let (a, b) = (&self.endpoints[a], &self.endpoints[b]);
         let (first, second) = if a.load() <= b.load() { (a, b) } else { (b, a) };
-        [first, second].into_iter().filter(|e| !e.ejected()).find_map(|endpoint| match endpoint.status() {
+        let skip_ejected = self.may_pass_over_ejected();
+        let usable = move |e: &&Arc<Endpoint>| !(skip_ejected && e.ejected());
+        [first, second].into_iter().filter(usable).find_map(|endpoint| match endpoint.status() {
             Status::Ready(connection) => connection.try_stream().map(|stream| (stream, &**endpoint)),
             _ => None,
         })
@@ -96,6 +105,7 @@ impl Pool {
         }
         let give_up = Instant::now() + patience;
         let n = self.endpoints.len();
+        let mut skip_ejected = self.may_pass_over_ejected();
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
@@ -104,11 +114,11 @@ impl Pool {
             let mut dialing = Vec::new();
             let mut failures = Vec::new();
             let mut full = None;
-            // Ejected endpoints are passed over while another is not (never all of them).
-            let all_ejected = self.endpoints.iter().all(|e| e.ejected());
+            let mut passed_over = false;
             for i in 0..n {
                 let endpoint = &self.endpoints[(start + i) % n];
-                if endpoint.ejected() && !all_ejected {
+                if skip_ejected && endpoint.ejected() {
+                    passed_over = true;
                     continue;
                 }
                 match endpoint.status() {
@@ -134,6 +144,11 @@ impl Pool {
                 }
             }
             let Some(limit) = full else {
+                // The endpoints not ejected cannot be reached: the ejected ones may still serve.
+                if passed_over {
+                    skip_ejected = false;
+                    continue;
+                }
                 return Err(NoStream::Unreachable(failures.join("; ")));
             };
             // ...or a change on a connection at its limit, then look again.
