@@ -57,7 +57,7 @@ async fn gateway(failures: usize, config: &str) -> (TestGateway, Arc<AtomicUsize
 
 #[tokio::test]
 async fn a_call_turned_away_is_sent_again_up_to_its_attempts() {
-    let (gw, calls) = gateway(2, "retries: {attempts: 3}\n").await;
+    let (gw, calls) = gateway(2, "retries: {attempts: 3, unavailable: always}\n").await;
     let reply = get(gw.address, "/v1/users/u-1").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(calls.load(Ordering::SeqCst), 3, "two refusals, then served");
@@ -72,6 +72,14 @@ async fn a_call_turned_away_is_sent_again_up_to_its_attempts() {
 }
 
 #[tokio::test]
+async fn by_default_only_methods_marked_idempotent_are_sent_again_on_unavailable() {
+    // The demo's GetUser carries no idempotency_level: a backend may have started on it.
+    let (gw, calls) = gateway(1, "retries: {attempts: 3}\n").await;
+    assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 503);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn without_retries_a_refusal_is_the_answer() {
     let (gw, calls) = gateway(1, "").await;
     assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 503);
@@ -81,8 +89,11 @@ async fn without_retries_a_refusal_is_the_answer() {
 #[tokio::test]
 async fn in_a_full_outage_the_budget_caps_the_retries() {
     // Every call refused; retries may add 10 % of the calls and none for free.
-    let (gw, calls) =
-        gateway(usize::MAX, "retries: {attempts: 3, budget_ratio: 0.1, budget_min_per_second: 0}\n").await;
+    let (gw, calls) = gateway(
+        usize::MAX,
+        "retries: {attempts: 3, budget_ratio: 0.1, budget_min_per_second: 0, unavailable: always}\n",
+    )
+    .await;
     for _ in 0..100 {
         assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 503);
     }

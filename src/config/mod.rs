@@ -509,7 +509,9 @@ impl ServiceRule {
             queue_timeout,
             balance: file.balance,
             calls_in_flight: match file.max_calls_in_flight {
-                Some(0) => return Err(format!("{}: at least 1", at("max_calls_in_flight"))),
+                Some(n) if n == 0 || n > 1_000_000 => {
+                    return Err(format!("{}: between 1 and 1000000", at("max_calls_in_flight")));
+                }
                 Some(n) => Some(Arc::new(tokio::sync::Semaphore::new(n))),
                 None => None,
             },

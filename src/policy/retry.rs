@@ -1,6 +1,6 @@
-//! `Retry<S>`: a call the backends turned away is sent again — on `UNAVAILABLE` (a backend that
-//! is going away, or at its limit, says so before doing anything) and when no backend could be
-//! reached (nothing was sent) — at most `retries.attempts` times in all, and only while the retry
+//! `Retry<S>`: a call the backends turned away is sent again — when no backend could be reached
+//! (nothing was sent), and on `UNAVAILABLE` for the methods the proto marks idempotent (or every
+//! method, with `unavailable: always`) — at most `retries.attempts` times in all, and only while the retry
 //! budget allows, so retries cannot multiply an outage.
 //!
 //! Only calls with one request message are retried: their request is buffered (at most one
@@ -8,8 +8,8 @@
 //! retried only when it is nothing but a status (gRPC's Trailers-Only): once a backend has sent a
 //! message, the call is the client's. The deadline layer above bounds every attempt together.
 //!
-//! Not yet: retrying other codes for methods the proto marks `NO_SIDE_EFFECTS` or `IDEMPOTENT`,
-//! back-off between attempts, hedging.
+//! Not yet: other codes for idempotent methods, back-off between attempts, steering the retry
+//! away from the endpoint that refused, hedging.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +38,21 @@ pub struct RetriesFile {
     /// ...plus this many per second, so a quiet gateway can still retry.
     #[serde(default = "default_min_per_second")]
     pub budget_min_per_second: u32,
+    /// Which calls a backend's UNAVAILABLE sends again: `idempotent` (default: the methods the
+    /// proto marks `idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT`; a backend may have done
+    /// part of the work before answering so) or `always`. A call no backend could be reached for
+    /// is sent again either way: nothing was sent.
+    #[serde(default)]
+    pub unavailable: Unavailable,
+}
+
+/// `retries.unavailable`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unavailable {
+    #[default]
+    Idempotent,
+    Always,
 }
 
 fn default_attempts() -> u32 {
@@ -55,6 +70,7 @@ fn default_min_per_second() -> u32 {
 /// `retries:`, built: one budget for every worker.
 pub struct Retries {
     attempts: u32,
+    unavailable: Unavailable,
     budget: TpsBudget,
     /// The most request bytes kept to send again: one framed message of `server.max_message_size`.
     max_request: usize,
@@ -73,7 +89,7 @@ impl Retries {
         }
         let budget = TpsBudget::new(Duration::from_secs(10), file.budget_min_per_second, file.budget_ratio);
         let max_request = 5 + max_message_size as usize;
-        Ok(Retries { attempts: file.attempts, budget, max_request })
+        Ok(Retries { attempts: file.attempts, unavailable: file.unavailable, budget, max_request })
     }
 }
 
@@ -131,6 +147,7 @@ where
         let retries = self.retries.clone();
         Either::Right(Box::pin(async move {
             retries.budget.deposit();
+            let unavailable_too = retries.unavailable == Unavailable::Always || idempotent(&call.method.descriptor);
             let Call { method, protocol, metadata, deadline, peer, client, extensions, body } = call;
             // Kept whole to be sent again, so bounded: a unary call carries one message (the
             // frontends bound each message, not how many a gRPC client sends).
@@ -160,7 +177,8 @@ where
                     body: Full::new(request.clone()).map_err(|never| match never {}).boxed_unsync(),
                 };
                 let outcome = inner.clone().oneshot(call).await;
-                if attempt >= retries.attempts || !turned_away(&outcome) || !retries.budget.withdraw() {
+                if attempt >= retries.attempts || !turned_away(&outcome, unavailable_too) || !retries.budget.withdraw()
+                {
                     return outcome;
                 }
                 tracing::debug!(method = method.path(), attempt, "the backends turned the call away; trying again");
@@ -170,11 +188,19 @@ where
     }
 }
 
-/// Whether the backends turned the call away before doing anything with it: no backend could be
-/// reached, or one answered `UNAVAILABLE` with nothing but a status.
-fn turned_away(outcome: &Result<Reply, GatewayError>) -> bool {
+/// Whether the call may be sent again: no backend could be reached (nothing was sent), or, when
+/// `unavailable_too`, one answered `UNAVAILABLE` with nothing but a status.
+fn turned_away(outcome: &Result<Reply, GatewayError>, unavailable_too: bool) -> bool {
     match outcome {
         Err(error) => error.retryable,
-        Ok(reply) => reply.early_status.as_ref().is_some_and(|s| s.code() == tonic::Code::Unavailable),
+        Ok(reply) => {
+            unavailable_too && reply.early_status.as_ref().is_some_and(|s| s.code() == tonic::Code::Unavailable)
+        }
     }
+}
+
+/// Whether the proto marks the method `idempotency_level = NO_SIDE_EFFECTS` (1) or `IDEMPOTENT` (2).
+fn idempotent(method: &prost_reflect::MethodDescriptor) -> bool {
+    let proto = method.method_descriptor_proto();
+    proto.options.as_ref().and_then(|o| o.idempotency_level).is_some_and(|level| level == 1 || level == 2)
 }
