@@ -58,7 +58,12 @@ impl Upstream {
         // A call routed by a config other than the one these pools were built for (a reload in
         // between) is refused rather than sent by another rule's backends.
         let pool = self.pools.get(rule.index).filter(|pool| Arc::ptr_eq(pool.rule(), rule)).ok_or_else(|| {
-            GatewayError::unreachable(format!("{} is unavailable: the config changed; retry", service()))
+            // Not for the gateway's own retry: this call carries the old config's rule to the end.
+            GatewayError::new(
+                Code::Unavailable,
+                Origin::Gateway,
+                format!("{} is unavailable: the config changed; retry", service()),
+            )
         })?;
         let (stream, endpoint) = pool.stream(patience).await.map_err(|refusal| match refusal {
             NoStream::Unreachable(why) => {
@@ -68,10 +73,16 @@ impl Upstream {
             }
             NoStream::Full { limit } => {
                 tracing::warn!(service = %service(), limit, "backends at their stream limit");
-                GatewayError::unreachable(format!(
-                    "{} is unavailable: its backends are at their limit of {limit} concurrent calls",
-                    service()
-                ))
+                // Not for the gateway's own retry: the call already waited its queue_timeout, and
+                // a retry would only add load where there is too much.
+                GatewayError::new(
+                    Code::Unavailable,
+                    Origin::Upstream,
+                    format!(
+                        "{} is unavailable: its backends are at their limit of {limit} concurrent calls",
+                        service()
+                    ),
+                )
                 .refused(Refusal::BackendsBusy)
             }
         })?;
