@@ -77,6 +77,22 @@ pub struct ClientIdentity {
     pub hash: String,
 }
 
+/// The backends a call's earlier attempts went to (`host:port`), shared by its attempts: the
+/// retry layer puts it in the call's extensions, the upstream adds the backend it picks and, while
+/// another can take the call, passes these over.
+#[derive(Debug, Clone, Default)]
+pub struct TriedBackends(pub Arc<std::sync::Mutex<Vec<String>>>);
+
+impl TriedBackends {
+    pub fn add(&self, backend: &str) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(backend.to_owned());
+    }
+
+    pub fn list(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
 /// gRPC's own header names, parsed once.
 pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 pub static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");

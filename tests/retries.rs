@@ -128,3 +128,33 @@ async fn a_unary_call_kept_to_be_sent_again_holds_one_message_at_most() {
     assert_eq!(status.as_ref().map(|s| s.as_bytes()), Some(&b"8"[..]), "{parts:?} {trailers:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing reached the backend");
 }
+
+#[tokio::test]
+async fn a_retry_goes_to_another_backend_than_the_one_that_refused() {
+    // Two backends, the first always refusing: each call's second try goes to the other.
+    let start = |failures: usize| async move {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(UserServiceServer::new(Flaky { calls: calls.clone(), failures }))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (address, calls)
+    };
+    let (refusing, refused) = start(usize::MAX).await;
+    let (serving, served) = start(0).await;
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!("  - match: shop.users.v1.UserService\n    backends: [http://{refusing}, http://{serving}]\n"))
+        .config("retries: {attempts: 2, unavailable: always}\n")
+        .start()
+        .await;
+    for _ in 0..20 {
+        let reply = get(gw.address, "/v1/users/u-1").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 20);
+    assert!(refused.load(Ordering::SeqCst) <= 5, "ejected after five: {}", refused.load(Ordering::SeqCst));
+}

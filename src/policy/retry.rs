@@ -148,7 +148,8 @@ where
         Either::Right(Box::pin(async move {
             retries.budget.deposit();
             let unavailable_too = retries.unavailable == Unavailable::Always || idempotent(&call.method.descriptor);
-            let Call { method, protocol, metadata, deadline, peer, client, extensions, body } = call;
+            let Call { method, protocol, metadata, deadline, peer, client, mut extensions, body } = call;
+            extensions.insert(crate::call::TriedBackends::default());
             // Kept whole to be sent again, so bounded: a unary call carries one message (the
             // frontends bound each message, not how many a gRPC client sends).
             let request = match http_body_util::Limited::new(body, retries.max_request).collect().await {

@@ -65,7 +65,9 @@ impl Upstream {
                 format!("{} is unavailable: the config changed; retry", service()),
             )
         })?;
-        let (stream, endpoint) = pool.stream(patience).await.map_err(|refusal| match refusal {
+        let tried = call.extensions.get::<crate::call::TriedBackends>().cloned();
+        let avoid = tried.as_ref().map(crate::call::TriedBackends::list).unwrap_or_default();
+        let (stream, endpoint) = pool.stream(patience, &avoid).await.map_err(|refusal| match refusal {
             NoStream::Unreachable(why) => {
                 tracing::warn!(service = %service(), error = %why, "no backend could be reached");
                 GatewayError::unreachable(format!("{} is unavailable: no backend could be reached", service()))
@@ -86,6 +88,9 @@ impl Upstream {
                 .refused(Refusal::BackendsBusy)
             }
         })?;
+        if let Some(tried) = &tried {
+            tried.add(&endpoint.backend.authority);
+        }
         let mut sender = stream.sender();
 
         let mut parts = http::uri::Parts::default();

@@ -58,7 +58,9 @@ impl Pool {
                 Arc::new(Endpoint::new(b.clone(), rule.clone(), freed.clone(), stats))
             })
             .collect();
-        Pool { rule: rule.clone(), endpoints, next: AtomicUsize::new(0), freed }
+        // Each worker's pool starts its turns somewhere else, so workers do not draw in step.
+        let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), rule.index) as usize;
+        Pool { rule: rule.clone(), endpoints, next: AtomicUsize::new(seed), freed }
     }
 
     /// The rule it serves.
@@ -75,7 +77,7 @@ impl Pool {
 
     /// The power of two choices: of two endpoints picked at random, the one with fewer calls in
     /// flight, if it (or else the other) can take the call now. None: look at them all in turn.
-    fn two_choices(&self, draw: usize) -> Option<(Stream, &Endpoint)> {
+    fn two_choices(&self, draw: usize, avoid: &[String]) -> Option<(Stream, &Endpoint)> {
         let n = self.endpoints.len();
         if n < 2 || self.rule.balance != Balance::PowerOfTwoChoices {
             return None;
@@ -89,7 +91,7 @@ impl Pool {
         let (a, b) = (&self.endpoints[a], &self.endpoints[b]);
         let (first, second) = if a.load() <= b.load() { (a, b) } else { (b, a) };
         let skip_ejected = self.may_pass_over_ejected();
-        let usable = move |e: &&Arc<Endpoint>| !(skip_ejected && e.ejected());
+        let usable = move |e: &&Arc<Endpoint>| !(skip_ejected && e.ejected()) && !avoid.contains(&e.backend.authority);
         [first, second].into_iter().filter(usable).find_map(|endpoint| match endpoint.status() {
             Status::Ready(connection) => connection.try_stream().map(|stream| (stream, &**endpoint)),
             _ => None,
@@ -98,14 +100,17 @@ impl Pool {
 
     /// A stream to send a call on, and its endpoint; waits at most `patience` for a full
     /// connection to free a stream.
-    pub(super) async fn stream(&self, patience: Duration) -> Result<(Stream, &Endpoint), NoStream> {
+    /// The backends in `avoid` (`host:port`, a retried call's earlier attempts) are passed over
+    /// like ejected ones: while another endpoint can take the call.
+    pub(super) async fn stream(&self, patience: Duration, avoid: &[String]) -> Result<(Stream, &Endpoint), NoStream> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Some(found) = self.two_choices(start) {
+        if let Some(found) = self.two_choices(start, avoid) {
             return Ok(found);
         }
         let give_up = Instant::now() + patience;
         let n = self.endpoints.len();
         let mut skip_ejected = self.may_pass_over_ejected();
+        let mut skip_avoided = !avoid.is_empty();
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
@@ -117,7 +122,8 @@ impl Pool {
             let mut passed_over = false;
             for i in 0..n {
                 let endpoint = &self.endpoints[(start + i) % n];
-                if skip_ejected && endpoint.ejected() {
+                if (skip_ejected && endpoint.ejected()) || (skip_avoided && avoid.contains(&endpoint.backend.authority))
+                {
                     passed_over = true;
                     continue;
                 }
@@ -147,6 +153,7 @@ impl Pool {
                 // The endpoints not ejected cannot be reached: the ejected ones may still serve.
                 if passed_over {
                     skip_ejected = false;
+                    skip_avoided = false;
                     continue;
                 }
                 return Err(NoStream::Unreachable(failures.join("; ")));
