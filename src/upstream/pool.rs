@@ -91,7 +91,9 @@ impl Pool {
         let (a, b) = (&self.endpoints[a], &self.endpoints[b]);
         let (first, second) = if a.load() <= b.load() { (a, b) } else { (b, a) };
         let skip_ejected = self.may_pass_over_ejected();
-        let usable = move |e: &&Arc<Endpoint>| !(skip_ejected && e.ejected()) && !avoid.contains(&e.backend.authority);
+        let passed_over =
+            move |e: &&Arc<Endpoint>| avoid.contains(&e.backend.authority) || (skip_ejected && e.ejected());
+        let usable = move |e: &&Arc<Endpoint>| !passed_over(e);
         [first, second].into_iter().filter(usable).find_map(|endpoint| match endpoint.status() {
             Status::Ready(connection) => connection.try_stream().map(|stream| (stream, &**endpoint)),
             _ => None,
