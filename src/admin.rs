@@ -126,6 +126,7 @@ async fn metrics(State(gateway): State<Gateway>, headers: axum::http::HeaderMap)
     gateway.backends().render(&mut out, openmetrics);
     crate::observe::metrics::render_open(&mut out);
     crate::policy::limit::render_store_errors(&mut out, openmetrics);
+    crate::policy::retry::render(&mut out, openmetrics);
     gateway_families(&mut out, &gateway, openmetrics);
     if openmetrics {
         out.push_str("# EOF\n");

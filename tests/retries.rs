@@ -73,10 +73,42 @@ async fn a_call_turned_away_is_sent_again_up_to_its_attempts() {
 
 #[tokio::test]
 async fn by_default_only_methods_marked_idempotent_are_sent_again_on_unavailable() {
-    // The demo's GetUser carries no idempotency_level: a backend may have started on it.
+    // The demo's GetUser is marked NO_SIDE_EFFECTS: refused once, then served.
     let (gw, calls) = gateway(1, "retries: {attempts: 3}\n").await;
-    assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 503);
+    assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // CreateUser is not marked: a backend may have started on it, so its refusal is the answer.
+    let reply = support::http(gw.address, "POST", "/v1/users", &[], b"{}").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn idempotent_methods_are_sent_again_on_the_codes_configured_for_them() {
+    // ListUsers (NO_SIDE_EFFECTS) answers INTERNAL: sent again when `internal` is listed...
+    let config = "retries: {attempts: 3, idempotent_codes: [internal], backoff: 1ms, max_backoff: 2ms}\n";
+    let (gw, calls) = gateway(0, config).await;
+    let reply = get(gw.address, "/v1/users").await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "three tries of the idempotent call");
+    // ...but a method not marked idempotent is not, on UNAVAILABLE either.
+    let reply = support::http(gw.address, "POST", "/v1/users", &[], b"{}").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    // Without the code listed, INTERNAL is the backend's answer.
+    let (gw, calls) = gateway(0, "retries: {attempts: 3}\n").await;
+    assert_eq!(get(gw.address, "/v1/users").await.status, 500);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_code_that_is_not_one_is_refused_at_load() {
+    let file: dragoman::policy::retry::RetriesFile =
+        serde_yaml_ng::from_str("idempotent_codes: [internal, not_a_code]").expect("yaml");
+    let error = dragoman::policy::retry::Retries::new(&file, 1024).expect_err("refused");
+    assert!(error.contains("\"not_a_code\" is not a gRPC status code"), "{error}");
+    let file: dragoman::policy::retry::RetriesFile = serde_yaml_ng::from_str("idempotent_codes: [ok]").expect("yaml");
+    assert!(dragoman::policy::retry::Retries::new(&file, 1024).is_err(), "OK is no failure to retry");
 }
 
 #[tokio::test]
@@ -100,6 +132,16 @@ async fn in_a_full_outage_the_budget_caps_the_retries() {
     let sent = calls.load(Ordering::SeqCst);
     assert!((100..=112).contains(&sent), "100 calls and about 10 retries, not 200 more: {sent}");
     assert!(sent > 100, "the budget allows some retries: {sent}");
+    // The retries the budget refused are counted (the counter is the process's: other tests add
+    // a few, none of them refused by a budget).
+    let mut metrics = String::new();
+    dragoman::policy::retry::render(&mut metrics, false);
+    let over_budget: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dragoman_retries_total{result=\"over_budget\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("the counter is exposed");
+    assert!(over_budget >= 88, "the refused retries are counted: {over_budget}\n{metrics}");
 }
 
 #[tokio::test]

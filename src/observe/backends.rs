@@ -58,8 +58,11 @@ pub struct EndpointStats {
     turned_away: AtomicU32,
     /// Until when (ms since [`epoch`]) the balancer passes the endpoint over; 0: not ejected.
     ejected_until: AtomicU64,
-    /// Times it was ejected: the next ejection lasts twice as long, up to [`EJECTION_MAX`].
+    /// Ejections since the back-off last started over: the next lasts twice as long, up to
+    /// [`EJECTION_MAX`].
     ejections: AtomicU64,
+    /// Ejections since start.
+    ejections_total: AtomicU64,
     /// The readiness probe's latest dial: when, and whether it connected. Held across the dial,
     /// so probes arriving meanwhile wait for its answer instead of dialing too.
     probed: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
@@ -155,6 +158,10 @@ impl Backends {
         counter(out, "dragoman_backend_connects_total", help, &|e| e.connects.load(Ordering::Relaxed));
         let help = "Dials to the backend that failed: refused, timed out, TLS or HTTP/2 handshake.";
         counter(out, "dragoman_backend_connect_failures_total", help, &|e| e.connect_failures.load(Ordering::Relaxed));
+        let help = "1 while passive outlier detection has the backend ejected (it turned calls away).";
+        gauge(out, "dragoman_backend_ejected", help, &|e| i64::from(e.ejected()));
+        let help = "Times passive outlier detection ejected the backend.";
+        counter(out, "dragoman_backend_ejections_total", help, &|e| e.ejections_total.load(Ordering::Relaxed));
         let name = "dragoman_backend_call_duration_seconds";
         let help = "Time from sending a call to the backend until its reply ended.";
         family(out, openmetrics, "histogram", name, help);
@@ -176,6 +183,7 @@ impl EndpointStats {
             turned_away: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
+            ejections_total: AtomicU64::new(0),
             probed: tokio::sync::Mutex::new(None),
         }
     }
@@ -235,6 +243,7 @@ impl EndpointStats {
             return;
         }
         self.turned_away.store(0, Ordering::Relaxed);
+        self.ejections_total.fetch_add(1, Ordering::Relaxed);
         let ejections = self.ejections.fetch_add(1, Ordering::Relaxed).min(10) as u32;
         let lasts = EJECTION_BASE.saturating_mul(1 << ejections).min(EJECTION_MAX);
         self.ejected_until.store(now + lasts.as_millis() as u64, Ordering::Relaxed);
@@ -310,7 +319,7 @@ impl EndpointStats {
             "connects": self.connects.load(Ordering::Relaxed),
             "connect_failures": self.connect_failures.load(Ordering::Relaxed),
             "ejected": self.ejected(),
-            "ejections": self.ejections.load(Ordering::Relaxed),
+            "ejections": self.ejections_total.load(Ordering::Relaxed),
             "last_connected": last_connected,
             "last_error": error,
             "last_error_at": error_at,

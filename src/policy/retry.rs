@@ -8,12 +8,16 @@
 //! retried only when it is nothing but a status (gRPC's Trailers-Only): once a backend has sent a
 //! message, the call is the client's. The deadline layer above bounds every attempt together.
 //!
-//! Not yet: other codes for idempotent methods, back-off between attempts, steering the retry
-//! away from the endpoint that refused, hedging.
+//! Methods the proto marks idempotent are also sent again on the codes `retries.idempotent_codes`
+//! names. Attempts are spaced by a jittered, doubling back-off, and a retry goes to another
+//! backend than the earlier attempts while one can take it (`call::TriedBackends`).
+//!
+//! Not yet: hedging.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,6 +48,19 @@ pub struct RetriesFile {
     /// is sent again either way: nothing was sent.
     #[serde(default)]
     pub unavailable: Unavailable,
+    /// Further codes that send a call again, for the methods the proto marks idempotent only
+    /// (`resource_exhausted`, `aborted`, `internal`...; UNAVAILABLE is `unavailable`'s). Default
+    /// none.
+    #[serde(default)]
+    pub idempotent_codes: Vec<String>,
+    /// The wait before the first retry; each further one waits twice as long, up to
+    /// `max_backoff`. Each wait is drawn at random up to that (full jitter), so retries of many
+    /// calls do not arrive together. Default 25ms.
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Default 250ms.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
 }
 
 /// `retries.unavailable`.
@@ -67,10 +84,36 @@ fn default_min_per_second() -> u32 {
     10
 }
 
+fn default_backoff() -> Duration {
+    Duration::from_millis(25)
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_millis(250)
+}
+
+/// Calls sent again, and retries the budget did not allow, since start (every config's).
+static RETRIED: AtomicU64 = AtomicU64::new(0);
+static OVER_BUDGET: AtomicU64 = AtomicU64::new(0);
+
+/// `dragoman_retries_total` for the metrics exposition.
+pub fn render(out: &mut String, openmetrics: bool) {
+    let values = [
+        ("result=\"sent\"", RETRIED.load(Ordering::Relaxed)),
+        ("result=\"over_budget\"", OVER_BUDGET.load(Ordering::Relaxed)),
+    ];
+    let help = "Calls the backends turned away that the gateway sent again, or did not as the retry budget was spent.";
+    crate::observe::metrics::counter(out, openmetrics, "dragoman_retries_total", help, &values);
+}
+
 /// `retries:`, built: one budget for every worker.
 pub struct Retries {
     attempts: u32,
     unavailable: Unavailable,
+    /// `idempotent_codes` as a set: bit `code as u32`.
+    idempotent_codes: u32,
+    backoff: Duration,
+    max_backoff: Duration,
     budget: TpsBudget,
     /// The most request bytes kept to send again: one framed message of `server.max_message_size`.
     max_request: usize,
@@ -87,9 +130,49 @@ impl Retries {
         if file.budget_min_per_second > 1_000_000 {
             return Err("at `retries.budget_min_per_second`: at most 1000000".to_owned());
         }
+        let mut idempotent_codes = 0;
+        for name in &file.idempotent_codes {
+            let code = (1..=16)
+                .map(tonic::Code::from_i32)
+                .find(|code| crate::transcode::status::code_name(*code).eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    format!("at `retries.idempotent_codes`: {name:?} is not a gRPC status code other than OK")
+                })?;
+            idempotent_codes |= 1 << code as u32;
+        }
+        if file.backoff > file.max_backoff || file.max_backoff > Duration::from_secs(60) {
+            return Err("at `retries.backoff`: at most `max_backoff`, which is at most 60s".to_owned());
+        }
         let budget = TpsBudget::new(Duration::from_secs(10), file.budget_min_per_second, file.budget_ratio);
         let max_request = 5 + max_message_size as usize;
-        Ok(Retries { attempts: file.attempts, unavailable: file.unavailable, budget, max_request })
+        Ok(Retries {
+            attempts: file.attempts,
+            unavailable: file.unavailable,
+            idempotent_codes,
+            backoff: file.backoff,
+            max_backoff: file.max_backoff,
+            budget,
+            max_request,
+        })
+    }
+
+    /// The codes that send a call of `method` again, as a set (bit `code as u32`).
+    fn codes_for(&self, method: &prost_reflect::MethodDescriptor) -> u32 {
+        const UNAVAILABLE: u32 = 1 << tonic::Code::Unavailable as u32;
+        match (idempotent(method), self.unavailable) {
+            (true, _) => UNAVAILABLE | self.idempotent_codes,
+            (false, Unavailable::Always) => UNAVAILABLE,
+            (false, Unavailable::Idempotent) => 0,
+        }
+    }
+
+    /// The wait before retry number `retry` (1 for the first): full jitter over a doubling
+    /// back-off.
+    fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self.backoff.saturating_mul(1 << (retry - 1).min(16)).min(self.max_backoff);
+        // A fresh RandomState's keys differ per call: a cheap draw, off the hot path.
+        let draw = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), retry);
+        ceiling.mul_f64((draw >> 11) as f64 / (1u64 << 53) as f64)
     }
 }
 
@@ -147,7 +230,7 @@ where
         let retries = self.retries.clone();
         Either::Right(Box::pin(async move {
             retries.budget.deposit();
-            let unavailable_too = retries.unavailable == Unavailable::Always || idempotent(&call.method.descriptor);
+            let codes = retries.codes_for(&call.method.descriptor);
             let Call { method, protocol, metadata, deadline, peer, client, mut extensions, body } = call;
             extensions.insert(crate::call::TriedBackends::default());
             // Kept whole to be sent again, so bounded: a unary call carries one message (the
@@ -178,25 +261,38 @@ where
                     body: Full::new(request.clone()).map_err(|never| match never {}).boxed_unsync(),
                 };
                 let outcome = inner.clone().oneshot(call).await;
-                if attempt >= retries.attempts || !turned_away(&outcome, unavailable_too) || !retries.budget.withdraw()
-                {
+                if attempt >= retries.attempts || !turned_away(&outcome, codes) {
                     return outcome;
                 }
+                // A wait that would outlast the deadline leaves the client the answer it has.
+                let wait = retries.backoff(attempt);
+                if deadline.is_some_and(|d| tokio::time::Instant::now() + wait >= d) {
+                    return outcome;
+                }
+                if !retries.budget.withdraw() {
+                    OVER_BUDGET.fetch_add(1, Ordering::Relaxed);
+                    return outcome;
+                }
+                RETRIED.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(method = method.path(), attempt, "the backends turned the call away; trying again");
+                tokio::time::sleep(wait).await;
                 attempt += 1;
             }
         }))
     }
 }
 
-/// Whether the call may be sent again: no backend could be reached (nothing was sent), or, when
-/// `unavailable_too`, one answered `UNAVAILABLE` with nothing but a status.
-fn turned_away(outcome: &Result<Reply, GatewayError>, unavailable_too: bool) -> bool {
+/// Whether the call may be sent again: no backend could be reached (nothing was sent), or the
+/// backend failed it with one of `codes` (a set: bit `code as u32`) — answering nothing but that
+/// status, or failing as a transport before answering.
+fn turned_away(outcome: &Result<Reply, GatewayError>, codes: u32) -> bool {
+    let listed = |code: tonic::Code| codes & (1 << code as u32) != 0;
     match outcome {
-        Err(error) => error.retryable,
-        Ok(reply) => {
-            unavailable_too && reply.early_status.as_ref().is_some_and(|s| s.code() == tonic::Code::Unavailable)
+        Err(error) => {
+            error.retryable
+                || (error.origin == crate::error::Origin::Upstream && error.refusal.is_none() && listed(error.code))
         }
+        Ok(reply) => reply.early_status.as_ref().is_some_and(|s| listed(s.code())),
     }
 }
 
@@ -204,4 +300,28 @@ fn turned_away(outcome: &Result<Reply, GatewayError>, unavailable_too: bool) -> 
 fn idempotent(method: &prost_reflect::MethodDescriptor) -> bool {
     let proto = method.method_descriptor_proto();
     proto.options.as_ref().and_then(|o| o.idempotency_level).is_some_and(|level| level == 1 || level == 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_up_to_its_ceiling_and_is_drawn_below_it() {
+        let file: RetriesFile = serde_yaml_ng::from_str("{backoff: 10ms, max_backoff: 35ms}").expect("yaml");
+        let retries = Retries::new(&file, 1024).expect("valid");
+        for (retry, ceiling) in [(1, 10), (2, 20), (3, 35), (30, 35)] {
+            let waits: Vec<Duration> = (0..200).map(|_| retries.backoff(retry)).collect();
+            assert!(waits.iter().all(|w| *w <= Duration::from_millis(ceiling)), "retry {retry}: {waits:?}");
+            // Spread over the range, not one fixed wait.
+            assert!(waits.iter().any(|w| *w < Duration::from_millis(ceiling / 3)), "retry {retry}");
+            assert!(waits.iter().any(|w| *w > Duration::from_millis(ceiling * 2 / 3)), "retry {retry}");
+        }
+    }
+
+    #[test]
+    fn a_back_off_longer_than_its_ceiling_is_refused() {
+        let file: RetriesFile = serde_yaml_ng::from_str("{backoff: 1s, max_backoff: 100ms}").expect("yaml");
+        assert!(Retries::new(&file, 1024).is_err());
+    }
 }
