@@ -106,11 +106,12 @@ async fn a_backend_that_turns_calls_away_is_ejected_then_readmitted() {
     let gw = TestGateway::builder()
         .without_demo_rules()
         .rules(&format!(
-            "  - match: shop.users.v1.UserService\n    backends: [http://{bad}, http://{good_a}, http://{good_b}]\n"
+            "  - match: shop.users.v1.UserService\n    backends: [http://{bad}, http://{good_a}, http://{good_b}]\n    balance: round_robin\n"
         ))
         .start()
         .await;
-    // One call at a time: five turned away in a row eject the backend; then it gets none.
+    // One call at a time: five turned away in a row eject the backend; then it gets none. (Round
+    // robin, so the refusing backend gets its turns: under p2c its latency estimate decides.)
     let mut refused = 0;
     for _ in 0..150 {
         match get(gw.address, "/v1/users/u-1").await.status {
@@ -131,4 +132,94 @@ async fn a_backend_that_turns_calls_away_is_ejected_then_readmitted() {
         assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
     }
     assert!(bad_calls.load(Ordering::SeqCst) > 5 + 5, "readmitted: {}", bad_calls.load(Ordering::SeqCst));
+}
+
+/// A UserService that records the `x-session` value of every call it serves.
+#[derive(Clone, Default)]
+struct Recording {
+    sessions: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl UserService for Recording {
+    async fn get_user(&self, request: tonic::Request<GetUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
+        let session = request.metadata().get("x-session").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        self.sessions.lock().expect("sessions").push(session);
+        Ok(tonic::Response::new(User { id: request.into_inner().id, ..Default::default() }))
+    }
+    async fn create_user(&self, _: tonic::Request<CreateUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
+        Err(tonic::Status::unimplemented("GetUser only"))
+    }
+    async fn list_users(
+        &self,
+        _: tonic::Request<ListUsersRequest>,
+    ) -> Result<tonic::Response<ListUsersResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("GetUser only"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_with_the_same_key_stay_with_one_backend_and_keys_spread() {
+    use dragoman::demo::pb::shop::users::v1::user_service_client::UserServiceClient;
+    let mut backends = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..3 {
+        let recording = Recording::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addresses.push(format!("http://{}", listener.local_addr().expect("address")));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(UserServiceServer::new(recording.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        backends.push(recording);
+    }
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!(
+            "  - match: shop.users.v1.UserService\n    backends: [{}]\n    balance: hash\n    hash_on: x-session\n",
+            addresses.join(", ")
+        ))
+        .start()
+        .await;
+    // 30 sessions, 4 calls each, each call on a connection of its own (any worker).
+    for round in 0..4 {
+        for session in 0..30 {
+            let mut client = UserServiceClient::new(gw.channel().await);
+            let mut request = tonic::Request::new(GetUserRequest { id: "u-1".into() });
+            request.metadata_mut().insert("x-session", format!("s-{session}").parse().expect("value"));
+            client.get_user(request).await.unwrap_or_else(|e| panic!("round {round}, session {session}: {e}"));
+        }
+    }
+    // A call without the key is balanced like any other.
+    UserServiceClient::new(gw.channel().await).get_user(GetUserRequest { id: "u-1".into() }).await.expect("unkeyed");
+    let seen: Vec<Vec<String>> = backends.iter().map(|b| b.sessions.lock().expect("sessions").clone()).collect();
+    for session in 0..30 {
+        let name = format!("s-{session}");
+        let holders: Vec<usize> = (0..3).filter(|b| seen[*b].contains(&name)).collect();
+        assert_eq!(holders.len(), 1, "{name} went to one backend only: {holders:?}");
+        assert_eq!(seen[holders[0]].iter().filter(|s| **s == name).count(), 4, "{name}: all four calls");
+    }
+    assert!(seen.iter().all(|s| s.iter().any(|name| name != "-")), "the keys spread over every backend: {seen:?}");
+    assert_eq!(seen.iter().map(|s| s.iter().filter(|n| *n == "-").count()).sum::<usize>(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_of_weight_three_gets_three_times_the_calls() {
+    let (heavy, heavy_calls) = start(Duration::ZERO).await;
+    let (light, light_calls) = start(Duration::ZERO).await;
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!(
+            "  - match: shop.users.v1.UserService\n    backends: [{{address: 'http://{heavy}', weight: 3}}, http://{light}]\n    balance: round_robin\n"
+        ))
+        .start()
+        .await;
+    for _ in 0..80 {
+        assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
+    }
+    let (heavy, light) = (heavy_calls.load(Ordering::SeqCst), light_calls.load(Ordering::SeqCst));
+    println!("weight 3: {heavy}, weight 1: {light}");
+    assert_eq!(heavy + light, 80);
+    assert!((52..=68).contains(&heavy), "about 60 of 80: {heavy}");
 }

@@ -108,8 +108,9 @@ pub struct ServiceFile {
     #[serde(rename = "match")]
     pub pattern: String,
     /// Backend addresses: `http://host:port` for cleartext HTTP/2 (h2c), `https://host:port` for
-    /// TLS. Calls are spread round-robin over the backends that are up.
-    pub backends: Vec<String>,
+    /// TLS; or `{address: ..., weight: N}` to give one N times the share of another (1 to 100,
+    /// default 1).
+    pub backends: Vec<BackendFile>,
     /// How long to wait for a TCP (and TLS) connection to a backend, e.g. `500ms`, `2s`.
     #[serde(default)]
     pub connect_timeout: Option<String>,
@@ -121,10 +122,15 @@ pub struct ServiceFile {
     /// Default 1s (never past the call's deadline).
     #[serde(default)]
     pub queue_timeout: Option<String>,
-    /// How calls spread over the backends: `p2c` (default: the power of two choices, by calls in
-    /// flight) or `round_robin`.
+    /// How calls spread over the backends: `p2c` (default: the power of two choices, by latency
+    /// and calls in flight), `round_robin`, or `hash` (by `hash_on`).
     #[serde(default)]
     pub balance: Balance,
+    /// With `balance: hash`: the header (gRPC metadata) whose value picks the backend, so calls
+    /// carrying the same value go to the same backend while it serves (rendezvous hashing, by
+    /// weight). Calls without it are balanced as `p2c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
     /// Calls these backends may have in flight at once, from every worker; past it a call is
     /// refused at once with UNAVAILABLE (503) rather than queued. Default: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,15 +140,34 @@ pub struct ServiceFile {
     pub tls: Option<TlsFile>,
 }
 
+/// A `services[].backends` entry: an address, or an address and its weight.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum BackendFile {
+    Address(String),
+    Weighted {
+        address: String,
+        #[serde(default = "default_weight")]
+        weight: u32,
+    },
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
 /// `services[].balance`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Balance {
-    /// Two endpoints at random, the call to the one with fewer calls in flight.
+    /// Two endpoints at random, the call to the one with the lower peak-EWMA load.
     #[default]
     #[serde(rename = "p2c")]
     PowerOfTwoChoices,
     #[serde(rename = "round_robin")]
     RoundRobin,
+    /// By a header's value (`hash_on`).
+    #[serde(rename = "hash")]
+    Hash,
 }
 
 /// TLS settings for backends.
@@ -212,6 +237,8 @@ pub struct ServiceRule {
     pub queue_timeout: Duration,
     /// How calls spread over the backends.
     pub balance: Balance,
+    /// With `Balance::Hash`: the header whose value picks the backend.
+    pub hash_on: Option<http::HeaderName>,
     /// `max_calls_in_flight`: its permits, shared by every worker.
     pub calls_in_flight: Option<Arc<tokio::sync::Semaphore>>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -270,6 +297,8 @@ pub struct Backend {
     /// `host:port`, what the TCP connection dials.
     pub authority: String,
     pub host: String,
+    /// Its share relative to the rule's other backends (1 to 100).
+    pub weight: u32,
 }
 
 impl std::fmt::Display for Backend {
@@ -481,6 +510,21 @@ impl ServiceRule {
             .enumerate()
             .map(|(i, b)| Backend::parse(b).map_err(|e| format!("{}: {e}", at(&format!("backends[{i}]")))))
             .collect::<Result<Vec<_>, _>>()?;
+        let hash_on = match (file.balance, &file.hash_on) {
+            (Balance::Hash, Some(name)) => Some(
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .ok()
+                    .filter(|header| header.as_str() == name && !name.ends_with("-bin"))
+                    .ok_or_else(|| {
+                        format!("{}: expected a lower-case header name (not `-bin`), got {name:?}", at("hash_on"))
+                    })?,
+            ),
+            (Balance::Hash, None) => {
+                return Err(format!("{}: `balance: hash` needs `hash_on: <header>`", at("hash_on")));
+            }
+            (_, Some(_)) => return Err(format!("{}: only with `balance: hash`", at("hash_on"))),
+            (_, None) => None,
+        };
         let duration = |key: &str, value: &Option<String>| {
             value
                 .as_deref()
@@ -508,6 +552,7 @@ impl ServiceRule {
             default_timeout,
             queue_timeout,
             balance: file.balance,
+            hash_on,
             calls_in_flight: match file.max_calls_in_flight {
                 Some(n) if n == 0 || n > 1_000_000 => {
                     return Err(format!("{}: between 1 and 1000000", at("max_calls_in_flight")));
@@ -522,7 +567,18 @@ impl ServiceRule {
 }
 
 impl Backend {
-    fn parse(s: &str) -> Result<Self, String> {
+    fn parse(file: &BackendFile) -> Result<Self, String> {
+        let (s, weight) = match file {
+            BackendFile::Address(address) => (address, 1),
+            BackendFile::Weighted { address, weight } => (address, *weight),
+        };
+        if !(1..=100).contains(&weight) {
+            return Err(format!("a weight is between 1 and 100, got {weight}"));
+        }
+        Ok(Backend { weight, ..Self::parse_address(s)? })
+    }
+
+    fn parse_address(s: &str) -> Result<Self, String> {
         let uri: http::Uri =
             s.parse().map_err(|e| format!("expected http://host:port or https://host:port, got {s:?} ({e})"))?;
         let tls = match uri.scheme_str() {
@@ -540,7 +596,7 @@ impl Backend {
         let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let authority = format!("{host}:{port}");
         let uri_authority = authority.parse().map_err(|e| format!("bad address {s:?}: {e}"))?;
-        Ok(Backend { authority, uri_authority, host: bare_host, tls })
+        Ok(Backend { authority, uri_authority, host: bare_host, tls, weight: 1 })
     }
 }
 

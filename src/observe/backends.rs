@@ -63,6 +63,10 @@ pub struct EndpointStats {
     ejections: AtomicU64,
     /// Ejections since start.
     ejections_total: AtomicU64,
+    /// Peak-EWMA of the time the backend takes to answer a call (to its response head), in ns,
+    /// as `f64` bits; and when it was last fed (ns since [`epoch`]).
+    rtt: AtomicU64,
+    rtt_at: AtomicU64,
     /// The readiness probe's latest dial: when, and whether it connected. Held across the dial,
     /// so probes arriving meanwhile wait for its answer instead of dialing too.
     probed: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
@@ -74,6 +78,9 @@ const EJECT_AFTER: u32 = 5;
 const EJECTION_BASE: Duration = Duration::from_secs(5);
 /// The longest an ejection lasts.
 const EJECTION_MAX: Duration = Duration::from_secs(60);
+
+/// How fast the latency estimate forgets: a sample's weight falls by e every this long.
+const RTT_DECAY_NANOS: f64 = 10e9;
 
 /// The process's clock origin for ejection times.
 fn epoch() -> std::time::Instant {
@@ -184,6 +191,8 @@ impl EndpointStats {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
             ejections_total: AtomicU64::new(0),
+            rtt: AtomicU64::new(0),
+            rtt_at: AtomicU64::new(0),
             probed: tokio::sync::Mutex::new(None),
         }
     }
@@ -248,6 +257,39 @@ impl EndpointStats {
         let lasts = EJECTION_BASE.saturating_mul(1 << ejections).min(EJECTION_MAX);
         self.ejected_until.store(now + lasts.as_millis() as u64, Ordering::Relaxed);
         tracing::warn!(backend = %self.address, seconds = lasts.as_secs(), "backend ejected: it turned calls away");
+    }
+
+    /// The backend answered a call after `rtt`: feeds the latency estimate. A slower answer than
+    /// the estimate replaces it at once (the peak); faster ones pull it down with weight by the
+    /// time since the last — so a backend turning slow is avoided at its first slow answer, and
+    /// trusted again gradually.
+    pub fn answered_after(&self, rtt: Duration) {
+        let now = epoch().elapsed().as_nanos() as u64;
+        let sample = rtt.as_nanos() as f64;
+        let estimate = self.rtt_estimate_at(now);
+        let next = if sample > estimate {
+            sample
+        } else {
+            let elapsed = now.saturating_sub(self.rtt_at.load(Ordering::Relaxed)) as f64;
+            let keep = (-elapsed / RTT_DECAY_NANOS).exp();
+            estimate * keep + sample * (1.0 - keep)
+        };
+        // Racing workers may lose a sample to each other: an estimate, not a count.
+        self.rtt.store(next.to_bits(), Ordering::Relaxed);
+        self.rtt_at.store(now, Ordering::Relaxed);
+    }
+
+    /// The latency estimate (ns), decayed towards zero since it was last fed, as tower's
+    /// `PeakEwma`: an endpoint the balancer has avoided for its slowness is tried again in time,
+    /// which is how the estimate learns it got better.
+    pub fn rtt_estimate(&self) -> f64 {
+        self.rtt_estimate_at(epoch().elapsed().as_nanos() as u64)
+    }
+
+    fn rtt_estimate_at(&self, now: u64) -> f64 {
+        let estimate = f64::from_bits(self.rtt.load(Ordering::Relaxed));
+        let elapsed = now.saturating_sub(self.rtt_at.load(Ordering::Relaxed)) as f64;
+        estimate * (-elapsed / RTT_DECAY_NANOS).exp()
     }
 
     /// Whether the balancer should pass the endpoint over now.
@@ -320,6 +362,7 @@ impl EndpointStats {
             "connect_failures": self.connect_failures.load(Ordering::Relaxed),
             "ejected": self.ejected(),
             "ejections": self.ejections_total.load(Ordering::Relaxed),
+            "latency_estimate_ms": (self.rtt_estimate() / 1e4).round() / 100.0,
             "last_connected": last_connected,
             "last_error": error,
             "last_error_at": error_at,

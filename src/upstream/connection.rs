@@ -83,9 +83,12 @@ impl Endpoint {
         Endpoint { backend, rule, live: ArcSwapOption::empty(), dial, freed, stats }
     }
 
-    /// Calls in flight on this backend, from every worker: the load the balancer compares.
-    pub(super) fn load(&self) -> i64 {
-        self.stats.in_flight()
+    /// The load the balancer compares, as tower's peak-EWMA: the backend's latency estimate
+    /// times its calls in flight (from every worker) plus one, per unit of weight. Endpoints not
+    /// heard from yet cost least, so a new one is tried; between two of them, fewer calls win.
+    pub(super) fn load(&self) -> f64 {
+        let pending = self.stats.in_flight().max(0) as f64 + 1.0;
+        pending * self.stats.rtt_estimate().max(1.0) / f64::from(self.backend.weight)
     }
 
     /// Whether outlier detection has ejected it for now ([`EndpointStats::answered`]).
@@ -280,9 +283,11 @@ impl Stream {
         self.connection.stats.call_failed();
     }
 
-    /// The backend answered the call: turned away (UNAVAILABLE) or not (for outlier detection).
+    /// The backend answered the call (its response head came): turned away (UNAVAILABLE) or not,
+    /// for outlier detection; and how long it took, for the balancer's latency estimate.
     pub(super) fn answered(&self, ok: bool) {
         self.connection.stats.answered(ok);
+        self.connection.stats.answered_after(self.started.elapsed());
     }
 }
 

@@ -67,7 +67,9 @@ impl Upstream {
         })?;
         let tried = call.extensions.get::<crate::call::TriedBackends>().cloned();
         let avoid = tried.as_ref().map(crate::call::TriedBackends::list).unwrap_or_default();
-        let (stream, endpoint) = pool.stream(patience, &avoid).await.map_err(|refusal| match refusal {
+        let affinity =
+            rule.hash_on.as_ref().and_then(|name| call.metadata.get(name)).map(|v| pool::fnv1a(v.as_bytes()));
+        let (stream, endpoint) = pool.stream(patience, &avoid, affinity).await.map_err(|refusal| match refusal {
             NoStream::Unreachable(why) => {
                 tracing::warn!(service = %service(), error = %why, "no backend could be reached");
                 GatewayError::unreachable(format!("{} is unavailable: no backend could be reached", service()))

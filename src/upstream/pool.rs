@@ -1,8 +1,9 @@
-//! The backends of one config rule, and how calls spread over them: by default the power of two
-//! choices — two endpoints picked at random, the call going to the one with fewer calls in flight
-//! (across every worker), so a slow or overloaded backend is given less — else round-robin
-//! (`services[].balance`) over the endpoints that can take a call now, without waiting on those
-//! that cannot.
+//! The backends of one config rule, and how calls spread over them (`services[].balance`): by
+//! default the power of two choices — two endpoints drawn at random (by weight), the call going to
+//! the one with the lower peak-EWMA load (latency estimate times calls in flight, across every
+//! worker), so a slow or overloaded backend is given less; else round-robin (by weight) over the
+//! endpoints that can take a call now, without waiting on those that cannot; or by a header's
+//! value (rendezvous hashing: the same value, the same backend while it can serve).
 //!
 //! A call looks for a live connection with a free stream, starting from the next endpoint in
 //! turn; endpoints in back-off are skipped, idle ones start dialing in the background. Only when
@@ -25,10 +26,18 @@ use crate::observe::backends::Backends;
 pub(super) struct Pool {
     rule: Arc<ServiceRule>,
     endpoints: Box<[Arc<Endpoint>]>,
+    /// Endpoint indexes in turn, each as often as its weight (smooth weighted round-robin).
+    turns: Box<[usize]>,
     next: AtomicUsize,
     /// Told when a stream frees up on any of the pool's connections (one waiter), and when a
     /// connection closes, goes away or raises its limit (every waiter).
     freed: Arc<Notify>,
+}
+
+/// FNV-1a: a stable hash (the same in every process), for keys that must pick the same backend
+/// on every gateway.
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A 64-bit mix of a counter (splitmix64's finaliser): the pool's cheap, lock-free random pick.
@@ -37,6 +46,23 @@ fn mix(n: usize) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Endpoint indexes, each as often as its weight, spread evenly (nginx's smooth weighted
+/// round-robin: weights 5, 1, 1 give a a b a c a a, not a a a a a b c).
+fn turns(weights: &[u32]) -> Box<[usize]> {
+    let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    (0..total)
+        .map(|_| {
+            for (c, w) in current.iter_mut().zip(weights) {
+                *c += i64::from(*w);
+            }
+            let best = (0..weights.len()).max_by_key(|i| (current[*i], std::cmp::Reverse(*i))).unwrap_or(0);
+            current[best] -= total;
+            best
+        })
+        .collect()
 }
 
 /// Why no stream could be had: for the log, not for the client.
@@ -60,7 +86,22 @@ impl Pool {
             .collect();
         // Each worker's pool starts its turns somewhere else, so workers do not draw in step.
         let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), rule.index) as usize;
-        Pool { rule: rule.clone(), endpoints, next: AtomicUsize::new(seed), freed }
+        let turns = turns(&rule.backends.iter().map(|b| b.weight).collect::<Vec<_>>());
+        Pool { rule: rule.clone(), endpoints, turns, next: AtomicUsize::new(seed), freed }
+    }
+
+    /// The endpoints in `key`'s rendezvous order (weighted: score `weight / -ln(u)`, `u` uniform
+    /// from the key and the endpoint's address): the same order on every worker and gateway, and
+    /// removing one endpoint moves only the keys that were its.
+    fn rendezvous(&self, key: u64) -> Vec<usize> {
+        let score = |e: &Endpoint| {
+            let u = ((mix((key ^ fnv1a(e.backend.authority.as_bytes())) as usize) >> 11) as f64 + 0.5)
+                / (1u64 << 53) as f64;
+            f64::from(e.backend.weight) / -u.ln()
+        };
+        let mut scored: Vec<(f64, usize)> = self.endpoints.iter().enumerate().map(|(i, e)| (score(e), i)).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.into_iter().map(|(_, i)| i).collect()
     }
 
     /// The rule it serves.
@@ -82,11 +123,14 @@ impl Pool {
         if n < 2 || self.rule.balance != Balance::PowerOfTwoChoices {
             return None;
         }
+        // Two draws from the weighted turns; the second, if it drew the first again, takes the
+        // endpoint after it.
         let random = mix(draw);
-        let a = (random % n as u64) as usize;
-        let mut b = ((random >> 32) % (n as u64 - 1)) as usize;
-        if b >= a {
-            b += 1;
+        let turns = self.turns.len() as u64;
+        let a = self.turns[(random % turns) as usize];
+        let mut b = self.turns[((random >> 32) % turns) as usize];
+        if b == a {
+            b = (a + 1) % n;
         }
         let (a, b) = (&self.endpoints[a], &self.endpoints[b]);
         let (first, second) = if a.load() <= b.load() { (a, b) } else { (b, a) };
@@ -104,13 +148,26 @@ impl Pool {
     /// connection to free a stream.
     /// The backends in `avoid` (`host:port`, a retried call's earlier attempts) are passed over
     /// like ejected ones: while another endpoint can take the call.
-    pub(super) async fn stream(&self, patience: Duration, avoid: &[String]) -> Result<(Stream, &Endpoint), NoStream> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Some(found) = self.two_choices(start, avoid) {
-            return Ok(found);
-        }
+    /// With `affinity` (a `balance: hash` call's hashed key), the endpoints are looked at in the
+    /// key's rendezvous order and the first that can serve is the one waited for.
+    pub(super) async fn stream(
+        &self,
+        patience: Duration,
+        avoid: &[String],
+        affinity: Option<u64>,
+    ) -> Result<(Stream, &Endpoint), NoStream> {
+        let draw = self.next.fetch_add(1, Ordering::Relaxed);
+        let order: Vec<usize> = match affinity {
+            Some(key) => self.rendezvous(key),
+            None => {
+                if let Some(found) = self.two_choices(draw, avoid) {
+                    return Ok(found);
+                }
+                let start = self.turns[draw % self.turns.len()];
+                (0..self.endpoints.len()).map(|i| (start + i) % self.endpoints.len()).collect()
+            }
+        };
         let give_up = Instant::now() + patience;
-        let n = self.endpoints.len();
         let mut skip_ejected = self.may_pass_over_ejected();
         let mut skip_avoided = !avoid.is_empty();
         loop {
@@ -122,8 +179,8 @@ impl Pool {
             let mut failures = Vec::new();
             let mut full = None;
             let mut passed_over = false;
-            for i in 0..n {
-                let endpoint = &self.endpoints[(start + i) % n];
+            for &i in &order {
+                let endpoint = &self.endpoints[i];
                 if (skip_ejected && endpoint.ejected()) || (skip_avoided && avoid.contains(&endpoint.backend.authority))
                 {
                     passed_over = true;
@@ -137,7 +194,14 @@ impl Pool {
                     Status::Dialing(receiver) => {
                         dialing.push(dialed(receiver).map(move |r| r.map(|c| (c, endpoint))).boxed());
                     }
-                    Status::BackingOff(error) => failures.push(format!("{}: {error}", endpoint.backend)),
+                    Status::BackingOff(error) => {
+                        failures.push(format!("{}: {error}", endpoint.backend));
+                        continue;
+                    }
+                }
+                // A keyed call stays with the first endpoint that can serve it, waiting if it must.
+                if affinity.is_some() {
+                    break;
                 }
             }
             // Nothing can take the call now: the first dial to succeed...
@@ -165,5 +229,54 @@ impl Pool {
                 return Err(NoStream::Full { limit });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(backends: &str) -> Pool {
+        let yaml = format!("services:\n  - match: x.Y\n    backends: {backends}\n");
+        let config = crate::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
+        Pool::new(&config.services[0], &Backends::default())
+    }
+
+    #[test]
+    fn weighted_turns_are_spread_not_bunched() {
+        assert_eq!(&*turns(&[5, 1, 1]), &[0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(&*turns(&[1, 1, 1]), &[0, 1, 2]);
+        let turns = turns(&[3, 1]);
+        assert_eq!(turns.iter().filter(|i| **i == 0).count(), 3);
+        assert_eq!(turns.len(), 4);
+    }
+
+    #[test]
+    fn rendezvous_moves_only_the_keys_of_a_backend_removed() {
+        let four = pool("[http://a:1, http://b:1, http://c:1, http://d:1]");
+        let three = pool("[http://a:1, http://b:1, http://c:1]");
+        let mut moved = 0;
+        let mut counts = [0; 4];
+        for key in 0..4000u64 {
+            let key = fnv1a(&key.to_le_bytes());
+            let first = four.rendezvous(key)[0];
+            counts[first] += 1;
+            // The same order every time it is asked.
+            assert_eq!(four.rendezvous(key), four.rendezvous(key));
+            if first != 3 {
+                assert_eq!(three.rendezvous(key)[0], first, "a key of a, b or c stays");
+            } else {
+                moved += 1;
+            }
+        }
+        assert!(counts.iter().all(|c| (800..1200).contains(c)), "about a quarter each: {counts:?}");
+        assert_eq!(moved, counts[3]);
+    }
+
+    #[test]
+    fn rendezvous_shares_follow_the_weights() {
+        let weighted = pool("[{address: http://a:1, weight: 3}, http://b:1]");
+        let a = (0..4000u64).filter(|k| weighted.rendezvous(fnv1a(&k.to_le_bytes()))[0] == 0).count();
+        assert!((2800..3200).contains(&a), "three quarters to the weight-3 backend: {a} of 4000");
     }
 }
