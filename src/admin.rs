@@ -14,8 +14,9 @@
 //!   each service with its backends, methods, their kinds and HTTP bindings, and the snapshot's
 //!   warnings.
 //! - `GET /admin/backends`: each backend endpoint: its state (up, down, idle), connections, calls
-//!   in flight, calls, failures, dials and failed dials, the last error and when, the services it
-//!   serves.
+//!   in flight, calls, failures, dials and failed dials, the last error and when, its health by
+//!   the health checks (`unchecked`, `unknown`, `serving`, `not_serving`) with checks passed and
+//!   failed and the last failed check's reason, the services it serves.
 
 use std::future::Future;
 

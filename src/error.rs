@@ -29,6 +29,8 @@ pub enum Refusal {
     Deadline,
     /// No backend is configured, or none could be reached.
     NoBackend,
+    /// The active health checks mark every backend of the service unhealthy.
+    NoHealthyBackend,
     /// Every connection to the backends was at their stream limit for longer than the call could wait.
     BackendsBusy,
     /// The gateway was at `server.max_calls_in_flight`.
@@ -48,9 +50,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::Deadline,
         Refusal::NoBackend,
+        Refusal::NoHealthyBackend,
         Refusal::BackendsBusy,
         Refusal::CallsInFlight,
         Refusal::ServiceCallsInFlight,
@@ -65,6 +68,7 @@ impl Refusal {
         match self {
             Refusal::Deadline => "deadline",
             Refusal::NoBackend => "no_backend",
+            Refusal::NoHealthyBackend => "no_healthy_backend",
             Refusal::BackendsBusy => "backends_busy",
             Refusal::CallsInFlight => "calls_in_flight",
             Refusal::ServiceCallsInFlight => "service_calls_in_flight",

@@ -6,6 +6,8 @@
 //! snapshot serving and reports why. A snapshot holds its config too: reloading the config file
 //! builds a whole new snapshot off to the side (the catalog binds services to the config's rules),
 //! and each server worker rebuilds its frontends and backend pools when it sees a new config.
+//! The backends' health checkers, shared by every worker, run on the gateway's runtime: started
+//! with each config that becomes current, aborted when it is replaced.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use crate::frontends::soap::{self, SoapFrontend};
 use crate::frontends::websocket::WebSocketFrontend;
 use crate::observe::trace::Tracer;
 use crate::stack;
-use crate::upstream::Upstream;
+use crate::upstream::{HealthChecks, Upstream};
 use crate::watch::Watcher;
 
 /// One config, its catalog and everything derived from them, read by requests as a unit.
@@ -113,6 +115,8 @@ struct Shared {
     reloading: std::sync::Mutex<()>,
     /// The descriptor watch and the config file's, replaced when a reload moves them.
     watches: std::sync::Mutex<Watches>,
+    /// The current config's health checkers; replacing them aborts the old ones.
+    health_checks: std::sync::Mutex<HealthChecks>,
     /// Starts every call's span (off unless `traces.otlp_endpoint` is set); one exporter for
     /// every worker's stack, set up at start (`traces:` changes on restart).
     tracer: Tracer,
@@ -145,9 +149,11 @@ impl Gateway {
                 backends: Default::default(),
                 reloading: Default::default(),
                 watches: Default::default(),
+                health_checks: Default::default(),
                 tracer,
             }),
         };
+        gateway.check_backends();
         gateway.shared.runtime.spawn(gateway.report_health(None));
         Ok(gateway)
     }
@@ -294,6 +300,10 @@ impl Gateway {
         let snapshot = Snapshot::load(config, &self.shared.metrics)?;
         snapshot.log_warnings();
         let previous = self.shared.snapshot.swap(Arc::new(snapshot));
+        // A descriptor reload keeps the config, and its checkers with it.
+        if !Arc::ptr_eq(&previous.config, &self.config()) {
+            self.check_backends();
+        }
         // The reload counts as done once health says so too.
         let health = self.report_health(Some(&previous));
         let shared = self.shared.clone();
@@ -305,6 +315,16 @@ impl Gateway {
             });
         });
         Ok(())
+    }
+
+    /// Starts the current config's health checkers, then aborts the previous config's: an
+    /// address both check keeps its verdict (see `EndpointStats::checker`).
+    fn check_backends(&self) {
+        let started = HealthChecks::start(&self.config(), &self.shared.backends, &self.shared.runtime);
+        let mut running = self.shared.health_checks.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = std::mem::replace(&mut *running, started);
+        drop(running);
+        drop(previous);
     }
 
     /// Watches the descriptor paths, reloading on change, if the config asks for it (a config

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod health_check;
 mod rest;
 mod server;
 mod soap;
@@ -18,6 +19,7 @@ mod tls;
 mod traces;
 mod websocket;
 
+pub use health_check::{HealthCheck, HealthCheckFile};
 pub use rest::{CorsFile, PathBodyConflict, RestFile, RestOptions, StreamFormat};
 pub use server::ServerLimits;
 pub use soap::{SoapFile, SoapOptions};
@@ -135,6 +137,11 @@ pub struct ServiceFile {
     /// refused at once with UNAVAILABLE (503) rather than queued. Default: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_calls_in_flight: Option<usize>,
+    /// Active health checks: each backend is asked `grpc.health.v1.Health/Check` every
+    /// `interval`, and one that fails `unhealthy_threshold` checks in a row is given no call until
+    /// it passes `healthy_threshold` in a row. Off unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckFile>,
     /// TLS settings for `https://` backends.
     #[serde(default)]
     pub tls: Option<TlsFile>,
@@ -241,6 +248,8 @@ pub struct ServiceRule {
     pub hash_on: Option<http::HeaderName>,
     /// `max_calls_in_flight`: its permits, shared by every worker.
     pub calls_in_flight: Option<Arc<tokio::sync::Semaphore>>,
+    /// `health_check`: how each backend is checked, if it is.
+    pub health_check: Option<HealthCheck>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub tls_server_name: Option<String>,
 }
@@ -537,6 +546,10 @@ impl ServiceRule {
         let connect_timeout = duration("connect_timeout", &file.connect_timeout)?.unwrap_or(Duration::from_secs(2));
         let default_timeout = duration("timeout", &file.timeout)?;
         let queue_timeout = duration("queue_timeout", &file.queue_timeout)?.unwrap_or(Duration::from_secs(1));
+        let health_check = file
+            .health_check
+            .map(|h| HealthCheck::from_file(h, |key| at(&format!("health_check.{key}"))))
+            .transpose()?;
         let tls_file = file.tls.unwrap_or_default();
         let tls = if backends.iter().any(|b| b.tls) {
             let ca = tls_file.ca_file.map(|p| if p.is_absolute() { p } else { base.join(p) });
@@ -560,6 +573,7 @@ impl ServiceRule {
                 Some(n) => Some(Arc::new(tokio::sync::Semaphore::new(n))),
                 None => None,
             },
+            health_check,
             tls,
             tls_server_name: tls_file.server_name,
         })

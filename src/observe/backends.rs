@@ -8,12 +8,13 @@
 //! per backend address for as long as a config names it, so counts go on across reloads and the
 //! workers' rebuilt pools; an address no config names any more leaves at the next scrape.
 //!
-//! Not here: per-endpoint health checks and ejection (the balancing issue adds those, and their
-//! figures, to [`EndpointStats`]).
+//! Passive outlier detection ([`EndpointStats::answered`]) and the verdict of the active health
+//! checks ([`Health`]) live here too, per address, so that every worker's balancer reads them with
+//! one relaxed load; the checks themselves run in `upstream::health`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -70,6 +71,50 @@ pub struct EndpointStats {
     /// The readiness probe's latest dial: when, and whether it connected. Held across the dial,
     /// so probes arriving meanwhile wait for its answer instead of dialing too.
     probed: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+    /// The active health checks' verdict, a [`Health`]: read by every worker's balancer with one
+    /// relaxed load per endpoint it considers. It is per address, like everything here: two rules
+    /// naming the same address share it, and when both check it, both checkers write it (the
+    /// latest transition wins).
+    health: AtomicU8,
+    /// Health checkers running for the address; the last one to stop leaves it unchecked.
+    checkers: AtomicU32,
+    checks_passed: AtomicU64,
+    checks_failed: AtomicU64,
+}
+
+/// What the active health checks say of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// No rule checks it: the balancer goes by connections and ejection alone.
+    Unchecked = 0,
+    /// Checked, but no check has completed yet: served as if healthy, so a fresh gateway (or a
+    /// new backend) serves at once.
+    Unknown = 1,
+    /// The checks say SERVING.
+    Serving = 2,
+    /// The checks failed: the balancer gives it no call.
+    NotServing = 3,
+}
+
+impl Health {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Health::Unknown,
+            2 => Health::Serving,
+            3 => Health::NotServing,
+            _ => Health::Unchecked,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unchecked => "unchecked",
+            Health::Unknown => "unknown",
+            Health::Serving => "serving",
+            Health::NotServing => "not_serving",
+        }
+    }
 }
 
 /// Calls turned away in a row that eject an endpoint.
@@ -102,6 +147,8 @@ struct Shard {
 struct Events {
     last_connected: Option<SystemTime>,
     last_error: Option<(SystemTime, String)>,
+    /// Why the latest failed health check failed.
+    last_check_error: Option<(SystemTime, String)>,
 }
 
 /// How an endpoint stands.
@@ -169,6 +216,23 @@ impl Backends {
         gauge(out, "dragoman_backend_ejected", help, &|e| i64::from(e.ejected()));
         let help = "Times passive outlier detection ejected the backend.";
         counter(out, "dragoman_backend_ejections_total", help, &|e| e.ejections_total.load(Ordering::Relaxed));
+        let name = "dragoman_backend_healthy";
+        let help = "1 while the backend's health checks pass (or none has completed yet), 0 once they fail.";
+        let checked: Vec<(&str, u8)> = endpoints
+            .iter()
+            .filter_map(|e| match e.health() {
+                Health::Unchecked => None,
+                Health::Unknown | Health::Serving => Some((e.address.as_str(), 1)),
+                Health::NotServing => Some((e.address.as_str(), 0)),
+            })
+            .collect();
+        // Left out while no rule checks any backend.
+        if !checked.is_empty() {
+            family(out, openmetrics, "gauge", name, help);
+            for (address, healthy) in checked {
+                let _ = writeln!(out, "{name}{{backend=\"{address}\"}} {healthy}");
+            }
+        }
         let name = "dragoman_backend_call_duration_seconds";
         let help = "Time from sending a call to the backend until its reply ended.";
         family(out, openmetrics, "histogram", name, help);
@@ -194,6 +258,10 @@ impl EndpointStats {
             rtt: AtomicU64::new(0),
             rtt_at: AtomicU64::new(0),
             probed: tokio::sync::Mutex::new(None),
+            health: AtomicU8::new(Health::Unchecked as u8),
+            checkers: AtomicU32::new(0),
+            checks_passed: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
         }
     }
 
@@ -298,6 +366,44 @@ impl EndpointStats {
         until != 0 && (epoch().elapsed().as_millis() as u64) < until
     }
 
+    /// What the health checks say of it now.
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    /// Whether the health checks have marked it unhealthy: the balancer then gives it no call.
+    /// One relaxed load: it is asked for every endpoint a call considers.
+    pub fn unhealthy(&self) -> bool {
+        self.health.load(Ordering::Relaxed) == Health::NotServing as u8
+    }
+
+    /// A health checker starts for the endpoint; it counts until the guard is dropped. The
+    /// first one makes the endpoint [`Health::Unknown`]; one that starts while another runs (a
+    /// config reload starts the new checkers before it stops the old ones) keeps the verdict.
+    pub fn checker(self: &Arc<Self>) -> Checking {
+        if self.checkers.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.health.store(Health::Unknown as u8, Ordering::Relaxed);
+        }
+        Checking(self.clone())
+    }
+
+    /// A health check's outcome: the error of a failed one is kept for `/admin/backends`.
+    pub fn checked(&self, outcome: &Result<(), String>) {
+        match outcome {
+            Ok(()) => self.checks_passed.fetch_add(1, Ordering::Relaxed),
+            Err(error) => {
+                self.events.lock().unwrap_or_else(PoisonError::into_inner).last_check_error =
+                    Some((SystemTime::now(), error.clone()));
+                self.checks_failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+
+    /// The checks' new verdict (a checker's, see [`Checking`]).
+    pub fn set_health(&self, health: Health) {
+        self.health.store(health as u8, Ordering::Relaxed);
+    }
+
     /// A dial answered.
     pub fn connected(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
@@ -350,6 +456,10 @@ impl EndpointStats {
             None => (None, None),
         };
         let last_connected = events.last_connected.map(time);
+        let (check_error_at, check_error) = match &events.last_check_error {
+            Some((at, error)) => (Some(time(*at)), Some(error.clone())),
+            None => (None, None),
+        };
         drop(events);
         serde_json::json!({
             "address": self.address,
@@ -366,6 +476,11 @@ impl EndpointStats {
             "last_connected": last_connected,
             "last_error": error,
             "last_error_at": error_at,
+            "health": self.health().as_str(),
+            "checks_passed": self.checks_passed.load(Ordering::Relaxed),
+            "checks_failed": self.checks_failed.load(Ordering::Relaxed),
+            "last_check_error": check_error,
+            "last_check_error_at": check_error_at,
         })
     }
 
@@ -384,6 +499,19 @@ impl EndpointStats {
         let reached = matches!(tokio::time::timeout(timeout, dial).await, Ok(Ok(_)));
         *probed = Some((tokio::time::Instant::now(), reached));
         reached
+    }
+}
+
+/// A running health checker of an endpoint, counted until dropped (its task aborted or ended):
+/// the last one leaves the endpoint [`Health::Unchecked`], so that a config that no longer checks
+/// it does not keep an old verdict.
+pub struct Checking(Arc<EndpointStats>);
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        if self.0.checkers.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.health.store(Health::Unchecked as u8, Ordering::Relaxed);
+        }
     }
 }
 
@@ -424,6 +552,29 @@ mod tests {
         assert!(out.contains("dragoman_backend_call_duration_seconds_count{backend=\"http://10.0.0.1:50051\"} 3"));
         drop(endpoint);
         assert!(backends.current().is_empty(), "an endpoint no pool holds is forgotten");
+    }
+
+    #[test]
+    fn health_is_unchecked_unless_a_checker_runs_and_shown_for_checked_endpoints() {
+        let backends = Backends::default();
+        let stats = backends.endpoint("http://b:1");
+        assert_eq!((stats.health(), stats.unhealthy()), (Health::Unchecked, false));
+        let first = stats.checker();
+        assert_eq!(stats.health(), Health::Unknown, "served as healthy until a check completes");
+        stats.set_health(Health::NotServing);
+        assert!(stats.unhealthy());
+        let mut out = String::new();
+        backends.render(&mut out, false);
+        assert!(out.contains("dragoman_backend_healthy{backend=\"http://b:1\"} 0\n"), "{out}");
+        // A reload's checker starts before the old one stops: the verdict stands.
+        let second = stats.checker();
+        drop(first);
+        assert_eq!(stats.health(), Health::NotServing);
+        drop(second);
+        assert_eq!(stats.to_json()["health"], "unchecked", "the last checker gone, nothing checks it");
+        let mut out = String::new();
+        backends.render(&mut out, false);
+        assert!(!out.contains("dragoman_backend_healthy"), "only for checked endpoints: {out}");
     }
 
     #[test]

@@ -91,6 +91,11 @@ impl Endpoint {
         pending * self.stats.rtt_estimate().max(1.0) / f64::from(self.backend.weight)
     }
 
+    /// Whether the active health checks mark it unhealthy ([`EndpointStats::unhealthy`]).
+    pub(super) fn unhealthy(&self) -> bool {
+        self.stats.unhealthy()
+    }
+
     /// Whether outlier detection has ejected it for now ([`EndpointStats::answered`]).
     pub(super) fn ejected(&self) -> bool {
         self.stats.ejected()
@@ -144,12 +149,7 @@ impl Endpoint {
             let sender = match &self.rule.tls {
                 None => handshake(Sniffed::new(tcp, heard.clone(), spoke), self.freed.clone(), &self.stats).await?,
                 Some(config) => {
-                    let name = self.rule.tls_server_name.clone().unwrap_or_else(|| self.backend.host.clone());
-                    let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
-                    let tls = tokio_rustls::TlsConnector::from(config.clone())
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                    let tls = tls(config, &self.rule, &self.backend, tcp).await?;
                     handshake(Sniffed::new(tls, heard.clone(), spoke), self.freed.clone(), &self.stats).await?
                 }
             };
@@ -172,6 +172,22 @@ impl Endpoint {
             stats: self.stats.clone(),
         })
     }
+}
+
+/// A TLS session with `backend` over `tcp`, as `rule` says: its roots (`config`), and the name
+/// its certificate must have (`tls.server_name`, else the backend's host).
+pub(super) async fn tls(
+    config: &Arc<rustls::ClientConfig>,
+    rule: &ServiceRule,
+    backend: &Backend,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let name = rule.tls_server_name.clone().unwrap_or_else(|| backend.host.clone());
+    let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))
 }
 
 /// The back-off after the `failures`-th failure in a row: 500 ms, doubling to 30 s.

@@ -7,6 +7,7 @@
 //! backend: cancellation needs no extra signalling.
 
 mod connection;
+mod health;
 mod pool;
 mod settings;
 
@@ -28,6 +29,7 @@ use crate::config::Config;
 use crate::error::{GatewayError, Origin, Refusal};
 use crate::observe::backends::Backends;
 use connection::Stream;
+pub use health::HealthChecks;
 use pool::{NoStream, Pool};
 
 /// One pool per config rule, in the config's order.
@@ -74,6 +76,16 @@ impl Upstream {
                 tracing::warn!(service = %service(), error = %why, "no backend could be reached");
                 GatewayError::unreachable(format!("{} is unavailable: no backend could be reached", service()))
                     .refused(Refusal::NoBackend)
+            }
+            NoStream::Unhealthy => {
+                tracing::warn!(service = %service(), "every backend is unhealthy by its health checks");
+                // Not for the gateway's own retry: nothing changes until the next checks.
+                GatewayError::new(
+                    Code::Unavailable,
+                    Origin::Gateway,
+                    format!("{} is unavailable: no backend is healthy", service()),
+                )
+                .refused(Refusal::NoHealthyBackend)
             }
             NoStream::Full { limit } => {
                 tracing::warn!(service = %service(), limit, "backends at their stream limit");

@@ -5,6 +5,10 @@
 //! endpoints that can take a call now, without waiting on those that cannot; or by a header's
 //! value (rendezvous hashing: the same value, the same backend while it can serve).
 //!
+//! An endpoint the active health checks mark unhealthy (`services[].health_check`) is never given
+//! a call — the operator asked for it, so no share of the pool is kept serving regardless, as it
+//! is for ejection — and when every endpoint is, the call fails at once: no dial, no queue.
+//!
 //! A call looks for a live connection with a free stream, starting from the next endpoint in
 //! turn; endpoints in back-off are skipped, idle ones start dialing in the background. Only when
 //! none can take it now does the call wait — for the first dial under way to succeed, or for a
@@ -71,6 +75,8 @@ pub(super) enum NoStream {
     Unreachable(String),
     /// Connections are up, but at the backend's stream limit for longer than the call could wait.
     Full { limit: u32 },
+    /// The health checks mark every endpoint unhealthy.
+    Unhealthy,
 }
 
 impl Pool {
@@ -109,15 +115,20 @@ impl Pool {
         &self.rule
     }
 
-    /// Whether ejected endpoints may be passed over: while at most half the pool is ejected (so
-    /// ejections cannot pile the whole load onto the last endpoints standing).
+    /// Whether ejected endpoints may be passed over: while at most half the healthy endpoints
+    /// are ejected (so ejections cannot pile the whole load onto the last endpoints standing).
     fn may_pass_over_ejected(&self) -> bool {
-        let ejected = self.endpoints.iter().filter(|e| e.ejected()).count();
-        ejected > 0 && ejected * 2 <= self.endpoints.len()
+        let (mut healthy, mut ejected) = (0, 0);
+        for endpoint in self.endpoints.iter().filter(|e| !e.unhealthy()) {
+            healthy += 1;
+            ejected += usize::from(endpoint.ejected());
+        }
+        ejected > 0 && ejected * 2 <= healthy
     }
 
-    /// The power of two choices: of two endpoints picked at random, the one with fewer calls in
-    /// flight, if it (or else the other) can take the call now. None: look at them all in turn.
+    /// The power of two choices: of two endpoints drawn at random, the one with the lower load
+    /// (`Endpoint::load`), if it (or else the other) can take the call now. None: look at them all
+    /// in turn.
     fn two_choices(&self, draw: usize, avoid: &[String]) -> Option<(Stream, &Endpoint)> {
         let n = self.endpoints.len();
         if n < 2 || self.rule.balance != Balance::PowerOfTwoChoices {
@@ -135,8 +146,9 @@ impl Pool {
         let (a, b) = (&self.endpoints[a], &self.endpoints[b]);
         let (first, second) = if a.load() <= b.load() { (a, b) } else { (b, a) };
         let skip_ejected = self.may_pass_over_ejected();
-        let passed_over =
-            move |e: &&Arc<Endpoint>| avoid.contains(&e.backend.authority) || (skip_ejected && e.ejected());
+        let passed_over = move |e: &&Arc<Endpoint>| {
+            e.unhealthy() || avoid.contains(&e.backend.authority) || (skip_ejected && e.ejected())
+        };
         let usable = move |e: &&Arc<Endpoint>| !passed_over(e);
         [first, second].into_iter().filter(usable).find_map(|endpoint| match endpoint.status() {
             Status::Ready(connection) => connection.try_stream().map(|stream| (stream, &**endpoint)),
@@ -168,6 +180,7 @@ impl Pool {
             }
         };
         let give_up = Instant::now() + patience;
+        let n = self.endpoints.len();
         let mut skip_ejected = self.may_pass_over_ejected();
         let mut skip_avoided = !avoid.is_empty();
         loop {
@@ -179,8 +192,14 @@ impl Pool {
             let mut failures = Vec::new();
             let mut full = None;
             let mut passed_over = false;
+            let mut unhealthy = 0;
             for &i in &order {
                 let endpoint = &self.endpoints[i];
+                // Never a call for it, whatever else is down: the health checks keep it out.
+                if endpoint.unhealthy() {
+                    unhealthy += 1;
+                    continue;
+                }
                 if (skip_ejected && endpoint.ejected()) || (skip_avoided && avoid.contains(&endpoint.backend.authority))
                 {
                     passed_over = true;
@@ -203,6 +222,9 @@ impl Pool {
                 if affinity.is_some() {
                     break;
                 }
+            }
+            if unhealthy == n {
+                return Err(NoStream::Unhealthy);
             }
             // Nothing can take the call now: the first dial to succeed...
             if !dialing.is_empty() {
@@ -278,5 +300,40 @@ mod tests {
         let weighted = pool("[{address: http://a:1, weight: 3}, http://b:1]");
         let a = (0..4000u64).filter(|k| weighted.rendezvous(fnv1a(&k.to_le_bytes()))[0] == 0).count();
         assert!((2800..3200).contains(&a), "three quarters to the weight-3 backend: {a} of 4000");
+    }
+
+    /// A pool of `n` backends nothing listens on, the first `unhealthy` of them marked unhealthy.
+    fn checked_pool(n: usize, unhealthy: usize) -> (Pool, Backends) {
+        let dead = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
+        let addresses: Vec<String> = (0..n).map(|_| format!("http://127.0.0.1:{}", dead().unwrap_or(1))).collect();
+        let yaml =
+            format!("services:\n  - match: x.Y\n    backends: [{}]\n    connect_timeout: 10s\n", addresses.join(", "));
+        let config = crate::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
+        let backends = Backends::default();
+        let pool = Pool::new(&config.services[0], &backends);
+        for address in &addresses[..unhealthy] {
+            backends.endpoint(address).set_health(crate::observe::backends::Health::NotServing);
+        }
+        (pool, backends)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_every_endpoint_unhealthy_a_call_fails_at_once_without_a_dial() {
+        let (pool, backends) = checked_pool(3, 3);
+        let started = Instant::now();
+        assert!(matches!(pool.stream(Duration::from_secs(10), &[], None).await, Err(NoStream::Unhealthy)));
+        assert_eq!(started.elapsed(), Duration::ZERO, "no wait at all");
+        let dials: u64 = backends.current().iter().map(|e| e.to_json()["connect_failures"].as_u64().unwrap_or(0)).sum();
+        assert_eq!(dials, 0, "nothing was dialed");
+    }
+
+    #[tokio::test]
+    async fn an_unhealthy_endpoint_is_never_tried_even_when_the_others_are_down() {
+        let (pool, _backends) = checked_pool(2, 1);
+        let unhealthy = pool.endpoints[0].backend.to_string();
+        let Err(NoStream::Unreachable(why)) = pool.stream(Duration::from_secs(10), &[], None).await else {
+            panic!("the healthy endpoint is down")
+        };
+        assert!(!why.contains(&unhealthy) && why.contains(&pool.endpoints[1].backend.to_string()), "{why}");
     }
 }
