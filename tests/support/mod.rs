@@ -379,6 +379,68 @@ impl Drop for Running {
     }
 }
 
+/// The `backend` example (examples/backend.rs) built beside this test binary:
+/// `target/<profile>/deps/<test>` → `target/<profile>/examples/backend`. `cargo test --all-targets`
+/// builds it; a bare `cargo test --test …` may not.
+pub fn backend_example() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let path = profile.join("examples").join(format!("backend{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} missing: run `cargo build --example backend`", path.display());
+    path
+}
+
+/// A `backend` example process (a UserService answering GetUser, see examples/backend.rs),
+/// known to be listening: its address is its first line on stdout. Killed on `Drop`.
+pub struct BackendProcess {
+    child: std::process::Child,
+    pub address: SocketAddr,
+}
+
+impl BackendProcess {
+    /// Starts one on `listen` (port 0: a free one) answering as `name` after `delay` (`"0s"`,
+    /// `"50ms"`); a 10 s hang guard turns one that never listens into a failure.
+    pub fn start(listen: &str, name: &str, delay: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(backend_example())
+            .args(["--listen", listen, "--name", name, "--delay", delay])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the backend example starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (first, line) = std::sync::mpsc::channel();
+        // Reads on to the end, so the process never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let _ = first.send(lines.next().and_then(Result::ok));
+            lines.for_each(drop);
+        });
+        let line = match line.recv_timeout(Duration::from_secs(10)) {
+            Ok(Some(line)) => line,
+            other => {
+                let _ = child.kill();
+                panic!("backend {name} on {listen} did not say where it listens: {other:?}")
+            }
+        };
+        let address = line.strip_prefix("listening ").and_then(|a| a.parse().ok());
+        let address = address.unwrap_or_else(|| panic!("not `listening <address>`: {line}"));
+        BackendProcess { child, address }
+    }
+
+    /// SIGKILL: the process dies at once, its connections reset, nothing drained.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL sent");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for BackendProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A loopback port nothing listens on.
 pub fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
