@@ -377,11 +377,13 @@ fn config_example_is_valid() {
     std::fs::write(&config_path, &yaml).expect("write");
     let config = dragoman::config::Config::load(&config_path).expect("the README's config is valid");
     assert!(config.auth.is_some() && config.limits.is_some());
-    assert_eq!(config.services.len(), 3);
+    assert_eq!(config.services.len(), 4);
     // The example says its `server:` values are the defaults.
     assert_eq!(format!("{:?}", config.server), format!("{:?}", dragoman::config::ServerLimits::default()));
     assert_eq!(config.services[1].queue_timeout, std::time::Duration::from_secs(1));
-    assert!(config.services[2].tls.is_some());
+    assert_eq!(config.services[1].backends.iter().map(|b| b.weight).collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(config.services[2].hash_on.as_ref().map(|h| h.as_str()), Some("x-session-id"));
+    assert!(config.services[3].tls.is_some());
     assert_eq!(config.tls.as_ref().map(|t| t.listen.port()), Some(8443));
     assert_eq!(config.traces.otlp_endpoint.as_ref().map(|e| e.to_string()).as_deref(), Some("http://127.0.0.1:4317/"));
     assert_eq!(config.rule_for("shop.products.v1.ProductService").map(|r| r.index), Some(0));

@@ -619,6 +619,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn weights_and_hash_keys_are_checked_at_load() {
+        let parse = |rule: &str| Config::parse(&format!("services:\n  - match: x.Y\n{rule}"), Path::new("."));
+        let config = parse("    backends: [{address: 'http://a:1', weight: 3}, http://b:1]\n").expect("valid");
+        assert_eq!(config.services[0].backends.iter().map(|b| b.weight).collect::<Vec<_>>(), [3, 1]);
+        let error = |rule: &str| parse(rule).expect_err("refused").to_string();
+        assert!(error("    backends: [{address: 'http://a:1', weight: 0}]\n").contains("between 1 and 100"));
+        assert!(error("    backends: [http://a:1]\n    balance: hash\n").contains("needs `hash_on"));
+        assert!(error("    backends: [http://a:1]\n    hash_on: x-k\n").contains("only with `balance: hash`"));
+        let upper = error("    backends: [http://a:1]\n    balance: hash\n    hash_on: X-Key\n");
+        assert!(upper.contains("services[0].hash_on") && upper.contains("lower-case"), "{upper}");
+        assert!(error("    backends: [http://a:1]\n    balance: hash\n    hash_on: x-k-bin\n").contains("-bin"));
+    }
+
+    #[test]
     fn most_specific_rule_wins() {
         let config = Config::parse(
             "services:\n  - match: '*'\n    backends: [http://a:1]\n  - match: shop.*\n    backends: [http://b:1]\n  - match: shop.users.v1.UserService\n    backends: [http://c:1]\n",
