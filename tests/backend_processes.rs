@@ -204,7 +204,10 @@ async fn a_killed_backend_costs_only_its_calls_in_flight_and_serves_again_once_r
     // Then it is skipped: no call fails, b and c take them all, and the gateway does not dial it
     // per call (the back-off: 500 ms doubling, per worker) — a few dials over seconds of calls.
     let down = endpoint(admin, a.address).await;
-    assert_eq!(down["state"], "down", "{down}");
+    // No connection to it: its last dial failed (`down`), or it was not dialed again at all
+    // (`idle`: ejected, or avoided for the failures it cost).
+    assert!(down["state"] == "down" || down["state"] == "idle", "{down}");
+    assert_eq!(down["connections"], 0, "{down}");
     let dials_before = down["connect_failures"].as_u64().expect("connect_failures");
     let skipped = load.window(Duration::from_secs(2)).await;
     let down = endpoint(admin, a.address).await;
@@ -217,14 +220,21 @@ async fn a_killed_backend_costs_only_its_calls_in_flight_and_serves_again_once_r
 
     // Restarted on its port: it is called again once its back-off (or ejection, 5 s) ends.
     let restarted = Instant::now();
-    let a = BackendProcess::start(&a.address.to_string(), "a", "0s");
+    // Kept (not `_`): the process lives until the test ends.
+    let _a_again = BackendProcess::start(&a.address.to_string(), "a", "0s");
     let (after, back) = load.wait_until(restarted, Duration::from_secs(15), |t| t.by("a") > 0).await;
     eprintln!("restarted:           called again after {after:.1?}; {back}");
     assert_eq!(back.errors(), 0, "{back}");
-    let again = load.window(Duration::from_secs(1)).await;
-    eprintln!("1 s later:           {again}; it stands {}", endpoint(admin, a.address).await);
+    // Its share comes back as the balancer's memory of its failures fades (the latency estimate
+    // decays over seconds): a second-long window with a fair share of the calls, within 20 s.
+    let mut again = load.window(Duration::from_secs(1)).await;
+    while again.share("a") <= 0.15 {
+        assert!(restarted.elapsed() < Duration::from_secs(20), "a never got its share back: {again}");
+        assert_eq!(again.errors(), 0, "{again}");
+        again = load.window(Duration::from_secs(1)).await;
+    }
+    eprintln!("its share again:     after {:.1?}: {again}", restarted.elapsed());
     assert_eq!(again.errors(), 0, "{again}");
-    assert!(again.share("a") > 0.15, "a serves its share again: {again}");
 }
 
 /// The slow backend's share of the calls over 3 s with this `balance`, after all three have

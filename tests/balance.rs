@@ -113,7 +113,7 @@ async fn a_backend_that_turns_calls_away_is_ejected_then_readmitted() {
     // One call at a time: five turned away in a row eject the backend; then it gets none. (Round
     // robin, so the refusing backend gets its turns: under p2c its latency estimate decides.)
     let mut refused = 0;
-    for _ in 0..150 {
+    for _ in 0..60 {
         match get(gw.address, "/v1/users/u-1").await.status {
             200 => {}
             503 => refused += 1,
@@ -222,4 +222,73 @@ async fn a_backend_of_weight_three_gets_three_times_the_calls() {
     println!("weight 3: {heavy}, weight 1: {light}");
     assert_eq!(heavy + light, 80);
     assert!((52..=68).contains(&heavy), "about 60 of 80: {heavy}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_hangs_is_given_little_under_p2c() {
+    // One backend answers at once, the other not within any call's deadline (200 ms): each call
+    // given up on teaches the balancer how slow it is, though it never answers.
+    let (hung, hung_calls) = start(Duration::from_secs(30)).await;
+    let (fast, fast_calls) = start(Duration::ZERO).await;
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!("  - match: shop.users.v1.UserService\n    backends: [http://{hung}, http://{fast}]\n"))
+        .config("timeouts:\n  - match: shop.users.v1.UserService\n    default: 200ms\n")
+        .start()
+        .await;
+    let mut timed_out = 0;
+    for _ in 0..60 {
+        match get(gw.address, "/v1/users/u-1").await.status {
+            200 => {}
+            504 => timed_out += 1,
+            other => panic!("status {other}"),
+        }
+    }
+    let (hung, fast) = (hung_calls.load(Ordering::SeqCst), fast_calls.load(Ordering::SeqCst));
+    println!("hung backend: {hung} calls, fast: {fast}");
+    assert_eq!(hung + fast, 60);
+    assert_eq!(timed_out, hung, "only the calls the hung backend got timed out");
+    // At most one per worker's estimate (and a race or two), not the half a coin toss gives.
+    assert!(hung <= 4, "the hung backend is avoided once it cost a deadline: {hung} of 60");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_p2c_the_heavier_backend_takes_more() {
+    let (heavy, heavy_calls) = start(Duration::ZERO).await;
+    let (light, light_calls) = start(Duration::ZERO).await;
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!(
+            "  - match: shop.users.v1.UserService\n    backends: [{{address: 'http://{heavy}', weight: 3}}, http://{light}]\n"
+        ))
+        .start()
+        .await;
+    for _ in 0..40 {
+        assert_eq!(get(gw.address, "/v1/users/u-1").await.status, 200);
+    }
+    let (heavy, light) = (heavy_calls.load(Ordering::SeqCst), light_calls.load(Ordering::SeqCst));
+    println!("p2c, weight 3: {heavy}, weight 1: {light}");
+    // One call at a time: nothing in flight, both under the latency floor — the weight decides.
+    assert!(heavy >= 30, "the weight-3 backend wins the comparisons: {heavy} of 40");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_whose_backend_is_down_go_to_the_next_in_their_order() {
+    let (up, up_calls) = start(Duration::ZERO).await;
+    let down = support::dead_port();
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&format!(
+            "  - match: shop.users.v1.UserService\n    backends: [http://127.0.0.1:{down}, http://{up}]\n    balance: hash\n    hash_on: x-session\n"
+        ))
+        .start()
+        .await;
+    // About half the keys rank the dead backend first: every call is served all the same.
+    for session in 0..20 {
+        let header = format!("s-{session}");
+        let reply =
+            support::http(gw.address, "GET", "/v1/users/u-1", &[("grpc-metadata-x-session", &header)], b"").await;
+        assert_eq!(reply.status, 200, "{header}: {}", reply.text());
+    }
+    assert_eq!(up_calls.load(Ordering::SeqCst), 20);
 }

@@ -179,7 +179,12 @@ async fn a_not_serving_backend_gets_no_calls_until_it_serves_again() {
         start_backend(ServingStatus::Serving).await,
     ];
     let urls: Vec<String> = backends.iter().map(Backend::url).collect();
-    let gw = TestGateway::builder().without_demo_rules().rules(&rule(&urls, (2, 2), "")).start().await;
+    // Round robin: the healthy two share the calls evenly whatever their latencies.
+    let gw = TestGateway::builder()
+        .without_demo_rules()
+        .rules(&rule(&urls, (2, 2), "    balance: round_robin\n"))
+        .start()
+        .await;
     let admin = admin(&gw);
     for url in &urls {
         wait_health(admin, url, "serving").await;

@@ -147,16 +147,24 @@ pub struct ServiceFile {
     pub tls: Option<TlsFile>,
 }
 
+/// The longest a service's timeouts may be.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// A `services[].backends` entry: an address, or an address and its weight.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum BackendFile {
     Address(String),
-    Weighted {
-        address: String,
-        #[serde(default = "default_weight")]
-        weight: u32,
-    },
+    Weighted(WeightedBackendFile),
+}
+
+/// `{address, weight}`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedBackendFile {
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
 }
 
 fn default_weight() -> u32 {
@@ -540,6 +548,10 @@ impl ServiceRule {
                 .map(|v| {
                     humantime::parse_duration(v)
                         .map_err(|e| format!("{}: expected a duration like 500ms or 2s, got {v:?} ({e})", at(key)))
+                        .and_then(|d| {
+                            // Added to the clock per call: a bound keeps that from overflowing.
+                            (d <= MAX_DURATION).then_some(d).ok_or_else(|| format!("{}: at most 366 days", at(key)))
+                        })
                 })
                 .transpose()
         };
@@ -584,7 +596,7 @@ impl Backend {
     fn parse(file: &BackendFile) -> Result<Self, String> {
         let (s, weight) = match file {
             BackendFile::Address(address) => (address, 1),
-            BackendFile::Weighted { address, weight } => (address, *weight),
+            BackendFile::Weighted(WeightedBackendFile { address, weight }) => (address, *weight),
         };
         if !(1..=100).contains(&weight) {
             return Err(format!("a weight is between 1 and 100, got {weight}"));

@@ -64,10 +64,6 @@ pub struct EndpointStats {
     ejections: AtomicU64,
     /// Ejections since start.
     ejections_total: AtomicU64,
-    /// Peak-EWMA of the time the backend takes to answer a call (to its response head), in ns,
-    /// as `f64` bits; and when it was last fed (ns since [`epoch`]).
-    rtt: AtomicU64,
-    rtt_at: AtomicU64,
     /// The readiness probe's latest dial: when, and whether it connected. Held across the dial,
     /// so probes arriving meanwhile wait for its answer instead of dialing too.
     probed: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
@@ -125,7 +121,7 @@ const EJECTION_BASE: Duration = Duration::from_secs(5);
 const EJECTION_MAX: Duration = Duration::from_secs(60);
 
 /// How fast the latency estimate forgets: a sample's weight falls by e every this long.
-const RTT_DECAY_NANOS: f64 = 10e9;
+const RTT_DECAY_NANOS: f64 = 5e9;
 
 /// The process's clock origin for ejection times.
 fn epoch() -> std::time::Instant {
@@ -141,6 +137,11 @@ struct Shard {
     calls: AtomicU64,
     failures: AtomicU64,
     latency: Histogram,
+    /// This worker's peak-EWMA of the time the backend takes to answer a unary call, in ns, as
+    /// `f64` bits; and when it was last fed (ns since [`epoch`]). Per worker, so feeding it
+    /// never bounces a cache line between cores; each worker's calls see the same backend.
+    rtt: AtomicU64,
+    rtt_at: AtomicU64,
 }
 
 #[derive(Default)]
@@ -255,8 +256,6 @@ impl EndpointStats {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
             ejections_total: AtomicU64::new(0),
-            rtt: AtomicU64::new(0),
-            rtt_at: AtomicU64::new(0),
             probed: tokio::sync::Mutex::new(None),
             health: AtomicU8::new(Health::Unchecked as u8),
             checkers: AtomicU32::new(0),
@@ -327,36 +326,36 @@ impl EndpointStats {
         tracing::warn!(backend = %self.address, seconds = lasts.as_secs(), "backend ejected: it turned calls away");
     }
 
-    /// The backend answered a call after `rtt`: feeds the latency estimate. A slower answer than
-    /// the estimate replaces it at once (the peak); faster ones pull it down with weight by the
-    /// time since the last — so a backend turning slow is avoided at its first slow answer, and
-    /// trusted again gradually.
+    /// Feeds this worker's latency estimate with a call that took `rtt` to answer (or to fail, or
+    /// to be given up on). A slower answer than the estimate replaces it at once (the peak);
+    /// faster ones pull it down with weight by the time since the last — so a backend turning
+    /// slow is avoided from its first slow answer, and trusted again gradually (tower's
+    /// `PeakEwma`).
     pub fn answered_after(&self, rtt: Duration) {
+        let shard = self.shard();
         let now = epoch().elapsed().as_nanos() as u64;
         let sample = rtt.as_nanos() as f64;
-        let estimate = self.rtt_estimate_at(now);
-        let next = if sample > estimate {
+        let decayed = Self::rtt_decayed(shard, now);
+        let next = if sample > decayed {
             sample
         } else {
-            let elapsed = now.saturating_sub(self.rtt_at.load(Ordering::Relaxed)) as f64;
-            let keep = (-elapsed / RTT_DECAY_NANOS).exp();
-            estimate * keep + sample * (1.0 - keep)
+            let elapsed = now.saturating_sub(shard.rtt_at.load(Ordering::Relaxed)) as f64;
+            decayed + sample * (1.0 - (-elapsed / RTT_DECAY_NANOS).exp())
         };
-        // Racing workers may lose a sample to each other: an estimate, not a count.
-        self.rtt.store(next.to_bits(), Ordering::Relaxed);
-        self.rtt_at.store(now, Ordering::Relaxed);
+        shard.rtt.store(next.to_bits(), Ordering::Relaxed);
+        shard.rtt_at.store(now, Ordering::Relaxed);
     }
 
-    /// The latency estimate (ns), decayed towards zero since it was last fed, as tower's
-    /// `PeakEwma`: an endpoint the balancer has avoided for its slowness is tried again in time,
-    /// which is how the estimate learns it got better.
+    /// This worker's latency estimate (ns), decayed towards zero since it was last fed: an
+    /// endpoint the balancer avoided for its slowness is tried again in time, which is how the
+    /// estimate learns it got better.
     pub fn rtt_estimate(&self) -> f64 {
-        self.rtt_estimate_at(epoch().elapsed().as_nanos() as u64)
+        Self::rtt_decayed(self.shard(), epoch().elapsed().as_nanos() as u64)
     }
 
-    fn rtt_estimate_at(&self, now: u64) -> f64 {
-        let estimate = f64::from_bits(self.rtt.load(Ordering::Relaxed));
-        let elapsed = now.saturating_sub(self.rtt_at.load(Ordering::Relaxed)) as f64;
+    fn rtt_decayed(shard: &Shard, now: u64) -> f64 {
+        let estimate = f64::from_bits(shard.rtt.load(Ordering::Relaxed));
+        let elapsed = now.saturating_sub(shard.rtt_at.load(Ordering::Relaxed)) as f64;
         estimate * (-elapsed / RTT_DECAY_NANOS).exp()
     }
 
@@ -461,6 +460,10 @@ impl EndpointStats {
             None => (None, None),
         };
         drop(events);
+        // The highest of the workers' estimates.
+        let now = epoch().elapsed().as_nanos() as u64;
+        let highest = self.shards.iter().map(|s| Self::rtt_decayed(s, now)).fold(0.0, f64::max);
+        let latency_estimate_ms = (highest / 1e4).round() / 100.0;
         serde_json::json!({
             "address": self.address,
             "state": self.state().as_str(),
@@ -472,7 +475,7 @@ impl EndpointStats {
             "connect_failures": self.connect_failures.load(Ordering::Relaxed),
             "ejected": self.ejected(),
             "ejections": self.ejections_total.load(Ordering::Relaxed),
-            "latency_estimate_ms": (self.rtt_estimate() / 1e4).round() / 100.0,
+            "latency_estimate_ms": latency_estimate_ms,
             "last_connected": last_connected,
             "last_error": error,
             "last_error_at": error_at,

@@ -36,7 +36,9 @@ pub struct RetriesFile {
     /// Tries in all, the first included. Default 2 (one retry).
     #[serde(default = "default_attempts")]
     pub attempts: u32,
-    /// Retries may add at most this share of the calls (over the last 10 s)...
+    /// Retries may add at most this share of the calls (over the last 10 s)... Below 1 it is
+    /// taken as one in a whole number of calls, rounding the share up (tower's budget): 0.3 allows
+    /// one retry per 3 calls, and anything above 0.5 one per call.
     #[serde(default = "default_ratio")]
     pub budget_ratio: f32,
     /// ...plus this many per second, so a quiet gateway can still retry.

@@ -38,6 +38,13 @@ use crate::observe::backends::EndpointStats;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// The least latency estimate the balancer compares, in ns: 1 ms.
+const RTT_FLOOR: f64 = 1e6;
+
+/// The latency an answer that failed the call counts for, at least, in the estimate: a backend
+/// failing fast must not look fast.
+const FAILURE_PENALTY: Duration = Duration::from_millis(25);
+
 /// The outcome of a dial, as those waiting for it see it.
 type Dialed = Option<Result<Arc<Connection>, String>>;
 
@@ -84,11 +91,12 @@ impl Endpoint {
     }
 
     /// The load the balancer compares, as tower's peak-EWMA: the backend's latency estimate
-    /// times its calls in flight (from every worker) plus one, per unit of weight. Endpoints not
-    /// heard from yet cost least, so a new one is tried; between two of them, fewer calls win.
+    /// (at least [`RTT_FLOOR`]) times its calls in flight (from every worker) plus one, per unit
+    /// of weight. Below the floor — a fast backend, a new one, one not called for a while — calls
+    /// in flight decide.
     pub(super) fn load(&self) -> f64 {
         let pending = self.stats.in_flight().max(0) as f64 + 1.0;
-        pending * self.stats.rtt_estimate().max(1.0) / f64::from(self.backend.weight)
+        pending * self.stats.rtt_estimate().max(RTT_FLOOR) / f64::from(self.backend.weight)
     }
 
     /// Whether the active health checks mark it unhealthy ([`EndpointStats::unhealthy`]).
@@ -273,7 +281,7 @@ impl Connection {
             self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1));
         opened.is_ok().then(|| {
             self.stats.call_started();
-            Stream { connection: self.clone(), started: Instant::now() }
+            Stream { connection: self.clone(), started: Instant::now(), timed: false, heard: false }
         })
     }
 
@@ -287,6 +295,22 @@ impl Connection {
 pub(super) struct Stream {
     connection: Arc<Connection>,
     started: Instant,
+    /// Its answer feeds the latency estimate: a unary call's (a stream's first answer may wait
+    /// on the client's messages or the backend's first one).
+    timed: bool,
+    /// The backend answered, or the call failed: the estimate was fed.
+    heard: bool,
+}
+
+/// How the backend answered a call, as the balancer and outlier detection see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// A reply (or the service's own error: NOT_FOUND, INVALID_ARGUMENT...).
+    Served,
+    /// A server-side failure (INTERNAL, UNKNOWN, DATA_LOSS): counted slow, not ejected for.
+    Failed,
+    /// UNAVAILABLE with nothing but a status: counted slow, and towards ejection.
+    TurnedAway,
 }
 
 impl Stream {
@@ -294,25 +318,42 @@ impl Stream {
         self.connection.sender.clone()
     }
 
-    /// The call on it failed at the transport (counted for the endpoint).
-    pub(super) fn failed(&self) {
-        self.connection.stats.call_failed();
+    /// Its answer feeds the balancer's latency estimate (see [`Stream::timed`]).
+    pub(super) fn timed(&mut self) {
+        self.timed = true;
     }
 
-    /// The backend answered the call (its response head came): turned away (UNAVAILABLE) or not,
-    /// for outlier detection; and how long it took, for the balancer's latency estimate.
-    pub(super) fn answered(&self, ok: bool) {
-        self.connection.stats.answered(ok);
-        self.connection.stats.answered_after(self.started.elapsed());
+    /// The call on it failed at the transport (counted for the endpoint).
+    pub(super) fn failed(&mut self) {
+        self.connection.stats.call_failed();
+        self.feed(true);
+    }
+
+    /// The backend answered the call (its response head came).
+    pub(super) fn answered(&mut self, answer: Answer) {
+        self.connection.stats.answered(answer != Answer::TurnedAway);
+        self.feed(answer != Answer::Served);
+    }
+
+    fn feed(&mut self, failed: bool) {
+        if self.timed && !self.heard {
+            let elapsed = self.started.elapsed();
+            self.connection.stats.answered_after(if failed { elapsed.max(FAILURE_PENALTY) } else { elapsed });
+        }
+        self.heard = true;
     }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        // Given up on before any answer (deadline, client gone): at least that long — so a
+        // backend that hangs is not taken for a fast one.
+        self.feed(false);
         self.connection.stats.call_ended(self.started.elapsed());
         self.connection.in_flight.fetch_sub(1, Ordering::Relaxed);
-        // One stream freed: one waiter (a waiter that gives up passes the wake-up on).
-        self.connection.freed.notify_one();
+        // A stream freed: every waiter looks again (one woken alone might pass this endpoint
+        // over — ejected, another key's — while another waiter could use it).
+        self.connection.freed.notify_waiters();
     }
 }
 

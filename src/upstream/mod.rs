@@ -28,7 +28,7 @@ use crate::catalog::MethodRoute;
 use crate::config::Config;
 use crate::error::{GatewayError, Origin, Refusal};
 use crate::observe::backends::Backends;
-use connection::Stream;
+use connection::{Answer, Stream};
 pub use health::HealthChecks;
 use pool::{NoStream, Pool};
 
@@ -71,39 +71,44 @@ impl Upstream {
         let avoid = tried.as_ref().map(crate::call::TriedBackends::list).unwrap_or_default();
         let affinity =
             rule.hash_on.as_ref().and_then(|name| call.metadata.get(name)).map(|v| pool::fnv1a(v.as_bytes()));
-        let (stream, endpoint) = pool.stream(patience, &avoid, affinity).await.map_err(|refusal| match refusal {
-            NoStream::Unreachable(why) => {
-                tracing::warn!(service = %service(), error = %why, "no backend could be reached");
-                GatewayError::unreachable(format!("{} is unavailable: no backend could be reached", service()))
-                    .refused(Refusal::NoBackend)
-            }
-            NoStream::Unhealthy => {
-                tracing::warn!(service = %service(), "every backend is unhealthy by its health checks");
-                // Not for the gateway's own retry: nothing changes until the next checks.
-                GatewayError::new(
-                    Code::Unavailable,
-                    Origin::Gateway,
-                    format!("{} is unavailable: no backend is healthy", service()),
-                )
-                .refused(Refusal::NoHealthyBackend)
-            }
-            NoStream::Full { limit } => {
-                tracing::warn!(service = %service(), limit, "backends at their stream limit");
-                // Not for the gateway's own retry: the call already waited its queue_timeout, and
-                // a retry would only add load where there is too much.
-                GatewayError::new(
-                    Code::Unavailable,
-                    Origin::Upstream,
-                    format!(
-                        "{} is unavailable: its backends are at their limit of {limit} concurrent calls",
-                        service()
-                    ),
-                )
-                .refused(Refusal::BackendsBusy)
-            }
-        })?;
+        let (mut stream, endpoint) =
+            pool.stream(patience, &avoid, affinity).await.map_err(|refusal| match refusal {
+                NoStream::Unreachable(why) => {
+                    tracing::warn!(service = %service(), error = %why, "no backend could be reached");
+                    GatewayError::unreachable(format!("{} is unavailable: no backend could be reached", service()))
+                        .refused(Refusal::NoBackend)
+                }
+                NoStream::Unhealthy => {
+                    tracing::warn!(service = %service(), "every backend is unhealthy by its health checks");
+                    // Not for the gateway's own retry: nothing changes until the next checks.
+                    GatewayError::new(
+                        Code::Unavailable,
+                        Origin::Gateway,
+                        format!("{} is unavailable: no backend is healthy", service()),
+                    )
+                    .refused(Refusal::NoHealthyBackend)
+                }
+                NoStream::Full { limit } => {
+                    tracing::warn!(service = %service(), limit, "backends at their stream limit");
+                    // Not for the gateway's own retry: the call already waited its queue_timeout, and
+                    // a retry would only add load where there is too much.
+                    GatewayError::new(
+                        Code::Unavailable,
+                        Origin::Upstream,
+                        format!(
+                            "{} is unavailable: its backends are at their limit of {limit} concurrent calls",
+                            service()
+                        ),
+                    )
+                    .refused(Refusal::BackendsBusy)
+                }
+            })?;
         if let Some(tried) = &tried {
             tried.add(&endpoint.backend.authority);
+        }
+        let descriptor = &call.method.descriptor;
+        if !descriptor.is_client_streaming() && !descriptor.is_server_streaming() {
+            stream.timed();
         }
         let mut sender = stream.sender();
 
@@ -177,7 +182,7 @@ fn grpc_timeout(deadline: Instant) -> Result<HeaderValue, GatewayError> {
 fn reply(
     response: http::Response<hyper::body::Incoming>,
     method: Arc<MethodRoute>,
-    stream: Stream,
+    mut stream: Stream,
 ) -> Result<Reply, GatewayError> {
     let service = || method.descriptor.parent_service().full_name().to_owned();
     let (parts, body) = response.into_parts();
@@ -200,10 +205,15 @@ fn reply(
     }
     // The backend's framing is not the client's (the gateway may end a reply early, so a
     // Content-Length passed on would be a lie): Reply::from_grpc leaves it behind.
-    // Outlier detection hears the answer: UNAVAILABLE with nothing but a status turns the call
-    // away; anything else (a status in the trailers included) is the backend answering.
-    let turned_away = parts.headers.get(&crate::call::GRPC_STATUS).is_some_and(|s| s.as_bytes() == b"14");
-    stream.answered(!turned_away);
+    // The balancer and outlier detection hear the answer: UNAVAILABLE with nothing but a status
+    // turns the call away; INTERNAL, UNKNOWN or DATA_LOSS so fail it; anything else (a status in
+    // the trailers included) is the backend answering.
+    let answer = match parts.headers.get(&crate::call::GRPC_STATUS).map(|s| s.as_bytes()) {
+        Some(b"14") => Answer::TurnedAway,
+        Some(b"2" | b"13" | b"15") => Answer::Failed,
+        _ => Answer::Served,
+    };
+    stream.answered(answer);
     let body = ReplyStream { inner: body, method, stream }.boxed_unsync();
     Ok(Reply::from_grpc(parts.headers, body))
 }

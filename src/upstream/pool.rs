@@ -131,17 +131,16 @@ impl Pool {
     /// in turn.
     fn two_choices(&self, draw: usize, avoid: &[String]) -> Option<(Stream, &Endpoint)> {
         let n = self.endpoints.len();
-        if n < 2 || self.rule.balance != Balance::PowerOfTwoChoices {
+        // Calls without a key in `balance: hash` are balanced as p2c too.
+        if n < 2 || self.rule.balance == Balance::RoundRobin {
             return None;
         }
-        // Two draws from the weighted turns; the second, if it drew the first again, takes the
-        // endpoint after it.
+        // Two distinct endpoints, uniformly: the weight counts in the load compared.
         let random = mix(draw);
-        let turns = self.turns.len() as u64;
-        let a = self.turns[(random % turns) as usize];
-        let mut b = self.turns[((random >> 32) % turns) as usize];
-        if b == a {
-            b = (a + 1) % n;
+        let a = (random % n as u64) as usize;
+        let mut b = ((random >> 32) % (n as u64 - 1)) as usize;
+        if b >= a {
+            b += 1;
         }
         let (a, b) = (&self.endpoints[a], &self.endpoints[b]);
         let (first, second) = if a.load() <= b.load() { (a, b) } else { (b, a) };
@@ -161,7 +160,8 @@ impl Pool {
     /// The backends in `avoid` (`host:port`, a retried call's earlier attempts) are passed over
     /// like ejected ones: while another endpoint can take the call.
     /// With `affinity` (a `balance: hash` call's hashed key), the endpoints are looked at in the
-    /// key's rendezvous order and the first that can serve is the one waited for.
+    /// key's rendezvous order: the first that has a free stream takes it, and a dial under way
+    /// is waited for before any endpoint after it.
     pub(super) async fn stream(
         &self,
         patience: Duration,
@@ -169,18 +169,16 @@ impl Pool {
         affinity: Option<u64>,
     ) -> Result<(Stream, &Endpoint), NoStream> {
         let draw = self.next.fetch_add(1, Ordering::Relaxed);
-        let order: Vec<usize> = match affinity {
-            Some(key) => self.rendezvous(key),
-            None => {
-                if let Some(found) = self.two_choices(draw, avoid) {
-                    return Ok(found);
-                }
-                let start = self.turns[draw % self.turns.len()];
-                (0..self.endpoints.len()).map(|i| (start + i) % self.endpoints.len()).collect()
+        // The order to look in: a keyed call's rendezvous order, else in turn from the next turn.
+        let ranked = affinity.map(|key| self.rendezvous(key));
+        if ranked.is_none() {
+            if let Some(found) = self.two_choices(draw, avoid) {
+                return Ok(found);
             }
-        };
-        let give_up = Instant::now() + patience;
+        }
+        let start = self.turns[draw % self.turns.len()];
         let n = self.endpoints.len();
+        let give_up = Instant::now() + patience;
         let mut skip_ejected = self.may_pass_over_ejected();
         let mut skip_avoided = !avoid.is_empty();
         loop {
@@ -193,8 +191,8 @@ impl Pool {
             let mut full = None;
             let mut passed_over = false;
             let mut unhealthy = 0;
-            for &i in &order {
-                let endpoint = &self.endpoints[i];
+            for k in 0..n {
+                let endpoint = &self.endpoints[ranked.as_ref().map_or((start + k) % n, |ranked| ranked[k])];
                 // Never a call for it, whatever else is down: the health checks keep it out.
                 if endpoint.unhealthy() {
                     unhealthy += 1;
@@ -212,15 +210,13 @@ impl Pool {
                     },
                     Status::Dialing(receiver) => {
                         dialing.push(dialed(receiver).map(move |r| r.map(|c| (c, endpoint))).boxed());
+                        // A keyed call waits for its endpoint's dial rather than going elsewhere
+                        // (the next in its order takes it only while this one is backing off or full).
+                        if ranked.is_some() {
+                            break;
+                        }
                     }
-                    Status::BackingOff(error) => {
-                        failures.push(format!("{}: {error}", endpoint.backend));
-                        continue;
-                    }
-                }
-                // A keyed call stays with the first endpoint that can serve it, waiting if it must.
-                if affinity.is_some() {
-                    break;
+                    Status::BackingOff(error) => failures.push(format!("{}: {error}", endpoint.backend)),
                 }
             }
             if unhealthy == n {
