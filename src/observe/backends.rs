@@ -149,6 +149,8 @@ struct Events {
     last_error: Option<(SystemTime, String)>,
     /// Why the latest failed health check failed.
     last_check_error: Option<(SystemTime, String)>,
+    /// The backend (`http://name:port`) whose DNS name resolved to this address, if one did.
+    name: Option<String>,
 }
 
 /// How an endpoint stands.
@@ -404,6 +406,19 @@ impl EndpointStats {
         self.health.store(health as u8, Ordering::Relaxed);
     }
 
+    /// The address is one that `name` (a backend as configured, `http://name:port`) resolved to.
+    pub fn resolved_from(&self, name: &str) {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if events.name.as_deref() != Some(name) {
+            events.name = Some(name.to_owned());
+        }
+    }
+
+    /// The backend whose DNS name resolved to this address, if one did.
+    pub fn name(&self) -> Option<String> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).name.clone()
+    }
+
     /// A dial answered.
     pub fn connected(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
@@ -460,9 +475,11 @@ impl EndpointStats {
             Some((at, error)) => (Some(time(*at)), Some(error.clone())),
             None => (None, None),
         };
+        let name = events.name.clone();
         drop(events);
         serde_json::json!({
             "address": self.address,
+            "name": name,
             "state": self.state().as_str(),
             "connections": self.connections.load(Ordering::Relaxed),
             "calls_in_flight": self.in_flight(),
