@@ -404,6 +404,39 @@ async fn when_the_name_stops_resolving_the_last_addresses_keep_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_starts_from_the_addresses_the_name_had() {
+    let dns = Dns::start(Answer::Addresses(vec![loopback(1)])).await;
+    let (port, instances, _health) = start_instances().await;
+    let name = format!("http://backends.test:{port}");
+    let gw = gateway(&dns, &name, "").await;
+    let admin = admin(&gw);
+    wait_listed(admin, &name, &[url(1, port)]).await;
+    // The name no longer resolves: the reloaded config's pools have only the old answer to go by
+    // (the system's resolver does not know the name either).
+    dns.set(Answer::ServFail);
+    dns.wait_asked(2).await;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("gateway.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ndescriptors: [{}]\nservices:\n  - match: shop.users.v1.UserService\n    backends: [{name}]\n    resolve_interval: 200ms\n    timeout: 30s\ndns:\n  nameservers: [\"{}\"]\n",
+        gw.descriptors.display(),
+        dns.address
+    );
+    std::fs::write(&path, yaml).expect("write");
+    let gateway = gw.gateway.clone();
+    let reloaded = tokio::task::spawn_blocking(move || gateway.reload_config(&path, false)).await.expect("join");
+    assert_eq!(reloaded, Ok(true));
+    assert_eq!(gw.gateway.config().services[0].default_timeout, Some(Duration::from_secs(30)), "the new config serves");
+    let mut client = UserServiceClient::new(gw.channel().await);
+    for _ in 0..10 {
+        let user = client.get_user(GetUserRequest { id: "u-1".into() }).await.expect("served by the old answer");
+        assert_eq!(user.into_inner().display_name, "127.0.0.1");
+    }
+    assert!(instances[0].calls() >= 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_address_is_health_checked_and_an_unhealthy_one_gets_no_calls() {
     let dns = Dns::start(Answer::Addresses(vec![loopback(1), loopback(2)])).await;
     let (port, instances, health) = start_instances().await;

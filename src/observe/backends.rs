@@ -5,8 +5,9 @@
 //! The upstream records as it works: per call, on a shard of the endpoint's counters that only
 //! its worker writes (cache-line aligned, so two workers never contend for a line); per dial and
 //! per connection, on shared counters. The registry ([`Backends`]) keeps one [`EndpointStats`]
-//! per backend address for as long as a config names it, so counts go on across reloads and the
-//! workers' rebuilt pools; an address no config names any more leaves at the next scrape.
+//! per backend address for as long as a config names it (or a backend's DNS name resolves to it:
+//! then it knows that backend as its `name`), so counts go on across reloads and the workers'
+//! rebuilt pools; an address nothing holds any more leaves at the next scrape.
 //!
 //! Passive outlier detection ([`EndpointStats::answered`]) and the verdict of the active health
 //! checks ([`Health`]) live here too, per address, so that every worker's balancer reads them with

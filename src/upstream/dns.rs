@@ -132,6 +132,9 @@ impl Resolvers {
     /// health-checked from now on.
     pub fn start(config: &Config, backends: &Arc<Backends>, runtime: &tokio::runtime::Handle) -> Self {
         let mut tasks = JoinSet::new();
+        // A config reload may come from the file watcher's thread: the resolver is made, and
+        // spawns its sockets' tasks, in the gateway's runtime.
+        let _runtime = runtime.enter();
         let named = config.services.iter().filter_map(|rule| Some((rule, rule.resolved.as_ref()?)));
         let mut lookup = None;
         for (rule, resolved) in named {

@@ -5,6 +5,12 @@
 //! endpoints that can take a call now, without waiting on those that cannot; or by a header's
 //! value (rendezvous hashing: the same value, the same backend while it can serve).
 //!
+//! A backend named by DNS is one endpoint per address its name resolved to (`dns`): when the
+//! addresses change, the next call builds the endpoint list anew — keeping the endpoints, and
+//! their connections, whose address stays — and the turns and rendezvous order follow it. A call
+//! pays for that check a pointer load and one atomic load; nothing is locked or allocated while
+//! nothing changed.
+//!
 //! An endpoint the active health checks mark unhealthy (`services[].health_check`) is never given
 //! a call — the operator asked for it, so no share of the pool is kept serving regardless, as it
 //! is for ejection — and when every endpoint is, the call fails at once: no dial, no queue.
@@ -262,6 +268,7 @@ impl Pool {
         let give_up = Instant::now() + patience;
         let mut skip_ejected = endpoints.may_pass_over_ejected();
         let mut skip_avoided = !avoid.is_empty();
+        let mut first = true;
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
@@ -269,10 +276,12 @@ impl Pool {
             freed.as_mut().enable();
             // The endpoints changed while the call waited (a name's addresses did): it looks at
             // the new ones.
-            let latest = self.endpoints();
-            if !Arc::ptr_eq(&latest, &endpoints) {
-                endpoints = latest;
-                order = endpoints.order(draw, affinity);
+            if !std::mem::take(&mut first) {
+                let latest = self.endpoints();
+                if !Arc::ptr_eq(&latest, &endpoints) {
+                    endpoints = latest;
+                    order = endpoints.order(draw, affinity);
+                }
             }
             let n = endpoints.list.len();
             let mut dialing = Vec::new();
