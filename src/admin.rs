@@ -16,7 +16,8 @@
 //! - `GET /admin/backends`: each backend endpoint: its state (up, down, idle), connections, calls
 //!   in flight, calls, failures, dials and failed dials, the last error and when, its health by
 //!   the health checks (`unchecked`, `unknown`, `serving`, `not_serving`) with checks passed and
-//!   failed and the last failed check's reason, the services it serves.
+//!   failed and the last failed check's reason, the services it serves; an address a backend's
+//!   DNS name resolved to, with that backend as its `name`.
 
 use std::future::Future;
 
@@ -65,10 +66,16 @@ async fn ready(State(gateway): State<Gateway>) -> (StatusCode, String) {
     let registry = gateway.backends();
     let probes = rules.map(|rule| {
         let timeout = rule.connect_timeout.min(std::time::Duration::from_secs(1));
-        let dials = rule.backends.iter().map(move |backend| {
-            let stats = registry.endpoint(&backend.to_string());
-            async move { stats.reachable(&backend.authority, timeout).await }
+        // A backend named by DNS is in reach when one of the addresses it resolved to is; before
+        // its first answer, when its name can be dialed.
+        let targets = rule.backends.iter().enumerate().flat_map(move |(i, backend)| {
+            let resolved = rule.resolved.as_ref().filter(|_| backend.resolves).and_then(|r| r.addresses(i));
+            match resolved {
+                Some(addresses) => addresses.iter().map(|a| (a.stats.clone(), a.socket.to_string())).collect(),
+                None => vec![(registry.endpoint(&backend.to_string()), backend.authority.clone())],
+            }
         });
+        let dials = targets.map(move |(stats, authority)| async move { stats.reachable(&authority, timeout).await });
         async move { (rule.index, futures_util::future::join_all(dials).await.contains(&true)) }
     });
     let unreachable: Vec<usize> = futures_util::future::join_all(probes)
@@ -98,12 +105,18 @@ async fn backends(State(gateway): State<Gateway>) -> axum::Json<Value> {
         .iter()
         .map(|endpoint| {
             let mut shown = endpoint.to_json();
+            let name = endpoint.name();
             let services: Vec<&str> = snapshot
                 .catalog
                 .services()
                 .iter()
                 .filter(|s| {
-                    s.rule.as_ref().is_some_and(|r| r.backends.iter().any(|b| b.to_string() == endpoint.address))
+                    // Its address, or the name it was resolved from.
+                    let named = |b: &crate::config::Backend| {
+                        let b = b.to_string();
+                        b == endpoint.address || name.as_ref() == Some(&b)
+                    };
+                    s.rule.as_ref().is_some_and(|r| r.backends.iter().any(named))
                 })
                 .map(|s| s.descriptor.full_name())
                 .collect();

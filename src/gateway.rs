@@ -6,8 +6,9 @@
 //! snapshot serving and reports why. A snapshot holds its config too: reloading the config file
 //! builds a whole new snapshot off to the side (the catalog binds services to the config's rules),
 //! and each server worker rebuilds its frontends and backend pools when it sees a new config.
-//! The backends' health checkers, shared by every worker, run on the gateway's runtime: started
-//! with each config that becomes current, aborted when it is replaced.
+//! The backends' health checkers and the resolvers of backends named by DNS, shared by every
+//! worker, run on the gateway's runtime: started with each config that becomes current, aborted
+//! when it is replaced (a descriptor reload keeps them).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::frontends::soap::{self, SoapFrontend};
 use crate::frontends::websocket::WebSocketFrontend;
 use crate::observe::trace::Tracer;
 use crate::stack;
-use crate::upstream::{HealthChecks, Upstream};
+use crate::upstream::{HealthChecks, Resolvers, Upstream};
 use crate::watch::Watcher;
 
 /// One config, its catalog and everything derived from them, read by requests as a unit.
@@ -109,17 +110,28 @@ struct Shared {
     /// Every method's counters, kept across reloads.
     metrics: Arc<crate::observe::metrics::Metrics>,
     /// Every backend endpoint's figures, kept across reloads.
-    backends: crate::observe::backends::Backends,
+    backends: Arc<crate::observe::backends::Backends>,
     /// Held while a snapshot is built and swapped in: a descriptor reload and a config reload at
     /// once must not swap in a snapshot of the config the other replaced.
     reloading: std::sync::Mutex<()>,
     /// The descriptor watch and the config file's, replaced when a reload moves them.
     watches: std::sync::Mutex<Watches>,
-    /// The current config's health checkers; replacing them aborts the old ones.
-    health_checks: std::sync::Mutex<HealthChecks>,
+    /// The current config's health checkers and resolvers; replacing them aborts the old ones.
+    following: std::sync::Mutex<Following>,
     /// Starts every call's span (off unless `traces.otlp_endpoint` is set); one exporter for
     /// every worker's stack, set up at start (`traces:` changes on restart).
     tracer: Tracer,
+}
+
+/// The background tasks that follow one config's backends: held only to be dropped (aborted)
+/// when the next config's start.
+#[derive(Default)]
+#[expect(dead_code, reason = "held for their Drop")]
+struct Following {
+    /// The checkers of backends that are IP addresses (a named backend's addresses are checked by
+    /// its resolver's checkers).
+    health_checks: HealthChecks,
+    resolvers: Resolvers,
 }
 
 #[derive(Default)]
@@ -149,7 +161,7 @@ impl Gateway {
                 backends: Default::default(),
                 reloading: Default::default(),
                 watches: Default::default(),
-                health_checks: Default::default(),
+                following: Default::default(),
                 tracer,
             }),
         };
@@ -299,6 +311,11 @@ impl Gateway {
     fn swap_in(&self, config: Arc<Config>) -> Result<(), CatalogError> {
         let snapshot = Snapshot::load(config, &self.shared.metrics)?;
         snapshot.log_warnings();
+        let current = self.config();
+        if !Arc::ptr_eq(&snapshot.config, &current) {
+            // The new config's pools start from the addresses the old one's names resolved to.
+            crate::upstream::carry_over(&snapshot.config, &current);
+        }
         let previous = self.shared.snapshot.swap(Arc::new(snapshot));
         // A descriptor reload keeps the config, and its checkers with it.
         if !Arc::ptr_eq(&previous.config, &self.config()) {
@@ -317,11 +334,16 @@ impl Gateway {
         Ok(())
     }
 
-    /// Starts the current config's health checkers, then aborts the previous config's: an
-    /// address both check keeps its verdict (see `EndpointStats::checker`).
+    /// Starts the current config's resolvers and health checkers, then aborts the previous
+    /// config's: an address both check keeps its verdict (see `EndpointStats::checker`).
     fn check_backends(&self) {
-        let started = HealthChecks::start(&self.config(), &self.shared.backends, &self.shared.runtime);
-        let mut running = self.shared.health_checks.lock().unwrap_or_else(|e| e.into_inner());
+        let config = self.config();
+        let (backends, runtime) = (&self.shared.backends, &self.shared.runtime);
+        let started = Following {
+            resolvers: Resolvers::start(&config, backends, runtime),
+            health_checks: HealthChecks::start(&config, backends, runtime),
+        };
+        let mut running = self.shared.following.lock().unwrap_or_else(|e| e.into_inner());
         let previous = std::mem::replace(&mut *running, started);
         drop(running);
         drop(previous);

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod dns;
 mod health_check;
 mod rest;
 mod server;
@@ -19,6 +20,7 @@ mod tls;
 mod traces;
 mod websocket;
 
+pub use dns::{Dns, DnsFile};
 pub use health_check::{HealthCheck, HealthCheckFile};
 pub use rest::{CorsFile, PathBodyConflict, RestFile, RestOptions, StreamFormat};
 pub use server::ServerLimits;
@@ -85,6 +87,9 @@ pub struct FileConfig {
     /// Rate limits, in process or shared by every replica through Redis. Off unless given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<crate::policy::limit::LimitsFile>,
+    /// The nameservers asked for backends named by DNS; default: the system's (`/etc/resolv.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsFile>,
     /// Which backends serve which services. The most specific `match` wins: an exact service name
     /// before a pattern, a longer pattern before a shorter one.
     #[serde(default)]
@@ -111,8 +116,14 @@ pub struct ServiceFile {
     pub pattern: String,
     /// Backend addresses: `http://host:port` for cleartext HTTP/2 (h2c), `https://host:port` for
     /// TLS; or `{address: ..., weight: N}` to give one N times the share of another (1 to 100,
-    /// default 1).
+    /// default 1). A host that is a DNS name (not an IP, nor `localhost`) stands for every address
+    /// it resolves to, each an endpoint with the backend's weight, re-resolved every
+    /// `resolve_interval`.
     pub backends: Vec<BackendFile>,
+    /// How often the backends named by DNS are resolved again, e.g. `5s`; from 100ms to 1h.
+    /// Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_interval: Option<String>,
     /// How long to wait for a TCP (and TLS) connection to a backend, e.g. `500ms`, `2s`.
     #[serde(default)]
     pub connect_timeout: Option<String>,
@@ -235,6 +246,8 @@ pub struct Config {
     pub retries: Option<Arc<crate::policy::retry::Retries>>,
     /// Deadlines per method (`timeouts:`).
     pub timeouts: Arc<[crate::policy::deadline::TimeoutFile]>,
+    /// The nameservers for backends named by DNS (`dns:`).
+    pub dns: Dns,
     /// The file as read, every default filled in: what a reload compares with, and keeps the
     /// restart-only settings of. `/admin/config` shows it redacted ([`Config::effective`]).
     pub written: Arc<serde_json::Value>,
@@ -247,6 +260,11 @@ pub struct ServiceRule {
     pub index: usize,
     pub pattern: ServicePattern,
     pub backends: Vec<Backend>,
+    /// How often the backends named by DNS are resolved again.
+    pub resolve_interval: Duration,
+    /// What the backends named by DNS resolve to now, shared by every worker's pool of the rule
+    /// (written by `upstream::dns`); None when every backend is an IP address.
+    pub resolved: Option<Arc<crate::upstream::Resolved>>,
     pub connect_timeout: Duration,
     pub default_timeout: Option<Duration>,
     pub queue_timeout: Duration,
@@ -309,13 +327,26 @@ impl std::fmt::Display for ServicePattern {
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub tls: bool,
-    /// Parsed once: every request to this backend carries it.
+    /// Parsed once: every request to this backend carries it (the configured `host:port`, also
+    /// for each address a name resolves to).
     pub uri_authority: http::uri::Authority,
     /// `host:port`, what the TCP connection dials.
     pub authority: String,
+    /// The configured host: what a TLS backend's certificate is verified against.
     pub host: String,
     /// Its share relative to the rule's other backends (1 to 100).
     pub weight: u32,
+    /// The host is a DNS name the gateway resolves on a schedule, each address an endpoint: not
+    /// an IP address, nor `localhost` (always this machine, RFC 6761, 6.3; dialed as it is).
+    pub resolves: bool,
+}
+
+impl Backend {
+    /// The endpoint at `address`, one of those its name resolves to: dialed there, everything
+    /// else (`:authority`, the TLS name, the weight) as configured.
+    pub fn at(&self, address: std::net::SocketAddr) -> Backend {
+        Backend { authority: address.to_string(), resolves: false, ..self.clone() }
+    }
 }
 
 impl std::fmt::Display for Backend {
@@ -500,6 +531,7 @@ impl Config {
             limits,
             retries,
             timeouts: file.timeouts.into(),
+            dns: file.dns.as_ref().map(Dns::from_file).transpose()?.unwrap_or_default(),
             written,
         })
     }
@@ -558,6 +590,12 @@ impl ServiceRule {
         let connect_timeout = duration("connect_timeout", &file.connect_timeout)?.unwrap_or(Duration::from_secs(2));
         let default_timeout = duration("timeout", &file.timeout)?;
         let queue_timeout = duration("queue_timeout", &file.queue_timeout)?.unwrap_or(Duration::from_secs(1));
+        let resolve_interval = duration("resolve_interval", &file.resolve_interval)?.unwrap_or(Duration::from_secs(30));
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&resolve_interval) {
+            return Err(format!("{}: must be between 100ms and 1h", at("resolve_interval")));
+        }
+        let resolved =
+            backends.iter().any(|b| b.resolves).then(|| Arc::new(crate::upstream::Resolved::new(backends.len())));
         let health_check = file
             .health_check
             .map(|h| HealthCheck::from_file(h, |key| at(&format!("health_check.{key}"))))
@@ -573,6 +611,8 @@ impl ServiceRule {
             index,
             pattern,
             backends,
+            resolve_interval,
+            resolved,
             connect_timeout,
             default_timeout,
             queue_timeout,
@@ -622,7 +662,8 @@ impl Backend {
         let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let authority = format!("{host}:{port}");
         let uri_authority = authority.parse().map_err(|e| format!("bad address {s:?}: {e}"))?;
-        Ok(Backend { authority, uri_authority, host: bare_host, tls, weight: 1 })
+        let resolves = bare_host.parse::<std::net::IpAddr>().is_err() && !bare_host.eq_ignore_ascii_case("localhost");
+        Ok(Backend { authority, uri_authority, host: bare_host, tls, weight: 1, resolves })
     }
 }
 

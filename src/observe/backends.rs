@@ -5,8 +5,9 @@
 //! The upstream records as it works: per call, on a shard of the endpoint's counters that only
 //! its worker writes (cache-line aligned, so two workers never contend for a line); per dial and
 //! per connection, on shared counters. The registry ([`Backends`]) keeps one [`EndpointStats`]
-//! per backend address for as long as a config names it, so counts go on across reloads and the
-//! workers' rebuilt pools; an address no config names any more leaves at the next scrape.
+//! per backend address for as long as a config names it (or a backend's DNS name resolves to it:
+//! then it knows that backend as its `name`), so counts go on across reloads and the workers'
+//! rebuilt pools; an address nothing holds any more leaves at the next scrape.
 //!
 //! Passive outlier detection ([`EndpointStats::answered`]) and the verdict of the active health
 //! checks ([`Health`]) live here too, per address, so that every worker's balancer reads them with
@@ -150,6 +151,8 @@ struct Events {
     last_error: Option<(SystemTime, String)>,
     /// Why the latest failed health check failed.
     last_check_error: Option<(SystemTime, String)>,
+    /// The backend (`http://name:port`) whose DNS name resolved to this address, if one did.
+    name: Option<String>,
 }
 
 /// How an endpoint stands.
@@ -403,6 +406,19 @@ impl EndpointStats {
         self.health.store(health as u8, Ordering::Relaxed);
     }
 
+    /// The address is one that `name` (a backend as configured, `http://name:port`) resolved to.
+    pub fn resolved_from(&self, name: &str) {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if events.name.as_deref() != Some(name) {
+            events.name = Some(name.to_owned());
+        }
+    }
+
+    /// The backend whose DNS name resolved to this address, if one did.
+    pub fn name(&self) -> Option<String> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).name.clone()
+    }
+
     /// A dial answered.
     pub fn connected(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
@@ -459,6 +475,7 @@ impl EndpointStats {
             Some((at, error)) => (Some(time(*at)), Some(error.clone())),
             None => (None, None),
         };
+        let name = events.name.clone();
         drop(events);
         // The highest of the workers' estimates.
         let now = epoch().elapsed().as_nanos() as u64;
@@ -466,6 +483,7 @@ impl EndpointStats {
         let latency_estimate_ms = (highest / 1e4).round() / 100.0;
         serde_json::json!({
             "address": self.address,
+            "name": name,
             "state": self.state().as_str(),
             "connections": self.connections.load(Ordering::Relaxed),
             "calls_in_flight": self.in_flight(),

@@ -12,7 +12,10 @@
 //!   stream of the pools' connections, nor count in their figures.
 //!
 //! Checkers run on the gateway's runtime, not per server worker: one set per config, started
-//! when the config becomes current and aborted when it is replaced ([`HealthChecks`]).
+//! when the config becomes current and aborted when it is replaced ([`HealthChecks`]). A backend
+//! named by DNS is checked at each address it resolves to, by checkers its resolver (`dns`)
+//! starts and stops as the addresses come and go; until its name first resolves, nothing checks
+//! it.
 //!
 //! Not here: what the balancer does with the verdict (`pool`), and passive outlier detection
 //! ([`EndpointStats::answered`]).
@@ -49,27 +52,40 @@ impl std::fmt::Debug for HealthChecks {
 
 impl HealthChecks {
     /// Starts, on `runtime`, a checker for each backend of each rule of `config` that has a
-    /// `health_check`, publishing into `backends`' figures.
+    /// `health_check`, publishing into `backends`' figures. Backends named by DNS are left to
+    /// their resolvers.
     pub fn start(config: &Config, backends: &Backends, runtime: &tokio::runtime::Handle) -> Self {
         let mut tasks = JoinSet::new();
         for rule in &config.services {
             let Some(settings) = &rule.health_check else { continue };
-            for backend in &rule.backends {
+            for backend in rule.backends.iter().filter(|b| !b.resolves) {
                 let stats = backends.endpoint(&backend.to_string());
-                let checker = Checker {
-                    backend: backend.clone(),
-                    rule: rule.clone(),
-                    settings: settings.clone(),
-                    _checking: stats.checker(),
-                    stats,
-                    connection: None,
-                    streak: Streak::default(),
-                };
-                tasks.spawn_on(checker.run(), runtime);
+                tasks.spawn_on(checker(rule, settings, backend.clone(), stats), runtime);
             }
         }
         HealthChecks { tasks }
     }
+}
+
+/// The checks of `backend` (an address) by `rule`'s `settings`, until the future is dropped. The
+/// endpoint counts as checked ([`EndpointStats::checker`]) from this call on, not from the first
+/// poll: a checker replacing another keeps the verdict.
+pub(super) fn checker(
+    rule: &Arc<ServiceRule>,
+    settings: &HealthCheck,
+    backend: Backend,
+    stats: Arc<EndpointStats>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let checker = Checker {
+        backend,
+        rule: rule.clone(),
+        settings: settings.clone(),
+        _checking: stats.checker(),
+        stats,
+        connection: None,
+        streak: Streak::default(),
+    };
+    checker.run()
 }
 
 /// Checks one backend of one rule.
@@ -123,7 +139,8 @@ impl Checker {
                 sender
             }
         };
-        let origin = format!("{}://{}", if self.backend.tls { "https" } else { "http" }, self.backend.authority);
+        // The configured authority, also when the address is one a name resolved to.
+        let origin = format!("{}://{}", if self.backend.tls { "https" } else { "http" }, self.backend.uri_authority);
         let origin = origin.parse().map_err(|e| format!("bad backend URI: {e}"))?;
         let mut client = HealthClient::with_origin(Connection(sender), origin);
         let mut request = tonic::Request::new(HealthCheckRequest { service: self.settings.service.clone() });

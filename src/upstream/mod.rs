@@ -4,9 +4,11 @@
 //!
 //! It knows nothing about JSON, XML or WebSocket, nor about which frontend a call came from.
 //! Dropping the reply (the client went away) drops the HTTP/2 stream, which resets it at the
-//! backend: cancellation needs no extra signalling.
+//! backend: cancellation needs no extra signalling. A backend named by DNS is one endpoint per
+//! address its name resolves to (`dns`).
 
 mod connection;
+mod dns;
 mod health;
 mod pool;
 mod settings;
@@ -29,6 +31,7 @@ use crate::config::Config;
 use crate::error::{GatewayError, Origin, Refusal};
 use crate::observe::backends::Backends;
 use connection::{Answer, Stream};
+pub use dns::{Address, Resolved, Resolvers, carry_over};
 pub use health::HealthChecks;
 use pool::{NoStream, Pool};
 
@@ -40,7 +43,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// The pools of `config`'s rules, recording into `backends`.
-    pub fn new(config: &Config, backends: &Backends) -> Self {
+    pub fn new(config: &Config, backends: &Arc<Backends>) -> Self {
         Upstream { pools: config.services.iter().map(|rule| Pool::new(rule, backends)).collect() }
     }
 

@@ -5,6 +5,12 @@
 //! endpoints that can take a call now, without waiting on those that cannot; or by a header's
 //! value (rendezvous hashing: the same value, the same backend while it can serve).
 //!
+//! A backend named by DNS is one endpoint per address its name resolved to (`dns`): when the
+//! addresses change, the next call builds the endpoint list anew — keeping the endpoints, and
+//! their connections, whose address stays — and the turns and rendezvous order follow it. A call
+//! pays for that check a pointer load and one atomic load; nothing is locked or allocated while
+//! nothing changed.
+//!
 //! An endpoint the active health checks mark unhealthy (`services[].health_check`) is never given
 //! a call — the operator asked for it, so no share of the pool is kept serving regardless, as it
 //! is for ejection — and when every endpoint is, the call fails at once: no dial, no queue.
@@ -19,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -29,13 +36,26 @@ use crate::observe::backends::Backends;
 
 pub(super) struct Pool {
     rule: Arc<ServiceRule>,
-    endpoints: Box<[Arc<Endpoint>]>,
-    /// Endpoint indexes in turn, each as often as its weight (smooth weighted round-robin).
-    turns: Box<[usize]>,
+    /// The endpoints now: fixed, unless a backend is named by DNS; then replaced when the
+    /// addresses of its name change.
+    endpoints: ArcSwap<Endpoints>,
     next: AtomicUsize,
     /// Told when a stream frees up on any of the pool's connections (one waiter), and when a
-    /// connection closes, goes away or raises its limit (every waiter).
+    /// connection closes, goes away or raises its limit, or the endpoints change (every waiter).
     freed: Arc<Notify>,
+    /// Where the figures of an endpoint are kept.
+    backends: Arc<Backends>,
+}
+
+/// A pool's endpoints and their turns, replaced as a whole.
+pub(super) struct Endpoints {
+    /// The [`super::Resolved::generation`] they were built from (0 when no backend is named).
+    generation: u64,
+    list: Box<[Arc<Endpoint>]>,
+    /// For each endpoint, its backend's place in the rule.
+    backend_of: Box<[usize]>,
+    /// Endpoint indexes in turn, each as often as its weight (smooth weighted round-robin).
+    turns: Box<[usize]>,
 }
 
 /// FNV-1a: a stable hash (the same in every process), for keys that must pick the same backend
@@ -79,21 +99,44 @@ pub(super) enum NoStream {
     Unhealthy,
 }
 
-impl Pool {
-    pub(super) fn new(rule: &Arc<ServiceRule>, backends: &Backends) -> Self {
-        let freed = Arc::new(Notify::new());
-        let endpoints = rule
-            .backends
-            .iter()
-            .map(|b| {
-                let stats = backends.endpoint(&b.to_string());
-                Arc::new(Endpoint::new(b.clone(), rule.clone(), freed.clone(), stats))
-            })
-            .collect();
-        // Each worker's pool starts its turns somewhere else, so workers do not draw in step.
-        let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), rule.index) as usize;
-        let turns = turns(&rule.backends.iter().map(|b| b.weight).collect::<Vec<_>>());
-        Pool { rule: rule.clone(), endpoints, turns, next: AtomicUsize::new(seed), freed }
+impl Endpoints {
+    /// `rule`'s endpoints: one per backend, or, once a backend's name has resolved, one per
+    /// address it resolved to. Those of `previous` at the same address of the same backend are
+    /// kept, connections and all; the others are dropped from the pool, and the calls in flight
+    /// on them finish (each holds its connection).
+    fn build(rule: &Arc<ServiceRule>, backends: &Backends, freed: &Arc<Notify>, previous: Option<&Endpoints>) -> Self {
+        // Read before the lists: a list published meanwhile makes the next call build again.
+        let generation = rule.resolved.as_ref().map_or(0, |r| r.generation());
+        let mut list = Vec::with_capacity(rule.backends.len());
+        let mut backend_of = Vec::with_capacity(rule.backends.len());
+        for (i, backend) in rule.backends.iter().enumerate() {
+            let kept = |authority: &str| previous.and_then(|p| p.find(i, authority));
+            let new = |backend, stats| Arc::new(Endpoint::new(backend, rule.clone(), freed.clone(), stats));
+            match rule.resolved.as_ref().filter(|_| backend.resolves).and_then(|r| r.addresses(i)) {
+                Some(addresses) => {
+                    for address in addresses.iter() {
+                        let at = backend.at(address.socket);
+                        list.push(kept(&at.authority).unwrap_or_else(|| new(at, address.stats.clone())));
+                        backend_of.push(i);
+                    }
+                }
+                // An IP address, or a name not resolved yet: dialed as it is.
+                None => {
+                    let endpoint = kept(&backend.authority)
+                        .unwrap_or_else(|| new(backend.clone(), backends.endpoint(&backend.to_string())));
+                    list.push(endpoint);
+                    backend_of.push(i);
+                }
+            }
+        }
+        let turns = turns(&list.iter().map(|e| e.backend.weight).collect::<Vec<_>>());
+        Endpoints { generation, list: list.into(), backend_of: backend_of.into(), turns }
+    }
+
+    /// The endpoint of the rule's `backend`-th backend that dials `authority`.
+    fn find(&self, backend: usize, authority: &str) -> Option<Arc<Endpoint>> {
+        let mut found = self.list.iter().zip(self.backend_of.iter());
+        found.find(|(e, b)| **b == backend && e.backend.authority == authority).map(|(e, _)| e.clone())
     }
 
     /// The endpoints in `key`'s rendezvous order (weighted: score `weight / -ln(u)`, `u` uniform
@@ -105,21 +148,22 @@ impl Pool {
                 / (1u64 << 53) as f64;
             f64::from(e.backend.weight) / -u.ln()
         };
-        let mut scored: Vec<(f64, usize)> = self.endpoints.iter().enumerate().map(|(i, e)| (score(e), i)).collect();
+        let mut scored: Vec<(f64, usize)> = self.list.iter().enumerate().map(|(i, e)| (score(e), i)).collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         scored.into_iter().map(|(_, i)| i).collect()
     }
 
-    /// The rule it serves.
-    pub(super) fn rule(&self) -> &Arc<ServiceRule> {
-        &self.rule
+    /// Where to look first, in turn: the draw's turn (weighted). A keyed call's order is
+    /// [`Endpoints::rendezvous`] instead.
+    fn start(&self, draw: usize) -> usize {
+        self.turns[draw % self.turns.len()]
     }
 
     /// Whether ejected endpoints may be passed over: while at most half the healthy endpoints
     /// are ejected (so ejections cannot pile the whole load onto the last endpoints standing).
     fn may_pass_over_ejected(&self) -> bool {
         let (mut healthy, mut ejected) = (0, 0);
-        for endpoint in self.endpoints.iter().filter(|e| !e.unhealthy()) {
+        for endpoint in self.list.iter().filter(|e| !e.unhealthy()) {
             healthy += 1;
             ejected += usize::from(endpoint.ejected());
         }
@@ -129,10 +173,10 @@ impl Pool {
     /// The power of two choices: of two endpoints drawn at random, the one with the lower load
     /// (`Endpoint::load`), if it (or else the other) can take the call now. None: look at them all
     /// in turn.
-    fn two_choices(&self, draw: usize, avoid: &[String]) -> Option<(Stream, &Endpoint)> {
-        let n = self.endpoints.len();
+    fn two_choices(&self, balance: Balance, draw: usize, avoid: &[String]) -> Option<(Stream, Arc<Endpoint>)> {
+        let n = self.list.len();
         // Calls without a key in `balance: hash` are balanced as p2c too.
-        if n < 2 || self.rule.balance == Balance::RoundRobin {
+        if n < 2 || balance == Balance::RoundRobin {
             return None;
         }
         // Two distinct endpoints, uniformly: the weight counts in the load compared.
@@ -142,7 +186,7 @@ impl Pool {
         if b >= a {
             b += 1;
         }
-        let (a, b) = (&self.endpoints[a], &self.endpoints[b]);
+        let (a, b) = (&self.list[a], &self.list[b]);
         let (first, second) = if a.load() <= b.load() { (a, b) } else { (b, a) };
         let skip_ejected = self.may_pass_over_ejected();
         let passed_over = move |e: &&Arc<Endpoint>| {
@@ -150,9 +194,47 @@ impl Pool {
         };
         let usable = move |e: &&Arc<Endpoint>| !passed_over(e);
         [first, second].into_iter().filter(usable).find_map(|endpoint| match endpoint.status() {
-            Status::Ready(connection) => connection.try_stream().map(|stream| (stream, &**endpoint)),
+            Status::Ready(connection) => connection.try_stream().map(|stream| (stream, endpoint.clone())),
             _ => None,
         })
+    }
+}
+
+impl Pool {
+    pub(super) fn new(rule: &Arc<ServiceRule>, backends: &Arc<Backends>) -> Self {
+        let freed = Arc::new(Notify::new());
+        let endpoints = Endpoints::build(rule, backends, &freed, None);
+        // Each worker's pool starts its turns somewhere else, so workers do not draw in step.
+        let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), rule.index) as usize;
+        Pool {
+            rule: rule.clone(),
+            endpoints: ArcSwap::from_pointee(endpoints),
+            next: AtomicUsize::new(seed),
+            freed,
+            backends: backends.clone(),
+        }
+    }
+
+    /// The rule it serves.
+    pub(super) fn rule(&self) -> &Arc<ServiceRule> {
+        &self.rule
+    }
+
+    /// The endpoints now. What a call pays when nothing changed: a pointer load and, if a backend
+    /// is named by DNS, one atomic load of the names' generation; when it did change, this call
+    /// builds the new endpoints (keeping those whose address stays).
+    fn endpoints(&self) -> Arc<Endpoints> {
+        let current = self.endpoints.load_full();
+        match &self.rule.resolved {
+            Some(resolved) if resolved.generation() != current.generation => {
+                let fresh = Arc::new(Endpoints::build(&self.rule, &self.backends, &self.freed, Some(&current)));
+                self.endpoints.store(fresh.clone());
+                // Calls waiting for an endpoint that went, look again.
+                self.freed.notify_waiters();
+                fresh
+            }
+            _ => current,
+        }
     }
 
     /// A stream to send a call on, and its endpoint; waits at most `patience` for a full
@@ -167,32 +249,45 @@ impl Pool {
         patience: Duration,
         avoid: &[String],
         affinity: Option<u64>,
-    ) -> Result<(Stream, &Endpoint), NoStream> {
+    ) -> Result<(Stream, Arc<Endpoint>), NoStream> {
         let draw = self.next.fetch_add(1, Ordering::Relaxed);
-        // The order to look in: a keyed call's rendezvous order, else in turn from the next turn.
-        let ranked = affinity.map(|key| self.rendezvous(key));
-        if ranked.is_none() {
-            if let Some(found) = self.two_choices(draw, avoid) {
+        let mut endpoints = self.endpoints();
+        if affinity.is_none() {
+            if let Some(found) = endpoints.two_choices(self.rule.balance, draw, avoid) {
                 return Ok(found);
             }
         }
-        let start = self.turns[draw % self.turns.len()];
-        let n = self.endpoints.len();
+        // The order to look in: a keyed call's rendezvous order, else in turn from `start` (no
+        // allocation).
+        let mut ranked = affinity.map(|key| endpoints.rendezvous(key));
+        let mut start = endpoints.start(draw);
         let give_up = Instant::now() + patience;
-        let mut skip_ejected = self.may_pass_over_ejected();
+        let mut skip_ejected = endpoints.may_pass_over_ejected();
         let mut skip_avoided = !avoid.is_empty();
+        let mut first = true;
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             // Registered before looking, so a stream freed in between is not missed.
             freed.as_mut().enable();
+            // The endpoints changed while the call waited (a name's addresses did): it looks at
+            // the new ones.
+            if !std::mem::take(&mut first) {
+                let latest = self.endpoints();
+                if !Arc::ptr_eq(&latest, &endpoints) {
+                    endpoints = latest;
+                    ranked = affinity.map(|key| endpoints.rendezvous(key));
+                    start = endpoints.start(draw);
+                }
+            }
+            let n = endpoints.list.len();
             let mut dialing = Vec::new();
             let mut failures = Vec::new();
             let mut full = None;
             let mut passed_over = false;
             let mut unhealthy = 0;
             for k in 0..n {
-                let endpoint = &self.endpoints[ranked.as_ref().map_or((start + k) % n, |ranked| ranked[k])];
+                let endpoint = &endpoints.list[ranked.as_ref().map_or((start + k) % n, |ranked| ranked[k])];
                 // Never a call for it, whatever else is down: the health checks keep it out.
                 if endpoint.unhealthy() {
                     unhealthy += 1;
@@ -205,10 +300,11 @@ impl Pool {
                 }
                 match endpoint.status() {
                     Status::Ready(connection) => match connection.try_stream() {
-                        Some(stream) => return Ok((stream, endpoint)),
+                        Some(stream) => return Ok((stream, endpoint.clone())),
                         None => full = full.max(Some(connection.limit())),
                     },
                     Status::Dialing(receiver) => {
+                        let endpoint = endpoint.clone();
                         dialing.push(dialed(receiver).map(move |r| r.map(|c| (c, endpoint))).boxed());
                         // A keyed call waits for its endpoint's dial rather than going elsewhere
                         // (the next in its order takes it only while this one is backing off or full).
@@ -257,7 +353,7 @@ mod tests {
     fn pool(backends: &str) -> Pool {
         let yaml = format!("services:\n  - match: x.Y\n    backends: {backends}\n");
         let config = crate::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
-        Pool::new(&config.services[0], &Backends::default())
+        Pool::new(&config.services[0], &Arc::new(Backends::default()))
     }
 
     #[test]
@@ -271,8 +367,8 @@ mod tests {
 
     #[test]
     fn rendezvous_moves_only_the_keys_of_a_backend_removed() {
-        let four = pool("[http://a:1, http://b:1, http://c:1, http://d:1]");
-        let three = pool("[http://a:1, http://b:1, http://c:1]");
+        let four = pool("[http://a:1, http://b:1, http://c:1, http://d:1]").endpoints();
+        let three = pool("[http://a:1, http://b:1, http://c:1]").endpoints();
         let mut moved = 0;
         let mut counts = [0; 4];
         for key in 0..4000u64 {
@@ -293,19 +389,19 @@ mod tests {
 
     #[test]
     fn rendezvous_shares_follow_the_weights() {
-        let weighted = pool("[{address: http://a:1, weight: 3}, http://b:1]");
+        let weighted = pool("[{address: http://a:1, weight: 3}, http://b:1]").endpoints();
         let a = (0..4000u64).filter(|k| weighted.rendezvous(fnv1a(&k.to_le_bytes()))[0] == 0).count();
         assert!((2800..3200).contains(&a), "three quarters to the weight-3 backend: {a} of 4000");
     }
 
     /// A pool of `n` backends nothing listens on, the first `unhealthy` of them marked unhealthy.
-    fn checked_pool(n: usize, unhealthy: usize) -> (Pool, Backends) {
+    fn checked_pool(n: usize, unhealthy: usize) -> (Pool, Arc<Backends>) {
         let dead = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
         let addresses: Vec<String> = (0..n).map(|_| format!("http://127.0.0.1:{}", dead().unwrap_or(1))).collect();
         let yaml =
             format!("services:\n  - match: x.Y\n    backends: [{}]\n    connect_timeout: 10s\n", addresses.join(", "));
         let config = crate::config::Config::parse(&yaml, std::path::Path::new(".")).expect("config");
-        let backends = Backends::default();
+        let backends = Arc::new(Backends::default());
         let pool = Pool::new(&config.services[0], &backends);
         for address in &addresses[..unhealthy] {
             backends.endpoint(address).set_health(crate::observe::backends::Health::NotServing);
@@ -326,10 +422,52 @@ mod tests {
     #[tokio::test]
     async fn an_unhealthy_endpoint_is_never_tried_even_when_the_others_are_down() {
         let (pool, _backends) = checked_pool(2, 1);
-        let unhealthy = pool.endpoints[0].backend.to_string();
+        let endpoints = pool.endpoints();
+        let unhealthy = endpoints.list[0].backend.to_string();
         let Err(NoStream::Unreachable(why)) = pool.stream(Duration::from_secs(10), &[], None).await else {
             panic!("the healthy endpoint is down")
         };
-        assert!(!why.contains(&unhealthy) && why.contains(&pool.endpoints[1].backend.to_string()), "{why}");
+        assert!(!why.contains(&unhealthy) && why.contains(&endpoints.list[1].backend.to_string()), "{why}");
+    }
+
+    #[test]
+    fn the_endpoints_follow_a_name_keeping_those_whose_address_stays() {
+        let yaml =
+            "services:\n  - match: x.Y\n    backends: [http://10.0.0.9:1, {address: http://svc:80, weight: 2}]\n";
+        let config = crate::config::Config::parse(yaml, std::path::Path::new(".")).expect("config");
+        let rule = &config.services[0];
+        let backends = Arc::new(Backends::default());
+        let pool = Pool::new(rule, &backends);
+        let shown = |e: &Endpoints| e.list.iter().map(|e| e.backend.to_string()).collect::<Vec<_>>();
+        let before = pool.endpoints();
+        assert_eq!(
+            shown(&before),
+            ["http://10.0.0.9:1", "http://svc:80"],
+            "the name dialed as it is until it resolves"
+        );
+        let resolved = rule.resolved.clone().expect("a backend is named");
+        let publish = |ips: &[&str]| {
+            let list = ips.iter().map(|ip| {
+                let socket: std::net::SocketAddr = format!("{ip}:80").parse().expect("address");
+                super::super::Address { socket, stats: backends.endpoint(&format!("http://{socket}")) }
+            });
+            resolved.publish(1, Arc::new(list.collect()));
+        };
+
+        publish(&["10.0.0.1", "10.0.0.2"]);
+        let two = pool.endpoints();
+        assert_eq!(shown(&two), ["http://10.0.0.9:1", "http://10.0.0.1:80", "http://10.0.0.2:80"]);
+        assert!(Arc::ptr_eq(&two.list[0], &before.list[0]), "the IP backend's endpoint stays");
+        assert_eq!(&*two.turns, &*turns(&[1, 2, 2]), "each address with the backend's weight");
+        let at = &two.list[1].backend;
+        assert_eq!((at.uri_authority.as_str(), at.host.as_str()), ("svc:80", "svc"), "sent and verified as named");
+        assert!(Arc::ptr_eq(&pool.endpoints(), &two), "nothing changed: the same endpoints, nothing built");
+
+        publish(&["10.0.0.2", "10.0.0.3"]);
+        let three = pool.endpoints();
+        assert_eq!(shown(&three), ["http://10.0.0.9:1", "http://10.0.0.2:80", "http://10.0.0.3:80"]);
+        assert!(Arc::ptr_eq(&three.list[1], &two.list[2]), "10.0.0.2 keeps its endpoint (and connections)");
+        let key = fnv1a(b"k");
+        assert!(three.rendezvous(key).len() == 3 && three.start(7) < 3);
     }
 }
