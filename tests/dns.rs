@@ -152,7 +152,7 @@ impl UserService for Instance {
 }
 
 /// How long GetUser `slow` takes.
-const SLOW: Duration = Duration::from_secs(2);
+const SLOW: Duration = Duration::from_secs(6);
 
 impl Instance {
     fn calls(&self) -> usize {
@@ -326,7 +326,7 @@ async fn calls_follow_the_answer_as_addresses_come_and_go_and_none_fails() {
     dns.set(Answer::Addresses(vec![loopback(1), loopback(2), loopback(3)]));
     let added = Instant::now();
     wait_until("127.0.0.3 gets calls", || instances[2].calls() > 0).await;
-    assert!(added.elapsed() < Duration::from_secs(3), "within a few resolve intervals: {:?}", added.elapsed());
+    assert!(added.elapsed() < Duration::from_secs(10), "within some resolve intervals: {:?}", added.elapsed());
     wait_listed(admin, &name, &[url(3, port)]).await;
 
     // Only the third is left: once the gateway has the answer, .1 and .2 get no more calls.

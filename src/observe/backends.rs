@@ -180,6 +180,11 @@ impl Backends {
     /// The figures of the endpoint at `address`: the same ones for as long as a config names it.
     pub fn endpoint(&self, address: &str) -> Arc<EndpointStats> {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        if !endpoints.contains_key(address) {
+            // Addresses no pool holds any more (a name's departed instances) leave now, not only
+            // when scraped: the registry stays as large as the pools.
+            endpoints.retain(|_, e| Arc::strong_count(e) > 1);
+        }
         endpoints.entry(address.to_owned()).or_insert_with(|| Arc::new(EndpointStats::new(address))).clone()
     }
 

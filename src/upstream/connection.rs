@@ -99,6 +99,11 @@ impl Endpoint {
         pending * self.stats.rtt_estimate().max(RTT_FLOOR) / f64::from(self.backend.weight)
     }
 
+    #[cfg(test)]
+    pub(super) fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
     /// Whether the active health checks mark it unhealthy ([`EndpointStats::unhealthy`]).
     pub(super) fn unhealthy(&self) -> bool {
         self.stats.unhealthy()
@@ -344,16 +349,28 @@ impl Stream {
     }
 }
 
+/// The most a call given up on counts for: enough to be avoided (a backend that hangs), not so
+/// much that a long deadline keeps a recovered backend avoided for minutes.
+const GIVEN_UP_MAX: Duration = Duration::from_secs(1);
+
 impl Drop for Stream {
     fn drop(&mut self) {
-        // Given up on before any answer (deadline, client gone): at least that long — so a
-        // backend that hangs is not taken for a fast one.
-        self.feed(false);
+        // Given up on before any answer (deadline, client gone, never sent): it took at least
+        // this long, so a backend that hangs is not taken for a fast one — a lower bound, which
+        // only ever raises the estimate.
+        if self.timed && !self.heard {
+            let waited = self.started.elapsed().min(GIVEN_UP_MAX);
+            if waited.as_nanos() as f64 > self.connection.stats.rtt_estimate() {
+                self.connection.stats.answered_after(waited);
+            }
+        }
         self.connection.stats.call_ended(self.started.elapsed());
         self.connection.in_flight.fetch_sub(1, Ordering::Relaxed);
-        // A stream freed: every waiter looks again (one woken alone might pass this endpoint
-        // over — ejected, another key's — while another waiter could use it).
-        self.connection.freed.notify_waiters();
+        // One stream freed: one waiter (a waiter that gives up passes the wake-up on). Not every
+        // waiter: under overload that is a stampede per freed stream. A waiter that passes this
+        // endpoint over (ejected, another key's) may sleep on while another could have used it;
+        // the stream is not lost — the next call or freed stream takes it.
+        self.connection.freed.notify_one();
     }
 }
 

@@ -39,6 +39,10 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::config::{Backend, Config, Dns, ServiceRule};
 use crate::observe::backends::{Backends, EndpointStats};
 
+/// The most addresses one name stands for in a pool (each worker rebuilds its endpoints, weighted
+/// turns included, when they change; a huge answer must not stall it).
+const MAX_ADDRESSES: usize = 256;
+
 /// The longest one resolution may take (the nameservers' own timeouts and retries included).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -201,6 +205,15 @@ impl Follower {
     fn found(&mut self, mut sockets: Vec<SocketAddr>) {
         sockets.sort_unstable();
         sockets.dedup();
+        if sockets.len() > MAX_ADDRESSES {
+            tracing::warn!(
+                backend = %self.name,
+                addresses = sockets.len(),
+                kept = MAX_ADDRESSES,
+                "backend name resolves to more addresses than a pool takes: the lowest are kept"
+            );
+            sockets.truncate(MAX_ADDRESSES);
+        }
         if std::mem::take(&mut self.failing) {
             tracing::info!(backend = %self.name, "backend name resolves again");
         }

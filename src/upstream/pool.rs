@@ -1,7 +1,7 @@
 //! The backends of one config rule, and how calls spread over them (`services[].balance`): by
-//! default the power of two choices — two endpoints drawn at random (by weight), the call going to
+//! default the power of two choices — two endpoints drawn at random, the call going to
 //! the one with the lower peak-EWMA load (latency estimate times calls in flight, across every
-//! worker), so a slow or overloaded backend is given less; else round-robin (by weight) over the
+//! worker, divided by weight), so a slow or overloaded backend is given less; else round-robin (by weight) over the
 //! endpoints that can take a call now, without waiting on those that cannot; or by a header's
 //! value (rendezvous hashing: the same value, the same backend while it can serve).
 //!
@@ -385,6 +385,21 @@ mod tests {
         }
         assert!(counts.iter().all(|c| (800..1200).contains(c)), "about a quarter each: {counts:?}");
         assert_eq!(moved, counts[3]);
+    }
+
+    #[test]
+    fn under_p2c_a_weight_divides_the_load_compared() {
+        let weighted = pool("[{address: 'http://a:1', weight: 3}, http://b:1]");
+        let list = &weighted.endpoints().list;
+        // Nothing in flight, nothing heard: both at the floor, the weight-3 one a third of it.
+        assert!((list[1].load() / list[0].load() - 3.0).abs() < 1e-9, "{} {}", list[0].load(), list[1].load());
+        // Equal figures otherwise, so the heavier wins a comparison until it carries three times
+        // the calls in flight.
+        list[0].stats().call_started();
+        assert!(list[0].load() < list[1].load(), "one in flight: still the lighter load");
+        list[0].stats().call_started();
+        list[0].stats().call_started();
+        assert!(list[0].load() > list[1].load(), "three in flight: now the heavier");
     }
 
     #[test]
