@@ -101,7 +101,8 @@ async fn the_demo_turns_unready_on_sigterm_while_a_call_finishes() {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dragoman"));
     command.current_dir(root()).args(["demo", "--listen", "127.0.0.1:0"]);
     let demo = tokio::task::spawn_blocking(move || Running::start(command)).await.expect("join");
-    let log = demo.log();
+    // Logged after the API's listener, which `Running` waited for: wait for it too.
+    let log = demo.wait_for_log(|l| l.contains("admin listening")).await;
     let address =
         regex::Regex::new(r"admin listening address=(\S+)").expect("regex").captures(&log).map(|c| c[1].to_owned());
     let admin: std::net::SocketAddr = address.expect("the demo starts an admin listener").parse().expect("address");
