@@ -112,6 +112,12 @@ pub struct Advice {
     pub headers: HeaderMap,
 }
 
+/// A duration in whole seconds, rounded up: how HTTP's fields count time (`Retry-After`,
+/// `RateLimit`'s `t`), so a client that waits as told is not early.
+pub fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
 /// `ErrorInfo.domain`: who decided.
 pub const ERROR_DOMAIN: &str = "dragoman";
 
@@ -119,8 +125,7 @@ impl Advice {
     /// Come back in `after`: RetryInfo, and `Retry-After` in whole seconds, rounded up (RFC 9110
     /// 10.2.3), so a client that waits as told is not refused again.
     pub fn retry_after(mut self, after: Duration) -> Self {
-        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        self.headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        self.headers.insert(http::header::RETRY_AFTER, HeaderValue::from(whole_seconds(after)));
         self.retry_after = Some(after);
         self
     }

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 
 use crate::call::{Call, Reply};
-use crate::error::{Advice, GatewayError, Origin, Refusal};
+use crate::error::{Advice, GatewayError, Origin, Refusal, whole_seconds};
 use crate::policy::auth::Identity;
 use crate::policy::selector::Selector;
 
@@ -278,7 +278,7 @@ impl Limits {
             };
             // The fields count in whole seconds: a period that is not is told as its rate over
             // the whole seconds that cover it.
-            let window = ceil_secs(limit.per);
+            let window = whole_seconds(limit.per);
             let calls = u128::from(limit.limit) * u128::from(window) * 1_000_000_000 / limit.per.as_nanos().max(1);
             let policy = format!("\"{}\";q={calls};w={window}", limit.name);
             limits.push(Arc::new(Limit { file: limit.clone(), key, quota, counter, policy }));
@@ -447,7 +447,7 @@ impl Limit {
 
     /// `"name";r=…;t=…`: calls left, seconds until the quota is whole (rounded up).
     fn state(&self, decision: &Decision) -> String {
-        format!("\"{}\";r={};t={}", self.file.name, decision.remaining, ceil_secs(decision.reset_after))
+        format!("\"{}\";r={};t={}", self.file.name, decision.remaining, whole_seconds(decision.reset_after))
     }
 
     fn refuse(&self, key: &str, decision: Decision) -> GatewayError {
@@ -466,16 +466,12 @@ impl Limit {
                 self.file.name,
                 self.quota.limit,
                 humantime::format_duration(self.quota.period),
-                ceil_secs(decision.retry_after)
+                whole_seconds(decision.retry_after)
             ),
         )
         .refused(Refusal::RateLimited)
         .advised(advice)
     }
-}
-
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 #[derive(Clone)]
