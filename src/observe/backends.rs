@@ -124,6 +124,12 @@ const EJECTION_MAX: Duration = Duration::from_secs(60);
 /// How fast the latency estimate forgets: a sample's weight falls by e every this long.
 const RTT_DECAY_NANOS: f64 = 5e9;
 
+/// The clock the latency estimates are kept on: ns since [`epoch`]. Read once per balancing
+/// decision, for both endpoints compared.
+pub fn now_nanos() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
 /// The process's clock origin for ejection times.
 fn epoch() -> std::time::Instant {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -341,30 +347,36 @@ impl EndpointStats {
     /// `PeakEwma`).
     pub fn answered_after(&self, rtt: Duration) {
         let shard = self.shard();
-        let now = epoch().elapsed().as_nanos() as u64;
+        let now = now_nanos();
         let sample = rtt.as_nanos() as f64;
-        let decayed = Self::rtt_decayed(shard, now);
-        let next = if sample > decayed {
-            sample
-        } else {
-            let elapsed = now.saturating_sub(shard.rtt_at.load(Ordering::Relaxed)) as f64;
-            decayed + sample * (1.0 - (-elapsed / RTT_DECAY_NANOS).exp())
-        };
+        let estimate = f64::from_bits(shard.rtt.load(Ordering::Relaxed));
+        let keep = Self::keep(shard, now);
+        let decayed = estimate * keep;
+        let next = if sample > decayed { sample } else { decayed + sample * (1.0 - keep) };
         shard.rtt.store(next.to_bits(), Ordering::Relaxed);
         shard.rtt_at.store(now, Ordering::Relaxed);
     }
 
-    /// This worker's latency estimate (ns), decayed towards zero since it was last fed: an
-    /// endpoint the balancer avoided for its slowness is tried again in time, which is how the
-    /// estimate learns it got better.
+    /// This worker's latency estimate (ns) at `now` ([`now_nanos`]), decayed towards zero since
+    /// it was last fed: an endpoint the balancer avoided for its slowness is tried again in time,
+    /// which is how the estimate learns it got better.
+    pub fn rtt_estimate_at(&self, now: u64) -> f64 {
+        Self::rtt_decayed(self.shard(), now)
+    }
+
+    /// [`Self::rtt_estimate_at`] now.
     pub fn rtt_estimate(&self) -> f64 {
-        Self::rtt_decayed(self.shard(), epoch().elapsed().as_nanos() as u64)
+        self.rtt_estimate_at(now_nanos())
     }
 
     fn rtt_decayed(shard: &Shard, now: u64) -> f64 {
-        let estimate = f64::from_bits(shard.rtt.load(Ordering::Relaxed));
+        f64::from_bits(shard.rtt.load(Ordering::Relaxed)) * Self::keep(shard, now)
+    }
+
+    /// How much of the estimate is kept at `now`: e^(-elapsed / decay).
+    fn keep(shard: &Shard, now: u64) -> f64 {
         let elapsed = now.saturating_sub(shard.rtt_at.load(Ordering::Relaxed)) as f64;
-        estimate * (-elapsed / RTT_DECAY_NANOS).exp()
+        (-elapsed / RTT_DECAY_NANOS).exp()
     }
 
     /// Whether the balancer should pass the endpoint over now.

@@ -94,9 +94,15 @@ impl Endpoint {
     /// (at least [`RTT_FLOOR`]) times its calls in flight (from every worker) plus one, per unit
     /// of weight. Below the floor — a fast backend, a new one, one not called for a while — calls
     /// in flight decide.
-    pub(super) fn load(&self) -> f64 {
+    /// `now` is [`crate::observe::backends::now_nanos`], read once for both endpoints compared.
+    pub(super) fn load_at(&self, now: u64) -> f64 {
         let pending = self.stats.in_flight().max(0) as f64 + 1.0;
-        pending * self.stats.rtt_estimate().max(RTT_FLOOR) / f64::from(self.backend.weight)
+        pending * self.stats.rtt_estimate_at(now).max(RTT_FLOOR) / f64::from(self.backend.weight)
+    }
+
+    #[cfg(test)]
+    pub(super) fn load(&self) -> f64 {
+        self.load_at(crate::observe::backends::now_nanos())
     }
 
     #[cfg(test)]

@@ -187,7 +187,8 @@ impl Endpoints {
             b += 1;
         }
         let (a, b) = (&self.list[a], &self.list[b]);
-        let (first, second) = if a.load() <= b.load() { (a, b) } else { (b, a) };
+        let now = crate::observe::backends::now_nanos();
+        let (first, second) = if a.load_at(now) <= b.load_at(now) { (a, b) } else { (b, a) };
         let skip_ejected = self.may_pass_over_ejected();
         let passed_over = move |e: &&Arc<Endpoint>| {
             e.unhealthy() || avoid.contains(&e.backend.authority) || (skip_ejected && e.ejected())
