@@ -7,41 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dragoman::demo::pb::shop::users::v1::user_service_server::{UserService, UserServiceServer};
-use dragoman::demo::pb::shop::users::v1::{
-    CreateUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, User,
-};
+use dragoman::demo::pb::shop::users::v1::{GetUserRequest, User};
 use support::{TestGateway, get};
-
-/// A UserService answering GetUser after `delay` (UNAVAILABLE while `refusing`), counting its
-/// calls.
-#[derive(Clone)]
-struct Timed {
-    calls: Arc<AtomicUsize>,
-    delay: Duration,
-    refusing: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[tonic::async_trait]
-impl UserService for Timed {
-    async fn get_user(&self, request: tonic::Request<GetUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.refusing.load(Ordering::SeqCst) {
-            return Err(tonic::Status::unavailable("going away"));
-        }
-        tokio::time::sleep(self.delay).await;
-        Ok(tonic::Response::new(User { id: request.into_inner().id, ..Default::default() }))
-    }
-    async fn create_user(&self, _: tonic::Request<CreateUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("GetUser only"))
-    }
-    async fn list_users(
-        &self,
-        _: tonic::Request<ListUsersRequest>,
-    ) -> Result<tonic::Response<ListUsersResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("GetUser only"))
-    }
-}
 
 async fn start(delay: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let (address, calls, _) = start_refusing(delay, false).await;
@@ -58,7 +25,21 @@ async fn start_refusing(
     let address = listener.local_addr().expect("address");
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(UserServiceServer::new(Timed { calls: calls.clone(), delay, refusing: refusing.clone() }))
+            .add_service({
+                // GetUser after `delay` (UNAVAILABLE while `refusing`), counting its calls.
+                let (calls, refusing) = (calls.clone(), refusing.clone());
+                support::get_user_service(move |request: tonic::Request<GetUserRequest>| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let refused = refusing.load(Ordering::SeqCst);
+                    async move {
+                        if refused {
+                            return Err(tonic::Status::unavailable("going away"));
+                        }
+                        tokio::time::sleep(delay).await;
+                        Ok(tonic::Response::new(User { id: request.into_inner().id, ..Default::default() }))
+                    }
+                })
+            })
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     (address, calls, refusing)
@@ -134,45 +115,27 @@ async fn a_backend_that_turns_calls_away_is_ejected_then_readmitted() {
     assert!(bad_calls.load(Ordering::SeqCst) > 5 + 5, "readmitted: {}", bad_calls.load(Ordering::SeqCst));
 }
 
-/// A UserService that records the `x-session` value of every call it serves.
-#[derive(Clone, Default)]
-struct Recording {
-    sessions: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-#[tonic::async_trait]
-impl UserService for Recording {
-    async fn get_user(&self, request: tonic::Request<GetUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
-        let session = request.metadata().get("x-session").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-        self.sessions.lock().expect("sessions").push(session);
-        Ok(tonic::Response::new(User { id: request.into_inner().id, ..Default::default() }))
-    }
-    async fn create_user(&self, _: tonic::Request<CreateUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("GetUser only"))
-    }
-    async fn list_users(
-        &self,
-        _: tonic::Request<ListUsersRequest>,
-    ) -> Result<tonic::Response<ListUsersResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("GetUser only"))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_with_the_same_key_stay_with_one_backend_and_keys_spread() {
     use dragoman::demo::pb::shop::users::v1::user_service_client::UserServiceClient;
     let mut backends = Vec::new();
     let mut addresses = Vec::new();
     for _ in 0..3 {
-        let recording = Recording::default();
+        // Records the `x-session` value of every call it serves.
+        let sessions = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let recording = sessions.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         addresses.push(format!("http://{}", listener.local_addr().expect("address")));
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(UserServiceServer::new(recording.clone()))
+                .add_service(support::get_user_service(move |request: tonic::Request<GetUserRequest>| {
+                    let session = request.metadata().get("x-session").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    recording.lock().expect("sessions").push(session.to_owned());
+                    async move { Ok(tonic::Response::new(User { id: request.into_inner().id, ..Default::default() })) }
+                }))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        backends.push(recording);
+        backends.push(sessions);
     }
     let gw = TestGateway::builder()
         .without_demo_rules()
@@ -193,7 +156,7 @@ async fn calls_with_the_same_key_stay_with_one_backend_and_keys_spread() {
     }
     // A call without the key is balanced like any other.
     UserServiceClient::new(gw.channel().await).get_user(GetUserRequest { id: "u-1".into() }).await.expect("unkeyed");
-    let seen: Vec<Vec<String>> = backends.iter().map(|b| b.sessions.lock().expect("sessions").clone()).collect();
+    let seen: Vec<Vec<String>> = backends.iter().map(|b| b.lock().expect("sessions").clone()).collect();
     for session in 0..30 {
         let name = format!("s-{session}");
         let holders: Vec<usize> = (0..3).filter(|b| seen[*b].contains(&name)).collect();

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use dragoman::demo::pb::shop::users::v1::user_service_client::UserServiceClient;
 use dragoman::demo::pb::shop::users::v1::user_service_server::{UserService, UserServiceServer};
-use dragoman::demo::pb::shop::users::v1::{
-    CreateUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, User,
-};
+use dragoman::demo::pb::shop::users::v1::{GetUserRequest, User};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
@@ -129,25 +127,22 @@ struct Instance {
     slow_started: Arc<AtomicBool>,
 }
 
-#[tonic::async_trait]
-impl UserService for Instance {
-    async fn get_user(&self, request: tonic::Request<GetUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let id = request.into_inner().id;
-        if id == "slow" {
-            self.slow_started.store(true, Ordering::SeqCst);
-            tokio::time::sleep(SLOW).await;
-        }
-        Ok(tonic::Response::new(User { id, display_name: self.ip.to_string(), ..Default::default() }))
-    }
-    async fn create_user(&self, _: tonic::Request<CreateUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("GetUser only"))
-    }
-    async fn list_users(
-        &self,
-        _: tonic::Request<ListUsersRequest>,
-    ) -> Result<tonic::Response<ListUsersResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("GetUser only"))
+impl Instance {
+    /// Its UserService: GetUser counts, says who answers, and `slow` takes [`SLOW`].
+    fn service(&self) -> UserServiceServer<impl UserService> {
+        let instance = self.clone();
+        support::get_user_service(move |request: tonic::Request<GetUserRequest>| {
+            let instance = instance.clone();
+            async move {
+                instance.calls.fetch_add(1, Ordering::SeqCst);
+                let id = request.into_inner().id;
+                if id == "slow" {
+                    instance.slow_started.store(true, Ordering::SeqCst);
+                    tokio::time::sleep(SLOW).await;
+                }
+                Ok(tonic::Response::new(User { id, display_name: instance.ip.to_string(), ..Default::default() }))
+            }
+        })
     }
 }
 
@@ -174,7 +169,7 @@ async fn start_instances() -> (u16, Vec<Instance>, Vec<tonic_health::server::Hea
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health)
-                .add_service(UserServiceServer::new(instance.clone()))
+                .add_service(instance.service())
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         instances.push(instance);
@@ -495,7 +490,7 @@ async fn a_tls_backend_named_by_dns_is_verified_and_addressed_by_its_name() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let instance = Instance { ip: loopback(1), calls: Arc::default(), slow_started: Arc::default() };
-    let routes = tonic::service::Routes::new(UserServiceServer::new(instance));
+    let routes = tonic::service::Routes::new(instance.service());
     let authorities = Arc::new(Mutex::new(Vec::new()));
     let seen = authorities.clone();
     tokio::spawn(async move {

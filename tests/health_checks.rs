@@ -12,36 +12,22 @@ use std::time::{Duration, Instant};
 
 use dragoman::demo::pb::shop::users::v1::user_service_client::UserServiceClient;
 use dragoman::demo::pb::shop::users::v1::user_service_server::{UserService, UserServiceServer};
-use dragoman::demo::pb::shop::users::v1::{
-    CreateUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, User,
-};
+use dragoman::demo::pb::shop::users::v1::{GetUserRequest, User};
 use support::{TestGateway, get};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::HealthReporter;
 
-/// A UserService answering GetUser, counting its calls.
-#[derive(Clone, Default)]
-struct Counted {
-    calls: Arc<AtomicUsize>,
-}
-
-#[tonic::async_trait]
-impl UserService for Counted {
-    async fn get_user(&self, request: tonic::Request<GetUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(tonic::Response::new(User { id: request.into_inner().id, ..Default::default() }))
-    }
-    async fn create_user(&self, _: tonic::Request<CreateUserRequest>) -> Result<tonic::Response<User>, tonic::Status> {
-        Err(tonic::Status::unimplemented("GetUser only"))
-    }
-    async fn list_users(
-        &self,
-        _: tonic::Request<ListUsersRequest>,
-    ) -> Result<tonic::Response<ListUsersResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("GetUser only"))
-    }
+/// A UserService answering GetUser, and the count of its calls.
+fn counted() -> (UserServiceServer<impl UserService>, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let service = support::get_user_service(move |request: tonic::Request<GetUserRequest>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move { Ok(tonic::Response::new(User { id: request.into_inner().id, ..Default::default() })) }
+    });
+    (service, calls)
 }
 
 /// A health service that takes every Check and never answers it (a hung health endpoint).
@@ -89,24 +75,16 @@ impl Backend {
 async fn start_backend(status: ServingStatus) -> Backend {
     let (health, service) = tonic_health::server::health_reporter();
     health.set_service_status("", status).await;
-    let users = Counted::default();
-    let calls = users.calls.clone();
-    let address =
-        serve(tonic::transport::Server::builder().add_service(service).add_service(UserServiceServer::new(users)))
-            .await;
+    let (users, calls) = counted();
+    let address = serve(tonic::transport::Server::builder().add_service(service).add_service(users)).await;
     Backend { address, calls, health }
 }
 
 /// A backend whose UserService answers but whose health check never does.
 async fn start_hung_backend() -> Backend {
-    let users = Counted::default();
-    let calls = users.calls.clone();
-    let address = serve(
-        tonic::transport::Server::builder()
-            .add_service(HealthServer::new(Hung))
-            .add_service(UserServiceServer::new(users)),
-    )
-    .await;
+    let (users, calls) = counted();
+    let address =
+        serve(tonic::transport::Server::builder().add_service(HealthServer::new(Hung)).add_service(users)).await;
     Backend { address, calls, health: tonic_health::server::health_reporter().0 }
 }
 

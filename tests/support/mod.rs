@@ -880,3 +880,48 @@ pub async fn start_held() -> (SocketAddr, HeldFrames) {
 pub async fn start_refusing(status: http::HeaderMap) -> SocketAddr {
     start_grpc_backend(move |_| (status.clone(), bytes::Bytes::new(), None)).await
 }
+
+/// A demo `UserService` whose GetUser is `answer` and whose other methods are UNIMPLEMENTED: the
+/// backend the balancing, health and DNS tests need, without a trait impl of their own each.
+pub fn get_user_service<F, Fut>(
+    answer: F,
+) -> dragoman::demo::pb::shop::users::v1::user_service_server::UserServiceServer<GetUserOnly<F>>
+where
+    F: Fn(tonic::Request<dragoman::demo::pb::shop::users::v1::GetUserRequest>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<tonic::Response<dragoman::demo::pb::shop::users::v1::User>, tonic::Status>>
+        + Send
+        + 'static,
+{
+    dragoman::demo::pb::shop::users::v1::user_service_server::UserServiceServer::new(GetUserOnly(answer))
+}
+
+/// See [`get_user_service`].
+pub struct GetUserOnly<F>(F);
+
+#[tonic::async_trait]
+impl<F, Fut> dragoman::demo::pb::shop::users::v1::user_service_server::UserService for GetUserOnly<F>
+where
+    F: Fn(tonic::Request<dragoman::demo::pb::shop::users::v1::GetUserRequest>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<tonic::Response<dragoman::demo::pb::shop::users::v1::User>, tonic::Status>>
+        + Send
+        + 'static,
+{
+    async fn get_user(
+        &self,
+        request: tonic::Request<dragoman::demo::pb::shop::users::v1::GetUserRequest>,
+    ) -> Result<tonic::Response<dragoman::demo::pb::shop::users::v1::User>, tonic::Status> {
+        (self.0)(request).await
+    }
+    async fn create_user(
+        &self,
+        _: tonic::Request<dragoman::demo::pb::shop::users::v1::CreateUserRequest>,
+    ) -> Result<tonic::Response<dragoman::demo::pb::shop::users::v1::User>, tonic::Status> {
+        Err(tonic::Status::unimplemented("GetUser only"))
+    }
+    async fn list_users(
+        &self,
+        _: tonic::Request<dragoman::demo::pb::shop::users::v1::ListUsersRequest>,
+    ) -> Result<tonic::Response<dragoman::demo::pb::shop::users::v1::ListUsersResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("GetUser only"))
+    }
+}
