@@ -200,3 +200,42 @@ async fn a_retry_goes_to_another_backend_than_the_one_that_refused() {
     assert_eq!(served.load(Ordering::SeqCst), 20);
     assert!(refused.load(Ordering::SeqCst) <= 5, "ejected after five: {}", refused.load(Ordering::SeqCst));
 }
+
+#[tokio::test]
+async fn a_call_is_not_sent_again_once_a_message_came_back() {
+    // GetUser is idempotent and `unavailable` retried — but only while the backend has answered
+    // nothing but a status: once a message came back, its UNAVAILABLE is the client's.
+    let start = |with_message: bool| async move {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let backend = support::start_grpc_backend(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut status = http::HeaderMap::new();
+            status.insert("grpc-status", http::HeaderValue::from_static("14"));
+            status.insert("grpc-message", http::HeaderValue::from_static("going away"));
+            if with_message {
+                let user = prost::Message::encode_to_vec(&User { id: "u-1".into(), ..Default::default() });
+                let mut frame = vec![0u8];
+                frame.extend_from_slice(&u32::try_from(user.len()).expect("small").to_be_bytes());
+                frame.extend_from_slice(&user);
+                (http::HeaderMap::new(), bytes::Bytes::from(frame), Some(status))
+            } else {
+                // Trailers-Only: the status in the head, nothing else.
+                (status, bytes::Bytes::new(), None)
+            }
+        })
+        .await;
+        let gw = TestGateway::builder()
+            .backend("shop.users.v1.UserService", &backend.to_string())
+            .config("retries: {attempts: 3, backoff: 1ms, max_backoff: 2ms}\n")
+            .start()
+            .await;
+        let status = get(gw.address, "/v1/users/u-1").await.status;
+        (status, calls.load(Ordering::SeqCst))
+    };
+    let (status, calls) = start(false).await;
+    assert_eq!((status, calls), (503, 3), "nothing but a status: sent three times");
+    let (status, calls) = start(true).await;
+    assert_ne!(status, 200);
+    assert_eq!(calls, 1, "a message came back: not sent again");
+}

@@ -723,7 +723,7 @@ pub fn no_body() -> http_body_util::combinators::BoxBody<bytes::Bytes, std::conv
 
 /// A gRPC backend over h2c on a loopback port that answers every call with what `answer` makes
 /// of the request's body: response headers (besides the content type), body and trailers.
-async fn start_grpc_backend<F>(answer: F) -> SocketAddr
+pub async fn start_grpc_backend<F>(answer: F) -> SocketAddr
 where
     F: Fn(bytes::Bytes) -> (http::HeaderMap, bytes::Bytes, Option<http::HeaderMap>) + Clone + Send + Sync + 'static,
 {
