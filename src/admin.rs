@@ -68,12 +68,9 @@ async fn ready(State(gateway): State<Gateway>) -> (StatusCode, String) {
         let timeout = rule.connect_timeout.min(std::time::Duration::from_secs(1));
         // A backend named by DNS is in reach when one of the addresses it resolved to is; before
         // its first answer, when its name can be dialed.
-        let targets = rule.backends.iter().enumerate().flat_map(move |(i, backend)| {
-            let resolved = rule.resolved.as_ref().filter(|_| backend.resolves).and_then(|r| r.addresses(i));
-            match resolved {
-                Some(addresses) => addresses.iter().map(|a| (a.stats.clone(), a.socket.to_string())).collect(),
-                None => vec![(registry.endpoint(&backend.to_string()), backend.authority.clone())],
-            }
+        let targets = rule.backends.iter().enumerate().flat_map(move |(i, backend)| match rule.addresses(i) {
+            Some(addresses) => addresses.iter().map(|a| (a.stats.clone(), a.socket.to_string())).collect(),
+            None => vec![(registry.endpoint(&backend.to_string()), backend.authority.clone())],
         });
         let dials = targets.map(move |(stats, authority)| async move { stats.reachable(&authority, timeout).await });
         async move { (rule.index, futures_util::future::join_all(dials).await.contains(&true)) }

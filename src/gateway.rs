@@ -312,13 +312,14 @@ impl Gateway {
         let snapshot = Snapshot::load(config, &self.shared.metrics)?;
         snapshot.log_warnings();
         let current = self.config();
-        if !Arc::ptr_eq(&snapshot.config, &current) {
+        // A descriptor reload keeps the config, and its checkers and resolvers with it.
+        let config_changed = !Arc::ptr_eq(&snapshot.config, &current);
+        if config_changed {
             // The new config's pools start from the addresses the old one's names resolved to.
             crate::upstream::carry_over(&snapshot.config, &current);
         }
         let previous = self.shared.snapshot.swap(Arc::new(snapshot));
-        // A descriptor reload keeps the config, and its checkers with it.
-        if !Arc::ptr_eq(&previous.config, &self.config()) {
+        if config_changed {
             self.check_backends();
         }
         // The reload counts as done once health says so too.

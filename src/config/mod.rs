@@ -158,8 +158,9 @@ pub struct ServiceFile {
     pub tls: Option<TlsFile>,
 }
 
-/// The longest a service's timeouts may be.
-const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+/// The longest any configured duration may be (a service's timeouts, `timeouts[]`, a rate
+/// limit's period): added to the clock per call, it must not overflow it.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A `services[].backends` entry: an address, or an address and its weight.
 #[derive(Debug, Deserialize, Serialize)]
@@ -547,6 +548,12 @@ impl Config {
 }
 
 impl ServiceRule {
+    /// What its `backend`-th backend's DNS name resolved to last; None when that backend is an
+    /// IP address or its name has not resolved yet (it is then dialed as written).
+    pub fn addresses(&self, backend: usize) -> Option<Arc<Vec<crate::upstream::Address>>> {
+        self.resolved.as_ref()?.addresses(backend)
+    }
+
     fn from_file(index: usize, file: ServiceFile, base: &Path) -> Result<Self, String> {
         let at = |key: &str| format!("at `services[{index}].{key}`");
         let pattern = ServicePattern::parse(&file.pattern).map_err(|e| format!("{}: {e}", at("match")))?;

@@ -7,7 +7,8 @@
 //! per connection, on shared counters. The registry ([`Backends`]) keeps one [`EndpointStats`]
 //! per backend address for as long as a config names it (or a backend's DNS name resolves to it:
 //! then it knows that backend as its `name`), so counts go on across reloads and the workers'
-//! rebuilt pools; an address nothing holds any more leaves at the next scrape.
+//! rebuilt pools; an address nothing holds any more leaves at the next scrape or when a new one
+//! arrives.
 //!
 //! Passive outlier detection ([`EndpointStats::answered`]) and the verdict of the active health
 //! checks ([`Health`]) live here too, per address, so that every worker's balancer reads them with
@@ -182,14 +183,18 @@ impl State {
     }
 }
 
+/// Drops the figures of the addresses no pool (nor a name's address list) holds any more.
+fn forget_unheld(endpoints: &mut BTreeMap<String, Arc<EndpointStats>>) {
+    endpoints.retain(|_, e| Arc::strong_count(e) > 1);
+}
+
 impl Backends {
     /// The figures of the endpoint at `address`: the same ones for as long as a config names it.
     pub fn endpoint(&self, address: &str) -> Arc<EndpointStats> {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
         if !endpoints.contains_key(address) {
-            // Addresses no pool holds any more (a name's departed instances) leave now, not only
-            // when scraped: the registry stays as large as the pools.
-            endpoints.retain(|_, e| Arc::strong_count(e) > 1);
+            // A name's departed instances leave as new ones come, not only when scraped.
+            forget_unheld(&mut endpoints);
         }
         endpoints.entry(address.to_owned()).or_insert_with(|| Arc::new(EndpointStats::new(address))).clone()
     }
@@ -197,7 +202,7 @@ impl Backends {
     /// Every endpoint some worker's pool still holds; the others are forgotten.
     pub fn current(&self) -> Vec<Arc<EndpointStats>> {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
-        endpoints.retain(|_, e| Arc::strong_count(e) > 1);
+        forget_unheld(&mut endpoints);
         endpoints.values().cloned().collect()
     }
 
@@ -495,7 +500,7 @@ impl EndpointStats {
         let name = events.name.clone();
         drop(events);
         // The highest of the workers' estimates.
-        let now = epoch().elapsed().as_nanos() as u64;
+        let now = now_nanos();
         let highest = self.shards.iter().map(|s| Self::rtt_decayed(s, now)).fold(0.0, f64::max);
         let latency_estimate_ms = (highest / 1e4).round() / 100.0;
         serde_json::json!({

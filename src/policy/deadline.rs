@@ -55,8 +55,8 @@ pub fn check(timeouts: &[TimeoutFile]) -> Result<(), String> {
         if timeout.default.is_some_and(|d| d.is_zero()) || timeout.max.is_some_and(|m| m.is_zero()) {
             return Err(format!("at `timeouts[{i}]`: a timeout of 0s would refuse every call"));
         }
-        let year = Duration::from_secs(366 * 24 * 3600);
-        if timeout.default.is_some_and(|d| d > year) || timeout.max.is_some_and(|m| m > year) {
+        let longest = crate::config::MAX_DURATION;
+        if timeout.default.is_some_and(|d| d > longest) || timeout.max.is_some_and(|m| m > longest) {
             return Err(format!("at `timeouts[{i}]`: at most 366 days"));
         }
     }

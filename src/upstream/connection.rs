@@ -364,13 +364,14 @@ impl Drop for Stream {
         // Given up on before any answer (deadline, client gone, never sent): it took at least
         // this long, so a backend that hangs is not taken for a fast one — a lower bound, which
         // only ever raises the estimate.
+        let elapsed = self.started.elapsed();
         if self.timed && !self.heard {
-            let waited = self.started.elapsed().min(GIVEN_UP_MAX);
+            let waited = elapsed.min(GIVEN_UP_MAX);
             if waited.as_nanos() as f64 > self.connection.stats.rtt_estimate() {
                 self.connection.stats.answered_after(waited);
             }
         }
-        self.connection.stats.call_ended(self.started.elapsed());
+        self.connection.stats.call_ended(elapsed);
         self.connection.in_flight.fetch_sub(1, Ordering::Relaxed);
         // One stream freed: one waiter (a waiter that gives up passes the wake-up on). Not every
         // waiter: under overload that is a stampede per freed stream. A waiter that passes this

@@ -112,7 +112,7 @@ impl Endpoints {
         for (i, backend) in rule.backends.iter().enumerate() {
             let kept = |authority: &str| previous.and_then(|p| p.find(i, authority));
             let new = |backend, stats| Arc::new(Endpoint::new(backend, rule.clone(), freed.clone(), stats));
-            match rule.resolved.as_ref().filter(|_| backend.resolves).and_then(|r| r.addresses(i)) {
+            match rule.addresses(i) {
                 Some(addresses) => {
                     for address in addresses.iter() {
                         let at = backend.at(address.socket);
@@ -189,9 +189,10 @@ impl Endpoints {
         let (a, b) = (&self.list[a], &self.list[b]);
         let now = crate::observe::backends::now_nanos();
         let (first, second) = if a.load_at(now) <= b.load_at(now) { (a, b) } else { (b, a) };
-        let skip_ejected = self.may_pass_over_ejected();
+        // Whether ejected endpoints may be passed over is asked (a walk of the pool) only of a
+        // drawn endpoint that is ejected.
         let passed_over = move |e: &&Arc<Endpoint>| {
-            e.unhealthy() || avoid.contains(&e.backend.authority) || (skip_ejected && e.ejected())
+            e.unhealthy() || avoid.contains(&e.backend.authority) || (e.ejected() && self.may_pass_over_ejected())
         };
         let usable = move |e: &&Arc<Endpoint>| !passed_over(e);
         [first, second].into_iter().filter(usable).find_map(|endpoint| match endpoint.status() {

@@ -221,8 +221,6 @@ pub fn render_store_errors(out: &mut String, openmetrics: bool) {
 }
 
 const SWEEP: Duration = Duration::from_secs(10);
-/// The longest period a limit may have.
-const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl Limits {
     /// Builds the limits; a local limit `previous` has with the same name, match, key and quota
@@ -251,7 +249,7 @@ impl Limits {
             if limit.limit == 0 {
                 return Err(format!("{}: at least 1", at("limit")));
             }
-            if limit.per < Duration::from_millis(1) || limit.per > MAX_PERIOD {
+            if limit.per < Duration::from_millis(1) || limit.per > crate::config::MAX_DURATION {
                 return Err(format!("{}: between 1ms and 366 days", at("per")));
             }
             if limit.per / limit.limit < Duration::from_micros(1) {
