@@ -192,3 +192,68 @@ async fn reflection_v1_answers_from_the_catalog() {
     assert!(names.iter().any(|n| n == "shop.payments.v1.PaymentService"), "{names:?}");
     assert!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{names:?}");
 }
+
+/// A backend streaming many small messages to a client that reads slowly: they wait in the
+/// gateway's HTTP/2 buffers, one DATA frame each. h2 counts the unread small frames on a
+/// connection against a budget (half the connection window) and closes the connection when it
+/// runs out — which with a 4 MiB window took one such client, and every call on that backend
+/// connection with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_of_many_small_messages_gets_them_all() {
+    use http_body_util::StreamBody;
+    use prost::Message as _;
+
+    const MESSAGES: usize = 60_000;
+    let event = dragoman::demo::pb::shop::orders::v1::OrderEvent {
+        order_id: "order-0000000001-of-a-stream-of-small-ones".into(),
+        status: OrderStatus::Paid as i32,
+        time: None,
+    };
+    let mut message = vec![0, 0, 0, 0, event.encoded_len() as u8];
+    event.encode(&mut message).expect("encode");
+    let message = bytes::Bytes::from(message);
+    // Each message its own DATA frame, as fast as the gateway takes them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let message = message.clone();
+            let service = hyper::service::service_fn(move |_: http::Request<hyper::body::Incoming>| {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                let frames = std::iter::repeat_n(message.clone(), MESSAGES)
+                    .map(hyper::body::Frame::data)
+                    .chain([hyper::body::Frame::trailers(trailers)])
+                    .map(Ok::<_, std::convert::Infallible>);
+                let mut response = http::Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+                response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                std::future::ready(Ok::<_, std::convert::Infallible>(response))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    let gw = TestGateway::builder().backend("shop.orders.v1.OrderService", &backend.to_string()).start().await;
+    // A small window, so that the messages wait in the gateway rather than in this client.
+    let channel = tonic::transport::Endpoint::from_shared(gw.url())
+        .expect("url")
+        .initial_stream_window_size(64 << 10)
+        .connect()
+        .await
+        .expect("connect");
+    let mut orders = OrderServiceClient::new(channel);
+    let mut events = orders
+        .watch_order(WatchOrderRequest { id: "o-1".into(), interval: None })
+        .await
+        .expect("WatchOrder")
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut received = 0;
+    while let Some(event) = events.message().await.expect("the stream ends with OK, not cut off") {
+        assert_eq!(event.status, OrderStatus::Paid as i32);
+        received += 1;
+    }
+    assert_eq!(received, MESSAGES);
+}

@@ -4,12 +4,14 @@
 pub mod access_log;
 pub mod backends;
 pub mod metrics;
+mod stderr;
 pub mod trace;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: `info`).
+/// Logs to stderr ([`stderr::TurnStderr`]), filtered by `RUST_LOG` (default: `info`).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr::TurnStderr).with_ansi(ansi).try_init();
 }

@@ -24,11 +24,12 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 
+use super::corked::Corked;
 use super::settings::{Heard, Sniffed};
 use crate::call::Body;
 use crate::config::{Backend, ServiceRule};
@@ -381,6 +382,10 @@ impl Drop for Stream {
     }
 }
 
+/// What one read from a backend may take: h2 asks for a few KiB at a time (one per 8 KiB of a big
+/// message), one syscall each.
+const READ_BUFFER: usize = 64 << 10;
+
 async fn handshake<I>(io: I, freed: Arc<Notify>, stats: &Arc<EndpointStats>) -> Result<SendRequest<Body>, String>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -388,11 +393,17 @@ where
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20)
+        // h2 closes a connection (GOAWAY ENHANCE_YOUR_CALM) once the unread DATA frames under
+        // 256 bytes on it cost more than half this window (its guard against floods of tiny
+        // frames; hyper does not let its budget be set). A backend sends one frame per message,
+        // so at 4 MiB a single client reading a stream of small messages slowly cut off every
+        // call on the connection. At 64 MiB it takes some seven such streams of 50-byte messages
+        // at once; each stream still holds at most its 1 MiB window.
+        .initial_connection_window_size(64 << 20)
         .max_frame_size(64 << 10)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
-        .handshake(TokioIo::new(io))
+        .handshake(TokioIo::new(Corked::new(BufReader::with_capacity(READ_BUFFER, io))))
         .await
         .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
     let open = stats.connection();

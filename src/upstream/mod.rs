@@ -8,6 +8,7 @@
 //! address its name resolves to (`dns`).
 
 mod connection;
+mod corked;
 mod dns;
 mod health;
 mod pool;
