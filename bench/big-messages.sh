@@ -7,7 +7,8 @@
 #   2. server streams: ListItems of 100,000 small items, and of 1,000 items of 64 KiB (h2load);
 #   3. a slow reader: ListItems 1,000 x 64 KiB (64 MiB) read by curl at 2 MiB/s for 20 s, the
 #      proxies side by side, their RSS sampled every 0.5 s (does a proxy hold the stream?); then
-#      100,000 small items read at 1 MiB/s (does the stream survive a reader slower than the backend?);
+#      100,000 small items read at 1 MiB/s by gRPC and at 4 MiB/s by REST (does the stream survive
+#      a reader slower than the backend?);
 #   4. REST: POST /v1/items with a 1 MiB JSON item, echoed (wrk); GET /v1/items?count=100000, a
 #      streamed answer of 100,000 items (curl, three calls each).
 # Each row: MiB/s (bytes both ways), calls or messages per second, the proxy's CPU (user + system,
@@ -222,6 +223,19 @@ slow_read() {
 }
 slow_read slow-64k "$run/f/list-1000.grpc" 'item-bytes: 65536' 2M 20 "${EXPECT[1000x-64k]}"
 slow_read slow-small "$run/f/list-100000.grpc" "" 1M 15 "${EXPECT[100000x-small]}"
+# The same 100,000 items as REST (NDJSON or a JSON array), read at 4 MiB/s by curl, the gateways at once.
+for t in "${REST[@]}"; do BASE[$t]=$(rss ${PID[$t]}); peak_start slow-$t ${PID[$t]}; done
+for t in "${REST[@]}"; do
+  curl -s --limit-rate 4M --max-time 20 -o "$run/slow-rest.$t" -w '%{size_download} %{time_total}' "${URL[$t]}/v1/items?count=100000" >"$run/slow.$t" 2>/dev/null &
+  slowpid[$t]=$!
+done
+for t in "${REST[@]}"; do wait ${slowpid[$t]}; done
+for t in "${REST[@]}"; do
+  read -r got secs <"$run/slow.$t"; items=$(grep -o '"name"' "$run/slow-rest.$t" | wc -l)
+  printf '%-22s baseline %4s MiB  peak %4s MiB  received %5s MiB in %5.1f s  %6s of 100000 items%s\n' "slow-rest-$t" "${BASE[$t]}" \
+    "$(peak_stop slow-$t)" "$(py "f'{a[0]/$MiB:.1f}'" "$got")" "$secs" "$items" \
+    "$(grep -o '"error":{[^}]*}' "$run/slow-rest.$t" | head -1 | sed 's/^/  /')"
+done
 
 echo "## 4. REST: POST /v1/items, 1 MiB JSON item echoed (wrk, 4 connections); GET /v1/items?count=100000 streamed (curl, 3 calls)"
 # gRPC reference for the POST: the same item, 1 MiB of protobuf, echoed by the backend directly.
