@@ -218,7 +218,8 @@ slow_read() {
     gs=$(tr -d '\r' <"$run/slow-hdr.$t" | awk -F': *' 'tolower($1)=="grpc-status"{s=$2} END{print s}')
     printf '%-22s baseline %4s MiB  peak %4s MiB  received %5s of %5s MiB in %5.1f s  grpc-status %s\n' "$1-$t" "${BASE[$t]}" \
       "$(peak_stop slow-$t)" "$(py "f'{a[0]/$MiB:.1f}'" "$got")" "$(py "f'{a[0]/$MiB:.1f}'" "$6")" "$secs" \
-      "${gs:-none (cut off by --max-time)}$( [ -n "$gs" ] && [ "$gs" != 0 ] && echo ", $(tr -d '\r' <"$run/slow-hdr.$t" | awk -F': *' 'tolower($1)=="grpc-message"{print $2}')")"
+      "${gs:-none ($(py "'cut off by --max-time' if a[0] >= a[1] - 0.5 else 'the connection was closed'" "$secs" "$5"))}$(
+        [ -n "$gs" ] && [ "$gs" != 0 ] && echo ", $(tr -d '\r' <"$run/slow-hdr.$t" | sed -n 's/^grpc-message: *//Ip' | sed 's/%20/ /g')")"
   done
 }
 slow_read slow-64k "$run/f/list-1000.grpc" 'item-bytes: 65536' 2M 20 "${EXPECT[1000x-64k]}"
