@@ -5,15 +5,15 @@
 # transcoder), grpc-gateway (REST) and Dragoman. Rows:
 #   1. unary CreateItem echoing 1 KiB, 64 KiB and 4 MiB messages (h2load, a prepared gRPC frame);
 #   2. server streams: ListItems of 100,000 small items, and of 1,000 items of 64 KiB (h2load);
-#   3. a slow reader: ListItems 1,000 x 64 KiB (64 MiB) read by curl at 2 MiB/s for 20 s, the
+#   3. slow readers: ListItems 1,000 x 64 KiB (64 MiB) read by curl at 2 MiB/s for 20 s, the
 #      proxies side by side, their RSS sampled every 0.5 s (does a proxy hold the stream?); then
 #      100,000 small items read at 1 MiB/s by gRPC (at once) and at 4 MiB/s by REST (one at a
 #      time): does the stream survive a reader slower than the backend?
 #   4. REST: POST /v1/items with a 1 MiB JSON item, echoed (wrk); GET /v1/items?count=100000, a
 #      streamed answer of 100,000 items (curl, three calls each).
-# Each row: MiB/s (message bytes both ways, HTTP/2 framing not counted), calls or messages per second, the proxy's CPU (user + system,
-# children included; the backend's on direct rows) per call and per MiB, the proxy's peak RSS
-# sampled every 0.5 s during the row, and failures. Only ratios within one run mean anything:
+# Each row: MiB/s (message bytes both ways, HTTP/2 framing not counted), calls or messages per
+# second, the proxy's CPU (user + system, children included; the backend's on direct rows) per
+# call and per MiB, the proxy's peak RSS sampled every 0.5 s during the row, and failures. Only ratios within one run mean anything:
 # backend, proxies and load generators share the machine's cores. Hand-run, never in CI.
 # Usage: bench/big-messages.sh [seconds per row, default 5]   env: DRAGOMAN=target/release/dragoman
 # Needs ../shared/peers/setup.sh's build (Go backend's package, grpc-gateway, Envoy, descriptors).
