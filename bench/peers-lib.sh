@@ -1,8 +1,8 @@
 # Sourced by the benchmarks that run beside the peers' Go backend (bench/rest.sh, bench/soap.sh):
 # finds the peers' build (../shared/peers/setup.sh), the dragoman binary, a temp folder and the
 # processes to stop on exit, and starts the backend on a free port ($BP).
-# Reads: $1 (seconds per row, default 8), CONNS, PEERS_BUILD, DRAGOMAN. Sets: D C peers b bin run pids BP BK
-# (the backend's pid). Defines: port, wait_port, and as ../shared/peers/run.sh measures them, cpu PID (CPU
+# Reads: $1 (seconds per row, default 8), CONNS, PEERS_BUILD, DRAGOMAN, NO_BACKEND (set: start no backend, for
+# scripts with a backend of their own). Sets: D C peers b bin run pids BP BK (the backend's pid). Defines: port, wait_port, and as ../shared/peers/run.sh measures them, cpu PID (CPU
 # ticks of a process and its children so far), us_per TICKS REQUESTS (CPU µs per request), rss PID (MiB);
 # commit_of BINARY; load (one row's h2load or wrk run, below).
 D=${1:-8}; C=${CONNS:-32}
@@ -48,4 +48,4 @@ load() {
     bad=$(echo "$out" | awk '/Non-2xx/{print $5}'); bad=${bad:-0}
   fi
 }
-BP=$(port); "$b/backend" -addr 127.0.0.1:$BP >/dev/null 2>&1 & BK=$!; pids+=($BK); wait_port $BP
+[ -n "${NO_BACKEND:-}" ] || { BP=$(port); "$b/backend" -addr 127.0.0.1:$BP >/dev/null 2>&1 & BK=$!; pids+=($BK); wait_port $BP; }
