@@ -78,6 +78,7 @@ pub async fn serve(
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name(format!("dragoman-worker-{n}")).spawn(move || {
             crate::observe::backends::set_worker(n);
+            crate::observe::hold_lines_on_this_worker();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {
                 Ok(runtime) => runtime.block_on(run_worker(listeners, gateway, admission, stopping)),

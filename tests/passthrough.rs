@@ -212,16 +212,22 @@ async fn a_slow_reader_of_many_small_messages_gets_them_all() {
     let mut message = vec![0, 0, 0, 0, event.encoded_len() as u8];
     event.encode(&mut message).expect("encode");
     let message = bytes::Bytes::from(message);
-    // Each message its own DATA frame, as fast as the gateway takes them.
+    // Each message its own DATA frame, as fast as the gateway takes them; `sent` counts them.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let backend = listener.local_addr().expect("address");
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let message = message.clone();
+            let (message, counter) = (message.clone(), counter.clone());
             let service = hyper::service::service_fn(move |_: http::Request<hyper::body::Incoming>| {
+                let counter = counter.clone();
                 let mut trailers = http::HeaderMap::new();
                 trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
                 let frames = std::iter::repeat_n(message.clone(), MESSAGES)
+                    .inspect(move |_| {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    })
                     .map(hyper::body::Frame::data)
                     .chain([hyper::body::Frame::trailers(trailers)])
                     .map(Ok::<_, std::convert::Infallible>);
@@ -249,9 +255,20 @@ async fn a_slow_reader_of_many_small_messages_gets_them_all() {
         .await
         .expect("WatchOrder")
         .into_inner();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Read nothing until the gateway holds more small frames than h2's budget allowed with a
+    // 4 MiB window (~10,000 of 52 bytes); the backend stops at the 1 MiB stream window (~20,000).
+    for _ in 0..100 {
+        if sent.load(std::sync::atomic::Ordering::Relaxed) >= 15_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let piled = sent.load(std::sync::atomic::Ordering::Relaxed);
     let mut received = 0;
-    while let Some(event) = events.message().await.expect("the stream ends with OK, not cut off") {
+    while let Some(event) =
+        events.message().await.unwrap_or_else(|e| panic!("cut off after {piled} messages had piled up: {e}"))
+    {
         assert_eq!(event.status, OrderStatus::Paid as i32);
         received += 1;
     }

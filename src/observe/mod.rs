@@ -7,6 +7,8 @@ pub mod metrics;
 mod stderr;
 pub mod trace;
 
+pub(crate) use stderr::hold_lines_on_this_worker;
+
 /// Logs to stderr ([`stderr::TurnStderr`]), filtered by `RUST_LOG` (default: `info`).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

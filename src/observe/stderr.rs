@@ -1,19 +1,30 @@
-//! The log's stderr writer. On a worker, the lines a turn of its event loop logs are held and
-//! written together by a task queued behind the turn's work, so the access log line of a call is
-//! written after its reply has gone out, not before, and a busy worker makes one `write` per turn
-//! instead of one per call. Anywhere else (start-up, the gateway's shared runtime) a line is
-//! written at once.
-//!
-//! Lines still held when a worker thread ends are written as it ends.
+//! The log's stderr writer. On a worker thread, the INFO and DEBUG lines a turn of its event loop
+//! logs are held and written together by a task queued behind the work the turn has woken, so a
+//! busy worker makes one `write` per turn instead of one per call, and a call's access log line
+//! usually goes after its reply has been handed to the client's connection, not before. A WARN or
+//! ERROR line is written at once, with the lines held before it; so is every line off a worker
+//! (start-up, the gateway's shared runtime, blocking threads). Held lines past `HOLD_LIMIT` are
+//! written at once too, and those still held when a worker thread ends are written as it ends.
+//! A process that ends without ending its workers loses what they held.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 
-use tokio::runtime::{Handle, RuntimeFlavor};
+use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
+
+/// Held lines past this size are written at once.
+const HOLD_LIMIT: usize = 64 << 10;
 
 thread_local! {
     static HELD: Held = const { Held(RefCell::new(Vec::new())) };
+    static ON_A_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as a worker: a single-threaded runtime runs its tasks here, so a task it is
+/// told to spawn writes this thread's held lines.
+pub(crate) fn hold_lines_on_this_worker() {
+    ON_A_WORKER.with(|on| on.set(true));
 }
 
 /// This thread's lines not yet written.
@@ -40,31 +51,41 @@ impl<'a> MakeWriter<'a> for TurnStderr {
     type Writer = Line;
 
     fn make_writer(&'a self) -> Line {
-        Line
+        Line { at_once: true }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line {
+        Line { at_once: *meta.level() <= Level::WARN || !ON_A_WORKER.with(Cell::get) }
     }
 }
 
 /// One log line (the formatter writes it whole).
 #[derive(Debug)]
-pub(super) struct Line;
+pub(super) struct Line {
+    at_once: bool,
+}
 
 impl Write for Line {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // A worker is a single-threaded runtime: a task it is told to spawn runs on this thread.
-        let on_a_worker = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
-        if !on_a_worker {
-            return std::io::stderr().write(buf);
-        }
-        let first = HELD.try_with(|held| {
+        let held = HELD.try_with(|held| {
             let mut lines = held.0.borrow_mut();
+            let first = lines.is_empty();
             lines.extend_from_slice(buf);
-            lines.len() == buf.len()
+            (first, lines.len())
         });
-        match first {
-            Ok(true) => drop(tokio::spawn(async {
+        match held {
+            Ok((_, len)) if self.at_once || len >= HOLD_LIMIT => {
                 let _ = HELD.try_with(Held::write_out);
-            })),
-            Ok(false) => {}
+            }
+            Ok((true, _)) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(async {
+                    let _ = HELD.try_with(Held::write_out);
+                })),
+                Err(_) => {
+                    let _ = HELD.try_with(Held::write_out);
+                }
+            },
+            Ok((false, _)) => {}
             // The thread is ending.
             Err(_) => return std::io::stderr().write(buf),
         }
@@ -86,16 +107,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_workers_lines_wait_for_the_end_of_its_turn_then_go_together() {
-        Line.write_all(b"(observe::stderr test) one\n").expect("held");
-        Line.write_all(b"(observe::stderr test) two\n").expect("held");
+        hold_lines_on_this_worker();
+        Line { at_once: false }.write_all(b"(observe::stderr test) one\n").expect("held");
+        Line { at_once: false }.write_all(b"(observe::stderr test) two\n").expect("held");
         assert_eq!(held(), 54, "held, not yet written");
         tokio::task::yield_now().await;
         assert_eq!(held(), 0, "written once the turn's other tasks have run");
     }
 
-    #[test]
-    fn off_a_worker_a_line_is_written_at_once() {
-        Line.write_all(b"(observe::stderr test) at once\n").expect("written");
-        assert_eq!(held(), 0);
+    #[tokio::test]
+    async fn a_warning_goes_at_once_with_the_lines_held_before_it() {
+        hold_lines_on_this_worker();
+        Line { at_once: false }.write_all(b"(observe::stderr test) info\n").expect("held");
+        assert_eq!(held(), 28);
+        TurnStderr.make_writer().write_all(b"(observe::stderr test) warning\n").expect("written");
+        assert_eq!(held(), 0, "both written, in order, without waiting for the turn to end");
     }
 }

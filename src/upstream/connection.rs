@@ -393,12 +393,13 @@ where
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(1 << 20)
-        // h2 closes a connection (GOAWAY ENHANCE_YOUR_CALM) once the unread DATA frames under
-        // 256 bytes on it cost more than half this window (its guard against floods of tiny
-        // frames; hyper does not let its budget be set). A backend sends one frame per message,
-        // so at 4 MiB a single client reading a stream of small messages slowly cut off every
-        // call on the connection. At 64 MiB it takes some seven such streams of 50-byte messages
-        // at once; each stream still holds at most its 1 MiB window.
+        // h2 closes a connection (GOAWAY ENHANCE_YOUR_CALM) once its unread DATA frames under
+        // 256 bytes cost more than half this window (256 - size each: its guard against floods
+        // of tiny frames, whose budget hyper 1.12 does not let us set). A backend sends a frame
+        // per message, so at 4 MiB one client reading a stream of small messages slowly cut off
+        // every call on the connection. At 64 MiB the ninth such stream of 50-byte messages
+        // stalled at once on one connection still does; and what a connection may hold unread
+        // rises from 4 to 64 MiB (1 MiB per stream).
         .initial_connection_window_size(64 << 20)
         .max_frame_size(64 << 10)
         .keep_alive_interval(Duration::from_secs(30))

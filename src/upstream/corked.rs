@@ -1,16 +1,18 @@
-//! Writes to a backend held back until the worker has nothing else ready to run, so that what
+//! Small writes to a backend held back for one turn of the worker's event loop, so that what
 //! the worker's tasks queue for that backend meanwhile leaves in one syscall (a userspace
-//! `TCP_CORK` per turn of the event loop).
+//! `TCP_CORK`).
 //!
 //! Why: h2 opens a stream before it lets its body be sent, so hyper writes a unary request's
 //! HEADERS in one syscall and, a task later, its DATA in another — two packets, and two wake-ups
-//! of the backend's reader. And the PING ACK a gRPC backend asks for with each reply (grpc-go's
-//! BDP probe) was written before the reply reached the client. Held back to the end of the turn,
-//! HEADERS and DATA go out together, and the PING ACK after the client's reply. Under load a turn
-//! carries many calls' frames, so fewer, larger writes.
+//! of the backend's reader. Held back, they go out together; and the PING ACK a gRPC backend asks
+//! for with each reply (grpc-go's BDP probe) usually goes after the reply has been handed to the
+//! client's connection instead of before it.
 //!
-//! The cost is one more poll of the connection's task per write, and the turn ends with a
-//! non-blocking look at the sockets (tokio's `yield_now` defers the task until then).
+//! A held write goes at the connection task's next poll: when another task wakes it (the request
+//! body's DATA, say) or, at the latest, when the scheduler runs deferred tasks (tokio's
+//! `yield_now`: once the run queue is empty, or every 61 polls). Writes of `CORK_LIMIT` bytes or
+//! more, and the retry of a write the socket could not take, are not held: a big message's frames
+//! gain nothing from waiting.
 
 use std::future::Future;
 use std::io::IoSlice;
@@ -19,9 +21,12 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Writes this big or bigger go at once.
+const CORK_LIMIT: usize = 16 << 10;
+
 pub(super) struct Corked<IO> {
     io: IO,
-    /// The task was sent to the end of the turn once for the write it is now making.
+    /// The write now asked for may go: it was held once already, or the socket refused it.
     waited: bool,
 }
 
@@ -30,14 +35,14 @@ impl<IO> Corked<IO> {
         Corked { io, waited: false }
     }
 
-    /// Ready when this write may go: the second time it is asked for.
-    fn wait_for_end_of_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if std::mem::take(&mut self.waited) {
+    /// Ready when a write of `len` bytes may go: if it is big, or the second time it is asked for.
+    fn wait_for_end_of_turn(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<()> {
+        if std::mem::take(&mut self.waited) || len >= CORK_LIMIT {
             return Poll::Ready(());
         }
         self.waited = true;
-        // Polled once, `yield_now` asks the scheduler to wake this task after every task that is
-        // ready has run; dropping it then keeps that request.
+        // Polled once, `yield_now` puts this task's waker on the scheduler's list of deferred
+        // wake-ups (tokio 1.54: `context::defer`); dropping the future leaves it there.
         let _ = pin!(tokio::task::yield_now()).poll(cx);
         Poll::Pending
     }
@@ -51,8 +56,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Corked<IO> {
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Corked<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        std::task::ready!(self.wait_for_end_of_turn(cx));
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        std::task::ready!(self.wait_for_end_of_turn(cx, buf.len()));
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.waited = written.is_pending();
+        written
     }
 
     fn poll_write_vectored(
@@ -60,8 +67,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Corked<IO> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        std::task::ready!(self.wait_for_end_of_turn(cx));
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let len = bufs.iter().map(|b| b.len()).sum();
+        std::task::ready!(self.wait_for_end_of_turn(cx, len));
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.waited = written.is_pending();
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -177,10 +187,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_requests_headers_and_data_leave_in_one_write() {
-        let types = write_with_the_headers(true).await;
+        let within = |cork| tokio::time::timeout(std::time::Duration::from_secs(10), write_with_the_headers(cork));
+        let types = within(true).await.expect("no hang");
         assert!(types.contains(&0), "DATA (0x0) in the write with the HEADERS: {types:?}");
         // Without the cork they leave apart: the test can tell.
-        let types = write_with_the_headers(false).await;
+        let types = within(false).await.expect("no hang");
         assert!(!types.contains(&0), "uncorked, hyper writes the HEADERS alone: {types:?}");
     }
 }
