@@ -5,7 +5,7 @@
 # transcoder), grpc-gateway (REST) and Dragoman. Rows:
 #   1. unary CreateItem echoing 1 KiB, 64 KiB and 4 MiB messages (h2load, a prepared gRPC frame);
 #   2. server streams: ListItems of 100,000 small items, and of 1,000 items of 64 KiB (h2load);
-#   3. slow readers: ListItems 1,000 x 64 KiB (64 MiB) read by curl at 2 MiB/s for 20 s, the
+#   3. slow readers: ListItems 1,000 x 64 KiB (62.5 MiB) read by curl at 2 MiB/s for 20 s, the
 #      proxies side by side, their RSS sampled every 0.5 s (does a proxy hold the stream?); then
 #      100,000 small items read at 1 MiB/s by gRPC (at once) and at 4 MiB/s by REST (one at a
 #      time): does the stream survive a reader slower than the backend?
@@ -122,7 +122,7 @@ declare -A MIBS CPUMIB PEAK ONE BASE slowpid EXPECT FAIL   # FAIL: rows with fai
 
 # grpc_check TARGET PATH FRAME [HEADER]: one call by curl; warns unless grpc-status is 0. Sets t1 (s), sz (bytes).
 grpc_check() {
-  local w; w=$(curl -s --http2-prior-knowledge -H content-type:application/grpc -H te:trailers ${4:+-H "$4"} \
+  local w; w=$(curl -s --max-time 60 --http2-prior-knowledge -H content-type:application/grpc -H te:trailers ${4:+-H "$4"} \
     --data-binary @"$3" -D "$run/hdr" -o /dev/null -w '%{time_total} %{size_download}' "${URL[$1]}$2")
   t1=${w% *}; sz=${w#* }
   local gs; gs=$(tr -d '\r' <"$run/hdr" | awk -F': *' 'tolower($1)=="grpc-status"{s=$2} END{print s}')
@@ -171,7 +171,7 @@ ratios() {
   for p in nginx envoy; do [ -n "${MIBS[$p-$s]:-}" ] && line+=" dragoman/$p $(ratio "${MIBS[dragoman-$s]}" "${MIBS[$p-$s]}")$(mark dragoman-$s $p-$s)"; done
   for p in nginx envoy dragoman; do [ -n "${MIBS[$p-$s]:-}" ] && line+="  $p/direct $(ratio "${MIBS[$p-$s]}" "${MIBS[direct-$s]}")$(mark $p-$s)"; done
   line+="  | cpu-less per MiB:"
-  for p in nginx envoy; do [ -n "${MIBS[$p-$s]:-}" ] && line+=" $p/dragoman $(ratio "${CPUMIB[$p-$s]}" "${CPUMIB[dragoman-$s]}")"; done
+  for p in nginx envoy; do [ -n "${MIBS[$p-$s]:-}" ] && line+=" $p/dragoman $(ratio "${CPUMIB[$p-$s]}" "${CPUMIB[dragoman-$s]}")$(mark dragoman-$s $p-$s)"; done
   echo "$line"
 }
 
@@ -240,7 +240,7 @@ grpc_check direct /bench.v1.Items/CreateItem "$run/f/create-1m.grpc"
 h2row direct-post-1m direct /bench.v1.Items/CreateItem "$run/f/create-1m.grpc" 4
 bsz=$(stat -c %s "$run/f/item-1m.json")
 for t in "${REST[@]}"; do
-  w=$(curl -s -o "$run/reply.json" -w '%{http_code} %{size_download}' -H 'content-type: application/json' --data-binary @"$run/f/item-1m.json" "${URL[$t]}/v1/items")
+  w=$(curl -s --max-time 60 -o "$run/reply.json" -w '%{http_code} %{size_download}' -H 'content-type: application/json' --data-binary @"$run/f/item-1m.json" "${URL[$t]}/v1/items")
   code=${w% *}; rsz=${w#* }
   [ "$code" = 200 ] || echo "WARNING: $t POST /v1/items answered $code: $(head -c 200 "$run/reply.json")"
   key=$t-post-1m; peak_start $key ${PID[$t]}; c0=$(cpu ${PID[$t]})
@@ -264,7 +264,7 @@ echo "$line"
 for t in "${REST[@]}"; do
   key=$t-get-100000; peak_start $key ${PID[$t]}; c0=$(cpu ${PID[$t]}); times=(); good=(); bytes=""; total=0; fails=0
   for i in 1 2 3; do
-    w=$(curl -s -o "$run/stream.out" -w '%{http_code} %{time_total} %{size_download}' "${URL[$t]}/v1/items?count=100000")
+    w=$(curl -s --max-time 60 -o "$run/stream.out" -w '%{http_code} %{time_total} %{size_download}' "${URL[$t]}/v1/items?count=100000")
     read -r code secs got <<<"$w"; total=$((total + got))
     items=$(grep -o '"name"' "$run/stream.out" | wc -l)
     if [ "$code" = 200 ] && [ "$items" = 100000 ]; then good+=("$secs"); bytes=$got; times+=("$secs")

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
 /// Whether a change at `path` can touch one of `files` (watched through their folder): the file
@@ -22,7 +21,7 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Keeps the OS watches alive; dropping it stops watching.
 pub struct Watcher {
-    _inner: notify::RecommendedWatcher,
+    _source: os::Source,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -41,24 +40,11 @@ where
     F: Fn() + Send + Sync + Clone + 'static,
 {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
-        }
-        if event.paths.iter().any(|p| relevant(p)) {
+    let source = os::start(paths, move |path| {
+        if relevant(path) {
             let _ = tx.send(());
         }
-    })
-    .map_err(|e| format!("cannot watch files: {e}"))?;
-    for path in paths {
-        let (target, mode) = if path.is_dir() {
-            (path.as_path(), RecursiveMode::Recursive)
-        } else {
-            (path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")), RecursiveMode::NonRecursive)
-        };
-        inner.watch(target, mode).map_err(|e| format!("{}: cannot watch: {e}", target.display()))?;
-    }
+    })?;
     let task = tokio::spawn(async move {
         while rx.recv().await.is_some() {
             // Swallow the rest of the burst.
@@ -67,5 +53,161 @@ where
             let _ = tokio::task::spawn_blocking(on_change).await;
         }
     });
-    Ok(Watcher { _inner: inner, task })
+    Ok(Watcher { _source: source, task })
+}
+
+/// The folder a file is watched through.
+fn folder_of(file: &Path) -> &Path {
+    file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Linux: inotify, asked only for the events that can change what a file holds or whether it is
+/// there — a file written and closed, created, deleted or moved — and not for every `write`
+/// (`IN_MODIFY`) or `open`: a log file in the config's folder would otherwise wake the watcher
+/// at every line it gets (notify-rs asks for both, and cannot be told otherwise).
+#[cfg(target_os = "linux")]
+mod os {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+    use tokio_stream::StreamExt;
+
+    const MASK: WatchMask = WatchMask::CLOSE_WRITE
+        .union(WatchMask::CREATE)
+        .union(WatchMask::DELETE)
+        .union(WatchMask::MOVED_FROM)
+        .union(WatchMask::MOVED_TO)
+        .union(WatchMask::DELETE_SELF)
+        .union(WatchMask::MOVE_SELF);
+
+    /// The task reading the events; aborted when dropped.
+    pub(super) struct Source(tokio::task::JoinHandle<()>);
+
+    impl Drop for Source {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    /// Each watched folder, and whether its sub-folders are watched too.
+    #[derive(Default)]
+    struct Folders(HashMap<WatchDescriptor, (PathBuf, bool)>);
+
+    impl Folders {
+        fn add(&mut self, watches: &mut Watches, folder: &Path, recursive: bool) -> std::io::Result<()> {
+            let wd = watches.add(folder, MASK)?;
+            let entry = self.0.entry(wd).or_insert_with(|| (folder.to_owned(), false));
+            entry.1 |= recursive;
+            if recursive {
+                for sub in std::fs::read_dir(folder)?.flatten() {
+                    if sub.file_type().is_ok_and(|t| t.is_dir()) {
+                        // A sub-folder that cannot be watched is skipped, as notify-rs does.
+                        let _ = self.add(watches, &sub.path(), true);
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    pub(super) fn start(paths: &[PathBuf], changed: impl Fn(&Path) + Send + 'static) -> Result<Source, String> {
+        let inotify = Inotify::init().map_err(|e| format!("cannot watch files: {e}"))?;
+        let mut watches = inotify.watches();
+        let mut folders = Folders::default();
+        for path in paths {
+            let (folder, recursive) =
+                if path.is_dir() { (path.as_path(), true) } else { (super::folder_of(path), false) };
+            folders
+                .add(&mut watches, folder, recursive)
+                .map_err(|e| format!("{}: cannot watch: {e}", folder.display()))?;
+        }
+        let mut events = inotify.into_event_stream(vec![0; 4096]).map_err(|e| format!("cannot watch files: {e}"))?;
+        Ok(Source(tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                let Some((folder, recursive)) = folders.0.get(&event.wd).cloned() else { continue };
+                let path = event.name.map_or_else(|| folder.clone(), |name| folder.join(name));
+                let new_folder = event.mask.contains(EventMask::ISDIR)
+                    && event.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO);
+                if recursive && new_folder {
+                    let _ = folders.add(&mut watches, &path, true);
+                }
+                changed(&path);
+            }
+        })))
+    }
+}
+
+/// Elsewhere: notify-rs.
+#[cfg(not(target_os = "linux"))]
+mod os {
+    use std::path::{Path, PathBuf};
+
+    pub(super) type Source = notify::RecommendedWatcher;
+
+    pub(super) fn start(paths: &[PathBuf], changed: impl Fn(&Path) + Send + 'static) -> Result<Source, String> {
+        let mut inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if matches!(event.kind, EventKind::Access(_)) {
+                return;
+            }
+            event.paths.iter().for_each(|p| changed(p));
+        })
+        .map_err(|e| format!("cannot watch files: {e}"))?;
+        for path in paths {
+            let (target, mode) = if path.is_dir() {
+                (path.as_path(), RecursiveMode::Recursive)
+            } else {
+                (super::folder_of(path), RecursiveMode::NonRecursive)
+            };
+            inner.watch(target, mode).map_err(|e| format!("{}: cannot watch: {e}", target.display()))?;
+        }
+        Ok(inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    // notify-rs, used elsewhere, reports every write.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_log_written_beside_the_config_does_not_wake_the_watcher_a_new_config_does() {
+        let folder = tempfile::tempdir().expect("temp folder");
+        let config = folder.path().join("dragoman.yaml");
+        std::fs::write(&config, "a: 1\n").expect("config");
+        let mut log = std::fs::File::create(folder.path().join("dragoman.log")).expect("log");
+        let (looked_at, changes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (seen, changed) = (looked_at.clone(), changes.clone());
+        let config_path = config.clone();
+        let _watcher = watch(
+            std::slice::from_ref(&config),
+            move |path| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                path == config_path
+            },
+            move || {
+                changed.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .expect("watching");
+        for n in 0..200 {
+            writeln!(log, "line {n}").expect("log line");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(looked_at.load(Ordering::SeqCst), 0, "no event for lines appended to an open log");
+        std::fs::write(&config, "a: 2\n").expect("new config");
+        for _ in 0..100 {
+            if changes.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(changes.load(Ordering::SeqCst), 1, "one reload for the config written");
+    }
 }
