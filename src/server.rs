@@ -78,10 +78,12 @@ pub async fn serve(
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name(format!("dragoman-worker-{n}")).spawn(move || {
             crate::observe::backends::set_worker(n);
-            crate::observe::hold_lines_on_this_worker();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {
-                Ok(runtime) => runtime.block_on(run_worker(listeners, gateway, admission, stopping)),
+                Ok(runtime) => runtime.block_on(async {
+                    crate::observe::hold_lines_on_this_worker();
+                    run_worker(listeners, gateway, admission, stopping).await
+                }),
                 Err(e) => tracing::error!(error = %e, "cannot start a worker runtime"),
             }
             let _ = done.send(());

@@ -32,16 +32,17 @@ impl Drop for Watcher {
 }
 
 /// Starts watching `paths` (folders recursively, files through their folder) and runs
-/// `on_change` on a blocking thread after each burst of changes to a path `relevant` accepts.
-/// Must be called inside a tokio runtime.
+/// `on_change` on a blocking thread after each burst of changes to a path `relevant` accepts
+/// (or when the system lost events and cannot say which). Must be called inside a tokio runtime
+/// with its IO driver on.
 pub fn watch<R, F>(paths: &[PathBuf], relevant: R, on_change: F) -> Result<Watcher, String>
 where
     R: Fn(&Path) -> bool + Send + 'static,
     F: Fn() + Send + Sync + Clone + 'static,
 {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let source = os::start(paths, move |path| {
-        if relevant(path) {
+    let source = os::start(paths, move |path: Option<&Path>| {
+        if path.is_none_or(&relevant) {
             let _ = tx.send(());
         }
     })?;
@@ -64,7 +65,8 @@ fn folder_of(file: &Path) -> &Path {
 /// Linux: inotify, asked only for the events that can change what a file holds or whether it is
 /// there — a file written and closed, created, deleted or moved — and not for every `write`
 /// (`IN_MODIFY`) or `open`: a log file in the config's folder would otherwise wake the watcher
-/// at every line it gets (notify-rs asks for both, and cannot be told otherwise).
+/// at every line it gets (notify-rs asks for both, and cannot be told otherwise). So a file kept
+/// open and written to, written through `mmap`, or only `chmod`ed is not seen until closed.
 #[cfg(target_os = "linux")]
 mod os {
     use std::collections::HashMap;
@@ -95,23 +97,29 @@ mod os {
     struct Folders(HashMap<WatchDescriptor, (PathBuf, bool)>);
 
     impl Folders {
-        fn add(&mut self, watches: &mut Watches, folder: &Path, recursive: bool) -> std::io::Result<()> {
+        /// Watches `folder` (and, `recursive`, every folder under it, through symbolic links as
+        /// the catalog reads them), and returns the files found in the folders newly watched.
+        fn add(&mut self, watches: &mut Watches, folder: &Path, recursive: bool) -> std::io::Result<Vec<PathBuf>> {
             let wd = watches.add(folder, MASK)?;
-            let entry = self.0.entry(wd).or_insert_with(|| (folder.to_owned(), false));
-            entry.1 |= recursive;
-            if recursive {
-                for sub in std::fs::read_dir(folder)?.flatten() {
-                    if sub.file_type().is_ok_and(|t| t.is_dir()) {
+            let was_recursive = self.0.get(&wd).is_some_and(|(_, r)| *r);
+            self.0.insert(wd, (folder.to_owned(), was_recursive || recursive));
+            let mut files = Vec::new();
+            // A folder already walked (a link back up the tree, say) is not walked again.
+            if recursive && !was_recursive {
+                for sub in std::fs::read_dir(folder)?.flatten().map(|e| e.path()) {
+                    if sub.is_dir() {
                         // A sub-folder that cannot be watched is skipped, as notify-rs does.
-                        let _ = self.add(watches, &sub.path(), true);
+                        files.extend(self.add(watches, &sub, true).unwrap_or_default());
+                    } else {
+                        files.push(sub);
                     }
                 }
             }
-            Ok(())
+            Ok(files)
         }
     }
 
-    pub(super) fn start(paths: &[PathBuf], changed: impl Fn(&Path) + Send + 'static) -> Result<Source, String> {
+    pub(super) fn start(paths: &[PathBuf], changed: impl Fn(Option<&Path>) + Send + 'static) -> Result<Source, String> {
         let inotify = Inotify::init().map_err(|e| format!("cannot watch files: {e}"))?;
         let mut watches = inotify.watches();
         let mut folders = Folders::default();
@@ -124,16 +132,33 @@ mod os {
         }
         let mut events = inotify.into_event_stream(vec![0; 4096]).map_err(|e| format!("cannot watch files: {e}"))?;
         Ok(Source(tokio::spawn(async move {
-            while let Some(Ok(event)) = events.next().await {
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(e) => {
+                        tracing::error!(error = %e, "file watching stopped: changes are no longer reloaded");
+                        return;
+                    }
+                };
+                if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    changed(None);
+                    continue;
+                }
+                if event.mask.contains(EventMask::IGNORED) {
+                    folders.0.remove(&event.wd);
+                    continue;
+                }
                 let Some((folder, recursive)) = folders.0.get(&event.wd).cloned() else { continue };
                 let path = event.name.map_or_else(|| folder.clone(), |name| folder.join(name));
-                let new_folder = event.mask.contains(EventMask::ISDIR)
-                    && event.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO);
-                if recursive && new_folder {
-                    let _ = folders.add(&mut watches, &path, true);
+                if recursive && event.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) && path.is_dir() {
+                    // Files put there before the watch was: looked at now.
+                    for file in folders.add(&mut watches, &path, true).unwrap_or_default() {
+                        changed(Some(&file));
+                    }
                 }
-                changed(&path);
+                changed(Some(&path));
             }
+            tracing::error!("file watching ended: changes are no longer reloaded");
         })))
     }
 }
@@ -143,15 +168,17 @@ mod os {
 mod os {
     use std::path::{Path, PathBuf};
 
+    use notify::{EventKind, RecursiveMode, Watcher as _};
+
     pub(super) type Source = notify::RecommendedWatcher;
 
-    pub(super) fn start(paths: &[PathBuf], changed: impl Fn(&Path) + Send + 'static) -> Result<Source, String> {
+    pub(super) fn start(paths: &[PathBuf], changed: impl Fn(Option<&Path>) + Send + 'static) -> Result<Source, String> {
         let mut inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             if matches!(event.kind, EventKind::Access(_)) {
                 return;
             }
-            event.paths.iter().for_each(|p| changed(p));
+            event.paths.iter().for_each(|p| changed(Some(p)));
         })
         .map_err(|e| format!("cannot watch files: {e}"))?;
         for path in paths {
@@ -209,5 +236,61 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(changes.load(Ordering::SeqCst), 1, "one reload for the config written");
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod linux_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Watches `folder` recursively; returns what the filter was shown.
+    fn shown(folder: &Path) -> (Watcher, Arc<Mutex<Vec<PathBuf>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let watcher = watch(
+            &[folder.to_owned()],
+            move |path| {
+                log.lock().expect("seen").push(path.to_owned());
+                false
+            },
+            || {},
+        )
+        .expect("watching");
+        (watcher, seen)
+    }
+
+    async fn wait_for(seen: &Mutex<Vec<PathBuf>>, path: &Path) {
+        for _ in 0..100 {
+            if seen.lock().expect("seen").iter().any(|p| p == path) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{} not seen: {:?}", path.display(), seen.lock().expect("seen"));
+    }
+
+    #[tokio::test]
+    async fn renames_new_folders_and_what_was_in_them_are_seen() {
+        let root = tempfile::tempdir().expect("temp folder");
+        let outside = tempfile::tempdir().expect("temp folder");
+        let folder = root.path().join("descriptors");
+        std::fs::create_dir(&folder).expect("folder");
+        let (_watcher, seen) = shown(&folder);
+        // Written elsewhere, renamed in (how deploy tools replace a file).
+        std::fs::write(outside.path().join("a.binpb"), b"a").expect("write");
+        std::fs::rename(outside.path().join("a.binpb"), folder.join("a.binpb")).expect("rename");
+        wait_for(&seen, &folder.join("a.binpb")).await;
+        // A folder made, then a file written into it.
+        std::fs::create_dir(folder.join("v2")).expect("sub-folder");
+        wait_for(&seen, &folder.join("v2")).await;
+        std::fs::write(folder.join("v2/b.binpb"), b"b").expect("write");
+        wait_for(&seen, &folder.join("v2/b.binpb")).await;
+        // A folder filled elsewhere and moved in: its files are looked at too.
+        std::fs::create_dir(outside.path().join("v3")).expect("folder");
+        std::fs::write(outside.path().join("v3/c.binpb"), b"c").expect("write");
+        std::fs::rename(outside.path().join("v3"), folder.join("v3")).expect("move");
+        wait_for(&seen, &folder.join("v3/c.binpb")).await;
     }
 }

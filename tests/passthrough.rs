@@ -265,6 +265,7 @@ async fn a_slow_reader_of_many_small_messages_gets_them_all() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let piled = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(piled >= 15_000, "only {piled} messages were sent before reading");
     let mut received = 0;
     while let Some(event) =
         events.message().await.unwrap_or_else(|e| panic!("cut off after {piled} messages had piled up: {e}"))

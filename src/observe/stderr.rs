@@ -7,9 +7,10 @@
 //! written at once too, and those still held when a worker thread ends are written as it ends.
 //! A process that ends without ending its workers loses what they held.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io::Write;
 
+use tokio::runtime::Handle;
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -18,13 +19,17 @@ const HOLD_LIMIT: usize = 64 << 10;
 
 thread_local! {
     static HELD: Held = const { Held(RefCell::new(Vec::new())) };
-    static ON_A_WORKER: Cell<bool> = const { Cell::new(false) };
+    /// This worker's own runtime: a task spawned on it runs on this thread.
+    static WORKER: RefCell<Option<Handle>> = const { RefCell::new(None) };
 }
 
-/// Marks this thread as a worker: a single-threaded runtime runs its tasks here, so a task it is
-/// told to spawn writes this thread's held lines.
+/// Marks this thread as a worker; called inside its single-threaded runtime.
 pub(crate) fn hold_lines_on_this_worker() {
-    ON_A_WORKER.with(|on| on.set(true));
+    WORKER.with(|worker| *worker.borrow_mut() = Handle::try_current().ok());
+}
+
+fn on_a_worker() -> bool {
+    WORKER.with(|worker| worker.borrow().is_some())
 }
 
 /// This thread's lines not yet written.
@@ -55,7 +60,7 @@ impl<'a> MakeWriter<'a> for TurnStderr {
     }
 
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line {
-        Line { at_once: *meta.level() <= Level::WARN || !ON_A_WORKER.with(Cell::get) }
+        Line { at_once: *meta.level() <= Level::WARN || !on_a_worker() }
     }
 }
 
@@ -77,11 +82,11 @@ impl Write for Line {
             Ok((_, len)) if self.at_once || len >= HOLD_LIMIT => {
                 let _ = HELD.try_with(Held::write_out);
             }
-            Ok((true, _)) => match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(async {
+            Ok((true, _)) => match WORKER.with(|worker| worker.borrow().clone()) {
+                Some(runtime) => drop(runtime.spawn(async {
                     let _ = HELD.try_with(Held::write_out);
                 })),
-                Err(_) => {
+                None => {
                     let _ = HELD.try_with(Held::write_out);
                 }
             },
@@ -105,22 +110,29 @@ mod tests {
         HELD.with(|held| held.0.borrow().len())
     }
 
-    #[tokio::test]
-    async fn a_workers_lines_wait_for_the_end_of_its_turn_then_go_together() {
-        hold_lines_on_this_worker();
-        Line { at_once: false }.write_all(b"(observe::stderr test) one\n").expect("held");
-        Line { at_once: false }.write_all(b"(observe::stderr test) two\n").expect("held");
-        assert_eq!(held(), 54, "held, not yet written");
-        tokio::task::yield_now().await;
-        assert_eq!(held(), 0, "written once the turn's other tasks have run");
+    fn log(event: impl FnOnce()) {
+        let subscriber = tracing_subscriber::fmt().with_writer(TurnStderr).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, event);
     }
 
     #[tokio::test]
-    async fn a_warning_goes_at_once_with_the_lines_held_before_it() {
+    async fn a_workers_info_lines_wait_for_the_end_of_its_turn_a_warning_does_not() {
         hold_lines_on_this_worker();
-        Line { at_once: false }.write_all(b"(observe::stderr test) info\n").expect("held");
-        assert_eq!(held(), 28);
-        TurnStderr.make_writer().write_all(b"(observe::stderr test) warning\n").expect("written");
-        assert_eq!(held(), 0, "both written, in order, without waiting for the turn to end");
+        log(|| tracing::info!("(observe::stderr test) one"));
+        log(|| tracing::info!("(observe::stderr test) two"));
+        let two = held();
+        assert!(two > 60, "both held, not yet written: {two} bytes");
+        tokio::task::yield_now().await;
+        assert_eq!(held(), 0, "written once the turn's other tasks have run");
+        log(|| tracing::info!("(observe::stderr test) three"));
+        assert!(held() > 0);
+        log(|| tracing::warn!("(observe::stderr test) four"));
+        assert_eq!(held(), 0, "a warning is written at once, with the line held before it");
+    }
+
+    #[tokio::test]
+    async fn off_a_worker_an_info_line_is_written_at_once() {
+        log(|| tracing::info!("(observe::stderr test) at once"));
+        assert_eq!(held(), 0);
     }
 }

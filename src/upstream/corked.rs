@@ -48,6 +48,15 @@ impl<IO> Corked<IO> {
     }
 }
 
+/// The socket took less than all of a write (or none yet): the rest goes without being held again.
+fn cut_short(written: &Poll<std::io::Result<usize>>, len: usize) -> bool {
+    match written {
+        Poll::Pending => true,
+        Poll::Ready(Ok(n)) => *n < len,
+        Poll::Ready(Err(_)) => false,
+    }
+}
+
 impl<IO: AsyncRead + Unpin> AsyncRead for Corked<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
@@ -58,7 +67,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Corked<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         std::task::ready!(self.wait_for_end_of_turn(cx, buf.len()));
         let written = Pin::new(&mut self.io).poll_write(cx, buf);
-        self.waited = written.is_pending();
+        self.waited = cut_short(&written, buf.len());
         written
     }
 
@@ -70,7 +79,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Corked<IO> {
         let len = bufs.iter().map(|b| b.len()).sum();
         std::task::ready!(self.wait_for_end_of_turn(cx, len));
         let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.waited = written.is_pending();
+        self.waited = cut_short(&written, len);
         written
     }
 
