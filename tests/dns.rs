@@ -475,18 +475,9 @@ async fn a_tls_backend_named_by_dns_is_verified_and_addressed_by_its_name() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let dns = Dns::start(Answer::Addresses(vec![loopback(1)])).await;
     // A certificate for the name alone: no IP address in it.
-    let key = rcgen::generate_simple_self_signed(vec!["backends.test".to_owned()]).expect("certificate");
+    let (acceptor, pem) = support::tls_acceptor("backends.test");
     let ca = tempfile::NamedTempFile::new().expect("tmp");
-    std::fs::write(ca.path(), key.cert.pem()).expect("write ca");
-    let private = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).expect("key");
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_no_client_auth()
-        .with_single_cert(vec![key.cert.der().clone()], private)
-        .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    std::fs::write(ca.path(), pem).expect("write ca");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let instance = Instance { ip: loopback(1), calls: Arc::default(), slow_started: Arc::default() };

@@ -292,42 +292,10 @@ async fn a_reload_without_health_check_stops_the_checks() {
     assert!(backends[0].calls() > before, "served again once unchecked");
 }
 
-/// A TLS backend (self-signed for "localhost", ALPN h2) serving `routes`; its port and the
-/// certificate's PEM.
-async fn start_tls(routes: tonic::service::Routes) -> (u16, String) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    let pem = key.cert.pem();
-    let private = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).expect("key");
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_no_client_auth()
-        .with_single_cert(vec![key.cert.der().clone()], private)
-        .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let (acceptor, routes) = (acceptor.clone(), routes.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), hyper_util::service::TowerToHyperService::new(routes))
-                    .await;
-            });
-        }
-    });
-    (port, pem)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_backend_is_checked_over_tls() {
     let (health, service) = tonic_health::server::health_reporter();
-    let (port, pem) = start_tls(tonic::service::Routes::new(service)).await;
+    let (port, pem) = support::start_tls_backend(tonic::service::Routes::new(service)).await;
     let ca = tempfile::NamedTempFile::new().expect("tmp");
     std::fs::write(ca.path(), pem).expect("write ca");
     let url = format!("https://localhost:{port}");

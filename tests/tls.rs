@@ -3,15 +3,11 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use dragoman::demo::pb::shop::users::v1::user_service_client::UserServiceClient;
 use dragoman::demo::pb::shop::users::v1::user_service_server::{UserService, UserServiceServer};
 use dragoman::demo::pb::shop::users::v1::{
     CreateUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, User,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use support::{TestGateway, USERS};
 use tonic::{Code, Request, Response, Status};
 
@@ -30,42 +26,9 @@ impl UserService for Secure {
     }
 }
 
-/// A TLS gRPC backend with a fresh self-signed certificate for "localhost"; returns its port and
-/// the certificate's PEM.
-async fn start_tls_backend() -> (u16, String) {
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    let cert_pem = key.cert.pem();
-    let cert = key.cert.der().clone();
-    let private = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).expect("key");
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], private)
-        .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let routes = tonic::service::Routes::new(UserServiceServer::new(Secure));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(routes))
-                    .await;
-            });
-        }
-    });
-    (port, cert_pem)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_backend_with_configured_ca() {
-    let (port, pem) = start_tls_backend().await;
+    let (port, pem) = support::start_tls_backend(tonic::service::Routes::new(UserServiceServer::new(Secure))).await;
     let ca = tempfile::NamedTempFile::new().expect("tmp");
     std::fs::write(ca.path(), pem).expect("write ca");
     let gw = TestGateway::builder()
@@ -87,7 +50,7 @@ async fn tls_backend_with_configured_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unverifiable_tls_backend_is_unavailable() {
     let logs = support::logs();
-    let (port, _pem) = start_tls_backend().await;
+    let (port, _pem) = support::start_tls_backend(tonic::service::Routes::new(UserServiceServer::new(Secure))).await;
     // The system roots do not trust a fresh self-signed certificate.
     let gw = TestGateway::builder()
         .sets(vec![("users.binpb", support::demo_set(&[USERS]))])

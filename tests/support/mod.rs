@@ -925,3 +925,41 @@ where
         Err(tonic::Status::unimplemented("GetUser only"))
     }
 }
+
+/// A TLS acceptor (ALPN h2) with a fresh self-signed certificate for `name`, and that
+/// certificate's PEM, for a test's CA file.
+pub fn tls_acceptor(name: &str) -> (tokio_rustls::TlsAcceptor, String) {
+    let key = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("certificate");
+    let private = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).expect("key");
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(vec![key.cert.der().clone()], private)
+            .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    (tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)), key.cert.pem())
+}
+
+/// A TLS gRPC backend on 127.0.0.1 (certificate for "localhost", see [`tls_acceptor`]) serving
+/// `routes`; returns its port and the certificate's PEM.
+pub async fn start_tls_backend(routes: tonic::service::Routes) -> (u16, String) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (acceptor, pem) = tls_acceptor("localhost");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, routes) = (acceptor.clone(), routes.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), hyper_util::service::TowerToHyperService::new(routes))
+                    .await;
+            });
+        }
+    });
+    (port, pem)
+}
