@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -102,6 +103,9 @@ pub struct Gateway {
 struct Shared {
     snapshot: ArcSwap<Snapshot>,
     health: HealthReporter,
+    /// The services `health` has a status for; held while it is brought in line, so that two
+    /// reloads' updates cannot interleave (see [`Gateway::report_health`]).
+    health_reported: tokio::sync::Mutex<Vec<String>>,
     health_service: TonicService,
     reloads: watch::Sender<ReloadStatus>,
     runtime: tokio::runtime::Handle,
@@ -153,6 +157,7 @@ impl Gateway {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snapshot),
                 health,
+                health_reported: Default::default(),
                 health_service: BoxCloneSyncService::new(health_service),
                 reloads,
                 runtime: tokio::runtime::Handle::current(),
@@ -166,7 +171,11 @@ impl Gateway {
             }),
         };
         gateway.check_backends();
-        gateway.shared.runtime.spawn(gateway.report_health(None));
+        // Health is right before the first call can ask: nothing else holds the new reporter's
+        // locks yet, so this finishes in one poll.
+        tokio::task::unconstrained(gateway.report_health())
+            .now_or_never()
+            .expect("a new health reporter is not contended");
         Ok(gateway)
     }
 
@@ -179,15 +188,7 @@ impl Gateway {
     /// `grpc.health.v1.Health` say NOT_SERVING from then on, for load balancers of either kind.
     pub fn start_draining(&self) {
         self.shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
-        let health = self.shared.health.clone();
-        let services: Vec<String> =
-            self.snapshot().catalog.services().iter().map(|s| s.descriptor.full_name().to_owned()).collect();
-        self.shared.runtime.spawn(async move {
-            health.set_service_status("", ServingStatus::NotServing).await;
-            for name in services {
-                health.set_service_status(name, ServingStatus::NotServing).await;
-            }
-        });
+        self.shared.runtime.spawn(self.report_health());
     }
 
     /// The call metrics (`/metrics` on the admin listener).
@@ -318,12 +319,12 @@ impl Gateway {
             // The new config's pools start from the addresses the old one's names resolved to.
             crate::upstream::carry_over(&snapshot.config, &current);
         }
-        let previous = self.shared.snapshot.swap(Arc::new(snapshot));
+        self.shared.snapshot.store(Arc::new(snapshot));
         if config_changed {
             self.check_backends();
         }
         // The reload counts as done once health says so too.
-        let health = self.report_health(Some(&previous));
+        let health = self.report_health();
         let shared = self.shared.clone();
         self.shared.runtime.spawn(async move {
             health.await;
@@ -395,36 +396,29 @@ impl Gateway {
         Ok(())
     }
 
-    /// Health: the gateway itself serves; a service serves when a backend rule routes it; a
-    /// service that a reload removed is no longer known (NOT_FOUND), instead of SERVING for ever.
-    fn report_health(&self, previous: Option<&Snapshot>) -> impl std::future::Future<Output = ()> + use<> {
-        let mut health = self.shared.health.clone();
-        let current = self.snapshot();
-        let statuses: Vec<(String, ServingStatus)> = current
-            .catalog
-            .services()
-            .iter()
-            .map(|s| {
-                let status = if s.rule.is_some() { ServingStatus::Serving } else { ServingStatus::NotServing };
-                (s.descriptor.full_name().to_owned(), status)
-            })
-            .collect();
-        let removed: Vec<String> = previous
-            .map(|p| p.catalog.services())
-            .unwrap_or_default()
-            .iter()
-            .map(|s| s.descriptor.full_name())
-            .filter(|name| !statuses.iter().any(|(kept, _)| kept == name))
-            .map(str::to_owned)
-            .collect();
+    /// Brings `grpc.health.v1` in line with the current snapshot: the gateway itself serves; a
+    /// service serves when a backend rule routes it; a service a reload removed is no longer known
+    /// (NOT_FOUND) instead of SERVING for ever; once draining, all say NOT_SERVING. It reads the
+    /// snapshot under `health_reported`'s lock, so whichever update runs last applies the newest.
+    fn report_health(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let shared = self.shared.clone();
         async move {
-            health.set_service_status("", ServingStatus::Serving).await;
-            for (name, status) in statuses {
-                health.set_service_status(name, status).await;
+            let mut reported = shared.health_reported.lock().await;
+            let mut health = shared.health.clone();
+            let draining = shared.draining.load(std::sync::atomic::Ordering::Relaxed);
+            let serving = |yes: bool| if yes && !draining { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let snapshot = shared.snapshot.load_full();
+            let services = snapshot.catalog.services();
+            health.set_service_status("", serving(true)).await;
+            for service in services.iter() {
+                health.set_service_status(service.descriptor.full_name(), serving(service.rule.is_some())).await;
             }
-            for name in removed {
-                health.clear_service_status(&name).await;
+            for name in reported.iter() {
+                if !services.iter().any(|s| s.descriptor.full_name() == name) {
+                    health.clear_service_status(name).await;
+                }
             }
+            *reported = services.iter().map(|s| s.descriptor.full_name().to_owned()).collect();
         }
     }
 }
