@@ -200,47 +200,8 @@ async fn reflection_v1_answers_from_the_catalog() {
 /// connection with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_of_many_small_messages_gets_them_all() {
-    use http_body_util::StreamBody;
-    use prost::Message as _;
-
     const MESSAGES: usize = 60_000;
-    let event = dragoman::demo::pb::shop::orders::v1::OrderEvent {
-        order_id: "order-0000000001-of-a-stream-of-small-ones".into(),
-        status: OrderStatus::Paid as i32,
-        time: None,
-    };
-    let mut message = vec![0, 0, 0, 0, event.encoded_len() as u8];
-    event.encode(&mut message).expect("encode");
-    let message = bytes::Bytes::from(message);
-    // Each message its own DATA frame, as fast as the gateway takes them; `sent` counts them.
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = sent.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let backend = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (message, counter) = (message.clone(), counter.clone());
-            let service = hyper::service::service_fn(move |_: http::Request<hyper::body::Incoming>| {
-                let counter = counter.clone();
-                let mut trailers = http::HeaderMap::new();
-                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                let frames = std::iter::repeat_n(message.clone(), MESSAGES)
-                    .inspect(move |_| {
-                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    })
-                    .map(hyper::body::Frame::data)
-                    .chain([hyper::body::Frame::trailers(trailers)])
-                    .map(Ok::<_, std::convert::Infallible>);
-                let mut response = http::Response::new(StreamBody::new(futures_util::stream::iter(frames)));
-                response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
-                std::future::ready(Ok::<_, std::convert::Infallible>(response))
-            });
-            tokio::spawn(
-                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
-            );
-        }
-    });
+    let (backend, sent) = start_small_message_backend(MESSAGES).await;
     let gw = TestGateway::builder().backend("shop.orders.v1.OrderService", &backend.to_string()).start().await;
     // A small window, so that the messages wait in the gateway rather than in this client.
     let channel = tonic::transport::Endpoint::from_shared(gw.url())
@@ -274,4 +235,102 @@ async fn a_slow_reader_of_many_small_messages_gets_them_all() {
         received += 1;
     }
     assert_eq!(received, MESSAGES);
+}
+
+/// A backend whose every call is a server stream of `messages` 52-byte messages, each its own
+/// DATA frame, as fast as the gateway takes them, then an OK status; the count says how many left.
+async fn start_small_message_backend(
+    messages: usize,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::StreamBody;
+    use prost::Message as _;
+
+    let event = dragoman::demo::pb::shop::orders::v1::OrderEvent {
+        order_id: "order-0000000001-of-a-stream-of-small-ones".into(),
+        status: OrderStatus::Paid as i32,
+        time: None,
+    };
+    let mut message = vec![0, 0, 0, 0, event.encoded_len() as u8];
+    event.encode(&mut message).expect("encode");
+    let message = bytes::Bytes::from(message);
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (message, counter) = (message.clone(), counter.clone());
+            let service = hyper::service::service_fn(move |_: http::Request<hyper::body::Incoming>| {
+                let counter = counter.clone();
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                let frames = std::iter::repeat_n(message.clone(), messages)
+                    .inspect(move |_| {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    })
+                    .map(hyper::body::Frame::data)
+                    .chain([hyper::body::Frame::trailers(trailers)])
+                    .map(Ok::<_, std::convert::Infallible>);
+                let mut response = http::Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+                response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                std::future::ready(Ok::<_, std::convert::Infallible>(response))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    (backend, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_messages_that_arrive_together_leave_in_fewer_frames_intact() {
+    use http_body_util::BodyExt;
+    use prost::Message as _;
+    const MESSAGES: usize = 20_000;
+    let (backend, _) = start_small_message_backend(MESSAGES).await;
+    let gw = TestGateway::builder().backend("shop.orders.v1.OrderService", &backend.to_string()).start().await;
+    let tcp = tokio::net::TcpStream::connect(gw.address).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = support::grpc_request(
+        gw.address,
+        "/shop.orders.v1.OrderService/WatchOrder",
+        &WatchOrderRequest { id: "o-1".into(), interval: None },
+    );
+    let mut body = sender.send_request(request).await.expect("response").into_body();
+    // hyper hands over each DATA frame as it came.
+    let (mut frames, mut bytes, mut largest, mut trailers) = (0, bytes::BytesMut::new(), 0, None);
+    while let Some(frame) = body.frame().await {
+        match frame.expect("frame").into_data() {
+            Ok(data) => {
+                frames += 1;
+                largest = largest.max(data.len());
+                bytes.extend_from_slice(&data);
+            }
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    let trailers = trailers.expect("trailers");
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]), "{trailers:?}");
+    // Every message whole and in order, however the frames were cut.
+    let mut messages = bytes.freeze();
+    let mut count = 0;
+    while !messages.is_empty() {
+        let len = u32::from_be_bytes(messages[1..5].try_into().expect("prefix")) as usize;
+        let event =
+            dragoman::demo::pb::shop::orders::v1::OrderEvent::decode(messages.slice(5..5 + len)).expect("decode");
+        assert_eq!(event.status, OrderStatus::Paid as i32);
+        messages = messages.slice(5 + len..);
+        count += 1;
+    }
+    assert_eq!(count, MESSAGES);
+    // The backend writes them as fast as it can: the gateway reads many at a time and passes
+    // them on gathered (16 KiB frames at most), not one frame per message.
+    assert!(frames * 4 <= MESSAGES, "{frames} DATA frames for {MESSAGES} messages");
+    assert!(largest <= 16 * 1024, "a frame of {largest} bytes");
 }

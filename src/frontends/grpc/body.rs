@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use bytes::{Bytes, BytesMut};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use tonic::{Code, Status};
 
@@ -79,12 +79,20 @@ impl http_body::Body for RequestBody {
 /// Where the reply stands.
 enum State {
     Streaming,
-    /// A message over the limit is next: the whole messages before it were sent, its status
-    /// follows.
-    Failing(Status),
+    /// The call's trailers are next (a message over the limit was cut off, or the backend's
+    /// trailers came while DATA was being gathered); nothing follows them.
+    Ending(Frame<Bytes>),
     /// Trailers were sent; nothing follows.
     Done,
 }
+
+/// DATA frames the backend has already delivered are passed on as one frame of up to this many
+/// bytes: a backend streaming small messages sends a frame each, and passing them on one by one
+/// costs the client's connection a frame, a wake-up of its sender and a flow-control turn each.
+/// Nothing is waited for: what is not there yet goes in a later frame.
+const GATHER_BYTES: usize = 16 * 1024;
+/// At most this many frames are gathered into one (empty DATA frames add no bytes).
+const GATHER_FRAMES: usize = 256;
 
 pub(super) struct ReplyBody {
     inner: Body,
@@ -103,21 +111,17 @@ impl ReplyBody {
         let status = self.request_error.get().map_or(status, GatewayError::to_status);
         Frame::trailers(status_trailers(&status))
     }
-}
 
-impl http_body::Body for ReplyBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// The next frame for the client, from one frame of the backend's.
+    fn poll_one(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
         match std::mem::replace(&mut self.state, State::Streaming) {
             State::Done => {
                 self.state = State::Done;
                 return Poll::Ready(None);
             }
-            State::Failing(status) => {
+            State::Ending(trailers) => {
                 self.state = State::Done;
-                return Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&status)))));
+                return Poll::Ready(Some(trailers));
             }
             State::Streaming => {}
         }
@@ -126,12 +130,12 @@ impl http_body::Body for ReplyBody {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => {
                 self.state = State::Done;
-                return Poll::Ready(Some(Ok(self.failure(e.to_status()))));
+                return Poll::Ready(Some(self.failure(e.to_status())));
             }
             Poll::Ready(None) => {
                 self.state = State::Done;
                 let status = Status::internal("the backend ended the call without a status");
-                return Poll::Ready(Some(Ok(self.failure(status))));
+                return Poll::Ready(Some(self.failure(status)));
             }
         };
         if frame.is_trailers() {
@@ -140,24 +144,58 @@ impl http_body::Body for ReplyBody {
                 .trailers_ref()
                 .and_then(|t| t.get(&crate::call::GRPC_STATUS))
                 .is_some_and(|s| s.as_bytes() != b"0");
-            return Poll::Ready(Some(Ok(match (failed, self.request_error.get()) {
+            return Poll::Ready(Some(match (failed, self.request_error.get()) {
                 (true, Some(error)) => Frame::trailers(status_trailers(&error.to_status())),
                 _ => frame,
-            })));
+            }));
         }
         if let Some(data) = frame.data_ref() {
             if let Err((whole, e)) = self.guard.check(data) {
                 let status = Status::resource_exhausted(format!("the backend's response: {e}"));
+                let trailers = Frame::trailers(status_trailers(&status));
                 if whole == 0 {
                     self.state = State::Done;
-                    return Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&status)))));
+                    return Poll::Ready(Some(trailers));
                 }
                 let before = data.slice(..whole);
-                self.state = State::Failing(status);
-                return Poll::Ready(Some(Ok(Frame::data(before))));
+                self.state = State::Ending(trailers);
+                return Poll::Ready(Some(Frame::data(before)));
             }
         }
-        Poll::Ready(Some(Ok(frame)))
+        Poll::Ready(Some(frame))
+    }
+}
+
+impl http_body::Body for ReplyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let first = match std::task::ready!(this.poll_one(cx)) {
+            Some(frame) => frame,
+            None => return Poll::Ready(None),
+        };
+        let first = match first.into_data() {
+            Ok(data) => data,
+            Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+        };
+        // A single frame (a unary reply) goes on as it came, uncopied.
+        let mut gathered: Option<BytesMut> = None;
+        let mut frames = 1;
+        while matches!(this.state, State::Streaming)
+            && frames < GATHER_FRAMES
+            && gathered.as_ref().map_or(first.len(), BytesMut::len) < GATHER_BYTES
+        {
+            let Poll::Ready(Some(next)) = this.poll_one(cx) else { break };
+            frames += 1;
+            match next.into_data() {
+                Ok(more) => gathered.get_or_insert_with(|| BytesMut::from(&first[..])).extend_from_slice(&more),
+                Err(trailers) => this.state = State::Ending(trailers),
+            }
+        }
+        let data = gathered.map_or(first, BytesMut::freeze);
+        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
