@@ -13,7 +13,20 @@ use tokio::sync::mpsc;
 /// Whether a change at `path` can touch one of `files` (watched through their folder): the file
 /// itself, or a Kubernetes volume's `..data` symlink swapped over, which the files point through.
 pub fn touches_files(path: &Path, files: &[PathBuf]) -> bool {
-    files.iter().any(|f| f == path) || path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".."))
+    files.iter().any(|f| same_file(f, path))
+        || path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".."))
+}
+
+/// Whether two names of a file are the same but for `.` parts: a file given as `gateway.yaml` is
+/// watched through `.`, whose events name it `./gateway.yaml`.
+fn same_file(a: &Path, b: &Path) -> bool {
+    let named = |p: &Path| {
+        p.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .map(|c| c.as_os_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    named(a) == named(b)
 }
 
 /// Quiet time after the last event before reloading.
@@ -200,6 +213,16 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_file_named_without_a_folder_is_known_by_its_events_names() {
+        let files = [PathBuf::from("gateway.yaml"), PathBuf::from("/etc/dragoman/tls.pem")];
+        assert!(touches_files(Path::new("./gateway.yaml"), &files));
+        assert!(touches_files(Path::new("gateway.yaml"), &files));
+        assert!(touches_files(Path::new("/etc/dragoman/./tls.pem"), &files));
+        assert!(!touches_files(Path::new("./gateway.yaml.swp"), &files));
+        assert!(!touches_files(Path::new("./other/gateway.yaml"), &files));
+    }
 
     // notify-rs, used elsewhere, reports every write.
     #[cfg(target_os = "linux")]

@@ -236,3 +236,31 @@ async fn the_config_file_is_reloaded_when_it_changes_and_a_broken_one_changes_no
     tokio::time::timeout(Duration::from_secs(10), rebuilt).await.expect("SIGHUP reloads the config");
     assert!(!served_by_echo().await, "still serving the demo's backend after SIGHUP");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_named_relative_to_the_working_folder_is_reloaded_too() {
+    let demo = dragoman::demo::Backends::start().await.expect("demo backends");
+    let echo = support::start_echo().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = |backend: std::net::SocketAddr| {
+        format!(
+            "listen: 127.0.0.1:0\ndescriptors: [{}]\nservices:\n  - match: shop.users.v1.UserService\n    backends: [http://{backend}]\n",
+            support::root().join("descriptors").display()
+        )
+    };
+    std::fs::write(dir.path().join("gateway.yaml"), config(demo.addresses[0])).expect("write");
+    // `dragoman serve --config gateway.yaml`, run from the config's folder.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dragoman"));
+    command.args(["serve", "--config", "gateway.yaml"]).current_dir(dir.path());
+    let gateway = tokio::task::spawn_blocking(move || support::Running::start(command)).await.expect("join");
+    std::fs::write(dir.path().join("gateway.new"), config(echo)).expect("write");
+    std::fs::rename(dir.path().join("gateway.new"), dir.path().join("gateway.yaml")).expect("rename");
+    let line = gateway.wait_for_log(|l| l.contains("config reloaded") || l.contains("config reload failed")).await;
+    assert!(line.contains("config reloaded"), "{line}");
+    let reply = support::get(gateway.address, "/v1/users/u-1").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply.json()["displayName"].as_str().unwrap_or_default().contains("x-forwarded-for="),
+        "the echo backend answers"
+    );
+}
