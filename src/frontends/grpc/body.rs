@@ -90,7 +90,8 @@ enum State {
 /// as one of up to this many bytes: a backend streaming small messages sends a frame each, and
 /// passing them on one by one costs the client's connection a frame, a wake-up of its sender and
 /// a flow-control turn each. Nothing is waited for: what is not there yet goes in a later frame.
-/// A frame that would take the gathered one past this size goes on in the next, uncopied.
+/// A frame that would take the gathered one past this size starts the next (uncopied if it is
+/// this size or more).
 const GATHER_BYTES: usize = 16 * 1024;
 /// At most this many frames are gathered into one (empty DATA frames add no bytes).
 const GATHER_FRAMES: usize = 256;
@@ -216,7 +217,7 @@ impl http_body::Body for ReplyBody {
                     } else {
                         gathered
                             .get_or_insert_with(|| {
-                                let mut buffer = BytesMut::with_capacity(GATHER_BYTES);
+                                let mut buffer = BytesMut::with_capacity(first.len() + more.len());
                                 buffer.extend_from_slice(&first);
                                 buffer
                             })
@@ -331,6 +332,19 @@ mod tests {
         assert_eq!(frames.concat(), [a, b, c, big.to_vec()].concat(), "in order");
         assert_eq!(frames[3].as_ptr(), big.as_ptr(), "the big frame is passed on, not copied");
         assert_eq!(status.as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn a_held_frame_goes_before_the_status_of_a_message_over_the_limit_behind_it() {
+        let (a, b, c, too_big) = (message(1, 3), message(2, 10_000), message(3, 10_000), message(4, 20_000));
+        let script = vec![data(&a), data(&b), data(&[c.clone(), too_big].concat()), ok()];
+        let (frames, status) = replay(script, 12_000);
+        // `c` is cut from the frame that carries the message over the limit, does not fit beside
+        // `b`, and is held: it still goes before the status.
+        let sizes: Vec<usize> = frames.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, vec![a.len(), b.len(), c.len()]);
+        assert_eq!(frames.concat(), [a, b, c].concat());
+        assert_eq!(status.as_deref(), Some("8"), "RESOURCE_EXHAUSTED");
     }
 
     #[test]
