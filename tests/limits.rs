@@ -101,12 +101,7 @@ async fn idle_connections_are_closed_and_busy_ones_are_not() {
 
     // A stream that outlives several idle periods keeps its connection: after it ends whole, the
     // same connection serves the next request.
-    let tcp = connect(gw.address).await;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("h2");
-    tokio::spawn(connection);
+    let mut sender = support::h2_client(gw.address).await;
     let get_on = |path: &str| {
         http::Request::get(format!("http://{}{path}", gw.address))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -238,12 +233,7 @@ async fn request_heads_larger_than_max_header_size_are_refused() {
     let small = "x".repeat(4_000);
     assert_eq!(http(gw.address, "GET", "/v1/users/u-1", &[("x-small", &small)], b"").await.status, 200);
     // HTTP/2: the stream is refused, the connection and the gateway go on.
-    let tcp = connect(gw.address).await;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("h2");
-    tokio::spawn(connection);
+    let mut sender = support::h2_client(gw.address).await;
     let get_user = dragoman::demo::pb::shop::users::v1::GetUserRequest { id: "u-1".into() };
     let mut request = support::grpc_request(gw.address, "/shop.users.v1.UserService/GetUser", &get_user);
     request.headers_mut().insert("x-big", big.parse().expect("ascii"));

@@ -300,12 +300,7 @@ async fn small_messages_that_arrive_together_leave_in_fewer_frames_intact() {
     const MESSAGES: usize = 20_000;
     let (backend, _) = start_small_message_backend(MESSAGES).await;
     let gw = TestGateway::builder().backend("shop.orders.v1.OrderService", &backend.to_string()).start().await;
-    let tcp = tokio::net::TcpStream::connect(gw.address).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(connection);
+    let mut sender = support::h2_client(gw.address).await;
     let request = support::grpc_request(
         gw.address,
         "/shop.orders.v1.OrderService/WatchOrder",

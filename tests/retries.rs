@@ -157,12 +157,7 @@ async fn a_unary_call_kept_to_be_sent_again_holds_one_message_at_most() {
     let mut request =
         support::grpc_request(gw.address, "/shop.users.v1.UserService/GetUser", &GetUserRequest::default());
     *request.body_mut() = http_body_util::Full::new(bytes::Bytes::from(twice));
-    let tcp = tokio::net::TcpStream::connect(gw.address).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("h2");
-    tokio::spawn(connection);
+    let mut sender = support::h2_client(gw.address).await;
     let response = sender.send_request(request).await.expect("response");
     let (parts, body) = response.into_parts();
     let trailers = body.collect().await.expect("body").trailers().cloned().unwrap_or_default();

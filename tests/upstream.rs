@@ -147,12 +147,7 @@ async fn a_backend_at_its_stream_limit_makes_calls_wait_bounded_then_fail_fast()
         .await;
     // One client connection: every call lands on the same worker, so on the same backend
     // connection, which the backend allows one stream.
-    let tcp = tokio::net::TcpStream::connect(gw.address).await.expect("connect");
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("h2");
-    tokio::spawn(connection);
+    let sender = support::h2_client(gw.address).await;
     let call = |mut sender: hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>| async move {
         use prost::Message as _;
         let payload = charge().encode_to_vec();

@@ -470,6 +470,22 @@ impl RawReply {
     }
 }
 
+/// A bare HTTP/2 (h2c) client connection to `address`, driven by a task of its own.
+pub async fn h2_client<B>(address: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
 /// A unary gRPC call with a bare HTTP/2 client and no timers of its own (tonic's client enforces
 /// `grpc-timeout` itself, which would race the gateway's deadline).
 pub async fn raw_unary(
@@ -479,12 +495,7 @@ pub async fn raw_unary(
     headers: &[(&str, &str)],
 ) -> RawReply {
     use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(connection);
+    let mut sender = h2_client(address).await;
     let mut request = grpc_request(address, path, message);
     for (name, value) in headers {
         request.headers_mut().insert(
