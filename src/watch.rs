@@ -13,20 +13,7 @@ use tokio::sync::mpsc;
 /// Whether a change at `path` can touch one of `files` (watched through their folder): the file
 /// itself, or a Kubernetes volume's `..data` symlink swapped over, which the files point through.
 pub fn touches_files(path: &Path, files: &[PathBuf]) -> bool {
-    files.iter().any(|f| same_file(f, path))
-        || path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".."))
-}
-
-/// Whether two names of a file are the same but for `.` parts: a file given as `gateway.yaml` is
-/// watched through `.`, whose events name it `./gateway.yaml`.
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    let named = |p: &Path| {
-        p.components()
-            .filter(|c| !matches!(c, std::path::Component::CurDir))
-            .map(|c| c.as_os_str().to_owned())
-            .collect::<Vec<_>>()
-    };
-    named(a) == named(b)
+    files.iter().any(|f| f == path) || path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".."))
 }
 
 /// Quiet time after the last event before reloading.
@@ -70,9 +57,15 @@ where
     Ok(Watcher { _source: source, task })
 }
 
-/// The folder a file is watched through.
+/// The folder a file is watched through, as the file names it: empty for a bare `gateway.yaml`,
+/// so that its events name it `gateway.yaml` again, not `./gateway.yaml`.
 fn folder_of(file: &Path) -> &Path {
-    file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    file.parent().unwrap_or(Path::new(""))
+}
+
+/// The folder to ask the OS to watch: `.` for the empty name of the working folder.
+fn watchable(folder: &Path) -> &Path {
+    if folder.as_os_str().is_empty() { Path::new(".") } else { folder }
 }
 
 /// Linux: inotify, asked only for the events that can change what a file holds or whether it is
@@ -113,13 +106,13 @@ mod os {
         /// Watches `folder` (and, `recursive`, every folder under it, through symbolic links as
         /// the catalog reads them), and returns the files found in the folders newly watched.
         fn add(&mut self, watches: &mut Watches, folder: &Path, recursive: bool) -> std::io::Result<Vec<PathBuf>> {
-            let wd = watches.add(folder, MASK)?;
+            let wd = watches.add(super::watchable(folder), MASK)?;
             let was_recursive = self.0.get(&wd).is_some_and(|(_, r)| *r);
             self.0.insert(wd, (folder.to_owned(), was_recursive || recursive));
             let mut files = Vec::new();
             // A folder already walked (a link back up the tree, say) is not walked again.
             if recursive && !was_recursive {
-                for sub in std::fs::read_dir(folder)?.flatten().map(|e| e.path()) {
+                for sub in std::fs::read_dir(super::watchable(folder))?.flatten().map(|e| e.path()) {
                     if sub.is_dir() {
                         // A sub-folder that cannot be watched is skipped, as notify-rs does.
                         files.extend(self.add(watches, &sub, true).unwrap_or_default());
@@ -141,7 +134,7 @@ mod os {
                 if path.is_dir() { (path.as_path(), true) } else { (super::folder_of(path), false) };
             folders
                 .add(&mut watches, folder, recursive)
-                .map_err(|e| format!("{}: cannot watch: {e}", folder.display()))?;
+                .map_err(|e| format!("{}: cannot watch: {e}", super::watchable(folder).display()))?;
         }
         let mut events = inotify.into_event_stream(vec![0; 4096]).map_err(|e| format!("cannot watch files: {e}"))?;
         Ok(Source(tokio::spawn(async move {
@@ -198,7 +191,7 @@ mod os {
             let (target, mode) = if path.is_dir() {
                 (path.as_path(), RecursiveMode::Recursive)
             } else {
-                (super::folder_of(path), RecursiveMode::NonRecursive)
+                (super::watchable(super::folder_of(path)), RecursiveMode::NonRecursive)
             };
             inner.watch(target, mode).map_err(|e| format!("{}: cannot watch: {e}", target.display()))?;
         }
@@ -216,11 +209,15 @@ mod tests {
 
     #[test]
     fn a_file_named_without_a_folder_is_known_by_its_events_names() {
-        let files = [PathBuf::from("gateway.yaml"), PathBuf::from("/etc/dragoman/tls.pem")];
-        assert!(touches_files(Path::new("./gateway.yaml"), &files));
-        assert!(touches_files(Path::new("gateway.yaml"), &files));
-        assert!(!touches_files(Path::new("./gateway.yaml.swp"), &files));
-        assert!(!touches_files(Path::new("./other/gateway.yaml"), &files));
+        // The watcher names an event `folder_of(file).join(name)`: the name the file was given.
+        let event = |file: &str| folder_of(Path::new(file)).join(Path::new(file).file_name().expect("a file"));
+        assert_eq!(event("gateway.yaml"), Path::new("gateway.yaml"));
+        assert_eq!(event("conf/gateway.yaml"), Path::new("conf/gateway.yaml"));
+        assert_eq!(event("/etc/dragoman/tls.pem"), Path::new("/etc/dragoman/tls.pem"));
+        assert_eq!(watchable(folder_of(Path::new("gateway.yaml"))), Path::new("."), "watched through `.`");
+        let files = [PathBuf::from("gateway.yaml")];
+        assert!(touches_files(&event("gateway.yaml"), &files));
+        assert!(!touches_files(Path::new("gateway.yaml.swp"), &files));
     }
 
     // notify-rs, used elsewhere, reports every write.

